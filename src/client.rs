@@ -1,0 +1,207 @@
+//! The unified client: one status read, many status reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::Value;
+
+use crate::config::ClientBuilder;
+use crate::spec::{ProviderOps, ProviderSpec};
+use crate::task::validate_id;
+use crate::{Error, Result, Task, TaskRef, observe, transport};
+
+/// Reads tasks at every configured provider. Cheap to clone.
+///
+/// ```no_run
+/// # async fn demo() -> taskpoll::Result<()> {
+/// use taskpoll::{Client, ProviderConfig};
+/// let client = Client::builder().provider(ProviderConfig::new("deepomatic").api_key("key")).build()?;
+/// let task = client.get(&"deepomatic:269999729".parse()?).await?;
+/// println!("{} is {}", task.id(), task.phase());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) providers: Vec<Configured>,
+    pub(crate) concurrency: usize,
+}
+
+pub(crate) struct Configured {
+    pub(crate) spec: &'static ProviderSpec,
+    pub(crate) ops: Box<dyn ProviderOps>,
+    pub(crate) base_url: String,
+    pub(crate) request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let providers: Vec<(&str, &str)> =
+            self.inner.providers.iter().map(|p| (p.spec.name, p.base_url.as_str())).collect();
+        f.debug_struct("Client").field("providers", &providers).finish_non_exhaustive()
+    }
+}
+
+/// The most pages `get_many` follows for one chunk of ids (a loop guard).
+const MAX_PAGES: usize = 1000;
+
+impl Client {
+    /// A builder with no provider configured.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client for every provider whose variables are set: `CLOUDINARY_URL`
+    /// (`cloudinary://key:secret@cloud`) or `CLOUDINARY_CLOUD_NAME` +
+    /// `CLOUDINARY_API_KEY` + `CLOUDINARY_API_SECRET` (or `CLOUDINARY_OAUTH_TOKEN`);
+    /// `QOLABA_API_KEY`; `FACTPULSE_API_KEY` or `FACTPULSE_TOKEN`;
+    /// `DEEPOMATIC_API_KEY` (+ `DEEPOMATIC_APP_ID`, `DEEPOMATIC_API_URL`).
+    /// The names come from each spec's `x-taskpoll-env`. No provider set is an error.
+    pub fn from_env() -> Result<Self> {
+        ClientBuilder::default().from_env()?.build()
+    }
+
+    pub(crate) fn from_inner(inner: ClientInner) -> Self {
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The configured providers.
+    pub fn providers(&self) -> impl Iterator<Item = &'static ProviderSpec> + '_ {
+        self.inner.providers.iter().map(|p| p.spec)
+    }
+
+    /// The base URL in use for a provider.
+    pub fn base_url(&self, provider: &str) -> Option<&str> {
+        self.configured(provider).ok().map(|p| p.base_url.as_str())
+    }
+
+    pub(crate) fn configured(&self, provider: &str) -> Result<&Configured> {
+        match self.inner.providers.iter().find(|p| p.spec.name.eq_ignore_ascii_case(provider)) {
+            Some(p) => Ok(p),
+            None if crate::spec::provider(provider).is_some() => {
+                Err(Error::ProviderNotConfigured { provider: provider.to_string() })
+            }
+            None => Err(Error::unknown_provider(provider)),
+        }
+    }
+
+    /// Reads a task's status once.
+    pub async fn get(&self, task: &TaskRef) -> Result<Task> {
+        self.get_within(task, None).await
+    }
+
+    /// Reads a task's status once, with the request timeout clipped to `budget`
+    /// (the polling engine passes the time left before its deadline).
+    pub async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
+        let provider = self.configured(task.provider())?;
+        validate_id(task.id())?;
+        let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
+        if timeout.is_zero() {
+            return Err(Error::Transport {
+                provider: provider.spec.name.into(),
+                operation: provider.spec.get.operation.into(),
+                kind: crate::error::TransportKind::Timeout,
+                source: "no time left for the request".into(),
+            });
+        }
+        let inputs = task.input_pairs();
+        let (outcome, record) = transport::scoped(Some(timeout), provider.ops.get(task.id(), &inputs)).await;
+        let result = observe::single(provider.spec, provider.spec.get.operation, task, outcome, record);
+        match &result {
+            Ok(t) => tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task"),
+            Err(e) => tracing::debug!(task = %task, error = %e, "read failed"),
+        }
+        result
+    }
+
+    /// Reads several tasks of one provider, one result per id in input order.
+    ///
+    /// Uses the provider's batch operation when its spec declares one (ids in
+    /// chunks, `next` pages followed through the generated client so
+    /// credentials never go to another host); otherwise runs single reads,
+    /// at most [`ClientBuilder::concurrency`] at a time. An empty list makes no
+    /// request. The outer error is a failure of the whole batch.
+    pub async fn get_many<S: AsRef<str>>(&self, provider: &str, ids: &[S]) -> Result<Vec<Result<Task>>> {
+        let configured = self.configured(provider)?;
+        let refs: Vec<Result<TaskRef>> = ids.iter().map(|id| TaskRef::new(configured.spec.name, id.as_ref())).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if configured.spec.many.is_none() {
+            let reads = refs.into_iter().map(|r| async move {
+                match r {
+                    Ok(task_ref) => self.get(&task_ref).await,
+                    Err(e) => Err(e),
+                }
+            });
+            return Ok(futures_util::stream::iter(reads).buffered(self.inner.concurrency).collect().await);
+        }
+        let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
+        let mut found = self.batch(configured, &valid).await?;
+        Ok(refs
+            .into_iter()
+            .map(|r| {
+                let task_ref = r?;
+                found.remove(task_ref.id()).ok_or_else(|| Error::MissingFromBatch {
+                    provider: configured.spec.name.into(),
+                    id: task_ref.id().to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn batch(&self, provider: &Configured, ids: &[String]) -> Result<HashMap<String, Task>> {
+        let spec = provider.spec;
+        let Some(many) = spec.many else { return Ok(HashMap::new()) };
+        let mut unique: Vec<String> = Vec::new();
+        for id in ids {
+            if !unique.contains(id) {
+                unique.push(id.clone());
+            }
+        }
+        let mut found = HashMap::new();
+        let chunk_size = usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1);
+        for chunk in unique.chunks(chunk_size) {
+            let mut page: Vec<(String, String)> = Vec::new();
+            for _ in 0..MAX_PAGES {
+                let (outcome, record) =
+                    transport::scoped(Some(provider.request_timeout), provider.ops.list(chunk, &page)).await;
+                let raw = observe::answer(spec, many.operation, outcome, record)?;
+                let body = observe::task_body(spec, many.operation, &raw)?;
+                let items = body.pointer(many.items).and_then(Value::as_array).cloned().unwrap_or_default();
+                for item in items {
+                    let id = match item.pointer(many.id) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => continue,
+                    };
+                    let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { continue };
+                    found.insert(id, observe::task_from_body(spec, task_ref, raw.status, item));
+                }
+                let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str);
+                let Some(next_page) = next.and_then(|url| page_params(url, many.page_params)) else { break };
+                if next_page == page || next_page.is_empty() {
+                    break;
+                }
+                page = next_page;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The page parameters named by the spec, read from a `next` URL's query.
+fn page_params(next: &str, names: &[&str]) -> Option<Vec<(String, String)>> {
+    let url = reqwest::Url::parse(next).ok()?;
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| names.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    Some(pairs)
+}

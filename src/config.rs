@@ -1,0 +1,369 @@
+//! Building a [`Client`]: per-provider credentials, base URLs and timeouts,
+//! from code or from the environment variables each spec names.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+use reqwest::header::HeaderValue;
+use secrecy::SecretString;
+
+use crate::client::{Client, ClientInner, Configured};
+use crate::spec::{ProviderSpec, SchemeKind};
+use crate::transport::{Credential, Ctx};
+use crate::{Error, Result};
+
+/// Default per-request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on a response body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default number of concurrent single reads in `get_many`.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+#[derive(Debug, Clone)]
+enum Selector {
+    Scheme(String),
+    Basic,
+    Bearer,
+    ApiKey,
+}
+
+/// The settings of one provider: credentials, base URL, server variables.
+///
+/// ```
+/// use taskpoll::ProviderConfig;
+/// let deepomatic = ProviderConfig::new("deepomatic").api_key("my-key");
+/// let cloudinary = ProviderConfig::new("cloudinary")
+///     .basic("api-key", "api-secret")
+///     .server_variable("cloud_name", "demo");
+/// # let _ = (deepomatic, cloudinary);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    name: String,
+    credentials: Vec<(Selector, Credential)>,
+    base_url: Option<String>,
+    variables: BTreeMap<String, String>,
+    request_timeout: Option<Duration>,
+}
+
+impl ProviderConfig {
+    /// Settings for the provider of this name (checked when the client is built).
+    pub fn new(provider: impl Into<String>) -> Self {
+        Self {
+            name: provider.into(),
+            credentials: Vec::new(),
+            base_url: None,
+            variables: BTreeMap::new(),
+            request_timeout: None,
+        }
+    }
+
+    /// Username and password for the provider's `http basic` scheme.
+    pub fn basic(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        let credential = Credential::Basic { username: username.into(), password: SecretString::from(password.into()) };
+        self.credentials.push((Selector::Basic, credential));
+        self
+    }
+
+    /// A token for the provider's bearer (or OAuth2) scheme.
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.credentials.push((Selector::Bearer, Credential::Token(SecretString::from(token.into()))));
+        self
+    }
+
+    /// A key for the provider's first API-key header scheme.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.credentials.push((Selector::ApiKey, Credential::Token(SecretString::from(key.into()))));
+        self
+    }
+
+    /// A credential for a scheme named in the spec (e.g. Deepomatic's `AppId`).
+    pub fn credential(mut self, scheme: impl Into<String>, credential: Credential) -> Self {
+        self.credentials.push((Selector::Scheme(scheme.into()), credential));
+        self
+    }
+
+    /// Overrides the spec's server URL (a simulator, a proxy, a regional host).
+    /// `{variable}` placeholders in it are filled like the default's.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Sets a server variable (Cloudinary's `cloud_name`).
+    pub fn server_variable(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.variables.insert(name.into(), value.into());
+        self
+    }
+
+    /// A per-request timeout for this provider (default: the client's).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The provider name.
+    pub fn provider(&self) -> &str {
+        &self.name
+    }
+
+    fn has_credentials(&self) -> bool {
+        !self.credentials.is_empty()
+    }
+}
+
+/// Builds a [`Client`]. Errors are reported by [`ClientBuilder::build`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    providers: Vec<ProviderConfig>,
+    http: Option<reqwest::Client>,
+    user_agent: Option<String>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_body_bytes: usize,
+    concurrency: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            http: None,
+            user_agent: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds (or replaces) a provider's settings.
+    pub fn provider(mut self, config: ProviderConfig) -> Self {
+        self.providers.retain(|p| !p.name.eq_ignore_ascii_case(&config.name));
+        self.providers.push(config);
+        self
+    }
+
+    /// Uses this `reqwest::Client` as is (its own timeouts, proxies, TLS).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The `User-Agent` (default `taskpoll/<version>`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = Some(user_agent.into());
+        self
+    }
+
+    /// The per-request timeout (default 30 s). A wait clips it to the time left.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The connect timeout (default 10 s; ignored with [`Self::http_client`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest response body read (default 4 MiB); a larger one is [`Error::BodyTooLarge`].
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// How many single reads `get_many` runs at once when a provider has no batch call (default 8).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Adds every provider configured in the environment (see [`Client::from_env`]).
+    pub fn from_env(self) -> Result<Self> {
+        self.from_env_with(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Self::from_env`], reading variables through `lookup` (for tests).
+    pub fn from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        for spec in crate::spec::providers() {
+            if let Some(config) = env_config(spec, &lookup)? {
+                self = self.provider(config);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Checks everything and builds the client.
+    pub fn build(self) -> Result<Client> {
+        if self.providers.is_empty() {
+            return Err(Error::config(
+                "no provider configured (add one with ClientBuilder::provider, or set its environment variables)",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(Error::config("concurrency must be at least 1"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(Error::config("max_body_bytes must be at least 1"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(Error::config("request_timeout must be positive"));
+        }
+        let user_agent = self.user_agent.unwrap_or_else(|| format!("taskpoll/{}", env!("CARGO_PKG_VERSION")));
+        let user_agent = HeaderValue::from_str(&user_agent)
+            .map_err(|_| Error::config("the user agent contains characters not allowed in a header"))?;
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .connect_timeout(self.connect_timeout)
+                .build()
+                .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
+        };
+        let mut providers = Vec::new();
+        for config in self.providers {
+            let spec = crate::spec::provider(&config.name).ok_or_else(|| Error::unknown_provider(&config.name))?;
+            let credentials = resolve_credentials(spec, &config)?;
+            let base_url = resolve_base_url(spec, &config)?;
+            let ctx = Ctx {
+                provider: spec,
+                credentials: Arc::new(credentials),
+                user_agent: user_agent.clone(),
+                max_body_bytes: self.max_body_bytes,
+            };
+            let ops = (spec.connect)(&base_url, http.clone(), ctx);
+            providers.push(Configured {
+                spec,
+                ops,
+                base_url,
+                request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
+            });
+        }
+        Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency }))
+    }
+}
+
+fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<Vec<(&'static str, Credential)>> {
+    let mut out: Vec<(&'static str, Credential)> = Vec::new();
+    for (selector, credential) in &config.credentials {
+        let wanted = |kind: &dyn Fn(SchemeKind) -> bool, what: &str| {
+            spec.schemes.iter().find(|s| kind(s.kind)).ok_or_else(|| {
+                Error::config(format!("{} has no {what} scheme (schemes: {})", spec.name, scheme_names(spec)))
+            })
+        };
+        let scheme = match selector {
+            Selector::Basic => wanted(&|k| k == SchemeKind::Basic, "basic")?,
+            Selector::Bearer => wanted(&|k| k == SchemeKind::Bearer, "bearer")?,
+            Selector::ApiKey => wanted(&|k| matches!(k, SchemeKind::ApiKeyHeader(_)), "API-key")?,
+            Selector::Scheme(name) => spec.scheme(name).ok_or_else(|| {
+                Error::config(format!("{} has no scheme `{name}` (schemes: {})", spec.name, scheme_names(spec)))
+            })?,
+        };
+        let fits = matches!(
+            (scheme.kind, credential),
+            (SchemeKind::Basic, Credential::Basic { .. }) | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
+        );
+        if !fits {
+            return Err(Error::config(format!("{}: wrong kind of credential for scheme `{}`", spec.name, scheme.name)));
+        }
+        out.retain(|(name, _)| *name != scheme.name);
+        out.push((scheme.name, credential.clone()));
+    }
+    Ok(out)
+}
+
+fn scheme_names(spec: &ProviderSpec) -> String {
+    spec.schemes.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
+
+fn resolve_base_url(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<String> {
+    let template = config.base_url.clone().unwrap_or_else(|| spec.default_base_url.to_string());
+    let mut url = template.clone();
+    for var in spec.server_variables {
+        let placeholder = format!("{{{}}}", var.name);
+        if !url.contains(&placeholder) {
+            continue;
+        }
+        let value = match config.variables.get(var.name) {
+            Some(v) => v.clone(),
+            None if var.required => {
+                let hint = var.env.map(|e| format!(" (or set {e})")).unwrap_or_default();
+                return Err(Error::config(format!(
+                    "{}: server variable `{}` is required; set it with ProviderConfig::server_variable{hint}",
+                    spec.name, var.name
+                )));
+            }
+            None => var.default.to_string(),
+        };
+        if value.is_empty() || value.contains(['/', '?', '#', '@', ':']) || value.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::config(format!("{}: server variable `{}` has an unusable value", spec.name, var.name)));
+        }
+        url = url.replace(&placeholder, &value);
+    }
+    if url.contains('{') {
+        return Err(Error::config(format!("{}: base URL {url:?} has an unknown placeholder", spec.name)));
+    }
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| Error::config(format!("{}: base URL {url:?} is not a URL: {e}", spec.name)))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+        return Err(Error::config(format!("{}: base URL {url:?} must be http or https", spec.name)));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// One provider's settings from the environment, or `None` if it has no credentials there.
+fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<ProviderConfig>> {
+    let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let mut config = ProviderConfig::new(spec.name);
+    if let Some(cu) = spec.credentials_url {
+        if let Some(text) = get(cu.var) {
+            let url = reqwest::Url::parse(&text).map_err(|_| {
+                Error::config(format!("{} must look like scheme://user:secret@host", cu.var))
+            })?;
+            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+            let (user, pass, host) = (decode(url.username()), url.password().map(decode), url.host_str().map(str::to_string));
+            match (user.is_empty(), pass, host) {
+                (false, Some(pass), Some(host)) => {
+                    config = config
+                        .credential(cu.scheme, Credential::Basic { username: user, password: SecretString::from(pass) })
+                        .server_variable(cu.server_variable, host);
+                }
+                _ => return Err(Error::config(format!("{} must look like scheme://user:secret@host", cu.var))),
+            }
+        }
+    }
+    for scheme in spec.schemes {
+        match (scheme.kind, scheme.env) {
+            (SchemeKind::Basic, [user_var, pass_var]) => {
+                if let (Some(user), Some(pass)) = (get(user_var), get(pass_var)) {
+                    config = config.credential(scheme.name, Credential::Basic { username: user, password: SecretString::from(pass) });
+                }
+            }
+            (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), [var]) => {
+                if let Some(token) = get(var) {
+                    config = config.credential(scheme.name, Credential::Token(SecretString::from(token)));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !config.has_credentials() {
+        return Ok(None);
+    }
+    for var in spec.server_variables {
+        if let Some(value) = var.env.and_then(get) {
+            config = config.server_variable(var.name, value);
+        }
+    }
+    if let Some(url) = spec.base_url_env.and_then(get) {
+        config = config.base_url(url);
+    }
+    Ok(Some(config))
+}

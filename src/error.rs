@@ -1,0 +1,360 @@
+//! The one error type.
+
+use std::time::Duration;
+
+use crate::{Task, TaskRef, WaitState};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a transport-level request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Could not connect.
+    Connect,
+    /// The request timed out (per-request timeout, clipped to the deadline).
+    Timeout,
+    /// The connection broke while reading the answer, or anything else.
+    Other,
+}
+
+/// Everything that can go wrong, with the context to act on it.
+///
+/// Display gives one line and does not repeat the source; walk
+/// [`std::error::Error::source`] for the underlying reqwest or progenitor error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The client configuration is unusable (bad URL, bad variable, nothing configured).
+    #[error("configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// No provider of that name is built into this crate.
+    #[error("unknown provider `{name}` (known: {known})")]
+    UnknownProvider {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+    /// The provider exists but this client was not configured for it.
+    #[error("provider `{provider}` is not configured on this client")]
+    ProviderNotConfigured {
+        /// The provider.
+        provider: String,
+    },
+    /// No credential satisfies the operation's security; nothing was sent.
+    #[error("{provider}: no credentials for `{operation}` (needs {needed})")]
+    MissingCredentials {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// The scheme alternatives, e.g. `basicAuth or OAuth2`.
+        needed: String,
+    },
+    /// The task id cannot be sent safely; nothing was sent.
+    #[error("invalid task id {id:?}: {reason}")]
+    InvalidTaskId {
+        /// The id (an excerpt).
+        id: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A task reference string or input is malformed.
+    #[error("invalid task reference {input:?}: {reason}")]
+    InvalidTaskRef {
+        /// The input (an excerpt).
+        input: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request could not be built (e.g. a header value with bad bytes).
+    #[error("{provider} {operation}: invalid request: {message}")]
+    InvalidRequest {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// What progenitor or reqwest refused.
+        message: String,
+    },
+    /// Connecting, sending or reading failed, or the request timed out.
+    #[error("{provider} {operation}: {}", match kind {
+        TransportKind::Connect => "could not connect",
+        TransportKind::Timeout => "request timed out",
+        TransportKind::Other => "transport error",
+    })]
+    Transport {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// What kind of failure.
+        kind: TransportKind,
+        /// The reqwest error.
+        #[source]
+        source: BoxError,
+    },
+    /// The provider answered with an HTTP error that is not a task.
+    #[error("{provider} {operation}: HTTP {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Api {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// The HTTP status.
+        status: u16,
+        /// The provider's error message, when the body had one.
+        message: Option<String>,
+        /// The start of the body (at most 512 characters).
+        body_excerpt: String,
+        /// Whether the body was JSON.
+        body_is_json: bool,
+        /// The `Retry-After` hint, if the answer had one.
+        retry_after: Option<Duration>,
+    },
+    /// A success answer whose body is not a task (HTML, malformed JSON, a non-object).
+    #[error("{provider} {operation}: HTTP {status} body is not a task ({reason})")]
+    InvalidBody {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong.
+        reason: String,
+        /// The start of the body.
+        body_excerpt: String,
+    },
+    /// The body was larger than the configured cap and was not read.
+    #[error("{provider} {operation}: HTTP {status} body exceeds the {limit}-byte cap")]
+    BodyTooLarge {
+        /// The provider.
+        provider: String,
+        /// The operation.
+        operation: String,
+        /// The HTTP status.
+        status: u16,
+        /// The cap.
+        limit: usize,
+    },
+    /// A batch answer did not include this id.
+    #[error("{provider}: task {id:?} is missing from the batch answer")]
+    MissingFromBatch {
+        /// The provider.
+        provider: String,
+        /// The id asked for.
+        id: String,
+    },
+    /// The task failed; the final observation is kept.
+    #[error("task {} failed{}", task.task_ref(), task.error().map(|e| format!(": {e}")).unwrap_or_default())]
+    TaskFailed {
+        /// The final observation.
+        task: Box<Task>,
+    },
+    /// The task was cancelled; the final observation is kept.
+    #[error("task {} was cancelled", task.task_ref())]
+    TaskCancelled {
+        /// The final observation.
+        task: Box<Task>,
+    },
+    /// The task reported a status the spec does not list, and the unknown-status policy said stop.
+    #[error("task {} reported unknown status {:?}", task.task_ref(), task.status().unwrap_or(""))]
+    UnknownStatus {
+        /// The observation with the unknown status.
+        task: Box<Task>,
+        /// Where the wait was, to resume it.
+        state: Box<WaitState>,
+    },
+    /// The deadline passed before the task finished.
+    #[error("task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls)")]
+    DeadlineExceeded {
+        /// The task, to re-attach.
+        task_ref: TaskRef,
+        /// Time spent waiting.
+        elapsed: Duration,
+        /// Polls made.
+        polls: u32,
+        /// The last observation, if any poll succeeded.
+        last: Option<Box<Task>>,
+        /// The last error, if the last poll failed.
+        last_error: Option<Box<Error>>,
+        /// Where the wait was, to resume it.
+        state: Box<WaitState>,
+    },
+    /// The server asked to come back after the deadline; the wait ended at once.
+    #[error("task {task_ref}: server asked to retry after {retry_after:?}, past the deadline ({remaining:?} left)")]
+    RetryAfterPastDeadline {
+        /// The task, to re-attach.
+        task_ref: TaskRef,
+        /// The hint.
+        retry_after: Duration,
+        /// Time that was left.
+        remaining: Duration,
+        /// Polls made.
+        polls: u32,
+        /// The answer that carried the hint.
+        source: Box<Error>,
+        /// Where the wait was, to resume it.
+        state: Box<WaitState>,
+    },
+    /// The task stayed queued longer than the pending-forever budget (at
+    /// Celery-backed providers an unknown or expired id looks like this).
+    #[error("task {task_ref} still queued after {queued_for:?} (unknown or expired id?)")]
+    StillPending {
+        /// The task, to re-attach.
+        task_ref: TaskRef,
+        /// Time spent queued.
+        queued_for: Duration,
+        /// Polls made.
+        polls: u32,
+        /// The last observation.
+        last: Box<Task>,
+        /// Where the wait was, to resume it.
+        state: Box<WaitState>,
+    },
+    /// A polling policy was rejected by its builder.
+    #[error("invalid policy: {message}")]
+    InvalidPolicy {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Shorthand for `Result<T, taskpoll::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn unknown_provider(name: &str) -> Self {
+        let known: Vec<&str> = crate::spec::providers().iter().map(|p| p.name).collect();
+        Error::UnknownProvider { name: crate::task::excerpt(name, 40), known: known.join(", ") }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Error::Config { message: message.into() }
+    }
+
+    /// The HTTP status, when the error came from an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::InvalidBody { status, .. } | Error::BodyTooLarge { status, .. } => {
+                Some(*status)
+            }
+            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
+                Some(task.http_status())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same read again later may succeed: connect errors,
+    /// timeouts, 408/425/429/502/503/504, a non-JSON 5xx, a success answer with
+    /// a broken body.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, body_is_json, .. } => {
+                matches!(status, 408 | 425 | 429 | 502 | 503 | 504) || (*status >= 500 && !body_is_json)
+            }
+            Error::InvalidBody { status, .. } => *status < 300 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// 401 or 403, or no credentials configured for the operation.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, Error::Api { status: 401 | 403, .. } | Error::MissingCredentials { .. })
+    }
+
+    /// 404: the provider does not know the task.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Api { status: 404, .. })
+    }
+
+    /// 429: rate limited.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, Error::Api { status: 429, .. })
+    }
+
+    /// A connect error, timeout or broken connection.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Transport { .. })
+    }
+
+    /// A request that timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Transport { kind: TransportKind::Timeout, .. })
+    }
+
+    /// The wait ran out of time (deadline passed, or a `Retry-After` pointed past it).
+    pub fn is_deadline(&self) -> bool {
+        matches!(self, Error::DeadlineExceeded { .. } | Error::RetryAfterPastDeadline { .. })
+    }
+
+    /// The task itself failed or was cancelled.
+    pub fn is_task_failure(&self) -> bool {
+        matches!(self, Error::TaskFailed { .. } | Error::TaskCancelled { .. })
+    }
+
+    /// The pending-forever guard tripped.
+    pub fn is_still_pending(&self) -> bool {
+        matches!(self, Error::StillPending { .. })
+    }
+
+    /// Bad configuration, input or usage (nothing was sent).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. }
+                | Error::UnknownProvider { .. }
+                | Error::ProviderNotConfigured { .. }
+                | Error::InvalidTaskId { .. }
+                | Error::InvalidTaskRef { .. }
+                | Error::InvalidPolicy { .. }
+        )
+    }
+
+    /// The server's `Retry-After` hint.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            Error::RetryAfterPastDeadline { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The final or last observation of the task, when there is one.
+    pub fn task(&self) -> Option<&Task> {
+        match self {
+            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => Some(task),
+            Error::DeadlineExceeded { last, .. } => last.as_deref(),
+            Error::StillPending { last, .. } => Some(last),
+            _ => None,
+        }
+    }
+
+    /// The task to re-attach to after a wait ended early.
+    pub fn task_ref(&self) -> Option<&TaskRef> {
+        match self {
+            Error::DeadlineExceeded { task_ref, .. }
+            | Error::RetryAfterPastDeadline { task_ref, .. }
+            | Error::StillPending { task_ref, .. } => Some(task_ref),
+            other => other.task().map(Task::task_ref),
+        }
+    }
+
+    /// Where a wait stood when it ended, to resume it with the remaining budget.
+    pub fn wait_state(&self) -> Option<&WaitState> {
+        match self {
+            Error::DeadlineExceeded { state, .. }
+            | Error::RetryAfterPastDeadline { state, .. }
+            | Error::StillPending { state, .. }
+            | Error::UnknownStatus { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Turns what one status call saw (HTTP status, headers, body, or a transport
+//! failure) into a [`Task`] or an [`Error`], using only the provider's spec data.
+//! This is the one place where answers are classified.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::Value;
+
+use crate::error::TransportKind;
+use crate::spec::ProviderSpec;
+use crate::task::excerpt;
+use crate::transport::{CallRecord, RawResponse};
+use crate::{Error, Phase, Task, TaskRef};
+
+/// How a poll loop should treat one observation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Class {
+    /// Finished: succeeded, failed or cancelled.
+    Terminal(Task),
+    /// Not finished yet (queued, running or unknown).
+    Pending(Task),
+    /// Could not read the status this time; worth trying again.
+    Transient(Error),
+    /// Trying again will not help (auth, not found, bad request, bad input).
+    Permanent(Error),
+}
+
+impl Class {
+    /// Classifies the result of one status read.
+    pub fn of(result: Result<Task, Error>) -> Self {
+        match result {
+            Ok(task) if task.phase().is_terminal() => Class::Terminal(task),
+            Ok(task) => Class::Pending(task),
+            Err(e) if e.is_retryable() => Class::Transient(e),
+            Err(e) => Class::Permanent(e),
+        }
+    }
+}
+
+/// Maps one glue call to a task or an error.
+pub(crate) fn single(
+    spec: &'static ProviderSpec,
+    operation: &str,
+    task_ref: &TaskRef,
+    outcome: Result<(), progenitor_client::Error>,
+    record: CallRecord,
+) -> Result<Task, Error> {
+    let raw = answer(spec, operation, outcome, record)?;
+    let body = task_body(spec, operation, &raw)?;
+    Ok(task_from_body(spec, task_ref.clone(), raw.status, body))
+}
+
+/// The raw answer of a call, or the error that prevented one.
+pub(crate) fn answer(
+    spec: &'static ProviderSpec,
+    operation: &str,
+    outcome: Result<(), progenitor_client::Error>,
+    record: CallRecord,
+) -> Result<RawResponse, Error> {
+    if let Some(needed) = record.missing_credentials {
+        return Err(Error::MissingCredentials { provider: spec.name.into(), operation: operation.into(), needed });
+    }
+    if let Some((status, limit)) = record.too_large {
+        return Err(Error::BodyTooLarge { provider: spec.name.into(), operation: operation.into(), status, limit });
+    }
+    if let Some(raw) = record.response {
+        return Ok(raw);
+    }
+    // No answer was captured: the request never completed.
+    let error = match outcome {
+        Ok(()) => Error::InvalidRequest {
+            provider: spec.name.into(),
+            operation: operation.into(),
+            message: "no answer was recorded".into(),
+        },
+        Err(progenitor_client::Error::CommunicationError(e)) | Err(progenitor_client::Error::ResponseBodyError(e)) => {
+            let kind = if e.is_timeout() {
+                TransportKind::Timeout
+            } else if e.is_connect() {
+                TransportKind::Connect
+            } else {
+                TransportKind::Other
+            };
+            Error::Transport { provider: spec.name.into(), operation: operation.into(), kind, source: Box::new(e) }
+        }
+        Err(progenitor_client::Error::InvalidRequest(message)) | Err(progenitor_client::Error::Custom(message)) => {
+            Error::InvalidRequest { provider: spec.name.into(), operation: operation.into(), message }
+        }
+        Err(other) => Error::InvalidRequest {
+            provider: spec.name.into(),
+            operation: operation.into(),
+            message: other.to_string(),
+        },
+    };
+    Err(error)
+}
+
+/// The JSON body of an answer that carries a task (2xx, or a status the spec
+/// says still carries one, like Qolaba's 500 + FAILED), or the error it is.
+pub(crate) fn task_body(spec: &'static ProviderSpec, operation: &str, raw: &RawResponse) -> Result<Value, Error> {
+    let parsed: Option<Value> = serde_json::from_slice(&raw.body).ok();
+    let is_success = (200..300).contains(&raw.status);
+    if is_success {
+        return match parsed {
+            Some(body @ Value::Object(_)) => Ok(body),
+            Some(_) => Err(invalid_body(spec, operation, raw, "not a JSON object")),
+            None if raw.body.is_empty() => Err(invalid_body(spec, operation, raw, "empty body")),
+            None => Err(invalid_body(spec, operation, raw, "not JSON")),
+        };
+    }
+    if spec.task.task_body_statuses.contains(&raw.status) {
+        if let Some(body @ Value::Object(_)) = &parsed {
+            if matches!(body.pointer(spec.task.status), Some(Value::String(_))) {
+                return Ok(body.clone());
+            }
+        }
+    }
+    Err(api_error(spec, operation, raw, parsed.as_ref()))
+}
+
+fn invalid_body(spec: &ProviderSpec, operation: &str, raw: &RawResponse, reason: &str) -> Error {
+    Error::InvalidBody {
+        provider: spec.name.into(),
+        operation: operation.into(),
+        status: raw.status,
+        reason: reason.into(),
+        body_excerpt: body_excerpt(&raw.body),
+    }
+}
+
+fn api_error(spec: &ProviderSpec, operation: &str, raw: &RawResponse, parsed: Option<&Value>) -> Error {
+    Error::Api {
+        provider: spec.name.into(),
+        operation: operation.into(),
+        status: raw.status,
+        message: parsed.and_then(error_message),
+        body_excerpt: body_excerpt(&raw.body),
+        body_is_json: parsed.is_some(),
+        retry_after: retry_after(&raw.headers, SystemTime::now()),
+    }
+}
+
+/// The usual places providers put an error message.
+fn error_message(body: &Value) -> Option<String> {
+    const CANDIDATES: &[&str] =
+        &["/error/message", "/errorMessage", "/error_data", "/message", "/detail", "/error", "/detail/0/msg"];
+    CANDIDATES.iter().find_map(|p| text_at(body, p)).map(|m| excerpt(&m, 300))
+}
+
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
+    excerpt(&String::from_utf8_lossy(body), 512)
+}
+
+/// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
+        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()) {
+            if ms.is_finite() && ms >= 0.0 {
+                return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
+            }
+        }
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(1_000_000_000)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
+pub(crate) fn text_at(body: &Value, pointer: &str) -> Option<String> {
+    match body.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Object(_) | Value::Array(_) => Some(body.pointer(pointer)?.to_string()),
+        _ => None,
+    }
+}
+
+/// Maps a task body with the spec's pointers, rules and phases.
+pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
+    let status = match body.pointer(spec.task.status) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let rule = spec.rules.iter().find(|rule| {
+        rule.when.iter().all(|(pointer, expected)| {
+            text_at(&body, pointer).is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
+        })
+    });
+    let phase = match (rule, &status) {
+        (Some(rule), _) => rule.phase,
+        (None, Some(raw)) => {
+            let lower = raw.to_lowercase();
+            spec.phases.iter().find(|(known, _)| *known == lower).map(|(_, p)| *p).unwrap_or(Phase::Unknown)
+        }
+        (None, None) => Phase::Unknown,
+    };
+    let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
+        rule.and_then(|r| r.error)
+            .and_then(|p| text_at(&body, p))
+            .or_else(|| spec.task.error.iter().find_map(|p| text_at(&body, p)))
+    } else {
+        None
+    };
+    let result = spec.task.result.and_then(|p| body.pointer(p)).filter(|v| !v.is_null()).cloned();
+    Task::new(task_ref, phase, status, error, result, http_status, body)
+}

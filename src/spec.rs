@@ -1,0 +1,310 @@
+//! Provider descriptors: what build.rs read from each spec's `x-taskpoll`
+//! extension, as plain data. The unified client, the polling engine, the
+//! simulator and the CLI are all driven by these tables and never name a
+//! provider.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Phase;
+
+/// A boxed, sendable future (the glue's return type).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything taskpoll knows about one provider, generated from its spec.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ProviderSpec {
+    /// Name used in task references and on the command line (`deepomatic`).
+    pub name: &'static str,
+    /// Human name (`Deepomatic`).
+    pub title: &'static str,
+    /// The generated module (`crate::generated::<module>`).
+    pub module: &'static str,
+    /// `servers[0].url`, possibly with `{variable}` placeholders.
+    pub default_base_url: &'static str,
+    /// The variables of `servers[0]`.
+    pub server_variables: &'static [ServerVariable],
+    /// An environment variable that overrides the base URL.
+    pub base_url_env: Option<&'static str>,
+    /// An environment variable holding `scheme://user:pass@host` credentials.
+    pub credentials_url: Option<CredentialsUrl>,
+    /// The provider answers PENDING for unknown or expired ids (Celery).
+    pub celery_backed: bool,
+    /// The operation that reads one task.
+    pub get: GetSpec,
+    /// The operation that reads several tasks at once, if any.
+    pub many: Option<ManySpec>,
+    /// Where the interesting fields are in a task body.
+    pub task: TaskShape,
+    /// Raw status (lower case) to phase.
+    pub phases: &'static [(&'static str, Phase)],
+    /// Ordered rules that win over `phases`.
+    pub rules: &'static [Rule],
+    /// The provider's polite default polling policy.
+    pub polite: PolicySpec,
+    /// Default pending-forever budget, in milliseconds.
+    pub pending_budget_ms: Option<u64>,
+    /// Named parity presets.
+    pub presets: &'static [(&'static str, PolicySpec)],
+    /// Security schemes.
+    pub schemes: &'static [Scheme],
+    /// Security alternatives per operation id.
+    pub security: &'static [(&'static str, &'static [&'static [&'static str]])],
+    /// Every operation of the spec.
+    pub operations: &'static [OperationSpec],
+    /// Every documented example body of the spec.
+    pub examples: &'static [Example],
+    #[doc(hidden)]
+    pub connect: fn(&str, reqwest::Client, crate::transport::Ctx) -> Box<dyn ProviderOps>,
+    #[doc(hidden)]
+    pub parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
+}
+
+impl ProviderSpec {
+    /// The operation with this id.
+    pub fn operation(&self, id: &str) -> Option<&'static OperationSpec> {
+        self.operations.iter().find(|op| op.id == id)
+    }
+
+    /// The named scheme.
+    pub fn scheme(&self, name: &str) -> Option<&'static Scheme> {
+        self.schemes.iter().find(|s| s.name == name)
+    }
+
+    /// A named parity preset of this provider.
+    pub fn preset(&self, name: &str) -> Option<&'static PolicySpec> {
+        self.presets.iter().find(|(n, _)| *n == name).map(|(_, p)| p)
+    }
+
+    /// The pending-forever guard that applies by default (Celery-backed providers only).
+    pub fn default_pending_budget(&self) -> Option<Duration> {
+        if self.celery_backed { self.pending_budget_ms.map(Duration::from_millis) } else { None }
+    }
+
+    /// Parses a JSON body into the generated type of the named component
+    /// schema; `None` when the spec has no such response schema.
+    pub fn parse_as_schema(&self, schema: &str, json: &str) -> Option<Result<(), serde_json::Error>> {
+        (self.parse_documented)(schema, json)
+    }
+
+    /// The documented examples of one operation and status.
+    pub fn examples_for(&self, operation: &str, status: &str) -> impl Iterator<Item = &'static Example> + use<> {
+        let operation = operation.to_string();
+        let status = status.to_string();
+        self.examples.iter().filter(move |e| e.operation == operation && e.status == status)
+    }
+}
+
+/// A variable of the provider's server URL.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ServerVariable {
+    /// Its name in `{braces}`.
+    pub name: &'static str,
+    /// The spec's default (a placeholder when `required`).
+    pub default: &'static str,
+    /// The environment variable that sets it.
+    pub env: Option<&'static str>,
+    /// Leaving it unset is a configuration error.
+    pub required: bool,
+}
+
+/// `scheme://user:pass@host` in one environment variable (`CLOUDINARY_URL`).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CredentialsUrl {
+    /// The variable.
+    pub var: &'static str,
+    /// The basic scheme fed by `user:pass`.
+    pub scheme: &'static str,
+    /// The server variable fed by `host`.
+    pub server_variable: &'static str,
+}
+
+/// How to read one task.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct GetSpec {
+    /// The operationId.
+    pub operation: &'static str,
+    /// `path`, `query` or `body`.
+    pub id_location: &'static str,
+    /// The parameter or body field that carries the id.
+    pub id_name: &'static str,
+    /// Extra inputs a task reference may carry.
+    pub inputs: &'static [InputSpec],
+}
+
+/// An extra input of a task reference (Qolaba's `refID`).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct InputSpec {
+    /// Its name, as written in a task reference.
+    pub name: &'static str,
+    /// `path`, `query` or `body`.
+    pub location: &'static str,
+    /// What it is.
+    pub description: &'static str,
+}
+
+/// How to read several tasks in one call.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ManySpec {
+    /// The operationId.
+    pub operation: &'static str,
+    /// The array query parameter that takes the ids.
+    pub ids_param: &'static str,
+    /// Ids per request.
+    pub max_ids: u64,
+    /// JSON pointer to the array of task bodies.
+    pub items: &'static str,
+    /// JSON pointer to the id inside one item.
+    pub id: &'static str,
+    /// JSON pointer to the next page's absolute URL.
+    pub next: Option<&'static str>,
+    /// Query parameters copied from the `next` URL.
+    pub page_params: &'static [&'static str],
+}
+
+/// Where the fields of a task body are (JSON pointers).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct TaskShape {
+    /// The raw status.
+    pub status: &'static str,
+    /// The task id, if the body carries it.
+    pub id: Option<&'static str>,
+    /// Candidates for the failure message, tried in order.
+    pub error: &'static [&'static str],
+    /// The result payload.
+    pub result: Option<&'static str>,
+    /// Non-2xx statuses whose JSON body is still a task.
+    pub task_body_statuses: &'static [u16],
+}
+
+/// A mapping rule that looks at several fields.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Rule {
+    /// Pointer and value pairs, all of which must match (case-insensitively).
+    pub when: &'static [(&'static str, &'static str)],
+    /// The phase when they do.
+    pub phase: Phase,
+    /// Where the failure message is for this rule.
+    pub error: Option<&'static str>,
+}
+
+/// Polling schedule numbers as written in a spec (see [`crate::Policy`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct PolicySpec {
+    /// Delay before the first poll.
+    pub first_poll_ms: u64,
+    /// Fixed delays used before the exponential part.
+    pub delays_ms: &'static [u64],
+    /// First exponential delay.
+    pub initial_delay_ms: u64,
+    /// Growth factor.
+    pub factor: f64,
+    /// Cap on the exponential part.
+    pub max_delay_ms: u64,
+    /// Jitter.
+    pub jitter: Jitter,
+    /// Constant added after jitter and cap.
+    pub offset_ms: u64,
+    /// Suggested deadline.
+    pub deadline_ms: u64,
+}
+
+/// Randomisation of a delay `d`. Jitter never exceeds `d`, so a cap holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Jitter {
+    /// Exactly `d` (the default: one wait has nobody to de-synchronise from).
+    #[default]
+    None,
+    /// Uniform in `[0, d]`.
+    Full,
+    /// `d/2` plus uniform in `[0, d/2]`.
+    Equal,
+}
+
+/// A security scheme of the spec.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Scheme {
+    /// Its name in `components.securitySchemes`.
+    pub name: &'static str,
+    /// What goes on the wire.
+    pub kind: SchemeKind,
+    /// The environment variables that feed it (username then password for basic).
+    pub env: &'static [&'static str],
+}
+
+/// What a security scheme sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemeKind {
+    /// `Authorization: Basic base64(user:pass)`.
+    Basic,
+    /// `Authorization: Bearer <token>` (also OAuth2).
+    Bearer,
+    /// The key in the named header.
+    ApiKeyHeader(&'static str),
+}
+
+/// One operation of the spec.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct OperationSpec {
+    /// operationId.
+    pub id: &'static str,
+    /// HTTP method, upper case.
+    pub method: &'static str,
+    /// Path template relative to the base URL (`/tasks/{task_id}`).
+    pub path: &'static str,
+}
+
+/// A documented example body.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Example {
+    /// The operation it answers.
+    pub operation: &'static str,
+    /// The HTTP status it is documented under.
+    pub status: &'static str,
+    /// The response's component schema (empty when none).
+    pub schema: &'static str,
+    /// The example's name in the spec.
+    pub name: &'static str,
+    /// The body, as JSON text.
+    pub json: &'static str,
+}
+
+/// The glue build.rs writes for each provider: calls into the generated client.
+#[doc(hidden)]
+pub trait ProviderOps: Send + Sync {
+    /// Reads one task.
+    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, Result<(), progenitor_client::Error>>;
+    /// Reads a page of several tasks.
+    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, Result<(), progenitor_client::Error>> {
+        let _ = (ids, page);
+        Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
+    }
+}
+
+/// Every provider built into the crate.
+pub fn providers() -> &'static [&'static ProviderSpec] {
+    crate::generated::ALL
+}
+
+/// The provider with this name.
+pub fn provider(name: &str) -> Option<&'static ProviderSpec> {
+    providers().iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+}

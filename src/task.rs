@@ -1,0 +1,280 @@
+//! The unified task model: [`Phase`], [`TaskRef`] and [`Task`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::Error;
+
+/// Where a task is in its life, whatever the provider calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Accepted, not started (or, at Celery-backed providers, possibly unknown).
+    Queued,
+    /// Being worked on.
+    Running,
+    /// Finished well; the result is available.
+    Succeeded,
+    /// Finished badly; see the failure message.
+    Failed,
+    /// Stopped before finishing.
+    Cancelled,
+    /// A status value the spec does not list; the raw value is kept on the task.
+    Unknown,
+}
+
+impl Phase {
+    /// Succeeded, Failed or Cancelled.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
+    }
+
+    /// Lower-case name (`queued`, `running`, …), as in JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Queued => "queued",
+            Phase::Running => "running",
+            Phase::Succeeded => "succeeded",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+            Phase::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The longest task id taskpoll will send.
+pub const MAX_ID_LEN: usize = 512;
+
+/// Refuses ids that cannot be sent as exactly one path segment or body value.
+pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
+    let reason = if id.is_empty() {
+        "is empty"
+    } else if id == "." || id == ".." {
+        "is a dot segment (it would address another resource)"
+    } else if id.len() > MAX_ID_LEN {
+        "is longer than 512 bytes"
+    } else if id.chars().any(char::is_control) {
+        "contains control characters"
+    } else if id.trim() != id {
+        "has leading or trailing whitespace"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidTaskId { id: excerpt(id, 80), reason })
+}
+
+pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
+    let mut out: String = text.chars().take(max_chars).collect();
+    if text.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+/// A task at a provider: provider name, task id and any extra inputs the
+/// provider's status call takes (Qolaba's `refID`).
+///
+/// Its string form is `provider:id`, with extra inputs as a query:
+/// `qolaba:6f1c2d9e?refID=order-7`. `%`, `?`, `&`, `=` and control characters
+/// in the id or inputs are percent-encoded.
+///
+/// ```
+/// let task: taskpoll::TaskRef = "deepomatic:269999729".parse()?;
+/// assert_eq!(task.provider(), "deepomatic");
+/// assert_eq!(task.id(), "269999729");
+/// assert_eq!(task.to_string(), "deepomatic:269999729");
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct TaskRef {
+    provider: String,
+    id: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    inputs: BTreeMap<String, String>,
+}
+
+const REF_ESCAPES: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'&').add(b'=').add(b'#').add(b' ');
+
+impl TaskRef {
+    /// A reference to task `id` at `provider`. Checks the id and that the provider exists.
+    pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
+        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        let id = id.into();
+        validate_id(&id)?;
+        Ok(Self { provider: spec.name.to_string(), id, inputs: BTreeMap::new() })
+    }
+
+    /// Adds an extra input the provider's spec declares (e.g. `refID`).
+    pub fn with_input(mut self, name: &str, value: impl Into<String>) -> Result<Self, Error> {
+        let spec = crate::spec::provider(&self.provider).ok_or_else(|| Error::unknown_provider(&self.provider))?;
+        let Some(input) = spec.get.inputs.iter().find(|i| i.name == name) else {
+            let known: Vec<&str> = spec.get.inputs.iter().map(|i| i.name).collect();
+            return Err(Error::InvalidTaskRef {
+                input: self.to_string(),
+                reason: format!(
+                    "{} takes no input `{name}` (it takes: {})",
+                    spec.name,
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            });
+        };
+        let value = value.into();
+        if value.chars().any(char::is_control) || value.len() > MAX_ID_LEN {
+            return Err(Error::InvalidTaskRef {
+                input: excerpt(&value, 80),
+                reason: format!("input `{name}` contains control characters or is too long"),
+            });
+        }
+        self.inputs.insert(input.name.to_string(), value);
+        Ok(self)
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The extra inputs.
+    pub fn inputs(&self) -> &BTreeMap<String, String> {
+        &self.inputs
+    }
+
+    pub(crate) fn input_pairs(&self) -> Vec<(String, String)> {
+        self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+impl fmt::Display for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.provider, utf8_percent_encode(&self.id, REF_ESCAPES))?;
+        for (i, (k, v)) in self.inputs.iter().enumerate() {
+            let sep = if i == 0 { '?' } else { '&' };
+            write!(f, "{sep}{}={}", utf8_percent_encode(k, REF_ESCAPES), utf8_percent_encode(v, REF_ESCAPES))?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for TaskRef {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| Error::InvalidTaskRef { input: excerpt(s, 80), reason: reason.to_string() };
+        let (provider, rest) = s.split_once(':').ok_or_else(|| bad("expected `provider:id`"))?;
+        let (id, query) = match rest.split_once('?') {
+            Some((id, query)) => (id, Some(query)),
+            None => (rest, None),
+        };
+        let decode = |part: &str| {
+            percent_decode_str(part).decode_utf8().map(|c| c.into_owned()).map_err(|_| bad("percent-encoding is not UTF-8"))
+        };
+        let mut task = TaskRef::new(provider, decode(id)?)?;
+        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("inputs must be `name=value`"))?;
+            task = task.with_input(&decode(k)?, decode(v)?)?;
+        }
+        Ok(task)
+    }
+}
+
+/// One observation of a task: what the provider answered, mapped to the
+/// unified model, with the whole raw body kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Task {
+    #[serde(flatten)]
+    task_ref: TaskRef,
+    phase: Phase,
+    status: Option<String>,
+    error: Option<String>,
+    result: Option<Value>,
+    http_status: u16,
+    body: Value,
+}
+
+impl Task {
+    pub(crate) fn new(
+        task_ref: TaskRef,
+        phase: Phase,
+        status: Option<String>,
+        error: Option<String>,
+        result: Option<Value>,
+        http_status: u16,
+        body: Value,
+    ) -> Self {
+        Self { task_ref, phase, status, error, result, http_status, body }
+    }
+
+    /// The reference to re-read or wait on this task.
+    pub fn task_ref(&self) -> &TaskRef {
+        &self.task_ref
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        self.task_ref.provider()
+    }
+
+    /// The task id.
+    pub fn id(&self) -> &str {
+        self.task_ref.id()
+    }
+
+    /// The unified phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The raw status value as the provider sent it (`None` if the body had none).
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    /// The failure message, when the provider gave one.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The result payload (`None` when absent or null).
+    pub fn result(&self) -> Option<&Value> {
+        self.result.as_ref()
+    }
+
+    /// The HTTP status of the answer.
+    pub fn http_status(&self) -> u16 {
+        self.http_status
+    }
+
+    /// The whole body as received.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    /// The body as a provider's generated type, e.g.
+    /// `task.typed::<taskpoll::generated::deepomatic::types::Task>()`.
+    pub fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.body)
+    }
+
+    /// Whether the task has finished (succeeded, failed or cancelled).
+    pub fn is_terminal(&self) -> bool {
+        self.phase.is_terminal()
+    }
+}

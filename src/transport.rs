@@ -1,0 +1,188 @@
+//! What every generated client does on every request, through progenitor's
+//! `ClientHooks` (build.rs writes the impls that call into here): auth from the
+//! spec's security table, no `api-version`, our `User-Agent`, the per-request
+//! timeout, the body size cap, and capturing the raw answer for the unified
+//! layer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::spec::{ProviderSpec, SchemeKind};
+
+/// A credential for one security scheme. Debug never shows the secret.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credential {
+    /// Username and password for `http`/`basic`.
+    Basic {
+        /// The user (e.g. an API key); not secret.
+        username: String,
+        /// The password (e.g. an API secret).
+        password: SecretString,
+    },
+    /// A bearer token (also OAuth2), or an API key for an `apiKey` header.
+    Token(SecretString),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Basic { username, .. } => {
+                f.debug_struct("Basic").field("username", username).field("password", &"[redacted]").finish()
+            }
+            Credential::Token(_) => f.write_str("Token([redacted])"),
+        }
+    }
+}
+
+/// The per-client state the generated clients carry (progenitor's "inner type").
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) provider: &'static ProviderSpec,
+    /// scheme name -> credential
+    pub(crate) credentials: Arc<Vec<(&'static str, Credential)>>,
+    pub(crate) user_agent: HeaderValue,
+    pub(crate) max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("provider", &self.provider.name)
+            .field("credentials", &self.credentials)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// What one call through the glue saw, filled by the hooks.
+#[derive(Debug, Default)]
+pub(crate) struct CallRecord {
+    pub(crate) response: Option<RawResponse>,
+    pub(crate) missing_credentials: Option<String>,
+    pub(crate) too_large: Option<(u16, usize)>,
+}
+
+/// One HTTP answer, as received (body capped).
+#[derive(Debug, Clone)]
+pub(crate) struct RawResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CallScope {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) record: Mutex<CallRecord>,
+}
+
+tokio::task_local! {
+    static CALL: Arc<CallScope>;
+}
+
+/// Runs one glue call with a per-request timeout and returns what the hooks saw.
+pub(crate) async fn scoped<F, T>(timeout: Option<Duration>, call: F) -> (T, CallRecord)
+where
+    F: std::future::Future<Output = T>,
+{
+    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord::default()) });
+    let out = CALL.scope(scope.clone(), call).await;
+    let record = std::mem::take(&mut *scope.record.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, record)
+}
+
+fn with_record(f: impl FnOnce(&mut CallRecord)) {
+    let _ = CALL.try_with(|scope| f(&mut scope.record.lock().unwrap_or_else(|e| e.into_inner())));
+}
+
+/// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
+pub fn pre(
+    ctx: &Ctx,
+    request: &mut reqwest::Request,
+    operation_id: &str,
+    security: &[(&str, &[&[&str]])],
+) -> Result<(), String> {
+    let headers = request.headers_mut();
+    // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
+    headers.remove("api-version");
+    headers.insert(USER_AGENT, ctx.user_agent.clone());
+    if let Ok(Some(timeout)) = CALL.try_with(|scope| scope.timeout) {
+        *request.timeout_mut() = Some(timeout);
+    }
+    let alternatives: &[&[&str]] = security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[]);
+    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
+        return Ok(());
+    }
+    let has = |scheme: &str| ctx.credentials.iter().any(|(name, _)| *name == scheme);
+    // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
+    let chosen = alternatives.iter().filter(|alt| alt.iter().all(|s| has(s))).max_by_key(|alt| alt.len());
+    let Some(chosen) = chosen else {
+        let needed: Vec<String> = alternatives.iter().map(|alt| alt.join(" + ")).collect();
+        let message = format!("no credentials for `{operation_id}` (needs {})", needed.join(" or "));
+        with_record(|r| r.missing_credentials = Some(needed.join(" or ")));
+        return Err(message);
+    };
+    for scheme_name in chosen.iter() {
+        let Some(scheme) = ctx.provider.scheme(scheme_name) else { continue };
+        let Some((_, credential)) = ctx.credentials.iter().find(|(name, _)| name == scheme_name) else { continue };
+        let (name, value) = header_for(scheme.kind, credential).map_err(|e| format!("credential for `{scheme_name}`: {e}"))?;
+        request.headers_mut().insert(name, value);
+    }
+    Ok(())
+}
+
+fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, HeaderValue), String> {
+    use base64::Engine as _;
+    let (name, text) = match (kind, credential) {
+        (SchemeKind::Basic, Credential::Basic { username, password }) => {
+            let raw = format!("{username}:{}", password.expose_secret());
+            (AUTHORIZATION, format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)))
+        }
+        (SchemeKind::Bearer, Credential::Token(token)) => (AUTHORIZATION, format!("Bearer {}", token.expose_secret())),
+        (SchemeKind::ApiKeyHeader(header), Credential::Token(key)) => (
+            HeaderName::from_bytes(header.as_bytes()).map_err(|_| "bad header name".to_string())?,
+            key.expose_secret().to_string(),
+        ),
+        _ => return Err("wrong kind of credential for this scheme".into()),
+    };
+    let mut value = HeaderValue::from_str(&text).map_err(|_| "contains characters not allowed in a header".to_string())?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// `ClientHooks::exec`: send, read the body up to the cap, keep a copy.
+pub async fn exec(http: &reqwest::Client, ctx: &Ctx, request: reqwest::Request) -> reqwest::Result<reqwest::Response> {
+    let mut response = http.execute(request).await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let version = response.version();
+    let limit = ctx.max_body_bytes;
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        with_record(|r| r.too_large = Some((status.as_u16(), limit)));
+        return Ok(rebuild(status, version, headers, Bytes::new()));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            with_record(|r| r.too_large = Some((status.as_u16(), limit)));
+            return Ok(rebuild(status, version, headers, Bytes::new()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
+    with_record(|r| r.response = Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone() }));
+    Ok(rebuild(status, version, headers, body))
+}
+
+fn rebuild(status: reqwest::StatusCode, version: reqwest::Version, headers: HeaderMap, body: Bytes) -> reqwest::Response {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    reqwest::Response::from(response)
+}
