@@ -211,7 +211,9 @@ fn yaml_to_json(value: serde_yaml::Value) -> Result<Value, String> {
             }
         }
         serde_yaml::Value::String(s) => Value::String(s),
-        serde_yaml::Value::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
+        serde_yaml::Value::Sequence(items) => {
+            Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+        }
         serde_yaml::Value::Mapping(map) => {
             let mut out = Map::new();
             for (k, v) in map {
@@ -238,7 +240,11 @@ fn open_string_enums(doc: &mut Value, file: &str, notes: &mut Vec<String>) {
     let mut opened = Vec::new();
     walk_schemas(doc, "#", &mut opened);
     if !opened.is_empty() {
-        notes.push(format!("{file}: opened {} string enum(s) (unknown values parse): {}", opened.len(), opened.join(", ")));
+        notes.push(format!(
+            "{file}: opened {} string enum(s) (unknown values parse): {}",
+            opened.len(),
+            opened.join(", ")
+        ));
     }
 }
 
@@ -246,20 +252,19 @@ fn walk_schemas(value: &mut Value, at: &str, opened: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             let is_string = map.get("type").and_then(Value::as_str) == Some("string");
-            if is_string {
-                if let Some(Value::Array(values)) = map.remove("enum") {
-                    let known: Vec<String> = values
-                        .iter()
-                        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-                        .collect();
-                    let description = map.get("description").and_then(Value::as_str).unwrap_or("").trim_end().to_string();
-                    let sep = if description.is_empty() { "" } else { "\n\n" };
-                    map.insert(
-                        "description".into(),
-                        Value::String(format!("{description}{sep}Known values: `{}`; any other value is kept as is.", known.join("`, `"))),
-                    );
-                    opened.push(at.to_string());
-                }
+            if is_string && let Some(Value::Array(values)) = map.remove("enum") {
+                let known: Vec<String> =
+                    values.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect();
+                let description = map.get("description").and_then(Value::as_str).unwrap_or("").trim_end().to_string();
+                let sep = if description.is_empty() { "" } else { "\n\n" };
+                map.insert(
+                    "description".into(),
+                    Value::String(format!(
+                        "{description}{sep}Known values: `{}`; any other value is kept as is.",
+                        known.join("`, `")
+                    )),
+                );
+                opened.push(at.to_string());
             }
             for (key, child) in map.iter_mut() {
                 // Example values are data, not schemas.
@@ -301,23 +306,25 @@ fn normalise_responses(doc: &mut Value, file: &str, notes: &mut Vec<String>) -> 
             }
             // Resolve `$ref: #/components/responses/X` so bodies can be compared.
             for response in responses.values_mut() {
-                if let Some(name) = response.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/responses/")) {
+                if let Some(name) =
+                    response.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/responses/"))
+                {
                     let resolved = components.get("responses").and_then(|r| r.get(name)).cloned();
                     *response = resolved.ok_or_else(|| format!("{where_}: unknown response `{name}`"))?;
                 }
             }
             let class_of = |key: &str, responses: &Map<String, Value>| body_class(&responses[key]);
-            let success: Vec<(String, String)> = responses
-                .keys()
-                .filter(|k| k.starts_with('2'))
-                .map(|k| (k.clone(), class_of(k, responses)))
-                .collect();
+            let success: Vec<(String, String)> =
+                responses.keys().filter(|k| k.starts_with('2')).map(|k| (k.clone(), class_of(k, responses))).collect();
             let mut success_classes: Vec<&String> = success.iter().map(|(_, c)| c).collect();
             success_classes.sort();
             success_classes.dedup();
             if success_classes.len() > 1 {
                 let list: Vec<String> = success.iter().map(|(k, c)| format!("{k}: {c}")).collect();
-                return Err(format!("{where_}: success responses disagree ({}); give them one body type", list.join(", ")));
+                return Err(format!(
+                    "{where_}: success responses disagree ({}); give them one body type",
+                    list.join(", ")
+                ));
             }
             let errors: Vec<String> = responses.keys().filter(|k| !k.starts_with('2')).cloned().collect();
             let mut error_classes: Vec<String> = errors.iter().map(|k| class_of(k, responses)).collect();
@@ -349,7 +356,10 @@ fn body_class(response: &Value) -> String {
         return "none".into();
     }
     match content.get("application/json").and_then(|c| c.get("schema")) {
-        Some(schema) => format!("json:{}", schema.get("$ref").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| schema.to_string())),
+        Some(schema) => format!(
+            "json:{}",
+            schema.get("$ref").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| schema.to_string())
+        ),
         None => "raw".into(),
     }
 }
@@ -365,9 +375,12 @@ struct Operation {
     /// `$ref` name of the JSON request body schema.
     body_schema: Option<String>,
     /// status -> (schema name, documented examples as (name, json text))
-    responses: BTreeMap<String, (Option<String>, Vec<(String, String)>)>,
+    responses: BTreeMap<String, DocumentedResponse>,
     security: Option<Vec<Vec<String>>>,
 }
+
+/// A response's schema name and its documented examples as (name, JSON text).
+type DocumentedResponse = (Option<String>, Vec<(String, String)>);
 
 struct Operations(BTreeMap<String, Operation>);
 
@@ -564,11 +577,9 @@ const PHASES: &[(&str, &str)] = &[
 ];
 
 fn phase_variant(name: &str) -> Result<&'static str, String> {
-    PHASES
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map(|(_, variant)| *variant)
-        .ok_or_else(|| format!("unknown phase `{name}` (expected one of queued, running, succeeded, failed, cancelled, unknown)"))
+    PHASES.iter().find(|(key, _)| *key == name).map(|(_, variant)| *variant).ok_or_else(|| {
+        format!("unknown phase `{name}` (expected one of queued, running, succeeded, failed, cancelled, unknown)")
+    })
 }
 
 fn str_at<'a>(map: &'a Value, key: &str, at: &str) -> Result<&'a str, String> {
@@ -638,7 +649,9 @@ impl Meta {
             return Err(format!("unknown key `{unknown}` (known: {})", KNOWN_KEYS.join(", ")));
         }
         let name = str_at(ext, "name", "x-taskpoll")?.to_string();
-        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') || name.is_empty() {
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            || name.is_empty()
+        {
             return Err(format!("`name` must be lower-case ascii letters, digits, `-` or `_`, got `{name}`"));
         }
         let title = opt_str(ext, "title", "x-taskpoll")?.unwrap_or_else(|| name.clone());
@@ -784,12 +797,16 @@ impl Meta {
                     "http" => match spec.get("scheme").and_then(Value::as_str).map(str::to_lowercase).as_deref() {
                         Some("basic") => "crate::spec::SchemeKind::Basic".to_string(),
                         Some("bearer") => "crate::spec::SchemeKind::Bearer".to_string(),
-                        other => return Err(format!("security scheme `{scheme}`: http scheme {other:?} is not supported")),
+                        other => {
+                            return Err(format!("security scheme `{scheme}`: http scheme {other:?} is not supported"));
+                        }
                     },
                     "oauth2" | "openIdConnect" => "crate::spec::SchemeKind::Bearer".to_string(),
                     "apiKey" => {
                         if spec.get("in").and_then(Value::as_str) != Some("header") {
-                            return Err(format!("security scheme `{scheme}`: only `in: header` api keys are supported"));
+                            return Err(format!(
+                                "security scheme `{scheme}`: only `in: header` api keys are supported"
+                            ));
                         }
                         let header = str_at(spec, "name", scheme)?;
                         if !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
@@ -803,10 +820,20 @@ impl Meta {
                     None | Some(Value::Null) => Vec::new(),
                     Some(Value::String(s)) => vec![s.clone()],
                     Some(Value::Object(m)) if ty == "http" => vec![
-                        m.get("username").and_then(Value::as_str).ok_or(format!("`{scheme}.x-taskpoll-env.username` is required"))?.to_string(),
-                        m.get("password").and_then(Value::as_str).ok_or(format!("`{scheme}.x-taskpoll-env.password` is required"))?.to_string(),
+                        m.get("username")
+                            .and_then(Value::as_str)
+                            .ok_or(format!("`{scheme}.x-taskpoll-env.username` is required"))?
+                            .to_string(),
+                        m.get("password")
+                            .and_then(Value::as_str)
+                            .ok_or(format!("`{scheme}.x-taskpoll-env.password` is required"))?
+                            .to_string(),
                     ],
-                    Some(_) => return Err(format!("security scheme `{scheme}`: `x-taskpoll-env` must be a string (or username/password for basic)")),
+                    Some(_) => {
+                        return Err(format!(
+                            "security scheme `{scheme}`: `x-taskpoll-env` must be a string (or username/password for basic)"
+                        ));
+                    }
                 };
                 schemes.push(Scheme { name: scheme.clone(), kind, env });
             }
@@ -852,7 +879,8 @@ impl Meta {
         let get = ops.get(&self.get_op).map_err(|e| format!("get.operation: {e}"))?;
         match self.id_in.as_str() {
             "body" => {
-                let schema = get.body_schema.as_ref().ok_or("get.id is `in: body` but the operation has no JSON body `$ref`")?;
+                let schema =
+                    get.body_schema.as_ref().ok_or("get.id is `in: body` but the operation has no JSON body `$ref`")?;
                 let props = doc.pointer(&format!("/components/schemas/{schema}/properties")).and_then(Value::as_object);
                 if !props.is_some_and(|p| p.contains_key(&self.id_name)) {
                     return Err(format!("get.id: body schema `{schema}` has no property `{}`", self.id_name));
@@ -867,13 +895,14 @@ impl Meta {
             match location.as_str() {
                 "body" => {
                     let schema = get.body_schema.as_ref().ok_or("get.inputs: a body input needs a JSON body `$ref`")?;
-                    let props = doc.pointer(&format!("/components/schemas/{schema}/properties")).and_then(Value::as_object);
+                    let props =
+                        doc.pointer(&format!("/components/schemas/{schema}/properties")).and_then(Value::as_object);
                     if !props.is_some_and(|p| p.contains_key(input)) {
                         return Err(format!("get.inputs: body schema `{schema}` has no property `{input}`"));
                     }
                 }
                 location => {
-                    if !get.params.get(input).is_some_and(|(l, _)| l == location) {
+                    if get.params.get(input).is_none_or(|(l, _)| l != location) {
                         return Err(format!("get.inputs: `{}` has no {location} parameter `{input}`", self.get_op));
                     }
                 }
@@ -885,7 +914,7 @@ impl Meta {
                 return Err(format!("many.ids: `{}` has no array query parameter `{}`", many.op, many.ids));
             }
             for page in &many.page_params {
-                if !op.params.get(page).is_some_and(|(l, _)| l == "query") {
+                if op.params.get(page).is_none_or(|(l, _)| l != "query") {
                     return Err(format!("many.page-params: `{}` has no query parameter `{page}`", many.op));
                 }
             }
@@ -894,7 +923,11 @@ impl Meta {
             for alternative in op.security.iter().flatten() {
                 for scheme in alternative {
                     if !self.schemes.iter().any(|s| &s.name == scheme) {
-                        return Err(format!("{} {}: security names unknown scheme `{scheme}`", op.method.to_uppercase(), op.path));
+                        return Err(format!(
+                            "{} {}: security names unknown scheme `{scheme}`",
+                            op.method.to_uppercase(),
+                            op.path
+                        ));
                     }
                 }
             }
@@ -917,7 +950,10 @@ impl Policy {
         };
         let factor = match p.get("factor") {
             None => 1.5,
-            Some(v) => v.as_f64().filter(|f| f.is_finite() && *f >= 1.0).ok_or(format!("`{at}.factor` must be a number >= 1"))?,
+            Some(v) => v
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 1.0)
+                .ok_or(format!("`{at}.factor` must be a number >= 1"))?,
         };
         let jitter = match p.get("jitter").and_then(Value::as_str).unwrap_or("none") {
             "none" => "None",
@@ -951,7 +987,14 @@ impl Policy {
     fn rust(&self) -> String {
         format!(
             "crate::spec::PolicySpec {{ first_poll_ms: {}, delays_ms: &{:?}, initial_delay_ms: {}, factor: {:?}, max_delay_ms: {}, jitter: crate::Jitter::{}, offset_ms: {}, deadline_ms: {} }}",
-            self.first_poll_ms, self.delays_ms, self.initial_ms, self.factor, self.max_ms, self.jitter, self.offset_ms, self.deadline_ms
+            self.first_poll_ms,
+            self.delays_ms,
+            self.initial_ms,
+            self.factor,
+            self.max_ms,
+            self.jitter,
+            self.offset_ms,
+            self.deadline_ms
         )
     }
 }
@@ -972,7 +1015,7 @@ pub fn duration_ms(text: &str) -> Result<u64, String> {
         _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
     };
     let ms = value * scale;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e12 {
+    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
         return Err(format!("`{text}` is out of range"));
     }
     Ok(ms.round() as u64)
@@ -987,9 +1030,12 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
 
     // Security table.
     out.push_str("/// Security schemes and per-operation alternatives, read from the spec (progenitor ignores them).\npub mod security {\n");
-    out.push_str("    /// The spec's `components.securitySchemes`.\n    pub static SCHEMES: &[crate::spec::Scheme] = &[\n");
+    out.push_str(
+        "    /// The spec's `components.securitySchemes`.\n    pub static SCHEMES: &[crate::spec::Scheme] = &[\n",
+    );
     for s in &meta.schemes {
-        let _ = writeln!(out, "        crate::spec::Scheme {{ name: {:?}, kind: {}, env: &{:?} }},", s.name, s.kind, s.env);
+        let _ =
+            writeln!(out, "        crate::spec::Scheme {{ name: {:?}, kind: {}, env: &{:?} }},", s.name, s.kind, s.env);
     }
     out.push_str("    ];\n    /// operationId -> alternatives (each a list of scheme names that must all be sent).\n    pub static SECURITY: &[(&str, &[&[&str]])] = &[\n");
     for (id, op) in &ops.0 {
@@ -1020,7 +1066,8 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
     let mut call = format!("let call = self.0.{get_fn}();\n");
     let mut body_fields = Vec::new();
     match meta.id_in.as_str() {
-        "body" => body_fields.push(format!("body.insert({:?}.to_string(), serde_json::Value::String(id.to_string()));", meta.id_name)),
+        "body" => body_fields
+            .push(format!("body.insert({:?}.to_string(), serde_json::Value::String(id.to_string()));", meta.id_name)),
         _ => {
             let _ = writeln!(call, "let call = call.{}(id);", meta.id_name);
         }
@@ -1029,11 +1076,19 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
     for (input, location, _) in &meta.inputs {
         match location.as_str() {
             "body" => {
-                let _ = writeln!(input_match, "{input:?} => {{ body.insert(name.clone(), serde_json::Value::String(value.clone())); }}");
+                let _ = writeln!(
+                    input_match,
+                    "{input:?} => {{ body.insert(name.clone(), serde_json::Value::String(value.clone())); }}"
+                );
             }
             _ => {
                 let ty = get.params.get(input).map(|(_, t)| *t).unwrap_or("String");
-                let _ = writeln!(input_match, "{input:?} => {{ call = call.{}({}); }}", heck::AsSnakeCase(input), parse_expr(ty, "value", input));
+                let _ = writeln!(
+                    input_match,
+                    "{input:?} => {{ call = call.{}({}); }}",
+                    heck::AsSnakeCase(input),
+                    parse_expr(ty, "value", input)
+                );
             }
         }
     }
@@ -1065,7 +1120,12 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
             let mut page_match = String::new();
             for page in &many.page_params {
                 let ty = op.params.get(page).map(|(_, t)| *t).unwrap_or("String");
-                let _ = writeln!(page_match, "{page:?} => {{ call = call.{}({}); }}", heck::AsSnakeCase(page), parse_expr(ty, "value", page));
+                let _ = writeln!(
+                    page_match,
+                    "{page:?} => {{ call = call.{}({}); }}",
+                    heck::AsSnakeCase(page),
+                    parse_expr(ty, "value", page)
+                );
             }
             format!(
                 "fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> crate::spec::BoxFuture<'a, Result<(), progenitor_client::Error>> {{\n\
@@ -1109,13 +1169,23 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
 
     let mut operations = String::new();
     for (id, op) in &ops.0 {
-        let _ = writeln!(operations, "crate::spec::OperationSpec {{ id: {id:?}, method: {:?}, path: {:?} }},", op.method.to_uppercase(), op.path);
+        let _ = writeln!(
+            operations,
+            "crate::spec::OperationSpec {{ id: {id:?}, method: {:?}, path: {:?} }},",
+            op.method.to_uppercase(),
+            op.path
+        );
     }
 
     let server_vars: Vec<String> = meta
         .server_variables
         .iter()
-        .map(|v| format!("crate::spec::ServerVariable {{ name: {:?}, default: {:?}, env: {:?}, required: {} }}", v.name, v.default, v.env, v.required))
+        .map(|v| {
+            format!(
+                "crate::spec::ServerVariable {{ name: {:?}, default: {:?}, env: {:?}, required: {} }}",
+                v.name, v.default, v.env, v.required
+            )
+        })
         .collect();
     let inputs: Vec<String> = meta
         .inputs
@@ -1133,11 +1203,18 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
     let rules: Vec<String> = meta
         .rules
         .iter()
-        .map(|r| format!("crate::spec::Rule {{ when: &{:?}, phase: crate::Phase::{}, error: {:?} }}", r.when, r.phase, r.error))
+        .map(|r| {
+            format!(
+                "crate::spec::Rule {{ when: &{:?}, phase: crate::Phase::{}, error: {:?} }}",
+                r.when, r.phase, r.error
+            )
+        })
         .collect();
     let presets: Vec<String> = meta.presets.iter().map(|(n, p)| format!("({n:?}, {})", p.rust())).collect();
     let credentials_url = match &meta.credentials_url {
-        Some((var, scheme, server_var)) => format!("Some(crate::spec::CredentialsUrl {{ var: {var:?}, scheme: {scheme:?}, server_variable: {server_var:?} }})"),
+        Some((var, scheme, server_var)) => format!(
+            "Some(crate::spec::CredentialsUrl {{ var: {var:?}, scheme: {scheme:?}, server_variable: {server_var:?} }})"
+        ),
         None => "None".into(),
     };
     let description = doc.pointer("/info/title").and_then(Value::as_str).unwrap_or(&meta.title);
@@ -1215,6 +1292,10 @@ fn providers_index(modules: &[GeneratedModule]) -> String {
         );
     }
     let list: Vec<String> = modules.iter().map(|m| format!("&{}::PROVIDER", m.module)).collect();
-    let _ = writeln!(out, "/// Every provider built into this crate, in spec file order.\npub static ALL: &[&crate::spec::ProviderSpec] = &[{}];", list.join(", "));
+    let _ = writeln!(
+        out,
+        "/// Every provider built into this crate, in spec file order.\npub static ALL: &[&crate::spec::ProviderSpec] = &[{}];",
+        list.join(", ")
+    );
     out
 }

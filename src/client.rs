@@ -113,7 +113,9 @@ impl Client {
         let (outcome, record) = transport::scoped(Some(timeout), provider.ops.get(task.id(), &inputs)).await;
         let result = observe::single(provider.spec, provider.spec.get.operation, task, outcome, record);
         match &result {
-            Ok(t) => tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task"),
+            Ok(t) => {
+                tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task")
+            }
             Err(e) => tracing::debug!(task = %task, error = %e, "read failed"),
         }
         result
@@ -142,12 +144,12 @@ impl Client {
             return Ok(futures_util::stream::iter(reads).buffered(self.inner.concurrency).collect().await);
         }
         let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
-        let mut found = self.batch(configured, &valid).await?;
+        let found = self.batch(configured, &valid).await?;
         Ok(refs
             .into_iter()
             .map(|r| {
                 let task_ref = r?;
-                found.remove(task_ref.id()).ok_or_else(|| Error::MissingFromBatch {
+                found.get(task_ref.id()).cloned().ok_or_else(|| Error::MissingFromBatch {
                     provider: configured.spec.name.into(),
                     id: task_ref.id().to_string(),
                 })

@@ -250,7 +250,10 @@ impl ClientBuilder {
     }
 }
 
-fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<Vec<(&'static str, Credential)>> {
+fn resolve_credentials(
+    spec: &'static ProviderSpec,
+    config: &ProviderConfig,
+) -> Result<Vec<(&'static str, Credential)>> {
     let mut out: Vec<(&'static str, Credential)> = Vec::new();
     for (selector, credential) in &config.credentials {
         let wanted = |kind: &dyn Fn(SchemeKind) -> bool, what: &str| {
@@ -268,7 +271,8 @@ fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> 
         };
         let fits = matches!(
             (scheme.kind, credential),
-            (SchemeKind::Basic, Credential::Basic { .. }) | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
+            (SchemeKind::Basic, Credential::Basic { .. })
+                | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
         );
         if !fits {
             return Err(Error::config(format!("{}: wrong kind of credential for scheme `{}`", spec.name, scheme.name)));
@@ -302,7 +306,10 @@ fn resolve_base_url(spec: &'static ProviderSpec, config: &ProviderConfig) -> Res
             }
             None => var.default.to_string(),
         };
-        if value.is_empty() || value.contains(['/', '?', '#', '@', ':']) || value.chars().any(|c| c.is_control() || c == ' ') {
+        if value.is_empty()
+            || value.contains(['/', '?', '#', '@', ':'])
+            || value.chars().any(|c| c.is_control() || c == ' ')
+        {
             return Err(Error::config(format!("{}: server variable `{}` has an unusable value", spec.name, var.name)));
         }
         url = url.replace(&placeholder, &value);
@@ -322,28 +329,31 @@ fn resolve_base_url(spec: &'static ProviderSpec, config: &ProviderConfig) -> Res
 fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<ProviderConfig>> {
     let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let mut config = ProviderConfig::new(spec.name);
-    if let Some(cu) = spec.credentials_url {
-        if let Some(text) = get(cu.var) {
-            let url = reqwest::Url::parse(&text).map_err(|_| {
-                Error::config(format!("{} must look like scheme://user:secret@host", cu.var))
-            })?;
-            let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-            let (user, pass, host) = (decode(url.username()), url.password().map(decode), url.host_str().map(str::to_string));
-            match (user.is_empty(), pass, host) {
-                (false, Some(pass), Some(host)) => {
-                    config = config
-                        .credential(cu.scheme, Credential::Basic { username: user, password: SecretString::from(pass) })
-                        .server_variable(cu.server_variable, host);
-                }
-                _ => return Err(Error::config(format!("{} must look like scheme://user:secret@host", cu.var))),
+    if let Some(cu) = spec.credentials_url
+        && let Some(text) = get(cu.var)
+    {
+        let url = reqwest::Url::parse(&text)
+            .map_err(|_| Error::config(format!("{} must look like scheme://user:secret@host", cu.var)))?;
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let (user, pass, host) =
+            (decode(url.username()), url.password().map(decode), url.host_str().map(str::to_string));
+        match (user.is_empty(), pass, host) {
+            (false, Some(pass), Some(host)) => {
+                config = config
+                    .credential(cu.scheme, Credential::Basic { username: user, password: SecretString::from(pass) })
+                    .server_variable(cu.server_variable, host);
             }
+            _ => return Err(Error::config(format!("{} must look like scheme://user:secret@host", cu.var))),
         }
     }
     for scheme in spec.schemes {
         match (scheme.kind, scheme.env) {
             (SchemeKind::Basic, [user_var, pass_var]) => {
                 if let (Some(user), Some(pass)) = (get(user_var), get(pass_var)) {
-                    config = config.credential(scheme.name, Credential::Basic { username: user, password: SecretString::from(pass) });
+                    config = config.credential(
+                        scheme.name,
+                        Credential::Basic { username: user, password: SecretString::from(pass) },
+                    );
                 }
             }
             (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), [var]) => {

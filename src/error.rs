@@ -171,7 +171,9 @@ pub enum Error {
         state: Box<WaitState>,
     },
     /// The deadline passed before the task finished.
-    #[error("task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls)")]
+    #[error(
+        "task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls); it may still finish: re-attach with its wait state"
+    )]
     DeadlineExceeded {
         /// The task, to re-attach.
         task_ref: TaskRef,
@@ -330,7 +332,9 @@ impl Error {
     /// The final or last observation of the task, when there is one.
     pub fn task(&self) -> Option<&Task> {
         match self {
-            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => Some(task),
+            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
+                Some(task)
+            }
             Error::DeadlineExceeded { last, .. } => last.as_deref(),
             Error::StillPending { last, .. } => Some(last),
             _ => None,

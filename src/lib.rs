@@ -8,9 +8,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod clock;
 mod config;
 mod error;
 pub mod observe;
+mod policy;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 pub mod spec;
 mod task;
 mod transport;
@@ -22,12 +26,16 @@ pub mod generated {
 }
 
 pub use client::Client;
+pub use clock::{Clock, ManualClock, Sleep, TokioClock};
 pub use config::{
     ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
     ProviderConfig,
 };
 pub use error::{Error, Result, TransportKind};
+pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
 pub use spec::{Jitter, ProviderSpec};
 pub use task::{MAX_ID_LEN, Phase, Task, TaskRef};
 pub use transport::{Credential, Ctx};
-pub use wait::WaitState;
+pub use wait::{
+    DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
+};

@@ -110,12 +110,11 @@ pub(crate) fn task_body(spec: &'static ProviderSpec, operation: &str, raw: &RawR
             None => Err(invalid_body(spec, operation, raw, "not JSON")),
         };
     }
-    if spec.task.task_body_statuses.contains(&raw.status) {
-        if let Some(body @ Value::Object(_)) = &parsed {
-            if matches!(body.pointer(spec.task.status), Some(Value::String(_))) {
-                return Ok(body.clone());
-            }
-        }
+    if spec.task.task_body_statuses.contains(&raw.status)
+        && let Some(body @ Value::Object(_)) = &parsed
+        && matches!(body.pointer(spec.task.status), Some(Value::String(s)) if !s.is_empty())
+    {
+        return Ok(body.clone());
     }
     Err(api_error(spec, operation, raw, parsed.as_ref()))
 }
@@ -145,7 +144,7 @@ fn api_error(spec: &ProviderSpec, operation: &str, raw: &RawResponse, parsed: Op
 /// The usual places providers put an error message.
 fn error_message(body: &Value) -> Option<String> {
     const CANDIDATES: &[&str] =
-        &["/error/message", "/errorMessage", "/error_data", "/message", "/detail", "/error", "/detail/0/msg"];
+        &["/error/message", "/errorMessage", "/error_data", "/message", "/detail/0/msg", "/detail", "/error"];
     CANDIDATES.iter().find_map(|p| text_at(body, p)).map(|m| excerpt(&m, 300))
 }
 
@@ -156,10 +155,11 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()) {
-            if ms.is_finite() && ms >= 0.0 {
-                return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
-            }
+        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+            && ms.is_finite()
+            && ms >= 0.0
+        {
+            return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
         }
     }
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

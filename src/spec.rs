@@ -291,9 +291,17 @@ pub struct Example {
 #[doc(hidden)]
 pub trait ProviderOps: Send + Sync {
     /// Reads one task.
-    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, Result<(), progenitor_client::Error>>;
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        inputs: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), progenitor_client::Error>>;
     /// Reads a page of several tasks.
-    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, Result<(), progenitor_client::Error>> {
+    fn list<'a>(
+        &'a self,
+        ids: &'a [String],
+        page: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<(), progenitor_client::Error>> {
         let _ = (ids, page);
         Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
     }

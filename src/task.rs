@@ -68,6 +68,9 @@ pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
         "is longer than 512 bytes"
     } else if id.chars().any(char::is_control) {
         "contains control characters"
+    } else if id.contains('\\') {
+        // URL parsers treat `\` as `/`, and progenitor does not escape it: `a\..\x` would leave its segment.
+        "contains a backslash"
     } else if id.trim() != id {
         "has leading or trailing whitespace"
     } else {
@@ -184,7 +187,10 @@ impl FromStr for TaskRef {
             None => (rest, None),
         };
         let decode = |part: &str| {
-            percent_decode_str(part).decode_utf8().map(|c| c.into_owned()).map_err(|_| bad("percent-encoding is not UTF-8"))
+            percent_decode_str(part)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| bad("percent-encoding is not UTF-8"))
         };
         let mut task = TaskRef::new(provider, decode(id)?)?;
         for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {

@@ -120,7 +120,12 @@ pub fn pre(
     }
     let has = |scheme: &str| ctx.credentials.iter().any(|(name, _)| *name == scheme);
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
-    let chosen = alternatives.iter().filter(|alt| alt.iter().all(|s| has(s))).max_by_key(|alt| alt.len());
+    // Ties go to the spec's order (its first alternative is the preferred one).
+    let chosen =
+        alternatives.iter().filter(|alt| alt.iter().all(|s| has(s))).fold(None::<&&[&str]>, |best, alt| match best {
+            Some(b) if b.len() >= alt.len() => Some(b),
+            _ => Some(alt),
+        });
     let Some(chosen) = chosen else {
         let needed: Vec<String> = alternatives.iter().map(|alt| alt.join(" + ")).collect();
         let message = format!("no credentials for `{operation_id}` (needs {})", needed.join(" or "));
@@ -130,7 +135,8 @@ pub fn pre(
     for scheme_name in chosen.iter() {
         let Some(scheme) = ctx.provider.scheme(scheme_name) else { continue };
         let Some((_, credential)) = ctx.credentials.iter().find(|(name, _)| name == scheme_name) else { continue };
-        let (name, value) = header_for(scheme.kind, credential).map_err(|e| format!("credential for `{scheme_name}`: {e}"))?;
+        let (name, value) =
+            header_for(scheme.kind, credential).map_err(|e| format!("credential for `{scheme_name}`: {e}"))?;
         request.headers_mut().insert(name, value);
     }
     Ok(())
@@ -150,7 +156,8 @@ fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, 
         ),
         _ => return Err("wrong kind of credential for this scheme".into()),
     };
-    let mut value = HeaderValue::from_str(&text).map_err(|_| "contains characters not allowed in a header".to_string())?;
+    let mut value =
+        HeaderValue::from_str(&text).map_err(|_| "contains characters not allowed in a header".to_string())?;
     value.set_sensitive(true);
     Ok((name, value))
 }
@@ -175,11 +182,18 @@ pub async fn exec(http: &reqwest::Client, ctx: &Ctx, request: reqwest::Request) 
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    with_record(|r| r.response = Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone() }));
+    with_record(|r| {
+        r.response = Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone() })
+    });
     Ok(rebuild(status, version, headers, body))
 }
 
-fn rebuild(status: reqwest::StatusCode, version: reqwest::Version, headers: HeaderMap, body: Bytes) -> reqwest::Response {
+fn rebuild(
+    status: reqwest::StatusCode,
+    version: reqwest::Version,
+    headers: HeaderMap,
+    body: Bytes,
+) -> reqwest::Response {
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
     *response.version_mut() = version;

@@ -1,17 +1,355 @@
-//! Waiting on a task (placeholder, filled by the polling engine).
+//! The polling engine: waiting on a task within one deadline.
+//!
+//! One deadline governs everything. The last sleep is clipped so the final
+//! poll lands just before the deadline (see [`Policy`]); each request's timeout
+//! is `min(per-request timeout, time remaining)`; a transient failure (connect
+//! error, timeout, 408/425/429/502/503/504, non-JSON 5xx) is retried on the
+//! same schedule within the same budget; a `Retry-After` is a floor for the
+//! next delay, bounded by a ceiling, and one that points past the deadline ends
+//! the wait at once ([`Error::RetryAfterPastDeadline`]). No poll is ever sent
+//! at or after the deadline.
+//!
+//! The engine never names a provider: the default policy and the
+//! pending-forever guard come from the provider's spec data.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use taskpoll::{Client, ProviderConfig, WaitOptions, WaitState};
+//! let client = Client::builder().provider(ProviderConfig::new("deepomatic").api_key("key")).build()?;
+//! let task_ref = "deepomatic:269999729".parse()?;
+//! match client.wait(&task_ref, WaitOptions::new(Duration::from_secs(60))).await {
+//!     Ok(task) => println!("done: {:?}", task.result()),
+//!     Err(e) => match e.wait_state() {
+//!         // Save where the wait stood; later, resume it with what is left of the budget.
+//!         Some(state) => {
+//!             let saved = serde_json::to_string(state)?;
+//!             let state: WaitState = serde_json::from_str(&saved)?;
+//!             client.resume(state, WaitOptions::resume()).await?;
+//!         }
+//!         None => return Err(e.into()),
+//!     },
+//! }
+//! # Ok(()) }
+//! ```
+
+mod poller;
+mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Phase, TaskRef};
+#[cfg(doc)]
+use crate::Error;
+use crate::clock::{Clock, TokioClock};
+use crate::policy::Policy;
+use crate::{Client, Phase, Result, Task, TaskRef};
 
-/// Where a wait stands; serialisable so a wait can resume with the remaining budget.
+pub use poller::{Decision, Poller};
+pub use watch::Watch;
+
+/// Default ceiling on a server's `Retry-After` (5 minutes).
+pub const DEFAULT_RETRY_AFTER_CEILING: Duration = Duration::from_secs(300);
+
+/// What to do when a task reports a status its provider's spec does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnknownStatusPolicy {
+    /// Treat it as "not finished" and keep polling (the default).
+    #[default]
+    KeepWaiting,
+    /// End the wait at once with [`Error::UnknownStatus`].
+    FailFast,
+    /// Allow at most this many consecutive unknown observations; the next one fails.
+    AtMost(u32),
+    /// Allow unknown observations for at most this long (from the first of a
+    /// run of consecutive ones); one later than that fails.
+    AtMostFor(Duration),
+}
+
+/// How to wait: the deadline (required) and everything else, with defaults.
+///
+/// Defaults: the provider's polite policy ([`Policy::polite`]); unknown
+/// statuses keep waiting; the pending-forever guard of the provider's spec
+/// (on for Celery-backed providers); a `Retry-After` ceiling of
+/// [`DEFAULT_RETRY_AFTER_CEILING`]; the [`TokioClock`].
+///
+/// ```
+/// use std::time::Duration;
+/// use taskpoll::{Policy, UnknownStatusPolicy, WaitOptions};
+/// let options = WaitOptions::new(Duration::from_secs(120))
+///     .policy(Policy::factpulse_helper()?)
+///     .unknown_status(UnknownStatusPolicy::AtMost(3))
+///     .pending_budget(Some(Duration::from_secs(600)))
+///     .retry_after_ceiling(Duration::from_secs(30));
+/// assert_eq!(options.deadline(), Duration::from_secs(120));
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct WaitOptions {
+    deadline: Duration,
+    policy: Option<Policy>,
+    unknown_status: UnknownStatusPolicy,
+    pending_budget: Option<Option<Duration>>,
+    retry_after_ceiling: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl WaitOptions {
+    /// Options for a wait that ends at the latest `deadline` after it starts.
+    pub fn new(deadline: Duration) -> Self {
+        Self {
+            deadline,
+            policy: None,
+            unknown_status: UnknownStatusPolicy::default(),
+            pending_budget: None,
+            retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
+            clock: Arc::new(TokioClock),
+        }
+    }
+
+    /// Options for [`Client::resume`] that add no deadline of their own: the
+    /// saved state's deadline governs.
+    pub fn resume() -> Self {
+        Self::new(Duration::MAX)
+    }
+
+    /// The polling policy (default: the provider's polite one).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// What to do with statuses the spec does not list.
+    pub fn unknown_status(mut self, policy: UnknownStatusPolicy) -> Self {
+        self.unknown_status = policy;
+        self
+    }
+
+    /// The pending-forever guard: the most time the task may stay queued
+    /// (`None` turns it off). Default: the provider spec's budget when the
+    /// provider is Celery-backed (where PENDING also means "unknown id"), else off.
+    pub fn pending_budget(mut self, budget: Option<Duration>) -> Self {
+        self.pending_budget = Some(budget);
+        self
+    }
+
+    /// The most a server's `Retry-After` can push the next poll back; longer
+    /// hints count as this long (zero ignores the hints).
+    pub fn retry_after_ceiling(mut self, ceiling: Duration) -> Self {
+        self.retry_after_ceiling = ceiling;
+        self
+    }
+
+    /// The clock used for every sleep and time reading.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The deadline, from the start of the wait.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+}
+
+/// Where a wait stands; serialisable so a wait can resume with the remaining
+/// budget (see [`Client::resume`]). Times named `*_at_ms` are Unix
+/// milliseconds (wall clock); other `*_ms` fields are durations, and
+/// `last_poll_ms` / `next_poll_ms` are offsets from `started_at_ms`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
 pub struct WaitState {
-    /// The task.
+    /// The task (provider, id and inputs).
     pub task_ref: TaskRef,
+    /// The name of the policy in force.
+    pub policy: String,
+    /// When the wait started (Unix ms).
+    pub started_at_ms: u64,
+    /// When the wait must end (Unix ms).
+    pub deadline_at_ms: u64,
     /// Polls made so far.
     pub attempts: u32,
     /// The last phase seen.
     pub last_phase: Option<Phase>,
+    /// The last raw status seen.
+    pub last_status: Option<String>,
+    /// When the last poll was sent (offset from the start).
+    pub last_poll_ms: Option<u64>,
+    /// The delay planned after the last poll, if another poll is planned.
+    pub next_delay_ms: Option<u64>,
+    /// When the next poll is due (offset from the start), if one is planned.
+    pub next_poll_ms: Option<u64>,
+    /// How long the task has been seen queued without moving (as of the last poll).
+    pub queued_ms: u64,
+    /// Consecutive observations with an unknown status.
+    pub unknown_count: u32,
+    /// How long the current run of unknown statuses has lasted (as of the last poll).
+    pub unknown_ms: u64,
+}
+
+impl WaitState {
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        self.task_ref.provider()
+    }
+
+    /// Time left before the deadline at wall-clock `now` (Unix ms).
+    pub fn remaining_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.deadline_at_ms.saturating_sub(now_ms))
+    }
+}
+
+/// One poll, reported as soon as it returns.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PollEvent {
+    /// Its number (1 for the first poll of the wait, counting across resumes).
+    pub attempt: u32,
+    /// When it was sent, since the wait started.
+    pub elapsed: Duration,
+    /// How long the read took.
+    pub took: Duration,
+    /// The phase read (`None` when the read failed).
+    pub phase: Option<Phase>,
+    /// Whether the phase differs from the previous one read (true for the first).
+    pub changed: bool,
+    /// The raw status as the provider sent it.
+    pub status: Option<String>,
+    /// The whole observation (`None` when the read failed).
+    pub task: Option<Task>,
+    /// Why the read failed, when it did (the wait retries transient failures).
+    pub error: Option<String>,
+    /// The delay until the next poll (`None` when the wait ends after this one).
+    pub next_delay: Option<Duration>,
+    /// Where the wait stands after this poll: save it to resume the wait later.
+    pub state: WaitState,
+}
+
+impl Poller {
+    /// Runs this wait to its end with a custom read function, which gets the
+    /// time left before the deadline as its budget.
+    pub async fn wait_with<F, Fut>(self, read: F) -> Result<Task>
+    where
+        F: FnMut(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Task>> + Send + 'static,
+    {
+        watch::Run::new(self, watch::boxed(read)).until_done().await
+    }
+
+    /// This wait as a stream of poll events, with a custom read function.
+    pub fn watch_with<F, Fut>(self, read: F) -> Watch
+    where
+        F: FnMut(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Task>> + Send + 'static,
+    {
+        Watch::from_run(watch::Run::new(self, watch::boxed(read)))
+    }
+}
+
+impl Client {
+    /// Waits until the task finishes or the deadline passes.
+    ///
+    /// Returns the final task when it succeeded; [`Error::TaskFailed`] or
+    /// [`Error::TaskCancelled`] (holding the final task) when it did not;
+    /// [`Error::DeadlineExceeded`] (elapsed time, polls, last observation and
+    /// the [`WaitState`] to re-attach) when time ran out; a permanent error
+    /// (401/403/404, bad request) unchanged, at once.
+    pub async fn wait(&self, task: &TaskRef, options: WaitOptions) -> Result<Task> {
+        self.configured(task.provider())?;
+        Poller::new(task.clone(), &options)?.wait_with(self.reader(task)).await
+    }
+
+    /// The same wait as [`Client::wait`], as a stream of [`PollEvent`]s
+    /// (see [`Watch`]; [`Watch::transitions`] keeps only phase changes).
+    pub fn watch(&self, task: &TaskRef, options: WaitOptions) -> Watch {
+        match self.configured(task.provider()).and_then(|_| Poller::new(task.clone(), &options)) {
+            Ok(poller) => poller.watch_with(self.reader(task)),
+            Err(error) => Watch::failed(error),
+        }
+    }
+
+    /// Resumes a wait from its saved [`WaitState`] with the budget it had
+    /// left (the deadline is the state's; the options can only shorten it,
+    /// see [`WaitOptions::resume`]). Attempt numbers, the queued time and the
+    /// unknown-status count carry on.
+    pub async fn resume(&self, state: WaitState, options: WaitOptions) -> Result<Task> {
+        let task = state.task_ref.clone();
+        self.configured(task.provider())?;
+        Poller::resume(state, &options)?.wait_with(self.reader(&task)).await
+    }
+
+    /// [`Client::resume`] as a stream of [`PollEvent`]s.
+    pub fn watch_resumed(&self, state: WaitState, options: WaitOptions) -> Watch {
+        let task = state.task_ref.clone();
+        match self.configured(task.provider()).and_then(|_| Poller::resume(state, &options)) {
+            Ok(poller) => poller.watch_with(self.reader(&task)),
+            Err(error) => Watch::failed(error),
+        }
+    }
+
+    fn reader(
+        &self,
+        task: &TaskRef,
+    ) -> impl FnMut(Duration) -> crate::spec::BoxFuture<'static, Result<Task>> + Send + 'static {
+        let client = self.clone();
+        let task = task.clone();
+        move |budget| {
+            let client = client.clone();
+            let task = task.clone();
+            Box::pin(async move { client.get_within(&task, Some(budget)).await })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn options_default_to_keep_waiting_and_the_tokio_clock() {
+        let options = WaitOptions::new(Duration::from_secs(1));
+        assert_eq!(options.unknown_status, UnknownStatusPolicy::KeepWaiting);
+        assert_eq!(options.pending_budget, None);
+        assert_eq!(options.retry_after_ceiling, DEFAULT_RETRY_AFTER_CEILING);
+        assert!(format!("{:?}", options.clock).contains("TokioClock"));
+    }
+
+    #[test]
+    fn an_error_can_be_built_for_every_wait_ending() {
+        // The engine relies on these being plain data.
+        let state = WaitState {
+            task_ref: TaskRef::new("deepomatic", "1").expect("ref"),
+            policy: "p".into(),
+            started_at_ms: 0,
+            deadline_at_ms: 1000,
+            attempts: 0,
+            last_phase: None,
+            last_status: None,
+            last_poll_ms: None,
+            next_delay_ms: None,
+            next_poll_ms: None,
+            queued_ms: 0,
+            unknown_count: 0,
+            unknown_ms: 0,
+        };
+        assert_eq!(state.remaining_at(400), Duration::from_millis(600));
+        assert_eq!(state.provider(), "deepomatic");
+        let error = Error::DeadlineExceeded {
+            task_ref: state.task_ref.clone(),
+            elapsed: Duration::from_secs(1),
+            polls: 0,
+            last: None,
+            last_error: None,
+            state: Box::new(state),
+        };
+        assert!(error.is_deadline());
+        assert!(error.wait_state().is_some());
+    }
 }

@@ -38,7 +38,7 @@ async fn get_sends_the_id_and_inputs_as_query_parameters() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": {"id": "j 1/2", "state": "working"}})))
         .mount(&server)
         .await;
-    let task_ref = TaskRef::new("acme", "j 1/2").and_then(|t| t.with_input("tenant", "t-9")).expect("ref");
+    let task_ref = TaskRef::new("acme", "j 1/2").expect("ref").with_input("tenant", "t-9").expect("declared input");
     let task = acme(&server).get(&task_ref).await.expect("task");
     assert_eq!((task.phase(), task.status()), (Phase::Running, Some("working")));
     assert_eq!(task.task_ref().to_string(), "acme:j%201/2?tenant=t-9");
@@ -61,12 +61,18 @@ async fn rules_statuses_and_task_bodies_come_from_the_spec() {
     ];
     for (status, body, phase, error) in cases {
         let server = MockServer::start().await;
-        Mock::given(method("GET")).respond_with(ResponseTemplate::new(status).set_body_json(body.clone())).mount(&server).await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body.clone()))
+            .mount(&server)
+            .await;
         let task = acme(&server).get(&TaskRef::new("acme", "x").expect("ref")).await.expect("a task");
         assert_eq!((task.phase(), task.error(), task.http_status()), (phase, error, status), "{body}");
     }
     let server = MockServer::start().await;
-    Mock::given(method("GET")).respond_with(ResponseTemplate::new(409).set_body_json(json!({"message": "no"}))).mount(&server).await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(409).set_body_json(json!({"message": "no"})))
+        .mount(&server)
+        .await;
     let err = acme(&server).get(&TaskRef::new("acme", "x").expect("ref")).await.unwrap_err();
     assert!(matches!(err, Error::Api { status: 409, .. }), "a 409 without a task body is an API error: {err:?}");
 }
@@ -77,13 +83,17 @@ async fn get_many_chunks_ids_and_follows_a_string_cursor() {
     Mock::given(method("GET"))
         .and(path("/jobs/batch"))
         .and(query_param("cursor", "c2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"jobs": [{"job": {"id": "b", "state": "BROKEN"}}]})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"jobs": [{"job": {"id": "b", "state": "BROKEN"}}]})),
+        )
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/jobs/batch"))
         .and(query_param("job_ids", "c"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"jobs": [{"job": {"id": "c", "state": "WAITING"}}]})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"jobs": [{"job": {"id": "c", "state": "WAITING"}}]})),
+        )
         .mount(&server)
         .await;
     Mock::given(method("GET"))

@@ -30,7 +30,8 @@ async fn received(server: &MockServer) -> usize {
 #[tokio::test]
 async fn html_502_is_a_retryable_api_error_with_its_status() {
     let server = MockServer::start().await;
-    answer(&server, ResponseTemplate::new(502).set_body_raw("<html><body>Bad Gateway</body></html>", "text/html")).await;
+    answer(&server, ResponseTemplate::new(502).set_body_raw("<html><body>Bad Gateway</body></html>", "text/html"))
+        .await;
     let err = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap_err();
     assert!(matches!(err, Error::Api { status: 502, body_is_json: false, .. }), "{err:?}");
     assert!(err.is_retryable());
@@ -55,8 +56,11 @@ async fn non_json_500_is_retryable_but_a_json_500_error_is_not() {
 #[tokio::test]
 async fn rate_limit_carries_retry_after_in_seconds() {
     let server = MockServer::start().await;
-    answer(&server, ResponseTemplate::new(429).insert_header("Retry-After", "7").set_body_json(json!({"detail": "slow down"})))
-        .await;
+    answer(
+        &server,
+        ResponseTemplate::new(429).insert_header("Retry-After", "7").set_body_json(json!({"detail": "slow down"})),
+    )
+    .await;
     let err = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap_err();
     assert!(err.is_rate_limited() && err.is_retryable());
     assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
@@ -100,8 +104,11 @@ fn httpdate_in(d: Duration) -> String {
 async fn unauthorized_and_forbidden_are_auth_errors() {
     for status in [401, 403] {
         let server = MockServer::start().await;
-        answer(&server, ResponseTemplate::new(status).set_body_json(json!({"detail": "Authentication credentials not provided."})))
-            .await;
+        answer(
+            &server,
+            ResponseTemplate::new(status).set_body_json(json!({"detail": "Authentication credentials not provided."})),
+        )
+        .await;
         let err = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap_err();
         assert!(err.is_auth(), "{status}: {err:?}");
         assert!(!err.is_retryable());
@@ -156,8 +163,11 @@ async fn wrong_types_and_unknown_statuses_keep_the_raw_body() {
 #[tokio::test]
 async fn statuses_map_case_insensitively() {
     let server = MockServer::start().await;
-    answer(&server, ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "SUCCESS", "data": {"ok": 1}})))
-        .await;
+    answer(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "SUCCESS", "data": {"ok": 1}})),
+    )
+    .await;
     let t = deepomatic(&server).get(&task("deepomatic", "1")).await.expect("a task");
     assert_eq!(t.phase(), Phase::Succeeded);
     assert_eq!(t.result(), Some(&json!({"ok": 1})));
@@ -218,7 +228,10 @@ fn configuration_errors_are_clear() {
     assert!(err.to_string().contains("cloud_name"), "{err}");
     let err = Client::builder().provider(ProviderConfig::new("deepomatic").basic("k", "s")).build().unwrap_err();
     assert!(err.to_string().contains("no basic scheme"), "{err}");
-    let err = Client::builder().provider(ProviderConfig::new("deepomatic").api_key("k").base_url("ftp://x")).build().unwrap_err();
+    let err = Client::builder()
+        .provider(ProviderConfig::new("deepomatic").api_key("k").base_url("ftp://x"))
+        .build()
+        .unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
 
@@ -252,7 +265,9 @@ async fn from_env_reads_each_providers_variables() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/tasks/42"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": {"task_id": "42", "status": "processing"}})))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"data": {"task_id": "42", "status": "processing"}})),
+        )
         .mount(&server)
         .await;
     let base = format!("{}/{{cloud_name}}-x", server.uri());
@@ -322,10 +337,8 @@ fn secrets_never_appear_in_debug_output() {
     let config = ProviderConfig::new("cloudinary").basic("key", "hunter2-secret").bearer("tok-secret");
     let debug = format!("{config:?}");
     assert!(!debug.contains("hunter2-secret") && !debug.contains("tok-secret"), "{debug}");
-    let client = Client::builder()
-        .provider(ProviderConfig::new("deepomatic").api_key("dk-secret"))
-        .build()
-        .expect("client");
+    let client =
+        Client::builder().provider(ProviderConfig::new("deepomatic").api_key("dk-secret")).build().expect("client");
     assert!(!format!("{client:?}").contains("dk-secret"));
 }
 

@@ -1,1 +1,2 @@
-fn main(){}
+//! The `taskpoll` command line (being written).
+fn main() {}

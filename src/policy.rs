@@ -1,0 +1,481 @@
+//! The polling cadence: a validated [`Policy`] and its dry-run [`Policy::schedule`].
+//!
+//! The delay after poll *n* (n = 1, 2, …) is `delays[n-1]` while there are
+//! fixed delays left; after that, with `k` counting the exponential steps from 0,
+//! `offset + min(max_delay, jitter(min(max_delay, initial_delay · factor^k)))`
+//! (the formula of `specs/README.md`); random draws are rounded to whole milliseconds. Jitter
+//! never exceeds its input and the cap is applied again after it, so
+//! `max_delay + offset` always holds.
+//!
+//! Deadline clipping: a poll never starts at or after the deadline, and when
+//! the next planned poll would come later than `deadline − final_poll_reserve`,
+//! it is moved to that instant, so the final poll lands just before the deadline
+//! with `final_poll_reserve` left for its request. When even that instant has
+//! passed, no poll is left and the wait ends at the deadline.
+//!
+//! ```
+//! use std::time::Duration;
+//! use taskpoll::Policy;
+//! let policy = Policy::builder()
+//!     .initial_delay(Duration::from_secs(1))
+//!     .factor(1.5)
+//!     .max_delay(Duration::from_secs(10))
+//!     .build()?;
+//! let polls = policy.poll_times(Duration::from_secs(5));
+//! let secs: Vec<f64> = polls.iter().map(Duration::as_secs_f64).collect();
+//! assert_eq!(secs, [0.0, 1.0, 2.5, 4.75]);
+//! # Ok::<(), taskpoll::Error>(())
+//! ```
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use crate::spec::{Jitter, PolicySpec, ProviderSpec};
+use crate::{Error, Result};
+
+/// Default time kept for the final poll's request (see [`PolicyBuilder::final_poll_reserve`]).
+pub const DEFAULT_FINAL_POLL_RESERVE: Duration = Duration::from_millis(250);
+
+/// The most entries [`Policy::schedule`] returns.
+pub const MAX_SCHEDULE_LEN: usize = 100_000;
+
+/// How often to poll: first poll, fixed delays, exponential part, jitter,
+/// offset, and the time kept for the final poll. Built with [`Policy::builder`]
+/// or read from a spec ([`Policy::polite`], [`Policy::preset`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    name: Cow<'static, str>,
+    first_poll: Duration,
+    delays: Vec<Duration>,
+    initial_delay: Duration,
+    factor: f64,
+    max_delay: Duration,
+    jitter: Jitter,
+    offset: Duration,
+    reserve: Duration,
+    suggested_deadline: Option<Duration>,
+    seed: Option<u64>,
+}
+
+impl Default for Policy {
+    /// `default`: first poll at once, then 1 s ×1.5 up to 15 s, no jitter.
+    fn default() -> Self {
+        Self {
+            name: Cow::Borrowed("default"),
+            first_poll: Duration::ZERO,
+            delays: Vec::new(),
+            initial_delay: Duration::from_secs(1),
+            factor: 1.5,
+            max_delay: Duration::from_secs(15),
+            jitter: Jitter::None,
+            offset: Duration::ZERO,
+            reserve: DEFAULT_FINAL_POLL_RESERVE,
+            suggested_deadline: None,
+            seed: None,
+        }
+    }
+}
+
+impl Policy {
+    /// A builder starting from [`Policy::default`].
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder { policy: Policy { name: Cow::Borrowed("custom"), ..Policy::default() } }
+    }
+
+    /// A builder starting from this policy (to tweak a preset, e.g. seed it).
+    pub fn to_builder(&self) -> PolicyBuilder {
+        PolicyBuilder { policy: self.clone() }
+    }
+
+    /// The policy described by spec data, named `name`.
+    pub fn from_spec(name: impl Into<Cow<'static, str>>, spec: &PolicySpec) -> Result<Self> {
+        let policy = Policy {
+            name: name.into(),
+            first_poll: Duration::from_millis(spec.first_poll_ms),
+            delays: spec.delays_ms.iter().copied().map(Duration::from_millis).collect(),
+            initial_delay: Duration::from_millis(spec.initial_delay_ms),
+            factor: spec.factor,
+            max_delay: Duration::from_millis(spec.max_delay_ms),
+            jitter: spec.jitter,
+            offset: Duration::from_millis(spec.offset_ms),
+            reserve: DEFAULT_FINAL_POLL_RESERVE,
+            suggested_deadline: (spec.deadline_ms > 0).then(|| Duration::from_millis(spec.deadline_ms)),
+            seed: None,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// The provider's polite default (its spec's `poll.polite`), named `<provider>:polite`.
+    pub fn polite(provider: &str) -> Result<Self> {
+        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        Self::polite_for(spec)
+    }
+
+    pub(crate) fn polite_for(spec: &ProviderSpec) -> Result<Self> {
+        Self::from_spec(format!("{}:polite", spec.name), &spec.polite)
+    }
+
+    /// The named parity preset (a spec's `poll.presets`), looked up across all providers.
+    pub fn preset(name: &str) -> Result<Self> {
+        crate::spec::providers()
+            .iter()
+            .find_map(|p| p.presets.iter().find(|(n, _)| *n == name))
+            .ok_or_else(|| {
+                let known: Vec<&str> =
+                    crate::spec::providers().iter().flat_map(|p| p.presets.iter().map(|(n, _)| *n)).collect();
+                Error::InvalidPolicy { message: format!("no preset named `{name}` (known: {})", known.join(", ")) }
+            })
+            .and_then(|(n, spec)| Self::from_spec(*n, spec))
+    }
+
+    /// The name shown in traces (`custom`, `default`, a preset name, `<provider>:polite`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Delay before the first poll.
+    pub fn first_poll(&self) -> Duration {
+        self.first_poll
+    }
+
+    /// Fixed delays used before the exponential part.
+    pub fn delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// First exponential delay.
+    pub fn initial_delay(&self) -> Duration {
+        self.initial_delay
+    }
+
+    /// Growth factor of the exponential part.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// Cap on the exponential part (before the offset).
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The jitter.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+
+    /// Constant added after jitter and cap.
+    pub fn offset(&self) -> Duration {
+        self.offset
+    }
+
+    /// Time kept for the final poll's request before the deadline.
+    pub fn final_poll_reserve(&self) -> Duration {
+        self.reserve
+    }
+
+    /// The deadline the policy's source suggests (e.g. the official helper's), if any.
+    pub fn suggested_deadline(&self) -> Option<Duration> {
+        self.suggested_deadline
+    }
+
+    /// The RNG seed, when the jitter is reproducible.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+
+    /// A fresh RNG for one wait: seeded when the policy has a seed.
+    pub fn rng(&self) -> fastrand::Rng {
+        match self.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        }
+    }
+
+    /// The delay after poll `n` (1-based), drawing jitter from `rng` (jittered
+    /// delays are whole milliseconds).
+    pub fn delay(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+        let index = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
+        if let Some(fixed) = self.delays.get(index) {
+            return *fixed;
+        }
+        let k = i32::try_from(index - self.delays.len()).unwrap_or(i32::MAX);
+        let max = self.max_delay.as_nanos() as f64;
+        let base = (self.initial_delay.as_nanos() as f64 * self.factor.powi(k)).min(max);
+        // A random draw is rounded to whole milliseconds: finer jitter is
+        // meaningless, and tokio's timer ticks in milliseconds.
+        let jittered = match self.jitter {
+            Jitter::Full => (rng.f64() * base / 1e6).round() * 1e6,
+            Jitter::Equal => ((base / 2.0 + rng.f64() * base / 2.0) / 1e6).round() * 1e6,
+            _ => base.round(),
+        };
+        // At most `max_delay`, which fits in u64 nanoseconds for any validated policy.
+        let nanos = jittered.min(max).max(0.0);
+        self.offset.saturating_add(Duration::from_nanos(nanos as u64))
+    }
+
+    /// The planned delays of a wait bounded by `deadline` in which every poll
+    /// answers at once and never finishes: the first entry is the delay before
+    /// the first poll, each next one the delay after a poll, with the deadline
+    /// clipping applied. Uses the policy's seed (random jitter without one).
+    /// At most [`MAX_SCHEDULE_LEN`] entries.
+    pub fn schedule(&self, deadline: Duration) -> Vec<Duration> {
+        let mut rng = self.rng();
+        let mut out = Vec::new();
+        let Some(first) = first_poll_at(self, Duration::ZERO, deadline) else { return out };
+        out.push(first);
+        let mut at = first;
+        let mut n: u32 = 1;
+        while out.len() < MAX_SCHEDULE_LEN {
+            let wanted = self.delay(n, &mut rng);
+            let Some(next) = place(self, at, wanted, Duration::ZERO, deadline) else { break };
+            out.push(next - at);
+            at = next;
+            n = n.saturating_add(1);
+        }
+        out
+    }
+
+    /// The instants of the polls of [`Policy::schedule`], from the start of the wait.
+    pub fn poll_times(&self, deadline: Duration) -> Vec<Duration> {
+        let mut at = Duration::ZERO;
+        self.schedule(deadline)
+            .into_iter()
+            .map(|d| {
+                at += d;
+                at
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::InvalidPolicy { message: format!("{}: {message}", self.name) });
+        if !self.factor.is_finite() || self.factor < 1.0 {
+            return invalid(format!("factor must be a finite number >= 1 (got {})", self.factor));
+        }
+        if self.initial_delay.is_zero() && self.offset.is_zero() {
+            return invalid("initial delay and offset are both zero (polls would not be spaced)".into());
+        }
+        if self.max_delay < self.initial_delay {
+            return invalid(format!(
+                "max delay ({:?}) is shorter than the initial delay ({:?})",
+                self.max_delay, self.initial_delay
+            ));
+        }
+        if self.max_delay > MAX_DELAY {
+            return invalid(format!("max delay ({:?}) exceeds {:?}", self.max_delay, MAX_DELAY));
+        }
+        if let Some(bad) = self.delays.iter().find(|d| d.is_zero() || **d > MAX_DELAY) {
+            return invalid(format!("fixed delays must be positive and at most {MAX_DELAY:?} (got {bad:?})"));
+        }
+        if self.first_poll > MAX_DELAY || self.offset > MAX_DELAY || self.reserve > MAX_DELAY {
+            return invalid(format!("first poll, offset and final-poll reserve must be at most {MAX_DELAY:?}"));
+        }
+        if self.name.is_empty() {
+            return invalid("the name is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// The longest single delay a policy may ask for (one week).
+const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Builds a [`Policy`]; [`build`](PolicyBuilder::build) validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use taskpoll::{Jitter, Policy};
+/// let policy = Policy::builder()
+///     .initial_delay(Duration::from_millis(500))
+///     .factor(2.0)
+///     .max_delay(Duration::from_secs(8))
+///     .jitter(Jitter::Equal)
+///     .seed(42)
+///     .build()?;
+/// assert_eq!(policy.schedule(Duration::from_secs(30)), policy.schedule(Duration::from_secs(30)));
+/// assert!(Policy::builder().factor(0.5).build().is_err());
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PolicyBuilder {
+    policy: Policy,
+}
+
+impl PolicyBuilder {
+    /// The name shown in traces.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.policy.name = name.into();
+        self
+    }
+
+    /// Delay before the first poll (default: none).
+    pub fn first_poll(mut self, delay: Duration) -> Self {
+        self.policy.first_poll = delay;
+        self
+    }
+
+    /// Fixed delays used before the exponential part (default: none).
+    pub fn delays(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.policy.delays = delays.into_iter().collect();
+        self
+    }
+
+    /// First exponential delay (default 1 s).
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.policy.initial_delay = delay;
+        self
+    }
+
+    /// Growth factor, at least 1 (default 1.5).
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.policy.factor = factor;
+        self
+    }
+
+    /// Cap on the exponential part, applied before and after jitter (default 15 s).
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.policy.max_delay = delay;
+        self
+    }
+
+    /// Jitter (default none: a single wait has nobody to de-synchronise from).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.policy.jitter = jitter;
+        self
+    }
+
+    /// Constant added after jitter and cap (default none).
+    pub fn offset(mut self, offset: Duration) -> Self {
+        self.policy.offset = offset;
+        self
+    }
+
+    /// Time kept for the final poll's request: when the next poll would come
+    /// later than `deadline − reserve`, it is moved there (default
+    /// [`DEFAULT_FINAL_POLL_RESERVE`]). Zero means the last sleep runs to the
+    /// deadline and no poll is made there, like the FactPulse helper.
+    pub fn final_poll_reserve(mut self, reserve: Duration) -> Self {
+        self.policy.reserve = reserve;
+        self
+    }
+
+    /// The deadline this policy is meant for (informational).
+    pub fn suggested_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.policy.suggested_deadline = deadline;
+        self
+    }
+
+    /// Seeds the jitter RNG: every wait with this policy draws the same delays.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.policy.seed = Some(seed);
+        self
+    }
+
+    /// Random jitter (the default).
+    pub fn unseeded(mut self) -> Self {
+        self.policy.seed = None;
+        self
+    }
+
+    /// Checks the numbers: factor finite and ≥ 1, spaced polls, `max_delay ≥
+    /// initial_delay`, positive fixed delays, nothing longer than a week.
+    pub fn build(self) -> Result<Policy> {
+        self.policy.validate()?;
+        Ok(self.policy)
+    }
+}
+
+/// Parity presets: thin lookups of the spec presets of the same name.
+impl Policy {
+    /// `factpulse_helper`: the official FactPulse helper's cadence (first poll
+    /// at once, then 1 s ×1.5 up to 10 s; suggested deadline 120 s).
+    pub fn factpulse_helper() -> Result<Self> {
+        Self::preset("factpulse_helper")
+    }
+
+    /// `deepomatic_client`: the official Deepomatic client's `Task.wait`
+    /// cadence (0.05 s, then 0.1 s + U(0, min(1, 0.05·2^(n−1))); suggested deadline 60 s).
+    pub fn deepomatic_client() -> Result<Self> {
+        Self::preset("deepomatic_client")
+    }
+}
+
+/// When the first poll is due, from the start `at` (offsets from the wait's
+/// start): after the policy's first delay, clipped to the final-poll instant;
+/// `None` when the deadline has passed.
+pub(crate) fn first_poll_at(policy: &Policy, at: Duration, deadline: Duration) -> Option<Duration> {
+    if at >= deadline {
+        return None;
+    }
+    let horizon = deadline.saturating_sub(policy.reserve).max(at);
+    Some(at.saturating_add(policy.first_poll).min(horizon))
+}
+
+/// When the next poll is due after an answer at `after`, given the policy's
+/// delay `wanted` and a server `floor` (both offsets from the wait's start);
+/// `None` when no poll fits before the deadline.
+pub(crate) fn place(
+    policy: &Policy,
+    after: Duration,
+    wanted: Duration,
+    floor: Duration,
+    deadline: Duration,
+) -> Option<Duration> {
+    let horizon = deadline.saturating_sub(policy.reserve);
+    let planned = after.saturating_add(wanted.max(floor));
+    let at = if planned <= horizon {
+        planned
+    } else if after < horizon {
+        horizon.max(after.saturating_add(floor))
+    } else {
+        return None;
+    };
+    (at < deadline).then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn reserve(r: u64) -> Policy {
+        Policy { reserve: ms(r), ..Policy::default() }
+    }
+
+    #[test]
+    fn place_keeps_planned_polls_and_clips_the_last_one() {
+        let p = reserve(250);
+        // Planned well before the deadline: kept.
+        assert_eq!(place(&p, ms(1000), ms(1500), Duration::ZERO, ms(10_000)), Some(ms(2500)));
+        // Planned past deadline − reserve: moved there.
+        assert_eq!(place(&p, ms(8000), ms(5000), Duration::ZERO, ms(10_000)), Some(ms(9750)));
+        // Already inside the reserve window: no poll left.
+        assert_eq!(place(&p, ms(9750), ms(1000), Duration::ZERO, ms(10_000)), None);
+        // A server floor is never clipped below.
+        assert_eq!(place(&p, ms(8000), ms(100), ms(1900), ms(10_000)), Some(ms(9900)));
+        // Without a reserve nothing is sent on the deadline itself.
+        assert_eq!(place(&reserve(0), ms(8000), ms(2000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&reserve(0), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), None);
+    }
+
+    #[test]
+    fn the_first_poll_is_clipped_but_never_skipped_while_time_remains() {
+        let p = Policy { first_poll: ms(5000), ..reserve(250) };
+        assert_eq!(first_poll_at(&p, Duration::ZERO, ms(3000)), Some(ms(2750)));
+        assert_eq!(first_poll_at(&p, Duration::ZERO, ms(100)), Some(Duration::ZERO));
+        assert_eq!(first_poll_at(&p, Duration::ZERO, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn huge_exponents_saturate_at_the_cap() {
+        let p = Policy::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(p.delay(u32::MAX, &mut rng), p.max_delay());
+        assert_eq!(p.delay(0, &mut rng), p.initial_delay(), "poll 0 is treated as poll 1");
+    }
+}

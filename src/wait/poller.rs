@@ -1,0 +1,446 @@
+//! The poll step: one wait's state machine, with no I/O and no sleeping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
+use crate::observe::Class;
+use crate::policy::{self, Policy};
+use crate::spec::ProviderSpec;
+use crate::{Error, Phase, Result, Task, TaskRef};
+
+use super::{PollEvent, UnknownStatusPolicy, WaitOptions, WaitState};
+
+/// The longest deadline a wait takes (longer ones are shortened to it).
+const MAX_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What a wait does next, as decided by [`Poller`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Sleep until `at`, then poll.
+    Poll {
+        /// When to poll (monotonic, from the wait's clock).
+        at: Instant,
+        /// The delay from the last answer (or from the start) to `at`.
+        delay: Duration,
+    },
+    /// The task succeeded: the wait returns it.
+    Done(Task),
+    /// The wait ends with this error (task failed or cancelled, permanent
+    /// error, unknown status, pending-forever guard, `Retry-After` past the deadline).
+    Fail(Error),
+    /// No poll fits before the deadline: sleep until `at` (the deadline), then
+    /// end with [`Poller::expire`].
+    Expire {
+        /// The deadline.
+        at: Instant,
+    },
+}
+
+/// The poll step of one wait, shared by [`crate::Client::wait`],
+/// [`crate::Client::watch`] and any other loop: it turns each observation into
+/// a [`PollEvent`] and a decision ([`Decision`]), and keeps the [`WaitState`].
+///
+/// It never sleeps and never reads the clock by itself: callers pass the
+/// instants (from [`Poller::clock`]), so one loop can drive many pollers.
+///
+/// ```
+/// use std::time::Duration;
+/// use std::sync::Arc;
+/// use taskpoll::{ManualClock, Decision, Policy, Poller, WaitOptions};
+/// let clock = Arc::new(ManualClock::new());
+/// let options = WaitOptions::new(Duration::from_secs(10))
+///     .policy(Policy::factpulse_helper()?)
+///     .clock(clock.clone());
+/// let mut poller = Poller::new("factpulse:abc".parse()?, &options)?;
+/// assert!(matches!(poller.start(), Decision::Poll { delay: Duration::ZERO, .. }));
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Poller {
+    task_ref: TaskRef,
+    policy: Policy,
+    unknown: UnknownStatusPolicy,
+    pending_budget: Option<Duration>,
+    retry_after_ceiling: Duration,
+    clock: Arc<dyn Clock>,
+    rng: fastrand::Rng,
+    /// The monotonic instant at which the elapsed time was `base`.
+    origin: Instant,
+    /// Elapsed time at `origin` (non-zero when resumed).
+    base: Duration,
+    /// The deadline, as elapsed time since the wait's start.
+    deadline: Duration,
+    /// When the first poll is due, as elapsed time.
+    first: Option<Duration>,
+    queued_since: Option<Duration>,
+    unknown_since: Option<Duration>,
+    last_task: Option<Task>,
+    last_error: Option<Error>,
+    state: WaitState,
+}
+
+impl Poller {
+    /// A new wait on `task_ref`, starting now (by the options' clock).
+    pub fn new(task_ref: TaskRef, options: &WaitOptions) -> Result<Self> {
+        let spec = provider_spec(&task_ref)?;
+        let policy = resolve_policy(spec, options)?;
+        let clock = options.clock.clone();
+        let origin = clock.now();
+        let started_at = clock.wall();
+        let deadline = options.deadline.min(MAX_DEADLINE);
+        let started_at_ms = unix_ms(started_at);
+        let state = WaitState {
+            task_ref: task_ref.clone(),
+            policy: policy.name().to_string(),
+            started_at_ms,
+            deadline_at_ms: started_at_ms.saturating_add(millis(deadline)),
+            attempts: 0,
+            last_phase: None,
+            last_status: None,
+            last_poll_ms: None,
+            next_delay_ms: None,
+            next_poll_ms: None,
+            queued_ms: 0,
+            unknown_count: 0,
+            unknown_ms: 0,
+        };
+        let first = policy::first_poll_at(&policy, Duration::ZERO, deadline);
+        Ok(Self::assemble(task_ref, spec, policy, options, origin, Duration::ZERO, deadline, first, state))
+    }
+
+    /// Resumes a wait from its saved state, with the budget it had left: the
+    /// deadline is the state's (or, if earlier, now + the options' deadline);
+    /// the policy, guards and clock come from `options`.
+    pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
+        let task_ref = state.task_ref.clone();
+        let spec = provider_spec(&task_ref)?;
+        let policy = resolve_policy(spec, options)?;
+        let clock = options.clock.clone();
+        let origin = clock.now();
+        let base = Duration::from_millis(unix_ms(clock.wall()).saturating_sub(state.started_at_ms));
+        let saved_deadline = Duration::from_millis(state.deadline_at_ms.saturating_sub(state.started_at_ms));
+        let deadline = saved_deadline.min(base.saturating_add(options.deadline.min(MAX_DEADLINE)));
+        // The saved next poll, or now if it is overdue; clipped like any other
+        // poll; none if it is due at or after the deadline (the wait ends at once).
+        let due = state.next_poll_ms.map_or(base, Duration::from_millis).max(base);
+        let horizon = deadline.saturating_sub(policy.final_poll_reserve()).max(base);
+        let first = (due < deadline).then(|| due.min(horizon));
+        let mut state = state;
+        state.policy = policy.name().to_string();
+        state.deadline_at_ms = state.started_at_ms.saturating_add(millis(deadline));
+        let mut poller = Self::assemble(task_ref, spec, policy, options, origin, base, deadline, first, state);
+        if let Some(last_poll) = poller.state.last_poll_ms.map(Duration::from_millis) {
+            if poller.state.last_phase == Some(Phase::Queued) {
+                poller.queued_since = Some(last_poll.saturating_sub(Duration::from_millis(poller.state.queued_ms)));
+            }
+            if poller.state.unknown_count > 0 {
+                poller.unknown_since = Some(last_poll.saturating_sub(Duration::from_millis(poller.state.unknown_ms)));
+            }
+        }
+        Ok(poller)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        task_ref: TaskRef,
+        spec: &ProviderSpec,
+        policy: Policy,
+        options: &WaitOptions,
+        origin: Instant,
+        base: Duration,
+        deadline: Duration,
+        first: Option<Duration>,
+        state: WaitState,
+    ) -> Self {
+        let pending_budget = match options.pending_budget {
+            Some(choice) => choice,
+            None => spec.default_pending_budget(),
+        };
+        Self {
+            task_ref,
+            rng: policy.rng(),
+            policy,
+            unknown: options.unknown_status,
+            pending_budget,
+            retry_after_ceiling: options.retry_after_ceiling,
+            clock: options.clock.clone(),
+            origin,
+            base,
+            deadline,
+            first,
+            queued_since: None,
+            unknown_since: None,
+            last_task: None,
+            last_error: None,
+            state,
+        }
+    }
+
+    /// The task being waited on.
+    pub fn task_ref(&self) -> &TaskRef {
+        &self.task_ref
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The pending-forever budget in force (`None`: off).
+    pub fn pending_budget(&self) -> Option<Duration> {
+        self.pending_budget
+    }
+
+    /// The clock of the wait (from its options).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Where the wait stands (serialisable, to resume it later).
+    pub fn state(&self) -> &WaitState {
+        &self.state
+    }
+
+    /// The deadline, on the clock's monotonic time.
+    pub fn deadline(&self) -> Instant {
+        self.instant(self.deadline)
+    }
+
+    /// Time elapsed since the wait started (the original start when resumed).
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        self.base.saturating_add(now.saturating_duration_since(self.origin))
+    }
+
+    /// Time left before the deadline: the budget for a request sent at `now`.
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.deadline.saturating_sub(self.elapsed(now))
+    }
+
+    /// The first decision: when to make the first poll (or, if no time is
+    /// left, to expire at once).
+    pub fn start(&mut self) -> Decision {
+        match self.first {
+            Some(at) => {
+                self.state.next_poll_ms = Some(millis(at));
+                Decision::Poll { at: self.instant(at), delay: at.saturating_sub(self.base) }
+            }
+            // No poll fits: end now (a fresh wait with a zero deadline, or a
+            // resumed one whose time is up or whose next poll is past the deadline).
+            None => Decision::Expire { at: self.origin },
+        }
+    }
+
+    /// Takes one observation: the result of a status read sent at `sent_at`
+    /// whose answer arrived at `received_at`. Returns what happened (for
+    /// progress streams and traces) and what to do next.
+    pub fn observe(&mut self, sent_at: Instant, received_at: Instant, result: Result<Task>) -> (PollEvent, Decision) {
+        let sent = self.elapsed(sent_at);
+        let received = self.elapsed(received_at).max(sent);
+        self.state.attempts = self.state.attempts.saturating_add(1);
+        self.state.last_poll_ms = Some(millis(sent));
+        let mut event = PollEvent {
+            attempt: self.state.attempts,
+            elapsed: sent,
+            took: received - sent,
+            phase: None,
+            changed: false,
+            status: None,
+            task: None,
+            error: None,
+            next_delay: None,
+            state: self.state.clone(),
+        };
+        let next = match Class::of(result) {
+            Class::Terminal(task) => {
+                self.note(&mut event, &task, sent);
+                self.last_error = None;
+                self.finish_plan(None);
+                match task.phase() {
+                    Phase::Succeeded => Decision::Done(task),
+                    Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
+                    _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
+                }
+            }
+            Class::Pending(task) => {
+                self.note(&mut event, &task, sent);
+                self.last_error = None;
+                match self.guard(&task, sent) {
+                    Some(error) => Decision::Fail(error),
+                    None => {
+                        self.last_task = Some(task);
+                        self.plan(received, None)
+                    }
+                }
+            }
+            Class::Transient(error) => {
+                event.error = Some(error.to_string());
+                match error.retry_after().map(|hint| (hint, hint.min(self.retry_after_ceiling))) {
+                    Some((hint, bounded))
+                        if !bounded.is_zero() && bounded >= self.deadline.saturating_sub(received) =>
+                    {
+                        // The state says when the server allows the next poll.
+                        self.finish_plan(Some((received.saturating_add(bounded), bounded)));
+                        Decision::Fail(Error::RetryAfterPastDeadline {
+                            task_ref: self.task_ref.clone(),
+                            retry_after: hint,
+                            remaining: self.deadline.saturating_sub(received),
+                            polls: self.state.attempts,
+                            source: Box::new(error),
+                            state: Box::new(self.state.clone()),
+                        })
+                    }
+                    hint => {
+                        self.last_error = Some(error);
+                        self.plan(received, hint.map(|(_, bounded)| bounded))
+                    }
+                }
+            }
+            Class::Permanent(error) => {
+                event.error = Some(error.to_string());
+                self.finish_plan(None);
+                Decision::Fail(error)
+            }
+        };
+        if matches!(next, Decision::Done(_) | Decision::Expire { .. }) {
+            self.finish_plan(None);
+        }
+        event.next_delay = match &next {
+            Decision::Poll { delay, .. } => Some(*delay),
+            _ => None,
+        };
+        event.state = self.state.clone();
+        tracing::debug!(
+            attempt = event.attempt,
+            elapsed_ms = millis(event.elapsed),
+            took_ms = millis(event.took),
+            phase = event.phase.map(Phase::as_str),
+            status = event.status.as_deref(),
+            changed = event.changed,
+            error = event.error.as_deref(),
+            next_delay_ms = event.next_delay.map(millis),
+            "poll"
+        );
+        (event, next)
+    }
+
+    /// The error that ends a wait at its deadline (elapsed time, polls, the
+    /// last observation and error, and the state to re-attach).
+    pub fn expire(&mut self, now: Instant) -> Error {
+        self.finish_plan(None);
+        Error::DeadlineExceeded {
+            task_ref: self.task_ref.clone(),
+            elapsed: self.elapsed(now),
+            polls: self.state.attempts,
+            last: self.last_task.take().map(Box::new),
+            last_error: self.last_error.take().map(Box::new),
+            state: Box::new(self.state.clone()),
+        }
+    }
+
+    /// Records a task observation on the event and the state, updating the
+    /// queued and unknown streaks.
+    fn note(&mut self, event: &mut PollEvent, task: &Task, sent: Duration) {
+        let phase = task.phase();
+        event.phase = Some(phase);
+        event.changed = self.state.last_phase != Some(phase);
+        event.status = task.status().map(str::to_string);
+        event.task = Some(task.clone());
+        self.state.last_phase = Some(phase);
+        self.state.last_status = task.status().map(str::to_string);
+        if phase == Phase::Queued {
+            let since = *self.queued_since.get_or_insert(sent);
+            self.state.queued_ms = millis(sent.saturating_sub(since));
+        } else {
+            self.queued_since = None;
+            self.state.queued_ms = 0;
+        }
+        if phase == Phase::Unknown {
+            let since = *self.unknown_since.get_or_insert(sent);
+            self.state.unknown_count = self.state.unknown_count.saturating_add(1);
+            self.state.unknown_ms = millis(sent.saturating_sub(since));
+        } else {
+            self.unknown_since = None;
+            self.state.unknown_count = 0;
+            self.state.unknown_ms = 0;
+        }
+    }
+
+    /// The unknown-status policy and the pending-forever guard.
+    fn guard(&mut self, task: &Task, sent: Duration) -> Option<Error> {
+        if task.phase() == Phase::Unknown {
+            let streak = self.state.unknown_count;
+            let for_ = sent.saturating_sub(self.unknown_since.unwrap_or(sent));
+            let stop = match self.unknown {
+                UnknownStatusPolicy::KeepWaiting => false,
+                UnknownStatusPolicy::FailFast => true,
+                UnknownStatusPolicy::AtMost(n) => streak > n,
+                UnknownStatusPolicy::AtMostFor(limit) => for_ > limit,
+            };
+            if stop {
+                self.finish_plan(None);
+                return Some(Error::UnknownStatus {
+                    task: Box::new(task.clone()),
+                    state: Box::new(self.state.clone()),
+                });
+            }
+        }
+        if task.phase() == Phase::Queued {
+            let queued_for = sent.saturating_sub(self.queued_since.unwrap_or(sent));
+            if self.pending_budget.is_some_and(|budget| queued_for > budget) {
+                self.finish_plan(None);
+                return Some(Error::StillPending {
+                    task_ref: self.task_ref.clone(),
+                    queued_for,
+                    polls: self.state.attempts,
+                    last: Box::new(task.clone()),
+                    state: Box::new(self.state.clone()),
+                });
+            }
+        }
+        None
+    }
+
+    /// Plans the next poll after an answer at `received` (elapsed), with an
+    /// optional server floor.
+    fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
+        let wanted = self.policy.delay(self.state.attempts, &mut self.rng);
+        let placed = policy::place(&self.policy, received, wanted, floor.unwrap_or_default(), self.deadline);
+        self.finish_plan(placed.map(|at| (at, at - received)));
+        match placed {
+            Some(at) => Decision::Poll { at: self.instant(at), delay: at - received },
+            None => Decision::Expire { at: self.deadline() },
+        }
+    }
+
+    fn finish_plan(&mut self, next: Option<(Duration, Duration)>) {
+        self.state.next_poll_ms = next.map(|(at, _)| millis(at));
+        self.state.next_delay_ms = next.map(|(_, delay)| millis(delay));
+    }
+
+    /// The monotonic instant of an elapsed offset.
+    fn instant(&self, elapsed: Duration) -> Instant {
+        let since_origin = elapsed.saturating_sub(self.base);
+        self.origin.checked_add(since_origin).unwrap_or(self.origin)
+    }
+}
+
+fn provider_spec(task_ref: &TaskRef) -> Result<&'static ProviderSpec> {
+    crate::spec::provider(task_ref.provider()).ok_or_else(|| Error::unknown_provider(task_ref.provider()))
+}
+
+fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Policy> {
+    match &options.policy {
+        Some(policy) => Ok(policy.clone()),
+        None => Policy::polite_for(spec),
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
