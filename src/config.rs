@@ -372,8 +372,17 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
             config = config.server_variable(var.name, value);
         }
     }
-    if let Some(url) = spec.base_url_env.and_then(get) {
+    // The spec's own variable, else the generic `TASKPOLL_<PROVIDER>_BASE_URL` every provider has.
+    if let Some(url) = spec.base_url_env.and_then(get).or_else(|| get(&generic_base_url_env(spec.name))) {
         config = config.base_url(url);
     }
     Ok(Some(config))
+}
+
+/// `TASKPOLL_<PROVIDER>_BASE_URL`: the base-URL override every provider reads
+/// from the environment, whether or not its spec names a variable of its own.
+pub fn generic_base_url_env(provider: &str) -> String {
+    let name: String =
+        provider.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("TASKPOLL_{name}_BASE_URL")
 }

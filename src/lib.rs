@@ -29,7 +29,7 @@ pub use client::Client;
 pub use clock::{Clock, ManualClock, Sleep, TokioClock};
 pub use config::{
     ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    ProviderConfig,
+    ProviderConfig, generic_base_url_env,
 };
 pub use error::{Error, Result, TransportKind};
 pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};

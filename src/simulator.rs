@@ -193,10 +193,9 @@ impl Simulator {
     }
 
     /// The environment variables that configure [`Client::from_env`] for the
-    /// simulator, for printing: every scheme's demo credential, the
-    /// base-URL variable (when the spec has one) and server variables. A
-    /// provider whose spec declares no base-URL variable cannot be pointed at
-    /// the simulator from the environment alone.
+    /// simulator, for printing: every scheme's demo credential, server
+    /// variables, and the base-URL variable (the spec's own, else
+    /// [`crate::generic_base_url_env`]).
     pub fn credentials(&self) -> Vec<EnvVar> {
         let mut out = Vec::new();
         for spec in crate::spec::providers() {
@@ -204,24 +203,34 @@ impl Simulator {
                 match (scheme.kind, scheme.env) {
                     (SchemeKind::Basic, [user, pass]) => {
                         let (username, password) = auth::demo_basic(spec, scheme);
-                        out.push(EnvVar { provider: spec.name, name: user, value: username, secret: false });
-                        out.push(EnvVar { provider: spec.name, name: pass, value: password, secret: true });
+                        out.push(EnvVar {
+                            provider: spec.name,
+                            name: user.to_string(),
+                            value: username,
+                            secret: false,
+                        });
+                        out.push(EnvVar { provider: spec.name, name: pass.to_string(), value: password, secret: true });
                     }
                     (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), [var]) => {
                         let value = auth::demo_token(spec, scheme);
-                        out.push(EnvVar { provider: spec.name, name: var, value, secret: true });
+                        out.push(EnvVar { provider: spec.name, name: var.to_string(), value, secret: true });
                     }
                     _ => {}
                 }
             }
             for var in spec.server_variables {
                 if let Some(name) = var.env {
-                    out.push(EnvVar { provider: spec.name, name, value: "simulator".into(), secret: false });
+                    out.push(EnvVar {
+                        provider: spec.name,
+                        name: name.to_string(),
+                        value: "simulator".into(),
+                        secret: false,
+                    });
                 }
             }
-            if let Some(name) = spec.base_url_env {
-                out.push(EnvVar { provider: spec.name, name, value: self.base_url(spec.name), secret: false });
-            }
+            // The spec's base-URL variable, else the generic one every provider reads.
+            let name = spec.base_url_env.map(str::to_string).unwrap_or_else(|| crate::generic_base_url_env(spec.name));
+            out.push(EnvVar { provider: spec.name, name, value: self.base_url(spec.name), secret: false });
         }
         out
     }

@@ -470,12 +470,11 @@ async fn credentials_and_configs_cover_every_provider() -> TestResult {
                 assert!(env.iter().any(|v| v.name == *var), "{var}");
             }
         }
-        if let Some(var) = spec.base_url_env {
-            let printed = env.iter().find(|v| v.name == var).ok_or("base url env")?.to_string();
-            assert_eq!(printed, format!("{var}={}", sim.base_url(spec.name)));
-        }
-        // The printed variables alone configure a working client (where the spec can take a base URL).
-        if spec.base_url_env.is_some() {
+        let var = spec.base_url_env.map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name));
+        let printed = env.iter().find(|v| v.name == var).ok_or("base url env")?.to_string();
+        assert_eq!(printed, format!("{var}={}", sim.base_url(spec.name)));
+        // The printed variables alone configure a working client.
+        {
             let lookup = |name: &str| env.iter().find(|v| v.name == name).map(|v| v.value.clone());
             let client = Client::builder().from_env_with(lookup)?.build()?;
             let task = sim.add_task(spec.name, Lifecycle::new().then_succeed())?;
@@ -563,6 +562,23 @@ async fn unknown_routes_and_shutdown() -> TestResult {
     assert_eq!(response.status().as_u16(), 404);
     assert_eq!(sim.requests().len(), 2);
     assert!(sim.requests().iter().all(|r| r.operation.is_none()));
+
+    // A task read that carries no id is a client error, not a task.
+    for spec in providers().iter().filter(|p| p.get.id_location != "path") {
+        let op = spec.operation(spec.get.operation).ok_or("get operation")?;
+        let mut request = http
+            .request(
+                reqwest::Method::from_bytes(op.method.as_bytes())?,
+                format!("{}{}", sim.base_url(spec.name), op.path),
+            )
+            .header("content-type", "application/json")
+            .body("{}");
+        for (name, value) in sim.auth_headers(spec.name, op.id) {
+            request = request.header(name, value);
+        }
+        let status = request.send().await?.status();
+        assert!(status.is_client_error(), "{}: {status}", spec.name);
+    }
 
     let client = sim.client()?;
     let task = sim.add_task(spec.name, Lifecycle::new().then_succeed())?;

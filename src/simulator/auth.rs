@@ -17,7 +17,7 @@ pub struct EnvVar {
     /// The provider it configures.
     pub provider: &'static str,
     /// The variable's name (`DEEPOMATIC_API_KEY`).
-    pub name: &'static str,
+    pub name: String,
     /// Its demo value.
     pub value: String,
     /// Whether the value is a credential.

@@ -353,10 +353,10 @@ fn answer(shared: &Shared, routed: &Routed) -> Response {
     let Some(id) = routed.ids.first() else {
         if path_has_params(routed.op) || routed.op.id == spec.get.operation {
             // A task read without an id.
-            let body = bodies::documented(spec, routed.op.id, 422)
-                .or_else(|| bodies::documented(spec, routed.op.id, 400))
-                .unwrap_or_else(|| json!({"detail": format!("missing `{}`", spec.get.id_name)}));
-            let status = if bodies::documented(spec, routed.op.id, 422).is_some() { 422 } else { 400 };
+            let (status, body) = [422, 400]
+                .into_iter()
+                .find_map(|status| bodies::documented(spec, routed.op.id, status).map(|body| (status, body)))
+                .unwrap_or_else(|| (422, json!({"detail": format!("missing `{}`", spec.get.id_name)})));
             return json_response(status, &body);
         }
         // An operation that reads no task: its first documented answer.

@@ -1,2 +1,0 @@
-//! The `taskpoll` command line (being written).
-fn main() {}

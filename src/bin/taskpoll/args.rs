@@ -1,0 +1,283 @@
+//! Command-line arguments, and turning them into a client and task references.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use taskpoll::spec::{ProviderSpec, SchemeKind};
+use taskpoll::{Client, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions};
+
+/// Read and wait on long-running tasks at HTTP providers.
+#[derive(Debug, Parser)]
+#[command(name = "taskpoll", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const AFTER_HELP: &str = "\
+Credentials come from each provider's environment variables (e.g. DEEPOMATIC_API_KEY,
+FACTPULSE_API_KEY or FACTPULSE_TOKEN, QOLABA_API_KEY, CLOUDINARY_URL) or from flags.
+TASKPOLL_<PROVIDER>_BASE_URL overrides any provider's server.
+
+Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline passed
+first, 3 usage or configuration error, 4 API, auth or transport error.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read each task's status once; one JSON line per task on stdout.
+    Get(TaskArgs),
+    /// Wait until every task finishes or the deadline passes; progress on
+    /// stderr, the final state of each task as JSON lines on stdout.
+    Wait(WaitArgs),
+    /// Wait on tasks, printing one JSON line per observed change.
+    Watch(WaitArgs),
+    /// Run the offline simulator of every provider in the foreground.
+    Simulate {
+        /// Port to listen on (127.0.0.1); 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Start the simulator in-process and wait on tasks at every provider.
+    Demo,
+}
+
+/// Which tasks, at which provider, with which settings.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The provider (`deepomatic`, `factpulse`, …). Without it, each ID must be
+    /// a full task reference such as `deepomatic:269999729`.
+    #[arg(long, short)]
+    pub provider: Option<String>,
+    /// Override the provider's server URL (e.g. the simulator's).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// API key for the provider's API-key header scheme (prefer the environment).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Token for the provider's bearer / OAuth2 scheme (prefer the environment).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// USER:SECRET for the provider's basic scheme (prefer the environment).
+    #[arg(long, value_name = "USER:SECRET")]
+    pub basic: Option<String>,
+    /// A server variable, e.g. `--var cloud_name=demo`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// An extra input of the status call, e.g. `--input refID=order-7` (Qolaba).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    /// Per-request timeout, e.g. `10s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+    /// Task ids (with --provider) or task references.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
+}
+
+/// Waiting settings.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+    /// The deadline for the whole wait, e.g. `60s`, `5m` (default: the provider's suggested one).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Polling policy: `polite` (default) or a preset such as `factpulse_helper`, `deepomatic_client`.
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Unknown statuses: `keep` (default), `fail`, a count (`3`) or a duration (`30s`).
+    #[arg(long, value_name = "keep|fail|N|DURATION", value_parser = parse_unknown)]
+    pub unknown: Option<UnknownStatusPolicy>,
+    /// Give up on a task that stays queued this long (`off` disables the provider's default).
+    #[arg(long, value_name = "DURATION|off", value_parser = parse_budget)]
+    pub pending_budget: Option<Budget>,
+}
+
+/// A pending-forever budget from the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Off,
+    For(Duration),
+}
+
+/// `50ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.trim().parse().map_err(|_| format!("`{text}` is not a duration (try 30s, 5m)"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    let seconds = value * scale;
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
+        return Err(format!("`{text}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_unknown(text: &str) -> Result<UnknownStatusPolicy, String> {
+    match text {
+        "keep" => Ok(UnknownStatusPolicy::KeepWaiting),
+        "fail" => Ok(UnknownStatusPolicy::FailFast),
+        _ => match text.parse::<u32>() {
+            Ok(n) => Ok(UnknownStatusPolicy::AtMost(n)),
+            Err(_) => parse_duration(text)
+                .map(UnknownStatusPolicy::AtMostFor)
+                .map_err(|_| format!("`{text}`: expected keep, fail, a count or a duration")),
+        },
+    }
+}
+
+fn parse_budget(text: &str) -> Result<Budget, String> {
+    if text == "off" { Ok(Budget::Off) } else { parse_duration(text).map(Budget::For) }
+}
+
+fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), Error> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| Error::Config { message: format!("{what} must be NAME=VALUE, got `{text}`") })
+}
+
+impl TaskArgs {
+    /// The task references named on the command line.
+    pub fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
+        let mut refs = Vec::new();
+        for id in &self.ids {
+            let mut task = match &self.provider {
+                Some(provider) => TaskRef::new(provider, id.as_str())?,
+                None => id.parse::<TaskRef>().map_err(|e| match e {
+                    Error::InvalidTaskRef { input, .. } if !id.contains(':') => {
+                        Error::InvalidTaskRef { input, reason: "expected `provider:id` (or pass --provider)".into() }
+                    }
+                    other => other,
+                })?,
+            };
+            for input in &self.inputs {
+                let (name, value) = split_pair(input, "--input")?;
+                task = task.with_input(name, value)?;
+            }
+            refs.push(task);
+        }
+        Ok(refs)
+    }
+
+    /// A client from the environment, with this command's flags layered on
+    /// top of the selected provider's variables (flags win).
+    pub fn client(&self) -> Result<Client, Error> {
+        let has_flags = self.base_url.is_some()
+            || self.api_key.is_some()
+            || self.token.is_some()
+            || self.basic.is_some()
+            || !self.vars.is_empty();
+        let mut overlay: HashMap<String, String> = HashMap::new();
+        if has_flags {
+            let provider = self.provider.as_deref().ok_or_else(|| Error::Config {
+                message: "--base-url, --api-key, --token, --basic and --var need --provider".into(),
+            })?;
+            let spec = taskpoll::spec::provider(provider)
+                .ok_or_else(|| Error::UnknownProvider { name: provider.into(), known: known_providers() })?;
+            self.flag_overlay(spec, &mut overlay)?;
+        }
+        let mut builder =
+            Client::builder().from_env_with(|name| overlay.get(name).cloned().or_else(|| std::env::var(name).ok()))?;
+        if let Some(timeout) = self.request_timeout {
+            builder = builder.request_timeout(timeout);
+        }
+        builder.build().map_err(|e| match e {
+            Error::Config { message } if message.starts_with("no provider configured") => Error::Config {
+                message: format!(
+                    "no provider configured: set its credentials in the environment ({}) or pass flags",
+                    env_hint()
+                ),
+            },
+            other => other,
+        })
+    }
+
+    /// Translates flags into the environment variables the spec names.
+    fn flag_overlay(&self, spec: &ProviderSpec, overlay: &mut HashMap<String, String>) -> Result<(), Error> {
+        let missing = |what: &str| Error::Config { message: format!("{} has no {what} scheme", spec.name) };
+        let scheme_env = |kind: &dyn Fn(SchemeKind) -> bool| spec.schemes.iter().find(|s| kind(s.kind)).map(|s| s.env);
+        if let Some(key) = &self.api_key {
+            let env = scheme_env(&|k| matches!(k, SchemeKind::ApiKeyHeader(_))).ok_or_else(|| missing("API-key"))?;
+            let var = env.first().ok_or_else(|| missing("API-key (with an environment variable)"))?;
+            overlay.insert((*var).to_string(), key.clone());
+        }
+        if let Some(token) = &self.token {
+            let env = scheme_env(&|k| k == SchemeKind::Bearer).ok_or_else(|| missing("bearer"))?;
+            let var = env.first().ok_or_else(|| missing("bearer (with an environment variable)"))?;
+            overlay.insert((*var).to_string(), token.clone());
+        }
+        if let Some(basic) = &self.basic {
+            let (user, secret) =
+                basic.split_once(':').ok_or_else(|| Error::Config { message: "--basic must be USER:SECRET".into() })?;
+            let env = scheme_env(&|k| k == SchemeKind::Basic).ok_or_else(|| missing("basic"))?;
+            let [user_var, secret_var] = env else { return Err(missing("basic (with environment variables)")) };
+            overlay.insert((*user_var).to_string(), user.to_string());
+            overlay.insert((*secret_var).to_string(), secret.to_string());
+        }
+        for pair in &self.vars {
+            let (name, value) = split_pair(pair, "--var")?;
+            let var =
+                spec.server_variables.iter().find(|v| v.name == name).ok_or_else(|| Error::Config {
+                    message: format!("{} has no server variable `{name}`", spec.name),
+                })?;
+            let env = var.env.ok_or_else(|| Error::Config {
+                message: format!("{}: server variable `{name}` has no environment variable", spec.name),
+            })?;
+            overlay.insert(env.to_string(), value.to_string());
+        }
+        if let Some(url) = &self.base_url {
+            let var =
+                spec.base_url_env.map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name));
+            overlay.insert(var, url.clone());
+        }
+        Ok(())
+    }
+}
+
+impl WaitArgs {
+    /// Wait options for one task.
+    pub fn options(&self, task: &TaskRef) -> Result<WaitOptions, Error> {
+        let spec = taskpoll::spec::provider(task.provider())
+            .ok_or_else(|| Error::UnknownProvider { name: task.provider().into(), known: known_providers() })?;
+        let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite.deadline_ms));
+        let policy = match self.policy.as_deref() {
+            None | Some("polite") => Policy::polite(spec.name)?,
+            Some(name) => Policy::preset(name)?,
+        };
+        let mut options = WaitOptions::new(deadline).policy(policy);
+        if let Some(unknown) = self.unknown {
+            options = options.unknown_status(unknown);
+        }
+        match self.pending_budget {
+            Some(Budget::Off) => options = options.pending_budget(None),
+            Some(Budget::For(d)) => options = options.pending_budget(Some(d)),
+            None => {}
+        }
+        Ok(options)
+    }
+}
+
+fn known_providers() -> String {
+    taskpoll::spec::providers().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+}
+
+fn env_hint() -> String {
+    let mut vars = Vec::new();
+    for spec in taskpoll::spec::providers() {
+        for scheme in spec.schemes {
+            vars.extend(scheme.env.iter().copied());
+        }
+        if let Some(cu) = spec.credentials_url {
+            vars.push(cu.var);
+        }
+    }
+    vars.join(", ")
+}

@@ -1,0 +1,59 @@
+//! `taskpoll`: read, wait on and watch tasks at any provider built into the
+//! crate; run the offline simulator; run the demo.
+//!
+//! Exit codes: 0 all succeeded, 1 a task failed (or was cancelled), 2 the
+//! deadline passed first, 3 usage or configuration error, 4 API, auth or
+//! transport error.
+
+mod args;
+mod demo;
+mod output;
+mod waiting;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use args::{Cli, Command};
+use output::Exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => Exit::Usage as u8,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("taskpoll: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    let exit = runtime.block_on(run(cli));
+    ExitCode::from(exit as u8)
+}
+
+async fn run(cli: Cli) -> Exit {
+    let result = match cli.command {
+        Command::Get(task_args) => waiting::get(task_args).await,
+        Command::Wait(wait_args) => waiting::wait(wait_args).await,
+        Command::Watch(wait_args) => waiting::watch(wait_args).await,
+        Command::Simulate { port } => demo::simulate(port).await,
+        Command::Demo => demo::demo().await,
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("taskpoll: {e}");
+            Exit::for_error(&e)
+        }
+    }
+}
