@@ -2,9 +2,38 @@
 //!
 //! Read and wait on long-running tasks at several HTTP providers through one
 //! typed API. Each provider's status operations are generated at build time by
-//! progenitor from a hand-written OpenAPI spec in `specs/`; this crate adds one
-//! status model ([`Task`], [`Phase`]), one error ([`Error`]) and a polling
-//! engine bounded by a single deadline.
+//! progenitor from a hand-written OpenAPI spec in `specs/` (see
+//! [`generated`]); this crate adds one status model ([`Task`], [`Phase`]), one
+//! error ([`Error`]) and a polling engine bounded by a single deadline
+//! ([`Client::wait`], [`Client::watch`], [`WaitOptions`], [`Policy`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use taskpoll::{Client, ProviderConfig, TaskRef, WaitOptions};
+//!
+//! # async fn run() -> taskpoll::Result<()> {
+//! let client = Client::builder()
+//!     .provider(ProviderConfig::new("deepomatic").api_key("my-key"))
+//!     .build()?; // or Client::from_env()?
+//! let task_ref: TaskRef = "deepomatic:269999729".parse()?;
+//!
+//! let task = client.get(&task_ref).await?;
+//! println!("{} is {} (raw status {:?})", task.id(), task.phase(), task.status());
+//!
+//! match client.wait(&task_ref, WaitOptions::new(Duration::from_secs(60))).await {
+//!     Ok(done) => println!("result: {:?}", done.result()),
+//!     Err(e) if e.is_task_failure() => println!("failed: {:?}", e.task().and_then(|t| t.error())),
+//!     Err(e) if e.is_deadline() => println!("not done yet; resume from {:?}", e.wait_state()),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Provider specifics (paths, auth, where the status is and what its values
+//! mean) are data generated from each spec's `x-taskpoll` extension
+//! ([`spec::ProviderSpec`]); nothing in the client or the polling engine names
+//! a provider. With the `simulator` feature, `taskpoll::simulator` serves every
+//! provider offline for tests; the `cli` feature builds the `taskpoll` tool.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
