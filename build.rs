@@ -1055,8 +1055,8 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
          async fn pre<E>(&self, request: &mut reqwest::Request, info: &progenitor_client::OperationInfo) -> Result<(), progenitor_client::Error<E>> {\n\
              crate::transport::pre(progenitor_client::ClientInfo::inner(self), request, info.operation_id, security::SECURITY).map_err(progenitor_client::Error::Custom)\n\
          }\n\
-         async fn exec(&self, request: reqwest::Request, _info: &progenitor_client::OperationInfo) -> reqwest::Result<reqwest::Response> {\n\
-             crate::transport::exec(progenitor_client::ClientInfo::client(self), progenitor_client::ClientInfo::inner(self), request).await\n\
+         async fn exec(&self, request: reqwest::Request, info: &progenitor_client::OperationInfo) -> reqwest::Result<reqwest::Response> {\n\
+             crate::transport::exec(progenitor_client::ClientInfo::client(self), progenitor_client::ClientInfo::inner(self), request, info.operation_id).await\n\
          }\n\
          }\n\n",
     );

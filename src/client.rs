@@ -103,8 +103,8 @@ impl Client {
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
         if timeout.is_zero() {
             return Err(Error::Transport {
-                provider: provider.spec.name.into(),
-                operation: provider.spec.get.operation.into(),
+                provider: provider.spec.name,
+                operation: provider.spec.get.operation,
                 kind: crate::error::TransportKind::Timeout,
                 source: "no time left for the request".into(),
             });
@@ -150,7 +150,7 @@ impl Client {
             .map(|r| {
                 let task_ref = r?;
                 found.get(task_ref.id()).cloned().ok_or_else(|| Error::MissingFromBatch {
-                    provider: configured.spec.name.into(),
+                    provider: configured.spec.name,
                     id: task_ref.id().to_string(),
                 })
             })

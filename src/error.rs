@@ -49,9 +49,9 @@ pub enum Error {
     #[error("{provider}: no credentials for `{operation}` (needs {needed})")]
     MissingCredentials {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// The scheme alternatives, e.g. `basicAuth or OAuth2`.
         needed: String,
     },
@@ -75,9 +75,9 @@ pub enum Error {
     #[error("{provider} {operation}: invalid request: {message}")]
     InvalidRequest {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// What progenitor or reqwest refused.
         message: String,
     },
@@ -89,9 +89,9 @@ pub enum Error {
     })]
     Transport {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// What kind of failure.
         kind: TransportKind,
         /// The reqwest error.
@@ -102,9 +102,9 @@ pub enum Error {
     #[error("{provider} {operation}: HTTP {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
     Api {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// The HTTP status.
         status: u16,
         /// The provider's error message, when the body had one.
@@ -120,9 +120,9 @@ pub enum Error {
     #[error("{provider} {operation}: HTTP {status} body is not a task ({reason})")]
     InvalidBody {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// The HTTP status.
         status: u16,
         /// What was wrong.
@@ -134,9 +134,9 @@ pub enum Error {
     #[error("{provider} {operation}: HTTP {status} body exceeds the {limit}-byte cap")]
     BodyTooLarge {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The operation.
-        operation: String,
+        operation: &'static str,
         /// The HTTP status.
         status: u16,
         /// The cap.
@@ -146,7 +146,7 @@ pub enum Error {
     #[error("{provider}: task {id:?} is missing from the batch answer")]
     MissingFromBatch {
         /// The provider.
-        provider: String,
+        provider: &'static str,
         /// The id asked for.
         id: String,
     },
@@ -176,7 +176,7 @@ pub enum Error {
     )]
     DeadlineExceeded {
         /// The task, to re-attach.
-        task_ref: TaskRef,
+        task_ref: Box<TaskRef>,
         /// Time spent waiting.
         elapsed: Duration,
         /// Polls made.
@@ -192,7 +192,7 @@ pub enum Error {
     #[error("task {task_ref}: server asked to retry after {retry_after:?}, past the deadline ({remaining:?} left)")]
     RetryAfterPastDeadline {
         /// The task, to re-attach.
-        task_ref: TaskRef,
+        task_ref: Box<TaskRef>,
         /// The hint.
         retry_after: Duration,
         /// Time that was left.
@@ -209,7 +209,7 @@ pub enum Error {
     #[error("task {task_ref} still queued after {queued_for:?} (unknown or expired id?)")]
     StillPending {
         /// The task, to re-attach.
-        task_ref: TaskRef,
+        task_ref: Box<TaskRef>,
         /// Time spent queued.
         queued_for: Duration,
         /// Polls made.
@@ -346,7 +346,7 @@ impl Error {
         match self {
             Error::DeadlineExceeded { task_ref, .. }
             | Error::RetryAfterPastDeadline { task_ref, .. }
-            | Error::StillPending { task_ref, .. } => Some(task_ref),
+            | Error::StillPending { task_ref, .. } => Some(task_ref.as_ref()),
             other => other.task().map(Task::task_ref),
         }
     }

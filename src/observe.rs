@@ -42,7 +42,7 @@ impl Class {
 /// Maps one glue call to a task or an error.
 pub(crate) fn single(
     spec: &'static ProviderSpec,
-    operation: &str,
+    operation: &'static str,
     task_ref: &TaskRef,
     outcome: Result<(), progenitor_client::Error>,
     record: CallRecord,
@@ -55,26 +55,22 @@ pub(crate) fn single(
 /// The raw answer of a call, or the error that prevented one.
 pub(crate) fn answer(
     spec: &'static ProviderSpec,
-    operation: &str,
+    operation: &'static str,
     outcome: Result<(), progenitor_client::Error>,
     record: CallRecord,
 ) -> Result<RawResponse, Error> {
     if let Some(needed) = record.missing_credentials {
-        return Err(Error::MissingCredentials { provider: spec.name.into(), operation: operation.into(), needed });
+        return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
     }
     if let Some((status, limit)) = record.too_large {
-        return Err(Error::BodyTooLarge { provider: spec.name.into(), operation: operation.into(), status, limit });
+        return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
     }
     if let Some(raw) = record.response {
         return Ok(raw);
     }
     // No answer was captured: the request never completed.
     let error = match outcome {
-        Ok(()) => Error::InvalidRequest {
-            provider: spec.name.into(),
-            operation: operation.into(),
-            message: "no answer was recorded".into(),
-        },
+        Ok(()) => Error::InvalidRequest { provider: spec.name, operation, message: "no answer was recorded".into() },
         Err(progenitor_client::Error::CommunicationError(e)) | Err(progenitor_client::Error::ResponseBodyError(e)) => {
             let kind = if e.is_timeout() {
                 TransportKind::Timeout
@@ -83,23 +79,23 @@ pub(crate) fn answer(
             } else {
                 TransportKind::Other
             };
-            Error::Transport { provider: spec.name.into(), operation: operation.into(), kind, source: Box::new(e) }
+            Error::Transport { provider: spec.name, operation, kind, source: Box::new(e) }
         }
         Err(progenitor_client::Error::InvalidRequest(message)) | Err(progenitor_client::Error::Custom(message)) => {
-            Error::InvalidRequest { provider: spec.name.into(), operation: operation.into(), message }
+            Error::InvalidRequest { provider: spec.name, operation, message }
         }
-        Err(other) => Error::InvalidRequest {
-            provider: spec.name.into(),
-            operation: operation.into(),
-            message: other.to_string(),
-        },
+        Err(other) => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
     };
     Err(error)
 }
 
 /// The JSON body of an answer that carries a task (2xx, or a status the spec
 /// says still carries one, like Qolaba's 500 + FAILED), or the error it is.
-pub(crate) fn task_body(spec: &'static ProviderSpec, operation: &str, raw: &RawResponse) -> Result<Value, Error> {
+pub(crate) fn task_body(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    raw: &RawResponse,
+) -> Result<Value, Error> {
     let parsed: Option<Value> = serde_json::from_slice(&raw.body).ok();
     let is_success = (200..300).contains(&raw.status);
     if is_success {
@@ -119,20 +115,20 @@ pub(crate) fn task_body(spec: &'static ProviderSpec, operation: &str, raw: &RawR
     Err(api_error(spec, operation, raw, parsed.as_ref()))
 }
 
-fn invalid_body(spec: &ProviderSpec, operation: &str, raw: &RawResponse, reason: &str) -> Error {
+fn invalid_body(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, reason: &str) -> Error {
     Error::InvalidBody {
-        provider: spec.name.into(),
-        operation: operation.into(),
+        provider: spec.name,
+        operation,
         status: raw.status,
         reason: reason.into(),
         body_excerpt: body_excerpt(&raw.body),
     }
 }
 
-fn api_error(spec: &ProviderSpec, operation: &str, raw: &RawResponse, parsed: Option<&Value>) -> Error {
+fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, parsed: Option<&Value>) -> Error {
     Error::Api {
-        provider: spec.name.into(),
-        operation: operation.into(),
+        provider: spec.name,
+        operation,
         status: raw.status,
         message: parsed.and_then(error_message),
         body_excerpt: body_excerpt(&raw.body),

@@ -163,8 +163,30 @@ fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, 
 }
 
 /// `ClientHooks::exec`: send, read the body up to the cap, keep a copy.
-pub async fn exec(http: &reqwest::Client, ctx: &Ctx, request: reqwest::Request) -> reqwest::Result<reqwest::Response> {
-    let mut response = http.execute(request).await?;
+pub async fn exec(
+    http: &reqwest::Client,
+    ctx: &Ctx,
+    request: reqwest::Request,
+    operation_id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let method = request.method().clone();
+    let started = std::time::Instant::now();
+    // Headers are never logged: they carry the credentials.
+    let mut response = match http.execute(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(provider = ctx.provider.name, operation = operation_id, %method, error = %e, "request failed");
+            return Err(e);
+        }
+    };
+    tracing::debug!(
+        provider = ctx.provider.name,
+        operation = operation_id,
+        %method,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "response"
+    );
     let status = response.status();
     let headers = response.headers().clone();
     let version = response.version();

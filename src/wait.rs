@@ -342,7 +342,7 @@ mod tests {
         assert_eq!(state.remaining_at(400), Duration::from_millis(600));
         assert_eq!(state.provider(), "deepomatic");
         let error = Error::DeadlineExceeded {
-            task_ref: state.task_ref.clone(),
+            task_ref: Box::new(state.task_ref.clone()),
             elapsed: Duration::from_secs(1),
             polls: 0,
             last: None,

@@ -107,7 +107,8 @@ async fn auth_and_transport_errors_exit_4() -> TestResult {
 async fn usage_and_configuration_errors_exit_3_without_a_request() -> TestResult {
     let sim = Simulator::start().await?;
     let env = sim_env(&sim);
-    let cases: Vec<(Vec<&str>, Vec<(String, String)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(String, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["wait", "--timeout", "soon", "deepomatic:1"], env.clone(), "soon"),
         (vec!["frobnicate"], env.clone(), "frobnicate"),
         (vec!["get"], env.clone(), "ID"),

@@ -246,7 +246,8 @@ async fn transient_failures_until_the_deadline_end_with_the_last_error() {
     let Error::DeadlineExceeded { polls, last, last_error, .. } = &err else { panic!("{err:?}") };
     assert_eq!(*polls, 4);
     assert!(last.is_none());
-    assert_eq!(last_error.as_ref().and_then(|e| e.status()), Some(503));
+    // The 503 (or, on a very slow machine, the final poll's 250 ms request timeout).
+    assert!(last_error.as_ref().is_some_and(|e| e.is_retryable()), "{last_error:?}");
     assert_eq!(server.polls(), [0.0, 1.0, 2.0, 2.75]);
     assert_eq!(clock.elapsed(), secs(3.0));
 }

@@ -62,8 +62,8 @@ fn unknown() -> taskpoll::Result<Task> {
 
 fn api(status: u16, retry_after: Option<Duration>) -> taskpoll::Result<Task> {
     Err(Error::Api {
-        provider: "factpulse".into(),
-        operation: "get_task_status".into(),
+        provider: "factpulse",
+        operation: "get_task_status",
         status,
         message: None,
         body_excerpt: String::new(),
@@ -74,8 +74,8 @@ fn api(status: u16, retry_after: Option<Duration>) -> taskpoll::Result<Task> {
 
 fn timeout() -> Error {
     Error::Transport {
-        provider: "factpulse".into(),
-        operation: "get_task_status".into(),
+        provider: "factpulse",
+        operation: "get_task_status",
         kind: TransportKind::Timeout,
         source: "request timed out".into(),
     }
@@ -334,7 +334,7 @@ async fn the_deadline_ends_the_wait_exactly_with_the_last_observation() {
     assert_eq!(state.last_phase, Some(Phase::Queued));
     assert_eq!(state.deadline_at_ms - state.started_at_ms, 10_000);
     assert!(err.is_deadline());
-    assert_eq!(err.task_ref(), Some(task_ref));
+    assert_eq!(err.task_ref(), Some(task_ref.as_ref()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -674,6 +674,8 @@ impl std::io::Write for Captured {
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn one_span_per_wait_and_one_event_per_poll() {
+    // A global subscriber: a thread-scoped one races with callsite-interest
+    // caching while other tests run. Lines are told apart by this wait's task id.
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -681,18 +683,23 @@ async fn one_span_per_wait_and_one_event_per_poll() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (result, _, _) = wait_paused(opts(60.0), vec![pending(), running()], success).await;
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+    let reader = Reader::new(vec![pending(), running()]);
+    let traced = TaskRef::new("factpulse", "traced-1").expect("ref");
+    let poller = Poller::new(traced, &opts(60.0)).expect("poller");
+    let result = poller.wait_with(reader.tokio(success, Duration::ZERO)).await;
     assert!(result.is_ok());
     let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
-    let polls: Vec<&str> = text.lines().filter(|l| l.contains(" poll ")).collect();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("task_id=\"traced-1\"")).collect();
+    let polls: Vec<&str> = ours.iter().copied().filter(|l| l.contains(" poll ")).collect();
     assert_eq!(polls.len(), 3, "{text}");
     for line in &polls {
         assert!(
-            line.contains("taskpoll.wait{provider=\"factpulse\" task_id=\"t-1\" policy=\"factpulse_helper\""),
+            line.contains("taskpoll.wait{provider=\"factpulse\" task_id=\"traced-1\" policy=\"factpulse_helper\""),
             "{line}"
         );
     }
     assert!(polls[0].contains("attempt=1") && polls[0].contains("phase=\"queued\""), "{}", polls[0]);
     assert!(polls[2].contains("status=\"SUCCESS\""), "{}", polls[2]);
+    assert!(ours.iter().any(|l| l.contains("polls=3") && l.contains("outcome=\"succeeded\"")), "{text}");
 }

@@ -283,7 +283,7 @@ impl Poller {
                         // The state says when the server allows the next poll.
                         self.finish_plan(Some((received.saturating_add(bounded), bounded)));
                         Decision::Fail(Error::RetryAfterPastDeadline {
-                            task_ref: self.task_ref.clone(),
+                            task_ref: Box::new(self.task_ref.clone()),
                             retry_after: hint,
                             remaining: self.deadline.saturating_sub(received),
                             polls: self.state.attempts,
@@ -330,7 +330,7 @@ impl Poller {
     pub fn expire(&mut self, now: Instant) -> Error {
         self.finish_plan(None);
         Error::DeadlineExceeded {
-            task_ref: self.task_ref.clone(),
+            task_ref: Box::new(self.task_ref.clone()),
             elapsed: self.elapsed(now),
             polls: self.state.attempts,
             last: self.last_task.take().map(Box::new),
@@ -391,7 +391,7 @@ impl Poller {
             if self.pending_budget.is_some_and(|budget| queued_for > budget) {
                 self.finish_plan(None);
                 return Some(Error::StillPending {
-                    task_ref: self.task_ref.clone(),
+                    task_ref: Box::new(self.task_ref.clone()),
                     queued_for,
                     polls: self.state.attempts,
                     last: Box::new(task.clone()),
