@@ -1242,6 +1242,12 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
          Box::pin(async move {{\n{get_body}\n}})\n}}\n\
          {list_fn}\n\
          }}\n\n\
+         /// This provider's generated client, sharing the unified client's base URL, HTTP client and\n\
+         /// credentials (the hooks apply auth, the user agent and the body cap). For the operations the\n\
+         /// unified layer does not call, such as a provider's typed status siblings.\n\
+         pub fn client(unified: &crate::Client) -> Result<Client, crate::Error> {{\n\
+         let (base_url, http, ctx) = unified.generated_parts(PROVIDER.name)?;\n\
+         Ok(Client::new_with_client(&base_url, http, ctx))\n}}\n\n\
          fn connect(base_url: &str, http: reqwest::Client, ctx: crate::transport::Ctx) -> Box<dyn crate::spec::ProviderOps> {{\n\
          Box::new(Ops(Client::new_with_client(base_url, http, ctx)))\n}}\n\n\
          fn parse_documented(schema: &str, json: &str) -> Option<Result<(), serde_json::Error>> {{\n\

@@ -35,6 +35,8 @@ pub(crate) struct ClientInner {
 pub(crate) struct Configured {
     pub(crate) spec: &'static ProviderSpec,
     pub(crate) ops: Box<dyn ProviderOps>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) ctx: transport::Ctx,
     pub(crate) base_url: String,
     pub(crate) request_timeout: Duration,
 }
@@ -88,6 +90,14 @@ impl Client {
             }
             None => Err(Error::unknown_provider(provider)),
         }
+    }
+
+    /// What a provider's generated client needs to share this client's
+    /// settings (used by `taskpoll::generated::<provider>::client`).
+    #[doc(hidden)]
+    pub fn generated_parts(&self, provider: &str) -> Result<(String, reqwest::Client, transport::Ctx)> {
+        let p = self.configured(provider)?;
+        Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
     }
 
     /// Reads a task's status once.

@@ -238,10 +238,12 @@ impl ClientBuilder {
                 user_agent: user_agent.clone(),
                 max_body_bytes: self.max_body_bytes,
             };
-            let ops = (spec.connect)(&base_url, http.clone(), ctx);
+            let ops = (spec.connect)(&base_url, http.clone(), ctx.clone());
             providers.push(Configured {
                 spec,
                 ops,
+                http: http.clone(),
+                ctx,
                 base_url,
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
             });

@@ -199,8 +199,10 @@ pub enum Error {
         remaining: Duration,
         /// Polls made.
         polls: u32,
-        /// The answer that carried the hint.
-        source: Box<Error>,
+        /// The error answer that carried the hint (`None` when an in-progress task answer carried it).
+        source: Option<Box<Error>>,
+        /// The last observation of the task, if any.
+        last: Option<Box<Task>>,
         /// Where the wait was, to resume it.
         state: Box<WaitState>,
     },
@@ -335,7 +337,7 @@ impl Error {
             Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
                 Some(task)
             }
-            Error::DeadlineExceeded { last, .. } => last.as_deref(),
+            Error::DeadlineExceeded { last, .. } | Error::RetryAfterPastDeadline { last, .. } => last.as_deref(),
             Error::StillPending { last, .. } => Some(last),
             _ => None,
         }

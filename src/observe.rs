@@ -49,7 +49,8 @@ pub(crate) fn single(
 ) -> Result<Task, Error> {
     let raw = answer(spec, operation, outcome, record)?;
     let body = task_body(spec, operation, &raw)?;
-    Ok(task_from_body(spec, task_ref.clone(), raw.status, body))
+    let hint = retry_after(&raw.headers, SystemTime::now());
+    Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(hint))
 }
 
 /// The raw answer of a call, or the error that prevented one.

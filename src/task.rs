@@ -212,6 +212,9 @@ pub struct Task {
     error: Option<String>,
     result: Option<Value>,
     http_status: u16,
+    /// The answer's `Retry-After`, in milliseconds (an in-progress answer may pace the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
     body: Value,
 }
 
@@ -225,7 +228,18 @@ impl Task {
         http_status: u16,
         body: Value,
     ) -> Self {
-        Self { task_ref, phase, status, error, result, http_status, body }
+        Self { task_ref, phase, status, error, result, http_status, retry_after_ms: None, body }
+    }
+
+    pub(crate) fn with_retry_after(mut self, hint: Option<std::time::Duration>) -> Self {
+        self.retry_after_ms = hint.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The `Retry-After` hint of the answer, if it had one (the polling engine
+    /// takes it as a floor for the next delay).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after_ms.map(std::time::Duration::from_millis)
     }
 
     /// The reference to re-read or wait on this task.

@@ -180,6 +180,28 @@ async fn retry_after_in_seconds_pushes_the_next_poll_back() {
     assert_eq!(server.polls(), [0.0, 3.0]);
 }
 
+/// An in-progress answer may pace the client too: its `Retry-After` is a floor.
+#[tokio::test]
+async fn retry_after_on_an_in_progress_answer_is_a_floor() {
+    let clock = manual();
+    let paced = deepomatic("pending").insert_header("Retry-After", "4");
+    let server = Server::start(DEEPOMATIC_PATH, vec![paced, deepomatic("success")], Some(clock.clone())).await;
+    let options = WaitOptions::new(secs(60.0)).policy(every_second()).clock(clock);
+    server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect("succeeded");
+    assert_eq!(server.polls(), [0.0, 4.0]);
+
+    // Past the deadline: the wait ends at once, keeping the observation that carried the hint.
+    let clock = manual();
+    let paced = deepomatic("pending").insert_header("Retry-After", "90");
+    let server = Server::start(DEEPOMATIC_PATH, vec![paced], Some(clock.clone())).await;
+    let options = WaitOptions::new(secs(30.0)).policy(every_second()).clock(clock.clone());
+    let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("past deadline");
+    let Error::RetryAfterPastDeadline { retry_after, source, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((*retry_after, source.is_none()), (secs(90.0), true));
+    assert_eq!(err.task().map(|t| t.phase()), Some(Phase::Queued));
+    assert_eq!(clock.elapsed(), secs(0.0), "no sleeping towards the deadline");
+}
+
 #[tokio::test]
 async fn retry_after_ms_variants_and_http_dates_are_honoured() {
     for header in ["retry-after-ms", "x-ms-retry-after-ms"] {
@@ -216,7 +238,7 @@ async fn retry_after_beyond_the_deadline_ends_the_wait_at_once() {
     assert_eq!(*retry_after, secs(120.0));
     assert_eq!(*remaining, secs(29.0));
     assert_eq!(*polls, 2);
-    assert_eq!(source.status(), Some(429));
+    assert_eq!(source.as_ref().and_then(|s| s.status()), Some(429));
     assert_eq!(state.last_phase, Some(Phase::Queued));
     assert_eq!(clock.elapsed(), secs(1.0), "no sleeping towards the deadline");
     assert_eq!(server.requests().await, 2);

@@ -406,7 +406,7 @@ async fn retry_after_past_the_deadline_ends_the_wait_at_once() {
     assert_eq!(*retry_after, secs(30.0));
     assert_eq!(*remaining, secs(9.0));
     assert_eq!(*polls, 2);
-    assert!(source.is_rate_limited());
+    assert!(source.as_ref().is_some_and(|s| s.is_rate_limited()));
     assert_eq!(state.next_poll_ms, Some(31_000), "when the server allows the next poll");
     assert!(err.is_deadline());
     assert_eq!(err.retry_after(), Some(secs(30.0)));

@@ -266,34 +266,29 @@ impl Poller {
             Class::Pending(task) => {
                 self.note(&mut event, &task, sent);
                 self.last_error = None;
+                let hint = task.retry_after();
                 match self.guard(&task, sent) {
                     Some(error) => Decision::Fail(error),
                     None => {
                         self.last_task = Some(task);
-                        self.plan(received, None)
+                        // An in-progress answer's Retry-After paces the next poll like an error's.
+                        match self.past_deadline(received, hint) {
+                            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
+                            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
+                        }
                     }
                 }
             }
             Class::Transient(error) => {
                 event.error = Some(error.to_string());
-                match error.retry_after().map(|hint| (hint, hint.min(self.retry_after_ceiling))) {
-                    Some((hint, bounded))
-                        if !bounded.is_zero() && bounded >= self.deadline.saturating_sub(received) =>
-                    {
-                        // The state says when the server allows the next poll.
-                        self.finish_plan(Some((received.saturating_add(bounded), bounded)));
-                        Decision::Fail(Error::RetryAfterPastDeadline {
-                            task_ref: Box::new(self.task_ref.clone()),
-                            retry_after: hint,
-                            remaining: self.deadline.saturating_sub(received),
-                            polls: self.state.attempts,
-                            source: Box::new(error),
-                            state: Box::new(self.state.clone()),
-                        })
+                let hint = error.retry_after();
+                match self.past_deadline(received, hint) {
+                    Some((hint, remaining)) => {
+                        Decision::Fail(self.retry_after_error(hint, remaining, Some(Box::new(error))))
                     }
-                    hint => {
+                    None => {
                         self.last_error = Some(error);
-                        self.plan(received, hint.map(|(_, bounded)| bounded))
+                        self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)))
                     }
                 }
             }
@@ -404,6 +399,32 @@ impl Poller {
 
     /// Plans the next poll after an answer at `received` (elapsed), with an
     /// optional server floor.
+    /// When a `Retry-After` (bounded by the ceiling) leaves no time for
+    /// another poll before the deadline: the hint and the time remaining.
+    /// Records in the state when the server allows the next poll.
+    fn past_deadline(&mut self, received: Duration, hint: Option<Duration>) -> Option<(Duration, Duration)> {
+        let hint = hint?;
+        let bounded = hint.min(self.retry_after_ceiling);
+        let remaining = self.deadline.saturating_sub(received);
+        if bounded.is_zero() || bounded < remaining {
+            return None;
+        }
+        self.finish_plan(Some((received.saturating_add(bounded), bounded)));
+        Some((hint, remaining))
+    }
+
+    fn retry_after_error(&self, hint: Duration, remaining: Duration, source: Option<Box<Error>>) -> Error {
+        Error::RetryAfterPastDeadline {
+            task_ref: Box::new(self.task_ref.clone()),
+            retry_after: hint,
+            remaining,
+            polls: self.state.attempts,
+            source,
+            last: self.last_task.clone().map(Box::new),
+            state: Box::new(self.state.clone()),
+        }
+    }
+
     fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
         let wanted = self.policy.delay(self.state.attempts, &mut self.rng);
         let placed = policy::place(&self.policy, received, wanted, floor.unwrap_or_default(), self.deadline);
