@@ -181,3 +181,37 @@ async fn a_provider_from_a_spec_alone_works_in_the_cli() -> TestResult {
     assert_eq!(lines(&out)[0]["status"], "DONE");
     Ok(())
 }
+
+/// `taskpoll simulate` prints exports and sample tasks that work with the other commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_prints_a_working_environment() -> TestResult {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
+        .args(["simulate", "--port", "0"])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("stdout")?;
+    let mut reader = BufReader::new(stdout).lines();
+    let mut env = Vec::new();
+    let mut samples = Vec::new();
+    while let Some(line) = tokio::time::timeout(std::time::Duration::from_secs(30), reader.next_line()).await?? {
+        if let Some((name, value)) = line.strip_prefix("export ").and_then(|kv| kv.split_once('=')) {
+            env.push((name.to_string(), value.to_string()));
+        } else if let Some(sample) = line.strip_prefix("#   ") {
+            samples.push(sample.split_whitespace().next().ok_or("sample")?.to_string());
+        } else if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(env.iter().any(|(k, _)| k == "DEEPOMATIC_API_KEY"), "{env:?}");
+    assert!(samples.len() >= 12, "{samples:?}");
+    // The first sample of each provider succeeds after a few polls.
+    let first = &samples[0];
+    let out = taskpoll(&["wait", "--timeout", "30s", "--policy", "polite", first], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["phase"], "succeeded");
+    child.kill().await?;
+    Ok(())
+}

@@ -115,6 +115,12 @@ pub async fn wait_all(
             if let Some(bar) = bar {
                 let text = match &outcome.result {
                     Ok(task) => format!("{} after {} polls", task.phase(), outcome.polls),
+                    Err(e) if e.is_task_failure() => match e.task() {
+                        Some(task) => {
+                            format!("{} after {} polls: {}", task.phase(), outcome.polls, task.error().unwrap_or(""))
+                        }
+                        None => e.to_string(),
+                    },
                     Err(e) => e.to_string(),
                 };
                 bar.finish_with_message(text);
