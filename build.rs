@@ -130,7 +130,7 @@ pub fn generate_module(spec_path: &Path) -> Result<GeneratedModule, String> {
     let api: openapiv3::OpenAPI =
         serde_json::from_value(doc.clone()).map_err(|e| format!("{file}: not an OpenAPI 3.0 document: {e}"))?;
     let ops = Operations::read(&original, &file)?;
-    meta.check(&ops, &original).map_err(|e| format!("{file}: x-taskpoll: {e}"))?;
+    meta.check(&ops).map_err(|e| format!("{file}: x-taskpoll: {e}"))?;
 
     let tokens = run_generator(&api).map_err(|e| {
         let culprit = find_failing_operation(&doc);
@@ -372,8 +372,9 @@ struct Operation {
     path: String,
     /// parameter name -> (location, rust type of the builder setter argument)
     params: BTreeMap<String, (String, &'static str)>,
-    /// `$ref` name of the JSON request body schema.
+    /// The Rust type of the JSON request body, and its property names.
     body_schema: Option<String>,
+    body_properties: Vec<String>,
     /// status -> (schema name, documented examples as (name, json text))
     responses: BTreeMap<String, DocumentedResponse>,
     security: Option<Vec<Vec<String>>>,
@@ -400,16 +401,16 @@ impl Operations {
                     .get("operationId")
                     .and_then(Value::as_str)
                     .ok_or_else(|| format!("{where_}: every operation needs an operationId"))?;
-                if !is_snake_ident(id) {
-                    return Err(format!("{where_}: operationId `{id}` must be a snake_case identifier"));
+                if id.trim().is_empty() {
+                    return Err(format!("{where_}: the operationId is empty"));
                 }
                 let mut params = BTreeMap::new();
                 let own = op.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
                 for param in shared_params.iter().chain(own.iter()) {
                     let param = resolve(doc, param);
                     let name = param.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-                    if !is_snake_ident(&name) {
-                        return Err(format!("{where_}: parameter `{name}` must be a snake_case identifier"));
+                    if name.trim().is_empty() {
+                        return Err(format!("{where_}: a parameter has no name"));
                     }
                     let location = param.get("in").and_then(Value::as_str).unwrap_or_default().to_string();
                     let schema = param.get("schema").map(|s| resolve(doc, s)).unwrap_or(Value::Null);
@@ -422,11 +423,22 @@ impl Operations {
                     };
                     params.insert(name, (location, ty));
                 }
-                let body_schema = op
-                    .pointer("/requestBody/content/application~1json/schema/$ref")
-                    .and_then(Value::as_str)
-                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
-                    .map(str::to_string);
+                let body = op.pointer("/requestBody/content/application~1json/schema");
+                // progenitor names an inline body schema after the operation (`<operationId>-body`).
+                let body_schema = body.map(|schema| {
+                    let name = schema
+                        .get("$ref")
+                        .and_then(Value::as_str)
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                        .map_or_else(|| format!("{id}-body"), str::to_string);
+                    rust_name(&name, Case::Pascal)
+                });
+                let body_properties: Vec<String> = body
+                    .map(|schema| resolve(doc, schema))
+                    .and_then(|schema| {
+                        schema.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect())
+                    })
+                    .unwrap_or_default();
                 let mut responses = BTreeMap::new();
                 if let Some(map) = op.get("responses").and_then(Value::as_object) {
                     for (status, response) in map {
@@ -455,7 +467,15 @@ impl Operations {
                 let security = op.get("security").or_else(|| doc.get("security")).map(security_alternatives);
                 let previous = ops.insert(
                     id.to_string(),
-                    Operation { method: method.clone(), path: path.clone(), params, body_schema, responses, security },
+                    Operation {
+                        method: method.clone(),
+                        path: path.clone(),
+                        params,
+                        body_schema,
+                        body_properties,
+                        responses,
+                        security,
+                    },
                 );
                 if previous.is_some() {
                     return Err(format!("{where_}: operationId `{id}` is used twice"));
@@ -490,6 +510,43 @@ fn resolve(doc: &Value, value: &Value) -> Value {
         }
         None => value.clone(),
     }
+}
+
+/// Identifier case, as progenitor names things.
+#[derive(Clone, Copy)]
+enum Case {
+    Snake,
+    Pascal,
+}
+
+/// The Rust name progenitor (typify's `sanitize`) gives a spec name: method
+/// and setter names in snake case, type names in Pascal case.
+fn rust_name(input: &str, case: Case) -> String {
+    use heck::{ToPascalCase, ToSnakeCase};
+    let to_case = |s: &str| match case {
+        Case::Snake => s.to_snake_case(),
+        Case::Pascal => s.to_pascal_case(),
+    };
+    let cleaned: String =
+        input.replace('\'', "").chars().map(|c| if c.is_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    let out = match input {
+        "+1" => "plus1".to_string(),
+        "-1" => "minus1".to_string(),
+        _ => to_case(&cleaned),
+    };
+    let out = match out.chars().next() {
+        None => to_case("x"),
+        Some(c) if c.is_alphabetic() || c == '_' => out,
+        Some(_) => format!("_{out}"),
+    };
+    const KEYWORDS: &[&str] = &[
+        "_", "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
+        "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "macro",
+        "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "Self", "self", "static", "struct",
+        "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use", "virtual", "where", "while",
+        "yield",
+    ];
+    if KEYWORDS.contains(&out.as_str()) { format!("{out}_") } else { out }
 }
 
 fn is_snake_ident(s: &str) -> bool {
@@ -875,14 +932,13 @@ impl Meta {
     }
 
     /// Checks that the extension names operations, parameters and schemes that exist.
-    fn check(&self, ops: &Operations, doc: &Value) -> Result<(), String> {
+    fn check(&self, ops: &Operations) -> Result<(), String> {
         let get = ops.get(&self.get_op).map_err(|e| format!("get.operation: {e}"))?;
         match self.id_in.as_str() {
             "body" => {
                 let schema =
-                    get.body_schema.as_ref().ok_or("get.id is `in: body` but the operation has no JSON body `$ref`")?;
-                let props = doc.pointer(&format!("/components/schemas/{schema}/properties")).and_then(Value::as_object);
-                if !props.is_some_and(|p| p.contains_key(&self.id_name)) {
+                    get.body_schema.as_ref().ok_or("get.id is `in: body` but the operation has no JSON body")?;
+                if !get.body_properties.contains(&self.id_name) {
                     return Err(format!("get.id: body schema `{schema}` has no property `{}`", self.id_name));
                 }
             }
@@ -894,10 +950,8 @@ impl Meta {
         for (input, location, _) in &self.inputs {
             match location.as_str() {
                 "body" => {
-                    let schema = get.body_schema.as_ref().ok_or("get.inputs: a body input needs a JSON body `$ref`")?;
-                    let props =
-                        doc.pointer(&format!("/components/schemas/{schema}/properties")).and_then(Value::as_object);
-                    if !props.is_some_and(|p| p.contains_key(input)) {
+                    let schema = get.body_schema.as_ref().ok_or("get.inputs: a body input needs a JSON body")?;
+                    if !get.body_properties.contains(input) {
                         return Err(format!("get.inputs: body schema `{schema}` has no property `{input}`"));
                     }
                 }
@@ -1037,7 +1091,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
         let _ =
             writeln!(out, "        crate::spec::Scheme {{ name: {:?}, kind: {}, env: &{:?} }},", s.name, s.kind, s.env);
     }
-    out.push_str("    ];\n    /// operationId -> alternatives (each a list of scheme names that must all be sent).\n    pub static SECURITY: &[(&str, &[&[&str]])] = &[\n");
+    out.push_str("    ];\n    /// operationId (and progenitor's Rust name for it, when different) -> alternatives\n    /// (each a list of scheme names that must all be sent).\n    pub static SECURITY: &[(&str, &[&[&str]])] = &[\n");
     for (id, op) in &ops.0 {
         let alternatives: Vec<String> = op
             .security
@@ -1046,6 +1100,11 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
             .map(|alt| format!("&[{}]", alt.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")))
             .collect();
         let _ = writeln!(out, "        ({id:?}, &[{}]),", alternatives.join(", "));
+        // The hooks see progenitor's Rust name of the operation (`readJob` -> `read_job`).
+        let rust_id = rust_name(id, Case::Snake);
+        if &rust_id != id {
+            let _ = writeln!(out, "        ({rust_id:?}, &[{}]),", alternatives.join(", "));
+        }
     }
     out.push_str("    ];\n}\n\n");
 
@@ -1062,14 +1121,14 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
     );
 
     // Glue that calls the generated operations.
-    let get_fn = &meta.get_op;
+    let get_fn = rust_name(&meta.get_op, Case::Snake);
     let mut call = format!("let call = self.0.{get_fn}();\n");
     let mut body_fields = Vec::new();
     match meta.id_in.as_str() {
         "body" => body_fields
             .push(format!("body.insert({:?}.to_string(), serde_json::Value::String(id.to_string()));", meta.id_name)),
         _ => {
-            let _ = writeln!(call, "let call = call.{}(id);", meta.id_name);
+            let _ = writeln!(call, "let call = call.{}(id);", rust_name(&meta.id_name, Case::Snake));
         }
     }
     let mut input_match = String::new();
@@ -1086,13 +1145,13 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
                 let _ = writeln!(
                     input_match,
                     "{input:?} => {{ call = call.{}({}); }}",
-                    heck::AsSnakeCase(input),
+                    rust_name(input, Case::Snake),
                     parse_expr(ty, "value", input)
                 );
             }
         }
     }
-    let body_schema = get.body_schema.as_ref().map(|s| heck::AsPascalCase(s).to_string());
+    let body_schema = get.body_schema.clone();
     let mut get_body = String::new();
     if body_schema.is_some() {
         let _ = writeln!(get_body, "let mut body = serde_json::Map::new();");
@@ -1123,7 +1182,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
                 let _ = writeln!(
                     page_match,
                     "{page:?} => {{ call = call.{}({}); }}",
-                    heck::AsSnakeCase(page),
+                    rust_name(page, Case::Snake),
                     parse_expr(ty, "value", page)
                 );
             }
@@ -1134,8 +1193,8 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
                  for (name, value) in page {{ match name.as_str() {{ {page_match} _ => {{}} }} }}\n\
                  call.send().await.map(|_| ()).map_err(progenitor_client::Error::into_untyped)\n\
                  }})\n}}\n",
-                op = many.op,
-                ids = many.ids,
+                op = rust_name(&many.op, Case::Snake),
+                ids = rust_name(&many.ids, Case::Snake),
             )
         }
         None => String::new(),
@@ -1163,7 +1222,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
         let _ = writeln!(
             parse_arms,
             "{schema:?} => Some(serde_json::from_str::<types::{}>(json).map(|_| ())),",
-            heck::AsPascalCase(schema)
+            rust_name(schema, Case::Pascal)
         );
     }
 

@@ -32,7 +32,7 @@ async fn get_sends_the_id_and_inputs_as_query_parameters() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/jobs"))
-        .and(query_param("job_id", "j 1/2"))
+        .and(query_param("jobId", "j 1/2"))
         .and(query_param("tenant", "t-9"))
         .and(header("x-acme-token", "acme-secret"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": {"id": "j 1/2", "state": "working"}})))
@@ -90,7 +90,7 @@ async fn get_many_chunks_ids_and_follows_a_string_cursor() {
         .await;
     Mock::given(method("GET"))
         .and(path("/jobs/batch"))
-        .and(query_param("job_ids", "c"))
+        .and(query_param("jobIds", "c"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(json!({"jobs": [{"job": {"id": "c", "state": "WAITING"}}]})),
         )
@@ -100,7 +100,7 @@ async fn get_many_chunks_ids_and_follows_a_string_cursor() {
         .and(path("/jobs/batch"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "jobs": [{"job": {"id": "a", "state": "DONE"}}],
-            "links": {"next": "https://acme.invalid/eu/api/jobs/batch?job_ids=a&job_ids=b&cursor=c2"}
+            "links": {"next": "https://acme.invalid/eu/api/jobs/batch?jobIds=a&jobIds=b&cursor=c2"}
         })))
         .mount(&server)
         .await;
@@ -114,7 +114,7 @@ async fn get_many_chunks_ids_and_follows_a_string_cursor() {
         .iter()
         .map(|r| r.url.query().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(queries, ["job_ids=a&job_ids=b", "cursor=c2&job_ids=a&job_ids=b", "job_ids=c"]);
+    assert_eq!(queries, ["jobIds=a&jobIds=b", "cursor=c2&jobIds=a&jobIds=b", "jobIds=c"]);
 }
 
 #[test]
