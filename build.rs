@@ -1228,11 +1228,17 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
 
     let mut operations = String::new();
     for (id, op) in &ops.0 {
+        let responses: Vec<String> = op
+            .responses
+            .iter()
+            .filter_map(|(status, (schema, _))| schema.as_ref().map(|schema| format!("({status:?}, {schema:?})")))
+            .collect();
         let _ = writeln!(
             operations,
-            "crate::spec::OperationSpec {{ id: {id:?}, method: {:?}, path: {:?} }},",
+            "crate::spec::OperationSpec {{ id: {id:?}, method: {:?}, path: {:?}, responses: &[{}] }},",
             op.method.to_uppercase(),
-            op.path
+            op.path,
+            responses.join(", ")
         );
     }
 

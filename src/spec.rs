@@ -269,6 +269,20 @@ pub struct OperationSpec {
     pub method: &'static str,
     /// Path template relative to the base URL (`/tasks/{task_id}`).
     pub path: &'static str,
+    /// HTTP status (`200`, `4XX`, `default`) to the response's component schema, where it names one.
+    pub responses: &'static [(&'static str, &'static str)],
+}
+
+impl OperationSpec {
+    /// The component schema documented for this HTTP status: an exact
+    /// status first, then its range (`4XX`), then `default`.
+    pub fn response_schema(&self, status: u16) -> Option<&'static str> {
+        let exact = status.to_string();
+        let range = format!("{}XX", status / 100);
+        [exact.as_str(), range.as_str(), "default"]
+            .iter()
+            .find_map(|key| self.responses.iter().find(|(s, _)| s.eq_ignore_ascii_case(key)).map(|(_, schema)| *schema))
+    }
 }
 
 /// A documented example body.

