@@ -37,6 +37,8 @@ pub(crate) struct Configured {
     pub(crate) ops: Box<dyn ProviderOps>,
     pub(crate) http: reqwest::Client,
     pub(crate) ctx: transport::Ctx,
+    /// The scheme to re-authenticate after a 401, and how.
+    pub(crate) refresh: Option<(&'static str, transport::Refresher)>,
     pub(crate) base_url: String,
     pub(crate) request_timeout: Duration,
 }
@@ -120,8 +122,38 @@ impl Client {
             });
         }
         let inputs = task.input_pairs();
-        let (outcome, record) = transport::scoped(Some(timeout), provider.ops.get(task.id(), &inputs)).await;
-        let result = observe::single(provider.spec, provider.spec.get.operation, task, outcome, record);
+        let read = |timeout: Duration| {
+            let inputs = &inputs;
+            async move {
+                let (outcome, record) = transport::scoped(Some(timeout), provider.ops.get(task.id(), inputs)).await;
+                observe::single(provider.spec, provider.spec.get.operation, task, outcome, record)
+            }
+        };
+        // The whole call, re-authentication included, stays within `timeout`.
+        let started = tokio::time::Instant::now();
+        let left = || timeout.saturating_sub(started.elapsed());
+        let mut result = read(timeout).await;
+        if let (Err(e), Some((scheme, refresher))) = (&result, &provider.refresh)
+            && e.status() == Some(401)
+        {
+            // One-shot re-authentication: one refresh, one retry.
+            match tokio::time::timeout(left(), (refresher.0)()).await {
+                Ok(Ok(credential)) if transport::fits(provider.ctx.provider, scheme, &credential) => {
+                    tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
+                    transport::replace_credential(&provider.ctx, scheme, credential);
+                    if !left().is_zero() {
+                        result = read(left()).await;
+                    }
+                }
+                Ok(Ok(_)) => {
+                    tracing::warn!(provider = provider.spec.name, scheme, "refreshed credential is of the wrong kind")
+                }
+                Ok(Err(message)) => {
+                    tracing::warn!(provider = provider.spec.name, scheme, %message, "credential refresh failed")
+                }
+                Err(_) => tracing::warn!(provider = provider.spec.name, scheme, "credential refresh timed out"),
+            }
+        }
         match &result {
             Ok(t) => {
                 tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task")

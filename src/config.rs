@@ -2,7 +2,8 @@
 //! from code or from the environment variables each spec names.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
@@ -11,7 +12,7 @@ use secrecy::SecretString;
 
 use crate::client::{Client, ClientInner, Configured};
 use crate::spec::{ProviderSpec, SchemeKind};
-use crate::transport::{Credential, Ctx};
+use crate::transport::{Credential, Ctx, Refresher};
 use crate::{Error, Result};
 
 /// Default per-request timeout.
@@ -48,6 +49,7 @@ pub struct ProviderConfig {
     base_url: Option<String>,
     variables: BTreeMap<String, String>,
     request_timeout: Option<Duration>,
+    refresh: Option<(Selector, Refresher)>,
 }
 
 impl ProviderConfig {
@@ -59,6 +61,7 @@ impl ProviderConfig {
             base_url: None,
             variables: BTreeMap::new(),
             request_timeout: None,
+            refresh: None,
         }
     }
 
@@ -103,6 +106,42 @@ impl ProviderConfig {
     /// A per-request timeout for this provider (default: the client's).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// A one-shot re-authentication for the provider's bearer scheme: when a
+    /// read is answered 401, `refresh` is called once for a new token and the
+    /// read is retried once with it (FactPulse JWTs expire after 30 minutes).
+    /// A second 401, or a refresh error, is returned as the auth error it is,
+    /// so a bad credential never turns into a tight re-login loop.
+    pub fn refresh_bearer<F, Fut>(self, refresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        let refresh = Arc::new(refresh);
+        self.refresher(Selector::Bearer, move || {
+            let refresh = refresh.clone();
+            async move { refresh().await.map(|token| Credential::Token(SecretString::from(token))) }
+        })
+    }
+
+    /// Like [`Self::refresh_bearer`], for any scheme of the spec by name.
+    pub fn refresh_credential<F, Fut>(self, scheme: impl Into<String>, refresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Credential, String>> + Send + 'static,
+    {
+        self.refresher(Selector::Scheme(scheme.into()), refresh)
+    }
+
+    fn refresher<F, Fut>(mut self, selector: Selector, refresh: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Credential, String>> + Send + 'static,
+    {
+        let boxed = Refresher(Arc::new(move || Box::pin(refresh())));
+        self.refresh = Some((selector, boxed));
         self
     }
 
@@ -231,10 +270,14 @@ impl ClientBuilder {
         for config in self.providers {
             let spec = crate::spec::provider(&config.name).ok_or_else(|| Error::unknown_provider(&config.name))?;
             let credentials = resolve_credentials(spec, &config)?;
+            let refresh = match &config.refresh {
+                Some((selector, refresher)) => Some((resolve_scheme(spec, selector)?.name, refresher.clone())),
+                None => None,
+            };
             let base_url = resolve_base_url(spec, &config)?;
             let ctx = Ctx {
                 provider: spec,
-                credentials: Arc::new(credentials),
+                credentials: Arc::new(RwLock::new(credentials)),
                 user_agent: user_agent.clone(),
                 max_body_bytes: self.max_body_bytes,
             };
@@ -244,6 +287,7 @@ impl ClientBuilder {
                 ops,
                 http: http.clone(),
                 ctx,
+                refresh,
                 base_url,
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
             });
@@ -258,19 +302,7 @@ fn resolve_credentials(
 ) -> Result<Vec<(&'static str, Credential)>> {
     let mut out: Vec<(&'static str, Credential)> = Vec::new();
     for (selector, credential) in &config.credentials {
-        let wanted = |kind: &dyn Fn(SchemeKind) -> bool, what: &str| {
-            spec.schemes.iter().find(|s| kind(s.kind)).ok_or_else(|| {
-                Error::config(format!("{} has no {what} scheme (schemes: {})", spec.name, scheme_names(spec)))
-            })
-        };
-        let scheme = match selector {
-            Selector::Basic => wanted(&|k| k == SchemeKind::Basic, "basic")?,
-            Selector::Bearer => wanted(&|k| k == SchemeKind::Bearer, "bearer")?,
-            Selector::ApiKey => wanted(&|k| matches!(k, SchemeKind::ApiKeyHeader(_)), "API-key")?,
-            Selector::Scheme(name) => spec.scheme(name).ok_or_else(|| {
-                Error::config(format!("{} has no scheme `{name}` (schemes: {})", spec.name, scheme_names(spec)))
-            })?,
-        };
+        let scheme = resolve_scheme(spec, selector)?;
         let fits = matches!(
             (scheme.kind, credential),
             (SchemeKind::Basic, Credential::Basic { .. })
@@ -283,6 +315,23 @@ fn resolve_credentials(
         out.push((scheme.name, credential.clone()));
     }
     Ok(out)
+}
+
+/// The scheme a selector names (`basic`, `bearer`, `api key` or a name).
+fn resolve_scheme(spec: &'static ProviderSpec, selector: &Selector) -> Result<&'static crate::spec::Scheme> {
+    let wanted = |kind: &dyn Fn(SchemeKind) -> bool, what: &str| {
+        spec.schemes.iter().find(|s| kind(s.kind)).ok_or_else(|| {
+            Error::config(format!("{} has no {what} scheme (schemes: {})", spec.name, scheme_names(spec)))
+        })
+    };
+    match selector {
+        Selector::Basic => wanted(&|k| k == SchemeKind::Basic, "basic"),
+        Selector::Bearer => wanted(&|k| k == SchemeKind::Bearer, "bearer"),
+        Selector::ApiKey => wanted(&|k| matches!(k, SchemeKind::ApiKeyHeader(_)), "API-key"),
+        Selector::Scheme(name) => spec.scheme(name).ok_or_else(|| {
+            Error::config(format!("{} has no scheme `{name}` (schemes: {})", spec.name, scheme_names(spec)))
+        }),
+    }
 }
 
 fn scheme_names(spec: &ProviderSpec) -> String {

@@ -4,7 +4,7 @@
 //! timeout, the body size cap, and capturing the raw answer for the unified
 //! layer.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -43,8 +43,8 @@ impl std::fmt::Debug for Credential {
 #[derive(Clone)]
 pub struct Ctx {
     pub(crate) provider: &'static ProviderSpec,
-    /// scheme name -> credential
-    pub(crate) credentials: Arc<Vec<(&'static str, Credential)>>,
+    /// scheme name -> credential (replaced by a refresher after a 401)
+    pub(crate) credentials: Arc<RwLock<Vec<(&'static str, Credential)>>>,
     pub(crate) user_agent: HeaderValue,
     pub(crate) max_body_bytes: usize,
 }
@@ -118,7 +118,8 @@ pub fn pre(
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
         return Ok(());
     }
-    let has = |scheme: &str| ctx.credentials.iter().any(|(name, _)| *name == scheme);
+    let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
+    let has = |scheme: &str| credentials.iter().any(|(name, _)| *name == scheme);
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
     // Ties go to the spec's order (its first alternative is the preferred one).
     let chosen =
@@ -134,7 +135,7 @@ pub fn pre(
     };
     for scheme_name in chosen.iter() {
         let Some(scheme) = ctx.provider.scheme(scheme_name) else { continue };
-        let Some((_, credential)) = ctx.credentials.iter().find(|(name, _)| name == scheme_name) else { continue };
+        let Some((_, credential)) = credentials.iter().find(|(name, _)| name == scheme_name) else { continue };
         let (name, value) =
             header_for(scheme.kind, credential).map_err(|e| format!("credential for `{scheme_name}`: {e}"))?;
         request.headers_mut().insert(name, value);
@@ -221,4 +222,35 @@ fn rebuild(
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     reqwest::Response::from(response)
+}
+
+/// Whether a credential is of the kind a scheme sends.
+pub(crate) fn fits(provider: &ProviderSpec, scheme: &str, credential: &Credential) -> bool {
+    provider.scheme(scheme).is_some_and(|s| {
+        matches!(
+            (s.kind, credential),
+            (SchemeKind::Basic, Credential::Basic { .. })
+                | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
+        )
+    })
+}
+
+/// Replaces one scheme's credential (after a refresher produced a new one).
+pub(crate) fn replace_credential(ctx: &Ctx, scheme: &'static str, credential: Credential) {
+    let mut credentials = ctx.credentials.write().unwrap_or_else(|e| e.into_inner());
+    credentials.retain(|(name, _)| *name != scheme);
+    credentials.push((scheme, credential));
+}
+
+/// Produces a fresh credential when the provider answers 401 (see
+/// [`crate::ProviderConfig::refresh_credential`]).
+#[derive(Clone)]
+pub struct Refresher(
+    pub(crate) Arc<dyn Fn() -> crate::spec::BoxFuture<'static, Result<Credential, String>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Refresher(..)")
+    }
 }

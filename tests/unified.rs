@@ -473,3 +473,57 @@ fn every_spec_declares_a_usable_provider() {
         assert!(spec.polite.deadline_ms > 0, "{}", spec.name);
     }
 }
+
+/// A 401 triggers one refresh and one retry; a credential that is still refused
+/// is an auth error after exactly one refresh (no re-login loop).
+#[tokio::test]
+async fn a_401_refreshes_the_bearer_token_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use wiremock::matchers::header;
+
+    let server = MockServer::start().await;
+    Mock::given(header("authorization", "Bearer fresh"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"taskId": "t", "status": "STARTED"})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"errorCode": "AUTHENTICATION_REQUIRED"})))
+        .mount(&server)
+        .await;
+    let client_with = |token: &'static str, calls: Arc<AtomicU32>| {
+        Client::builder()
+            .provider(ProviderConfig::new("factpulse").bearer("expired").base_url(server.uri()).refresh_bearer(
+                move || {
+                    let calls = calls.clone();
+                    async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(token.to_string())
+                    }
+                },
+            ))
+            .build()
+            .expect("client")
+    };
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let client = client_with("fresh", calls.clone());
+    let t = client.get(&task("factpulse", "t")).await.expect("retried with the fresh token");
+    assert_eq!(t.phase(), Phase::Running);
+    client.get(&task("factpulse", "t")).await.expect("the fresh token is kept");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let calls = Arc::new(AtomicU32::new(0));
+    let client = client_with("still-bad", calls.clone());
+    let err = client.get(&task("factpulse", "t")).await.unwrap_err();
+    assert!(err.is_auth(), "{err:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh per read, not a loop");
+    assert!(!format!("{client:?}").contains("still-bad"));
+
+    // A refresher for a scheme the provider does not have is a configuration error.
+    let err = Client::builder()
+        .provider(ProviderConfig::new("deepomatic").api_key("k").refresh_bearer(|| async { Ok(String::new()) }))
+        .build()
+        .unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+}
