@@ -184,6 +184,7 @@ pub enum Error {
         /// The last observation, if any poll succeeded.
         last: Option<Box<Task>>,
         /// The last error, if the last poll failed.
+        #[source]
         last_error: Option<Box<Error>>,
         /// Where the wait was, to resume it.
         state: Box<WaitState>,

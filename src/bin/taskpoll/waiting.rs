@@ -22,7 +22,7 @@ pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
             Err(e) => Exit::for_error(e),
         });
         if let Err(e) = &result {
-            eprintln!("taskpoll: {task_ref}: {e}");
+            report_error(task_ref, e);
         }
         print_line(&outcome_json(task_ref, &result, None, None));
     }
@@ -175,7 +175,7 @@ pub async fn wait(args: WaitArgs) -> Result<Exit, Error> {
     let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
     for outcome in &outcomes {
         if let Err(e) = &outcome.result {
-            eprintln!("taskpoll: {}: {e}", outcome.task_ref);
+            report_error(&outcome.task_ref, e);
         }
         print_line(&outcome_json(&outcome.task_ref, &outcome.result, Some(outcome.polls), Some(outcome.elapsed)));
     }
@@ -205,8 +205,17 @@ pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
     let outcomes = wait_all(&client, tasks, &Progress::Lines, &print_change).await;
     for outcome in &outcomes {
         if let Err(e) = &outcome.result {
-            eprintln!("taskpoll: {}: {e}", outcome.task_ref);
+            report_error(&outcome.task_ref, e);
         }
     }
     Ok(Exit::combine(outcomes.iter().map(exit_for)))
+}
+
+/// One line on stderr; the task is named once.
+fn report_error(task_ref: &TaskRef, error: &Error) {
+    if error.task_ref().is_some() {
+        eprintln!("taskpoll: {error}");
+    } else {
+        eprintln!("taskpoll: {task_ref}: {error}");
+    }
 }
