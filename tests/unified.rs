@@ -527,3 +527,23 @@ async fn a_401_refreshes_the_bearer_token_once() {
         .unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
+
+/// Clients, errors and futures can cross threads (`tokio::spawn`).
+#[test]
+fn public_types_and_futures_are_send() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Client>();
+    send_sync::<Error>();
+    send_sync::<taskpoll::Task>();
+    send_sync::<TaskRef>();
+    send_sync::<taskpoll::WaitOptions>();
+    send_sync::<taskpoll::WaitState>();
+    send_sync::<taskpoll::Policy>();
+    let client = Client::builder().provider(ProviderConfig::new("deepomatic").api_key("k")).build().expect("client");
+    let t = task("deepomatic", "1");
+    send(&client.get(&t));
+    send(&client.get_many("deepomatic", &["1"]));
+    send(&client.wait(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
+    send(&client.watch(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
+}
