@@ -425,9 +425,22 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
     }
     // The spec's own variable, else the generic `TASKPOLL_<PROVIDER>_BASE_URL` every provider has.
     if let Some(url) = spec.base_url_env.and_then(get).or_else(|| get(&generic_base_url_env(spec.name))) {
-        config = config.base_url(url);
+        config = config.base_url(with_server_path(spec, &url));
     }
     Ok(Some(config))
+}
+
+/// A host-only URL from the environment (`https://api.deepomatic.com`) keeps
+/// the spec server's path (`/v0.7`), as the official clients do with their
+/// host variables; a URL with a path is used as it is.
+fn with_server_path(spec: &ProviderSpec, url: &str) -> String {
+    let host_only = reqwest::Url::parse(url).is_ok_and(|u| u.path() == "/" && u.query().is_none());
+    // The default's path, placeholders kept (`/v2/analysis/{cloud_name}`).
+    let server_path = spec.default_base_url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
+    match server_path {
+        Some(path) if host_only => format!("{}{path}", url.trim_end_matches('/')),
+        _ => url.to_string(),
+    }
 }
 
 /// `TASKPOLL_<PROVIDER>_BASE_URL`: the base-URL override every provider reads

@@ -304,7 +304,17 @@ async fn from_env_reads_each_providers_variables() {
     let mut names: Vec<&str> = client.providers().map(|p| p.name).collect();
     names.sort_unstable();
     assert_eq!(names, ["deepomatic", "factpulse", "qolaba"]);
-    assert_eq!(client.base_url("deepomatic"), Some(server.uri().as_str()));
+    // A host-only URL keeps the spec's `/v0.7`, as the official client does with DEEPOMATIC_API_URL.
+    assert_eq!(client.base_url("deepomatic"), Some(format!("{}/v0.7", server.uri()).as_str()));
+    let client = Client::builder()
+        .from_env_with(env(&[
+            ("DEEPOMATIC_API_KEY", "dk"),
+            ("DEEPOMATIC_API_URL", "http://proxy.invalid/deepomatic/v1/"),
+        ]))
+        .expect("env")
+        .build()
+        .expect("client");
+    assert_eq!(client.base_url("deepomatic"), Some("http://proxy.invalid/deepomatic/v1"), "a path is kept as given");
 
     let err = Client::builder().from_env_with(env(&[])).expect("env").build().unwrap_err();
     assert!(err.is_config());
