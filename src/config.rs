@@ -415,7 +415,9 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
             _ => {}
         }
     }
-    if !config.has_credentials() {
+    // A provider that needs credentials is configured when they are set; one
+    // whose spec declares no security at all is always available.
+    if !config.has_credentials() && !spec.schemes.is_empty() {
         return Ok(None);
     }
     for var in spec.server_variables {

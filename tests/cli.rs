@@ -116,7 +116,7 @@ async fn usage_and_configuration_errors_exit_3_without_a_request() -> TestResult
         (vec!["get", "--provider", "deepomatic", "a\\b"], env.clone(), "backslash"),
         (vec!["get", "deepomatic"], env.clone(), "provider:id"),
         (vec!["get", "--provider", "mars", "1"], env.clone(), "unknown provider"),
-        (vec!["get", "--provider", "deepomatic", "1"], vec![], "no provider configured"),
+        (vec!["get", "--provider", "deepomatic", "1"], vec![], "deepomatic is not configured: set DEEPOMATIC_API_KEY"),
         (vec!["get", "--provider", "deepomatic", "--input", "refID=x", "1"], env.clone(), "refID"),
         (vec!["wait", "--policy", "nope", "deepomatic:1"], env.clone(), "nope"),
     ];

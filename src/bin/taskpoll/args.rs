@@ -49,7 +49,7 @@ pub struct TaskArgs {
     /// a full task reference such as `deepomatic:269999729`.
     #[arg(long, short)]
     pub provider: Option<String>,
-    /// Override the provider's server URL (e.g. the simulator's).
+    /// Override the provider's server URL (e.g. the simulator's); a host-only URL keeps the spec's path.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
     /// API key for the provider's API-key header scheme (prefer the environment).
@@ -169,7 +169,7 @@ impl TaskArgs {
 
     /// A client from the environment, with this command's flags layered on
     /// top of the selected provider's variables (flags win).
-    pub fn client(&self) -> Result<Client, Error> {
+    pub fn client(&self, refs: &[TaskRef]) -> Result<Client, Error> {
         let has_flags = self.base_url.is_some()
             || self.api_key.is_some()
             || self.token.is_some()
@@ -189,15 +189,27 @@ impl TaskArgs {
         if let Some(timeout) = self.request_timeout {
             builder = builder.request_timeout(timeout);
         }
-        builder.build().map_err(|e| match e {
-            Error::Config { message } if message.starts_with("no provider configured") => Error::Config {
-                message: format!(
-                    "no provider configured: set its credentials in the environment ({}) or pass flags",
-                    env_hint()
-                ),
-            },
-            other => other,
-        })
+        let not_configured = |provider: &str| Error::Config {
+            message: format!(
+                "{provider} is not configured: set {} in the environment, or pass --provider {provider} with credentials",
+                env_hint(provider)
+            ),
+        };
+        let client = match builder.build() {
+            Ok(client) => client,
+            Err(Error::Config { message }) if message.starts_with("no provider configured") => {
+                return Err(match refs.first() {
+                    Some(task) => not_configured(task.provider()),
+                    None => Error::Config { message },
+                });
+            }
+            Err(other) => return Err(other),
+        };
+        // Say which variables are missing before any request, rather than failing per task.
+        if let Some(task) = refs.iter().find(|t| !client.providers().any(|p| p.name == t.provider())) {
+            return Err(not_configured(task.provider()));
+        }
+        Ok(client)
     }
 
     /// Translates flags into the environment variables the spec names.
@@ -269,15 +281,13 @@ fn known_providers() -> String {
     taskpoll::spec::providers().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
 
-fn env_hint() -> String {
-    let mut vars = Vec::new();
-    for spec in taskpoll::spec::providers() {
-        for scheme in spec.schemes {
-            vars.extend(scheme.env.iter().copied());
-        }
-        if let Some(cu) = spec.credentials_url {
-            vars.push(cu.var);
-        }
+/// The environment variables that configure a provider, for error messages.
+fn env_hint(provider: &str) -> String {
+    let Some(spec) = taskpoll::spec::provider(provider) else { return "its variables".into() };
+    let mut alternatives: Vec<String> =
+        spec.schemes.iter().filter(|s| !s.env.is_empty()).map(|s| s.env.join(" + ")).collect();
+    if let Some(cu) = spec.credentials_url {
+        alternatives.insert(0, cu.var.to_string());
     }
-    vars.join(", ")
+    if alternatives.is_empty() { "its credentials".into() } else { alternatives.join(" or ") }
 }

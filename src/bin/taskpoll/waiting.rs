@@ -13,7 +13,7 @@ use crate::output::{Exit, outcome_json, print_line};
 
 pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
-    let client = args.client()?;
+    let client = args.client(&refs)?;
     let mut codes = Vec::new();
     for task_ref in &refs {
         let result = client.get(task_ref).await;
@@ -170,7 +170,7 @@ fn exit_for(outcome: &Outcome) -> Exit {
 
 pub async fn wait(args: WaitArgs) -> Result<Exit, Error> {
     let refs = args.tasks.task_refs()?;
-    let client = args.tasks.client()?;
+    let client = args.tasks.client(&refs)?;
     let tasks = refs.into_iter().map(|r| args.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
     let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
     for outcome in &outcomes {
@@ -184,7 +184,7 @@ pub async fn wait(args: WaitArgs) -> Result<Exit, Error> {
 
 pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
     let refs = args.tasks.task_refs()?;
-    let client = args.tasks.client()?;
+    let client = args.tasks.client(&refs)?;
     let tasks = refs.into_iter().map(|r| args.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
     let print_change = |task_ref: &TaskRef, event: &PollEvent| {
         if !event.changed {
