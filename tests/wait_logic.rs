@@ -703,3 +703,17 @@ async fn one_span_per_wait_and_one_event_per_poll() {
     assert!(polls[2].contains("status=\"SUCCESS\""), "{}", polls[2]);
     assert!(ours.iter().any(|l| l.contains("polls=3") && l.contains("outcome=\"succeeded\"")), "{text}");
 }
+
+/// A resumed wait keeps its preset when the options name no policy.
+#[test]
+fn resuming_keeps_the_saved_preset_by_name() {
+    let helper = taskpoll::Policy::factpulse_helper().expect("preset");
+    let task = taskpoll::TaskRef::new("factpulse", "t-1").expect("ref");
+    let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(120)).policy(helper.clone());
+    let poller = taskpoll::Poller::new(task, &options).expect("poller");
+    let state = poller.state().clone();
+    assert_eq!(state.policy, helper.name());
+    let resumed = taskpoll::Poller::resume(state, &taskpoll::WaitOptions::resume()).expect("resumed");
+    assert_eq!(resumed.policy().name(), "factpulse_helper");
+    assert_eq!(resumed.policy().initial_delay(), helper.initial_delay());
+}

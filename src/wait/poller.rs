@@ -112,11 +112,17 @@ impl Poller {
 
     /// Resumes a wait from its saved state, with the budget it had left: the
     /// deadline is the state's (or, if earlier, now + the options' deadline);
-    /// the policy, guards and clock come from `options`.
+    /// guards and clock come from `options`, and so does the policy when it
+    /// sets one (otherwise the saved preset by name, or the provider's polite one).
     pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
         let task_ref = state.task_ref.clone();
         let spec = provider_spec(&task_ref)?;
-        let policy = resolve_policy(spec, options)?;
+        // Without a policy in the options, the saved one by name (a preset or a
+        // provider's polite policy); a custom policy must be given again.
+        let policy = match &options.policy {
+            None => Policy::preset(&state.policy).or_else(|_| resolve_policy(spec, options))?,
+            Some(_) => resolve_policy(spec, options)?,
+        };
         let clock = options.clock.clone();
         let origin = clock.now();
         let base = Duration::from_millis(unix_ms(clock.wall()).saturating_sub(state.started_at_ms));
