@@ -3,7 +3,10 @@
 //! Runs many randomised waits against a loopback server (wiremock) that
 //! answers with random latency, answers slower than any budget, HTML 503s,
 //! and 429/503 with `Retry-After` (seconds and `-ms`), and prints the overshoot
-//! (return time − deadline) as min / median / p99 / max. Not a test: it asserts
+//! (return time − deadline) as min / median / p99 / max, next to the same
+//! waits run in the same process by a naive loop of the kind the official
+//! clients use (poll, stop once the deadline has passed, sleep, ignore hints;
+//! per-request timeout 3 s), and the ratio of the two. Not a test: it asserts
 //! nothing, it prints figures. Run with `cargo bench --bench deadline_overshoot`
 //! (`WAITS=500 CONCURRENCY=50` to change the load).
 
@@ -38,6 +41,28 @@ impl Respond for Chaos {
             _ => ResponseTemplate::new(503).insert_header("Retry-After", "1").set_delay(ms(0, 20, &mut rng)),
         }
     }
+}
+
+/// The loop the official clients run (tenacity's `stop_after_delay`): check
+/// the deadline only after each poll, sleep the policy's delay whatever the
+/// server said, and give each request the client's own timeout.
+async fn naive_wait(client: &Client, task_ref: &TaskRef, policy: &Policy, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    let mut rng = policy.rng();
+    let mut n = 0;
+    loop {
+        n += 1;
+        if let Ok(task) = client.get(task_ref).await
+            && task.is_terminal()
+        {
+            break;
+        }
+        if start.elapsed() >= deadline {
+            break;
+        }
+        tokio::time::sleep(policy.delay(n, &mut rng)).await;
+    }
+    start.elapsed()
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -83,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             plans.push((policy, deadline));
         }
 
+        let naive_plans = plans.clone();
         let started = Instant::now();
         let results: Vec<(Duration, Duration, &'static str, u32)> = futures_util::stream::iter(plans)
             .map(|(policy, deadline)| {
@@ -105,6 +131,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect()
             .await;
         let wall = started.elapsed();
+
+        // The same waits, run by the naive loop, in the same process.
+        let naive_client = Client::builder()
+            .provider(ProviderConfig::new("deepomatic").api_key("k").base_url(server.uri()))
+            .request_timeout(Duration::from_secs(3))
+            .build()?;
+        let mut naive: Vec<f64> = futures_util::stream::iter(naive_plans)
+            .map(|(policy, deadline)| {
+                let client = naive_client.clone();
+                let task_ref = task_ref.clone();
+                async move {
+                    let took = naive_wait(&client, &task_ref, &policy, deadline).await;
+                    (took.as_secs_f64() - deadline.as_secs_f64()) * 1e3
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        naive.sort_by(f64::total_cmp);
 
         let signed_ms = |(deadline, took): (Duration, Duration)| (took.as_secs_f64() - deadline.as_secs_f64()) * 1e3;
         let mut at_deadline: Vec<f64> =
@@ -130,6 +175,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             at_deadline.last().copied().unwrap_or(f64::NAN),
         );
         println!("  latest return of any wait relative to its deadline: {latest:+.2} ms (target: within 10 ms)");
+        println!(
+            "  naive loop, same waits (ms):                     min {:+.2}  median {:+.2}  p99 {:+.2}  max {:+.2}",
+            naive.first().copied().unwrap_or(f64::NAN),
+            percentile(&naive, 50.0),
+            percentile(&naive, 99.0),
+            naive.last().copied().unwrap_or(f64::NAN),
+        );
+        let ratio = |p: f64| percentile(&naive, p).max(0.0) / percentile(&all, p).max(0.01);
+        println!("  naive / taskpoll return after the deadline: median x{:.0}, p99 x{:.0}", ratio(50.0), ratio(99.0));
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }
