@@ -182,8 +182,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             percentile(&naive, 99.0),
             naive.last().copied().unwrap_or(f64::NAN),
         );
-        let ratio = |p: f64| percentile(&naive, p).max(0.0) / percentile(&all, p).max(0.01);
-        println!("  naive / taskpoll return after the deadline: median x{:.0}, p99 x{:.0}", ratio(50.0), ratio(99.0));
+        // Against taskpoll's waits that ran to their deadline (the others ended early, on a hint).
+        let ratio = |p: f64| percentile(&naive, p).max(0.0) / percentile(&at_deadline, p).max(0.01);
+        println!("  naive / taskpoll overshoot: median x{:.0}, p99 x{:.0}", ratio(50.0), ratio(99.0));
         Ok::<(), Box<dyn std::error::Error>>(())
     })
 }
