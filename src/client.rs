@@ -65,7 +65,9 @@ impl Client {
     /// `CLOUDINARY_API_KEY` + `CLOUDINARY_API_SECRET` (or `CLOUDINARY_OAUTH_TOKEN`);
     /// `QOLABA_API_KEY`; `FACTPULSE_API_KEY` or `FACTPULSE_TOKEN`;
     /// `DEEPOMATIC_API_KEY` (+ `DEEPOMATIC_APP_ID`, `DEEPOMATIC_API_URL`).
-    /// The names come from each spec's `x-taskpoll-env`. No provider set is an error.
+    /// The names come from each spec's `x-taskpoll-env`; any provider's server
+    /// can also be overridden with `TASKPOLL_<PROVIDER>_BASE_URL` (a host-only
+    /// URL keeps the spec's path, e.g. `/v0.7`). No provider set is an error.
     pub fn from_env() -> Result<Self> {
         ClientBuilder::default().from_env()?.build()
     }
