@@ -576,6 +576,7 @@ struct Meta {
     error: Vec<String>,
     result: Option<String>,
     task_body_statuses: Vec<u16>,
+    error_message: Vec<String>,
     phases: Vec<(String, &'static str)>,
     rules: Vec<Rule>,
     polite: Policy,
@@ -693,6 +694,7 @@ const KNOWN_KEYS: &[&str] = &[
     "get",
     "many",
     "task",
+    "error-message",
     "phases",
     "rules",
     "poll",
@@ -789,6 +791,11 @@ impl Meta {
             .iter()
             .map(|s| s.parse::<u16>().map_err(|_| format!("`task.task-body-statuses`: `{s}` is not an HTTP status")))
             .collect::<Result<Vec<_>, _>>()?;
+
+        let error_message = string_list(ext.get("error-message"), "error-message")?;
+        for p in &error_message {
+            check_pointer(p, "error-message")?;
+        }
 
         let mut phases = Vec::new();
         if let Some(map) = ext.get("phases").and_then(Value::as_object) {
@@ -922,6 +929,7 @@ impl Meta {
             error,
             result,
             task_body_statuses,
+            error_message,
             phases,
             rules,
             polite,
@@ -1294,6 +1302,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
          get: crate::spec::GetSpec {{ operation: {get_op:?}, id_location: {id_in:?}, id_name: {id_name:?}, inputs: &[{inputs}] }},\n\
          many: {many},\n\
          task: crate::spec::TaskShape {{ status: {status:?}, id: {id_ptr:?}, error: &{error:?}, result: {result:?}, task_body_statuses: &{tbs:?} }},\n\
+         error_message: &{error_message:?},\n\
          phases: &[{phases}], rules: &[{rules}],\n\
          polite: {polite}, pending_budget_ms: {pending:?}, presets: &[{presets}],\n\
          schemes: security::SCHEMES, security: security::SECURITY,\n\
@@ -1332,6 +1341,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
         error = meta.error,
         result = meta.result,
         tbs = meta.task_body_statuses,
+        error_message = meta.error_message,
         phases = phases.join(", "),
         rules = rules.join(", "),
         polite = meta.polite.rust(),

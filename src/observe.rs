@@ -131,18 +131,18 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         provider: spec.name,
         operation,
         status: raw.status,
-        message: parsed.and_then(error_message),
+        message: parsed.and_then(|body| error_message(spec, body)),
         body_excerpt: body_excerpt(&raw.body),
         body_is_json: parsed.is_some(),
         retry_after: retry_after(&raw.headers, SystemTime::now()),
     }
 }
 
-/// The usual places providers put an error message.
-fn error_message(body: &Value) -> Option<String> {
-    const CANDIDATES: &[&str] =
-        &["/error/message", "/errorMessage", "/error_data", "/message", "/detail/0/msg", "/detail", "/error"];
-    CANDIDATES.iter().find_map(|p| text_at(body, p)).map(|m| excerpt(&m, 300))
+/// The message of an error answer: where the spec says (`x-taskpoll.error-message`),
+/// else the places most APIs use.
+fn error_message(spec: &ProviderSpec, body: &Value) -> Option<String> {
+    const GENERIC: &[&str] = &["/message", "/detail", "/error"];
+    spec.error_message.iter().chain(GENERIC).find_map(|p| text_at(body, p)).map(|m| excerpt(&m, 300))
 }
 
 pub(crate) fn body_excerpt(body: &[u8]) -> String {

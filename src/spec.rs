@@ -40,6 +40,9 @@ pub struct ProviderSpec {
     pub many: Option<ManySpec>,
     /// Where the interesting fields are in a task body.
     pub task: TaskShape,
+    /// Where an error answer (a 4xx/5xx that is not a task) puts its message,
+    /// tried in order before the generic `/message`, `/detail`, `/error`.
+    pub error_message: &'static [&'static str],
     /// Raw status (lower case) to phase.
     pub phases: &'static [(&'static str, Phase)],
     /// Ordered rules that win over `phases`.
