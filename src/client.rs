@@ -140,7 +140,9 @@ impl Client {
         {
             // One-shot re-authentication: one refresh, one retry.
             match tokio::time::timeout(left(), (refresher.0)()).await {
-                Ok(Ok(credential)) if transport::fits(provider.ctx.provider, scheme, &credential) => {
+                Ok(Ok(credential))
+                    if provider.spec.scheme(scheme).is_some_and(|s| transport::fits(s.kind, &credential)) =>
+                {
                     tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
                     transport::replace_credential(&provider.ctx, scheme, credential);
                     if !left().is_zero() {

@@ -303,12 +303,7 @@ fn resolve_credentials(
     let mut out: Vec<(&'static str, Credential)> = Vec::new();
     for (selector, credential) in &config.credentials {
         let scheme = resolve_scheme(spec, selector)?;
-        let fits = matches!(
-            (scheme.kind, credential),
-            (SchemeKind::Basic, Credential::Basic { .. })
-                | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
-        );
-        if !fits {
+        if !crate::transport::fits(scheme.kind, credential) {
             return Err(Error::config(format!("{}: wrong kind of credential for scheme `{}`", spec.name, scheme.name)));
         }
         out.retain(|(name, _)| *name != scheme.name);

@@ -225,14 +225,12 @@ fn rebuild(
 }
 
 /// Whether a credential is of the kind a scheme sends.
-pub(crate) fn fits(provider: &ProviderSpec, scheme: &str, credential: &Credential) -> bool {
-    provider.scheme(scheme).is_some_and(|s| {
-        matches!(
-            (s.kind, credential),
-            (SchemeKind::Basic, Credential::Basic { .. })
-                | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
-        )
-    })
+pub(crate) fn fits(kind: SchemeKind, credential: &Credential) -> bool {
+    matches!(
+        (kind, credential),
+        (SchemeKind::Basic, Credential::Basic { .. })
+            | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
+    )
 }
 
 /// Replaces one scheme's credential (after a refresher produced a new one).

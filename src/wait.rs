@@ -194,6 +194,25 @@ pub struct WaitState {
 }
 
 impl WaitState {
+    /// The state of a wait that has not polled yet.
+    pub(crate) fn new(task_ref: TaskRef, policy: &str, started_at_ms: u64, deadline_at_ms: u64) -> Self {
+        Self {
+            task_ref,
+            policy: policy.to_string(),
+            started_at_ms,
+            deadline_at_ms,
+            attempts: 0,
+            last_phase: None,
+            last_status: None,
+            last_poll_ms: None,
+            next_delay_ms: None,
+            next_poll_ms: None,
+            queued_ms: 0,
+            unknown_count: 0,
+            unknown_ms: 0,
+        }
+    }
+
     /// The provider's name.
     pub fn provider(&self) -> &str {
         self.task_ref.provider()
@@ -324,21 +343,7 @@ mod tests {
     #[test]
     fn an_error_can_be_built_for_every_wait_ending() {
         // The engine relies on these being plain data.
-        let state = WaitState {
-            task_ref: TaskRef::new("deepomatic", "1").expect("ref"),
-            policy: "p".into(),
-            started_at_ms: 0,
-            deadline_at_ms: 1000,
-            attempts: 0,
-            last_phase: None,
-            last_status: None,
-            last_poll_ms: None,
-            next_delay_ms: None,
-            next_poll_ms: None,
-            queued_ms: 0,
-            unknown_count: 0,
-            unknown_ms: 0,
-        };
+        let state = WaitState::new(TaskRef::new("deepomatic", "1").expect("ref"), "p", 0, 1000);
         assert_eq!(state.remaining_at(400), Duration::from_millis(600));
         assert_eq!(state.provider(), "deepomatic");
         let error = Error::DeadlineExceeded {

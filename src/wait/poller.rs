@@ -91,21 +91,12 @@ impl Poller {
         let started_at = clock.wall();
         let deadline = options.deadline.min(MAX_DEADLINE);
         let started_at_ms = unix_ms(started_at);
-        let state = WaitState {
-            task_ref: task_ref.clone(),
-            policy: policy.name().to_string(),
+        let state = WaitState::new(
+            task_ref.clone(),
+            policy.name(),
             started_at_ms,
-            deadline_at_ms: started_at_ms.saturating_add(millis(deadline)),
-            attempts: 0,
-            last_phase: None,
-            last_status: None,
-            last_poll_ms: None,
-            next_delay_ms: None,
-            next_poll_ms: None,
-            queued_ms: 0,
-            unknown_count: 0,
-            unknown_ms: 0,
-        };
+            started_at_ms.saturating_add(millis(deadline)),
+        );
         let first = policy::first_poll_at(&policy, Duration::ZERO, deadline);
         Ok(Self::assemble(task_ref, spec, policy, options, origin, Duration::ZERO, deadline, first, state))
     }
