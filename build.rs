@@ -571,6 +571,7 @@ struct Meta {
     id_name: String,
     inputs: Vec<(String, String, String)>,
     many: Option<Many>,
+    rate: Option<Rate>,
     status: String,
     id_pointer: Option<String>,
     error: Vec<String>,
@@ -600,6 +601,13 @@ struct Many {
     id: String,
     next: Option<String>,
     page_params: Vec<String>,
+    page_size: Option<String>,
+}
+
+/// A provider's request budget: sustained requests per second and burst.
+struct Rate {
+    per_second: f64,
+    burst: u32,
 }
 
 struct Rule {
@@ -698,6 +706,7 @@ const KNOWN_KEYS: &[&str] = &[
     "phases",
     "rules",
     "poll",
+    "rate",
 ];
 
 impl Meta {
@@ -776,7 +785,45 @@ impl Meta {
                 id: pointer(m, "id", "many")?.ok_or("`many.id` is required")?,
                 next: pointer(m, "next", "many")?,
                 page_params: string_list(m.get("page-params"), "many.page-params")?,
+                page_size: opt_str(m, "page-size", "many")?,
             }),
+        };
+        if let Some(many) = &many {
+            if let Some(unknown) = ext["many"].as_object().and_then(|m| {
+                m.keys().find(|k| {
+                    !["operation", "ids", "max-ids", "items", "id", "next", "page-params", "page-size"]
+                        .contains(&k.as_str())
+                })
+            }) {
+                return Err(format!("`many`: unknown key `{unknown}`"));
+            }
+            if let Some(size) = &many.page_size
+                && !many.page_params.contains(size)
+            {
+                return Err(format!("`many.page-size`: `{size}` must be one of `many.page-params`"));
+            }
+        }
+
+        let rate = match ext.get("rate") {
+            None | Some(Value::Null) => None,
+            Some(r) => {
+                if let Some(unknown) =
+                    r.as_object().and_then(|m| m.keys().find(|k| !["per-second", "burst"].contains(&k.as_str())))
+                {
+                    return Err(format!("`rate`: unknown key `{unknown}` (known: per-second, burst)"));
+                }
+                let per_second = r
+                    .get("per-second")
+                    .and_then(Value::as_f64)
+                    .filter(|n| n.is_finite() && *n > 0.0 && *n <= 1e6)
+                    .ok_or("`rate.per-second` must be a number of requests per second above 0")?;
+                let burst = r
+                    .get("burst")
+                    .map(|b| b.as_u64().filter(|n| (1..=1_000_000).contains(n)).ok_or("`rate.burst` must be a whole number from 1"))
+                    .transpose()?
+                    .map_or(per_second.ceil().max(1.0) as u32, |n| n as u32);
+                Some(Rate { per_second, burst })
+            }
         };
 
         let task = ext.get("task").ok_or("`task` is required")?;
@@ -924,6 +971,7 @@ impl Meta {
             id_name,
             inputs,
             many,
+            rate,
             status,
             id_pointer,
             error,
@@ -1267,9 +1315,13 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
         .collect();
     let many = match &meta.many {
         Some(m) => format!(
-            "Some(crate::spec::ManySpec {{ operation: {:?}, ids_param: {:?}, max_ids: {}, items: {:?}, id: {:?}, next: {:?}, page_params: &{:?} }})",
-            m.op, m.ids, m.max_ids, m.items, m.id, m.next, m.page_params
+            "Some(crate::spec::ManySpec {{ operation: {:?}, ids_param: {:?}, max_ids: {}, items: {:?}, id: {:?}, next: {:?}, page_params: &{:?}, page_size_param: {:?} }})",
+            m.op, m.ids, m.max_ids, m.items, m.id, m.next, m.page_params, m.page_size
         ),
+        None => "None".into(),
+    };
+    let rate = match &meta.rate {
+        Some(r) => format!("Some(crate::spec::RateSpec {{ per_second: {:?}, burst: {} }})", r.per_second, r.burst),
         None => "None".into(),
     };
     let phases: Vec<String> = meta.phases.iter().map(|(raw, p)| format!("({raw:?}, crate::Phase::{p})")).collect();
@@ -1300,7 +1352,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
          server_variables: &[{server_vars}], base_url_env: {base_env:?}, credentials_url: {credentials_url},\n\
          celery_backed: {celery},\n\
          get: crate::spec::GetSpec {{ operation: {get_op:?}, id_location: {id_in:?}, id_name: {id_name:?}, inputs: &[{inputs}] }},\n\
-         many: {many},\n\
+         many: {many}, rate: {rate},\n\
          task: crate::spec::TaskShape {{ status: {status:?}, id: {id_ptr:?}, error: &{error:?}, result: {result:?}, task_body_statuses: &{tbs:?} }},\n\
          error_message: &{error_message:?},\n\
          phases: &[{phases}], rules: &[{rules}],\n\

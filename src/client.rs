@@ -1,6 +1,6 @@
 //! The unified client: one status read, many status reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub(crate) struct Configured {
     pub(crate) refresh: Option<(&'static str, transport::Refresher)>,
     pub(crate) base_url: String,
     pub(crate) request_timeout: Duration,
+    /// The request budget a waiter holds the provider to.
+    pub(crate) rate: crate::spec::RateSpec,
+    /// Status requests a waiter keeps in flight at once.
+    pub(crate) max_in_flight: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -190,12 +194,18 @@ impl Client {
             return Ok(futures_util::stream::iter(reads).buffered(self.inner.concurrency).collect().await);
         }
         let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
-        let found = self.batch(configured, &valid).await?;
+        let mut found = self.read_batch(configured, valid, configured.request_timeout).await?;
+        let mut repeated: HashMap<String, Task> = HashMap::new();
         Ok(refs
             .into_iter()
             .map(|r| {
                 let task_ref = r?;
-                found.get(task_ref.id()).cloned().ok_or_else(|| Error::MissingFromBatch {
+                // Each answer is moved out for its first id; a repeated id gets a copy of it.
+                if let Some(task) = found.remove(task_ref.id()) {
+                    repeated.insert(task_ref.id().to_string(), task.clone());
+                    return Ok(task);
+                }
+                repeated.get(task_ref.id()).cloned().ok_or_else(|| Error::MissingFromBatch {
                     provider: configured.spec.name,
                     id: task_ref.id().to_string(),
                 })
@@ -203,25 +213,45 @@ impl Client {
             .collect())
     }
 
-    async fn batch(&self, provider: &Configured, ids: &[String]) -> Result<HashMap<String, Task>> {
+    /// Reads tasks of one provider with its batch operation: unique ids in
+    /// chunks of `max_ids`, the page size sent explicitly, `next` pages
+    /// followed; the whole read, pages included, stays within `budget`.
+    /// Ids the answers do not mention are absent from the map.
+    pub(crate) async fn read_batch(
+        &self,
+        provider: &Configured,
+        ids: Vec<String>,
+        budget: Duration,
+    ) -> Result<HashMap<String, Task>> {
         let spec = provider.spec;
         let Some(many) = spec.many else { return Ok(HashMap::new()) };
-        let mut unique: Vec<String> = Vec::new();
-        for id in ids {
-            if !unique.contains(id) {
-                unique.push(id.clone());
-            }
-        }
-        let mut found = HashMap::new();
+        let mut seen = HashSet::with_capacity(ids.len());
+        let unique: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        let started = tokio::time::Instant::now();
+        let mut found = HashMap::with_capacity(unique.len());
         let chunk_size = usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1);
+        let first_page: Vec<(String, String)> =
+            many.page_size_param.map(|name| (name.to_string(), many.max_ids.to_string())).into_iter().collect();
         for chunk in unique.chunks(chunk_size) {
-            let mut page: Vec<(String, String)> = Vec::new();
+            let mut page = first_page.clone();
             for _ in 0..MAX_PAGES {
-                let (outcome, record) =
-                    transport::scoped(Some(provider.request_timeout), provider.ops.list(chunk, &page)).await;
+                let timeout = provider.request_timeout.min(budget.saturating_sub(started.elapsed()));
+                if timeout.is_zero() {
+                    return Err(Error::Transport {
+                        provider: spec.name,
+                        operation: many.operation,
+                        kind: crate::error::TransportKind::Timeout,
+                        source: "no time left for the request".into(),
+                    });
+                }
+                let (outcome, record) = transport::scoped(Some(timeout), provider.ops.list(chunk, &page)).await;
                 let raw = observe::answer(spec, many.operation, outcome, record)?;
-                let body = observe::task_body(spec, many.operation, &raw)?;
-                let items = body.pointer(many.items).and_then(Value::as_array).cloned().unwrap_or_default();
+                let mut body = observe::task_body(spec, many.operation, &raw)?;
+                let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str).map(str::to_string);
+                let items = match body.pointer_mut(many.items) {
+                    Some(Value::Array(items)) => std::mem::take(items),
+                    _ => Vec::new(),
+                };
                 for item in items {
                     let id = match item.pointer(many.id) {
                         Some(Value::String(s)) => s.clone(),
@@ -231,8 +261,7 @@ impl Client {
                     let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { continue };
                     found.insert(id, observe::task_from_body(spec, task_ref, raw.status, item));
                 }
-                let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str);
-                let Some(next_page) = next.and_then(|url| page_params(url, many.page_params)) else { break };
+                let Some(next_page) = next.and_then(|url| page_params(&url, many.page_params)) else { break };
                 if next_page == page || next_page.is_empty() {
                     break;
                 }

@@ -11,7 +11,7 @@ use reqwest::header::HeaderValue;
 use secrecy::SecretString;
 
 use crate::client::{Client, ClientInner, Configured};
-use crate::spec::{ProviderSpec, SchemeKind};
+use crate::spec::{ProviderSpec, RateSpec, SchemeKind};
 use crate::transport::{Credential, Ctx, Refresher};
 use crate::{Error, Result};
 
@@ -23,6 +23,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Default number of concurrent single reads in `get_many`.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Default number of status requests a [`crate::Waiter`] keeps in flight per provider.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+/// The request budget of a provider whose spec declares none: 10 per second, bursts of 20.
+pub const DEFAULT_RATE: RateSpec = RateSpec { per_second: 10.0, burst: 20 };
 
 #[derive(Debug, Clone)]
 enum Selector {
@@ -50,6 +54,8 @@ pub struct ProviderConfig {
     variables: BTreeMap<String, String>,
     request_timeout: Option<Duration>,
     refresh: Option<(Selector, Refresher)>,
+    rate: Option<RateSpec>,
+    max_in_flight: Option<usize>,
 }
 
 impl ProviderConfig {
@@ -62,6 +68,8 @@ impl ProviderConfig {
             variables: BTreeMap::new(),
             request_timeout: None,
             refresh: None,
+            rate: None,
+            max_in_flight: None,
         }
     }
 
@@ -106,6 +114,21 @@ impl ProviderConfig {
     /// A per-request timeout for this provider (default: the client's).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// The request budget a [`crate::Waiter`] holds this provider to, shared by
+    /// all its waits: `per_second` sustained, bursts of `burst` (default: the
+    /// spec's `x-taskpoll.rate`, else [`DEFAULT_RATE`]).
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate = Some(RateSpec { per_second, burst });
+        self
+    }
+
+    /// How many status requests a [`crate::Waiter`] keeps in flight at once
+    /// for this provider (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = Some(requests);
         self
     }
 
@@ -275,6 +298,17 @@ impl ClientBuilder {
                 None => None,
             };
             let base_url = resolve_base_url(spec, &config)?;
+            let rate = config.rate.or(spec.rate).unwrap_or(DEFAULT_RATE);
+            if !(rate.per_second.is_finite() && rate.per_second > 0.0 && rate.per_second <= 1e6) || rate.burst == 0 {
+                return Err(Error::config(format!(
+                    "{}: the rate limit needs a positive rate (at most 1e6 per second) and a burst of at least 1",
+                    spec.name
+                )));
+            }
+            let max_in_flight = config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+            if max_in_flight == 0 {
+                return Err(Error::config(format!("{}: max_in_flight must be at least 1", spec.name)));
+            }
             let ctx = Ctx {
                 provider: spec,
                 credentials: Arc::new(RwLock::new(credentials)),
@@ -290,6 +324,8 @@ impl ClientBuilder {
                 refresh,
                 base_url,
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
+                rate,
+                max_in_flight,
             });
         }
         Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency }))

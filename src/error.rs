@@ -222,6 +222,17 @@ pub enum Error {
         /// Where the wait was, to resume it.
         state: Box<WaitState>,
     },
+    /// The wait was cancelled by the caller (a many-task waiter's `cancel`);
+    /// the task may still finish: resume it from its wait state.
+    #[error("wait on task {task_ref} cancelled after {polls} polls; resume it from its wait state")]
+    WaitCancelled {
+        /// The task, to re-attach.
+        task_ref: Box<TaskRef>,
+        /// Polls made.
+        polls: u32,
+        /// Where the wait was, to resume it.
+        state: Box<WaitState>,
+    },
     /// A polling policy was rejected by its builder.
     #[error("invalid policy: {message}")]
     InvalidPolicy {
@@ -241,6 +252,44 @@ impl Error {
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config { message: message.into() }
+    }
+
+    /// A copy of a read error, for each task of a batch read that failed as
+    /// a whole. Sources are not `Clone`: a copy keeps the source's text.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Api { provider, operation, status, message, body_excerpt, body_is_json, retry_after } => Error::Api {
+                provider,
+                operation,
+                status: *status,
+                message: message.clone(),
+                body_excerpt: body_excerpt.clone(),
+                body_is_json: *body_is_json,
+                retry_after: *retry_after,
+            },
+            Error::InvalidBody { provider, operation, status, reason, body_excerpt } => Error::InvalidBody {
+                provider,
+                operation,
+                status: *status,
+                reason: reason.clone(),
+                body_excerpt: body_excerpt.clone(),
+            },
+            Error::BodyTooLarge { provider, operation, status, limit } => {
+                Error::BodyTooLarge { provider, operation, status: *status, limit: *limit }
+            }
+            Error::MissingCredentials { provider, operation, needed } => {
+                Error::MissingCredentials { provider, operation, needed: needed.clone() }
+            }
+            Error::InvalidRequest { provider, operation, message } => {
+                Error::InvalidRequest { provider, operation, message: message.clone() }
+            }
+            Error::Transport { provider, operation, kind, source } => {
+                Error::Transport { provider, operation, kind: *kind, source: source.to_string().into() }
+            }
+            Error::Config { message } => Error::Config { message: message.clone() },
+            // Not read errors; kept as their text, classified as a permanent failure.
+            other => Error::Config { message: other.to_string() },
+        }
     }
 
     /// The HTTP status, when the error came from an answer.
@@ -305,6 +354,11 @@ impl Error {
         matches!(self, Error::TaskFailed { .. } | Error::TaskCancelled { .. })
     }
 
+    /// The caller cancelled the wait before it ended (see [`crate::Waiter::cancel`]).
+    pub fn is_wait_cancelled(&self) -> bool {
+        matches!(self, Error::WaitCancelled { .. })
+    }
+
     /// The pending-forever guard tripped.
     pub fn is_still_pending(&self) -> bool {
         matches!(self, Error::StillPending { .. })
@@ -349,7 +403,8 @@ impl Error {
         match self {
             Error::DeadlineExceeded { task_ref, .. }
             | Error::RetryAfterPastDeadline { task_ref, .. }
-            | Error::StillPending { task_ref, .. } => Some(task_ref.as_ref()),
+            | Error::StillPending { task_ref, .. }
+            | Error::WaitCancelled { task_ref, .. } => Some(task_ref.as_ref()),
             other => other.task().map(Task::task_ref),
         }
     }
@@ -360,7 +415,8 @@ impl Error {
             Error::DeadlineExceeded { state, .. }
             | Error::RetryAfterPastDeadline { state, .. }
             | Error::StillPending { state, .. }
-            | Error::UnknownStatus { state, .. } => Some(state),
+            | Error::UnknownStatus { state, .. }
+            | Error::WaitCancelled { state, .. } => Some(state),
             _ => None,
         }
     }

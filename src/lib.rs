@@ -48,6 +48,7 @@ pub mod spec;
 mod task;
 mod transport;
 mod wait;
+mod waiter;
 
 /// The typed clients generated from `specs/`, one module per spec.
 pub mod generated {
@@ -57,14 +58,15 @@ pub mod generated {
 pub use client::Client;
 pub use clock::{Clock, ManualClock, Sleep, TokioClock};
 pub use config::{
-    ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    ProviderConfig, generic_base_url_env,
+    ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RATE, DEFAULT_REQUEST_TIMEOUT, ProviderConfig, generic_base_url_env,
 };
 pub use error::{Error, Result, TransportKind};
 pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
 pub use spec::{Jitter, ProviderSpec};
 pub use task::{MAX_ID_LEN, Phase, Task, TaskRef};
 pub use transport::{Credential, Ctx};
+pub use waiter::{Outcomes, PendingTask, Waiter, WaiterHandle};
 pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
 };

@@ -38,6 +38,9 @@ pub struct ProviderSpec {
     pub get: GetSpec,
     /// The operation that reads several tasks at once, if any.
     pub many: Option<ManySpec>,
+    /// The request budget the provider should be held to (`x-taskpoll.rate`),
+    /// shared by every wait on it; `None`: taskpoll's default.
+    pub rate: Option<RateSpec>,
     /// Where the interesting fields are in a task body.
     pub task: TaskShape,
     /// Where an error answer (a 4xx/5xx that is not a task) puts its message,
@@ -172,6 +175,19 @@ pub struct ManySpec {
     pub next: Option<&'static str>,
     /// Query parameters copied from the `next` URL.
     pub page_params: &'static [&'static str],
+    /// The page parameter that sets the page size; taskpoll sends `max_ids`
+    /// in it, so the page size never depends on the server's default.
+    pub page_size_param: Option<&'static str>,
+}
+
+/// A provider's request budget: a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RateSpec {
+    /// Sustained requests per second.
+    pub per_second: f64,
+    /// Requests that may be sent at once after a quiet period.
+    pub burst: u32,
 }
 
 /// Where the fields of a task body are (JSON pointers).

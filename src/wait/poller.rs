@@ -190,6 +190,11 @@ impl Poller {
         self.pending_budget
     }
 
+    /// The most a server's `Retry-After` may push a poll back.
+    pub(crate) fn retry_after_ceiling(&self) -> Duration {
+        self.retry_after_ceiling
+    }
+
     /// The clock of the wait (from its options).
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock

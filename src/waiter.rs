@@ -1,0 +1,376 @@
+//! Waiting on many tasks at once: [`Waiter`].
+//!
+//! Every wait keeps its own [`Poller`], so each task has the guarantees of
+//! [`Client::wait`] (one deadline, no request at or after it, `Retry-After`
+//! honoured, guards). What the waiter adds is one scheduler per provider:
+//!
+//! - due polls of a provider whose spec declares a batch operation
+//!   (`x-taskpoll.many`) are coalesced into batch reads of up to `max-ids`
+//!   tasks (the page size sent explicitly, `next` pages followed); a task an
+//!   answer leaves out is read singly once, then reported as
+//!   [`Error::MissingFromBatch`]. Waits that are far enough into their delay
+//!   ride along early, so waits polled together stay together;
+//! - providers without one get single reads;
+//! - at most [`ProviderConfig::max_in_flight`] requests are in flight per
+//!   provider, so connections stay few and are reused;
+//! - one rate budget per provider (the spec's `x-taskpoll.rate`, or
+//!   [`ProviderConfig::rate_limit`]), and a 429 or 503 with `Retry-After`
+//!   pauses the whole provider until the hint, not only the task that got it.
+//!
+//! Between polls a wait keeps phase, status and timings, not the raw body
+//! (a pending task costs well under a kilobyte; see the `many_waits` benchmark).
+//!
+//! ```no_run
+//! # async fn run() -> taskpoll::Result<()> {
+//! use std::time::Duration;
+//! use futures_util::StreamExt as _;
+//! use taskpoll::{Client, TaskRef, WaitOptions};
+//!
+//! let client = Client::from_env()?;
+//! let mut waiter = client.waiter();
+//! let options = WaitOptions::new(Duration::from_secs(120));
+//! for id in ["269999729", "269999730"] {
+//!     waiter.add(TaskRef::new("deepomatic", id)?, &options)?;
+//! }
+//! // Each task as soon as it finishes.
+//! while let Some((task_ref, outcome)) = waiter.next().await {
+//!     match outcome {
+//!         Ok(task) => println!("{task_ref} succeeded: {:?}", task.result()),
+//!         Err(e) => println!("{task_ref}: {e}"),
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`ProviderConfig::max_in_flight`]: crate::ProviderConfig::max_in_flight
+//! [`ProviderConfig::rate_limit`]: crate::ProviderConfig::rate_limit
+
+mod budget;
+mod scheduler;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Client, Clock, Error, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+use scheduler::{Command, Finished, Key, Scheduler};
+use source::ClientSource;
+
+/// Waits on many tasks, of any providers, at once; a [`Stream`] of
+/// `(TaskRef, Result<Task>)` in the order the tasks finish.
+///
+/// Each outcome is what [`Client::wait`] would have returned for that task.
+/// Tasks can be added while the waiter runs (also through a
+/// [`WaiterHandle`]); the stream ends when no task is left (adding one later
+/// starts it again). Dropping the waiter stops every wait at once;
+/// [`Waiter::cancel`] and [`Waiter::cancel_all`] stop some of them, each
+/// reported as [`Error::WaitCancelled`] with its [`WaitState`].
+/// [`Waiter::finish`] runs to the end and sorts the outcomes.
+///
+/// Needs a tokio runtime (a scheduler task per provider is spawned on the
+/// first task of that provider).
+#[must_use = "a waiter does nothing unless its outcomes are read"]
+pub struct Waiter {
+    shared: Arc<Shared>,
+    finished: mpsc::UnboundedReceiver<Finished>,
+}
+
+/// Adds and cancels waits of a [`Waiter`] from elsewhere (another task)
+/// while the waiter's outcomes are being read. Cheap to clone.
+#[derive(Clone)]
+pub struct WaiterHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    finished: mpsc::UnboundedSender<Finished>,
+    requests: Arc<AtomicU64>,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// False once the waiter is dropped: nothing more is accepted.
+    closed: bool,
+    next_key: Key,
+    lanes: HashMap<&'static str, Lane>,
+    /// The waits not yet reported, to route cancellations and end the stream.
+    waiting: HashMap<TaskRef, (&'static str, Key)>,
+}
+
+/// One provider's scheduler.
+struct Lane {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl Client {
+    /// A [`Waiter`] for many tasks, on tokio's clock.
+    pub fn waiter(&self) -> Waiter {
+        Waiter::with_clock(self, Arc::new(TokioClock))
+    }
+}
+
+impl Waiter {
+    /// A waiter whose every wait, sleep and rate budget runs on `clock` (the
+    /// clock of the [`WaitOptions`] given to [`Waiter::add`] is replaced by it).
+    pub fn with_clock(client: &Client, clock: Arc<dyn Clock>) -> Self {
+        let (sender, finished) = mpsc::unbounded_channel();
+        let shared = Shared {
+            client: client.clone(),
+            clock,
+            finished: sender,
+            requests: Arc::new(AtomicU64::new(0)),
+            registry: Mutex::new(Registry::default()),
+        };
+        Self { shared: Arc::new(shared), finished }
+    }
+
+    /// Starts waiting on a task. Refused: a provider this client does not
+    /// configure, an invalid policy, a task already being waited on, no tokio runtime.
+    pub fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
+        self.shared.add(task, options)
+    }
+
+    /// Continues a saved wait (see [`Client::resume`]) alongside the others.
+    pub fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
+        self.shared.resume(state, options)
+    }
+
+    /// Stops waiting on a task: it is reported as [`Error::WaitCancelled`]
+    /// with its [`WaitState`]. False if it is not being waited on.
+    pub fn cancel(&self, task: &TaskRef) -> bool {
+        self.shared.cancel(task)
+    }
+
+    /// Stops every wait; each is reported as [`Error::WaitCancelled`].
+    pub fn cancel_all(&self) {
+        self.shared.cancel_all();
+    }
+
+    /// A handle to add and cancel waits while the outcomes are read.
+    pub fn handle(&self) -> WaiterHandle {
+        WaiterHandle { shared: self.shared.clone() }
+    }
+
+    /// Tasks added and not yet reported.
+    pub fn pending(&self) -> usize {
+        self.shared.registry().waiting.len()
+    }
+
+    /// Status reads sent so far (a batch read counts once).
+    pub fn requests_sent(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Runs until every wait has ended, and sorts the outcomes.
+    pub async fn finish(mut self) -> Outcomes {
+        let mut outcomes = Outcomes::default();
+        while let Some((task_ref, result)) = self.next().await {
+            outcomes.push(task_ref, result);
+        }
+        outcomes
+    }
+}
+
+impl WaiterHandle {
+    /// See [`Waiter::add`]; refused once the waiter is dropped.
+    pub fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
+        self.shared.add(task, options)
+    }
+
+    /// See [`Waiter::resume`].
+    pub fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
+        self.shared.resume(state, options)
+    }
+
+    /// See [`Waiter::cancel`].
+    pub fn cancel(&self, task: &TaskRef) -> bool {
+        self.shared.cancel(task)
+    }
+
+    /// See [`Waiter::cancel_all`].
+    pub fn cancel_all(&self) {
+        self.shared.cancel_all();
+    }
+}
+
+impl Shared {
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
+        let provider = self.client.configured(task.provider())?.spec.name;
+        let poller = Poller::new(task.clone(), &options.clone().clock(self.clock.clone()))?;
+        self.enqueue(provider, task, poller)
+    }
+
+    fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
+        let task = state.task_ref.clone();
+        let provider = self.client.configured(task.provider())?.spec.name;
+        let poller = Poller::resume(state, &options.clone().clock(self.clock.clone()))?;
+        self.enqueue(provider, task, poller)
+    }
+
+    fn enqueue(&self, provider: &'static str, task: TaskRef, poller: Poller) -> Result<()> {
+        let mut registry = self.registry();
+        if registry.closed {
+            return Err(Error::config("the waiter was dropped"));
+        }
+        if registry.waiting.contains_key(&task) {
+            return Err(Error::config(format!("already waiting on {task}")));
+        }
+        let key = registry.next_key;
+        registry.next_key += 1;
+        if !registry.lanes.contains_key(provider) {
+            let lane = self.start_lane(provider)?;
+            registry.lanes.insert(provider, lane);
+        }
+        let sent = registry.lanes.get(provider).map(|lane| lane.commands.send(Command::Add(key, Box::new(poller))));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(Error::config(format!("the {provider} scheduler has stopped")));
+        }
+        registry.waiting.insert(task, (provider, key));
+        Ok(())
+    }
+
+    fn start_lane(&self, provider: &'static str) -> Result<Lane> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a Waiter needs a tokio runtime (none is running)"))?;
+        let configured = self.client.configured(provider)?;
+        let source = Arc::new(ClientSource::new(self.client.clone(), provider)?);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let scheduler = Scheduler::new(
+            provider,
+            source,
+            self.clock.clone(),
+            configured.rate,
+            configured.max_in_flight,
+            receiver,
+            self.finished.clone(),
+            self.requests.clone(),
+        );
+        Ok(Lane { commands, task: runtime.spawn(scheduler.run()) })
+    }
+
+    fn cancel(&self, task: &TaskRef) -> bool {
+        let registry = self.registry();
+        let Some((provider, key)) = registry.waiting.get(task) else { return false };
+        registry.lanes.get(provider).is_some_and(|lane| lane.commands.send(Command::Cancel(*key)).is_ok())
+    }
+
+    fn cancel_all(&self) {
+        for lane in self.registry().lanes.values() {
+            let _ = lane.commands.send(Command::CancelAll);
+        }
+    }
+}
+
+impl Stream for Waiter {
+    type Item = (TaskRef, Result<Task>);
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        match this.finished.poll_recv(cx) {
+            Poll::Ready(Some(done)) => {
+                this.shared.registry().waiting.remove(&done.task_ref);
+                Poll::Ready(Some((done.task_ref, done.result)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.shared.registry().waiting.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut registry = self.shared.registry();
+        registry.closed = true;
+        for (_, lane) in registry.lanes.drain() {
+            lane.task.abort();
+        }
+        registry.waiting.clear();
+    }
+}
+
+impl fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waiter")
+            .field("pending", &self.pending())
+            .field("requests_sent", &self.requests_sent())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for WaiterHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaiterHandle").finish_non_exhaustive()
+    }
+}
+
+/// Every outcome of a [`Waiter`], sorted: what succeeded, what failed, and
+/// what was still pending when its wait ended (deadline or cancellation).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Outcomes {
+    /// Tasks that succeeded, in the order they finished.
+    pub succeeded: Vec<Task>,
+    /// Tasks that failed or were cancelled at the provider, and waits that
+    /// ended with any other error (auth, not found, guards, …).
+    pub failed: Vec<(TaskRef, Error)>,
+    /// Waits that ended before their task did: at the deadline, or cancelled.
+    pub pending: Vec<PendingTask>,
+}
+
+/// A task still pending when its wait ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PendingTask {
+    /// The task.
+    pub task_ref: TaskRef,
+    /// Where its wait stood: give it to [`Waiter::resume`] or [`Client::resume`].
+    pub state: WaitState,
+    /// How the wait ended ([`Error::is_deadline`] or [`Error::is_wait_cancelled`]).
+    pub error: Error,
+}
+
+impl Outcomes {
+    /// Sorts one outcome in.
+    pub fn push(&mut self, task_ref: TaskRef, result: Result<Task>) {
+        match result {
+            Ok(task) => self.succeeded.push(task),
+            Err(error) => match error.wait_state() {
+                Some(state) if error.is_deadline() || error.is_wait_cancelled() => {
+                    let state = state.clone();
+                    self.pending.push(PendingTask { task_ref, state, error });
+                }
+                _ => self.failed.push((task_ref, error)),
+            },
+        }
+    }
+
+    /// How many outcomes in all.
+    pub fn len(&self) -> usize {
+        self.succeeded.len() + self.failed.len() + self.pending.len()
+    }
+
+    /// No outcome at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,66 @@
+//! One provider's request budget: a rate limiter (governor's GCRA, on the
+//! waiter's clock so virtual-time tests hold) and a provider-wide pause set by
+//! a `Retry-After` on a 429 or 503.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::clock::Clock as _;
+use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
+
+use crate::Clock;
+use crate::spec::RateSpec;
+
+/// governor's clock, read from the waiter's [`Clock`].
+#[derive(Debug, Clone)]
+struct WaiterClock(Arc<dyn Clock>);
+
+impl clock::Clock for WaiterClock {
+    type Instant = Instant;
+
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+}
+
+type Limiter = RateLimiter<state::NotKeyed, state::InMemoryState, WaiterClock, NoOpMiddleware<Instant>>;
+
+pub(super) struct Budget {
+    limiter: Limiter,
+    clock: WaiterClock,
+    paused_until: Option<Instant>,
+}
+
+impl Budget {
+    pub(super) fn new(rate: RateSpec, clock: Arc<dyn Clock>) -> Self {
+        // The config layer checked that the rate is positive and finite; the
+        // fallbacks only keep this total.
+        let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
+        let clock = WaiterClock(clock);
+        Self { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock, paused_until: None }
+    }
+
+    /// Takes one request from the budget, or says when to try again.
+    pub(super) fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        if let Some(until) = self.paused_until {
+            if until > now {
+                return Err(until);
+            }
+            self.paused_until = None;
+        }
+        self.limiter.check().map_err(|not_until| {
+            // At least a millisecond, so a sleep always moves the clock on.
+            now + not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1))
+        })
+    }
+
+    /// Holds every request of the provider until `until` (the later of two pauses wins).
+    pub(super) fn pause_until(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|current| current < until) {
+            self.paused_until = Some(until);
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! One provider's scheduler: every wait on the provider, one queue ordered by
+//! due time, due polls coalesced into batch reads, at most `max_in_flight`
+//! requests at once, one rate budget, and a provider-wide pause on a
+//! `Retry-After`. Each wait keeps its own [`Poller`], so every single-task
+//! guarantee (the deadline, hints, guards) holds per task.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::budget::Budget;
+use super::source::Source;
+use crate::spec::{BoxFuture, RateSpec};
+use crate::{Clock, Decision, Error, Poller, Result, Task, TaskRef};
+
+/// A wait's number within its waiter.
+pub(super) type Key = u64;
+
+/// What the waiter asks of a scheduler.
+pub(super) enum Command {
+    /// Start polling for a new wait.
+    Add(Key, Box<Poller>),
+    /// Stop one wait (it ends with [`Error::WaitCancelled`]).
+    Cancel(Key),
+    /// Stop every wait.
+    CancelAll,
+}
+
+/// A wait that ended.
+pub(super) struct Finished {
+    pub(super) task_ref: TaskRef,
+    pub(super) result: Result<Task>,
+}
+
+/// How far past the due entries a batch looks for waits it may poll early.
+const EARLY_SCAN: usize = 1_000;
+
+struct Entry {
+    poller: Poller,
+    /// When the next poll is due; `None` while a read is in flight or the wait is ending.
+    due: Option<Instant>,
+    /// From when the wait may ride along in a batch before `due`: half its
+    /// planned delay, or `due` itself when a server's hint set the delay.
+    early: Instant,
+    /// When the wait ends if no answer ends it first: its deadline, or sooner
+    /// when its poller found no time for another poll.
+    end: Instant,
+    in_flight: bool,
+    /// A batch answer left it out once (it was then read singly).
+    missing_once: bool,
+}
+
+enum Flight {
+    One { key: Key, sent: Instant, result: Result<Task> },
+    Many { keys: Vec<Key>, sent: Instant, result: Result<HashMap<String, Task>> },
+}
+
+enum Event {
+    Landed(Flight),
+    Command(Option<Command>),
+    Woke,
+}
+
+pub(super) struct Scheduler {
+    provider: &'static str,
+    source: Arc<dyn Source>,
+    clock: Arc<dyn Clock>,
+    budget: Budget,
+    max_in_flight: usize,
+    entries: HashMap<Key, Entry>,
+    by_due: BTreeSet<(Instant, Key)>,
+    /// Every entry not in flight, by when it ends.
+    by_end: BTreeSet<(Instant, Key)>,
+    /// Entries to read singly next (left out of a batch answer).
+    singles: VecDeque<Key>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Flight>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    finished: mpsc::UnboundedSender<Finished>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        provider: &'static str,
+        source: Arc<dyn Source>,
+        clock: Arc<dyn Clock>,
+        rate: RateSpec,
+        max_in_flight: usize,
+        commands: mpsc::UnboundedReceiver<Command>,
+        finished: mpsc::UnboundedSender<Finished>,
+        requests: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            provider,
+            source,
+            budget: Budget::new(rate, clock.clone()),
+            clock,
+            max_in_flight: max_in_flight.max(1),
+            entries: HashMap::new(),
+            by_due: BTreeSet::new(),
+            by_end: BTreeSet::new(),
+            singles: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            commands,
+            finished,
+            requests,
+        }
+    }
+
+    /// Runs until the waiter is dropped (its command channel closes).
+    pub(super) async fn run(mut self) {
+        loop {
+            let now = self.clock.now();
+            self.end_due(now);
+            let wake = self.launch(now);
+            let clock = self.clock.clone();
+            // The sleep is created only when polled: a virtual clock moves its
+            // time when a sleep is created, and a command or an answer may win.
+            let sleep = async move {
+                match wake {
+                    Some(at) => clock.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                biased;
+                Some(flight) = self.in_flight.next(), if !self.in_flight.is_empty() => Event::Landed(flight),
+                command = self.commands.recv() => Event::Command(command),
+                () = sleep => Event::Woke,
+            };
+            match event {
+                Event::Landed(flight) => self.land(flight),
+                Event::Command(Some(command)) => {
+                    self.apply(command);
+                    // Everything already queued (a burst of adds) before the next launch,
+                    // so the first batch is full rather than one read per add.
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.apply(command);
+                    }
+                }
+                // The waiter is gone: drop every wait and every request in flight.
+                Event::Command(None) => return,
+                Event::Woke => {}
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Add(key, poller) => {
+                let poller = *poller;
+                let end = poller.deadline();
+                let mut entry = Entry { due: None, early: end, end, in_flight: false, missing_once: false, poller };
+                match entry.poller.start() {
+                    Decision::Poll { at, .. } => {
+                        entry.due = Some(at);
+                        entry.early = at;
+                        self.by_due.insert((at, key));
+                    }
+                    Decision::Expire { at } => entry.end = entry.end.min(at),
+                    // A wait never ends before its first poll otherwise.
+                    Decision::Done(task) => return self.finish(entry.poller.task_ref().clone(), Ok(task)),
+                    Decision::Fail(error) => return self.finish(entry.poller.task_ref().clone(), Err(error)),
+                }
+                self.by_end.insert((entry.end, key));
+                self.entries.insert(key, entry);
+            }
+            Command::Cancel(key) => self.cancel(key),
+            Command::CancelAll => {
+                let keys: Vec<Key> = self.entries.keys().copied().collect();
+                for key in keys {
+                    self.cancel(key);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, key: Key) {
+        if let Some(entry) = self.remove(key) {
+            let state = entry.poller.state().clone();
+            let error = Error::WaitCancelled {
+                task_ref: Box::new(state.task_ref.clone()),
+                polls: state.attempts,
+                state: Box::new(state),
+            };
+            self.finish(entry.poller.task_ref().clone(), Err(error));
+        }
+    }
+
+    /// Ends the waits whose end has come (deadline, or no poll left before it).
+    fn end_due(&mut self, now: Instant) {
+        while let Some(&(end, key)) = self.by_end.first() {
+            if end > now {
+                break;
+            }
+            if let Some(mut entry) = self.remove(key) {
+                let error = entry.poller.expire(now);
+                self.finish(entry.poller.task_ref().clone(), Err(error));
+            } else {
+                self.by_end.pop_first();
+            }
+        }
+    }
+
+    /// Sends what is due, as far as the in-flight bound and the rate budget
+    /// allow; returns when something next needs doing.
+    fn launch(&mut self, now: Instant) -> Option<Instant> {
+        let mut wake = self.by_end.first().map(|&(end, _)| end);
+        let mut earliest = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
+        while self.in_flight.len() < self.max_in_flight {
+            while self.singles.front().is_some_and(|key| !self.entries.contains_key(key)) {
+                self.singles.pop_front();
+            }
+            let due = if self.singles.is_empty() { self.by_due.first().map(|&(due, _)| due) } else { Some(now) };
+            let Some(due) = due else { break };
+            if due > now {
+                earliest(due);
+                break;
+            }
+            if let Err(retry_at) = self.budget.take(now) {
+                earliest(retry_at);
+                break;
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(key) = self.singles.pop_front() {
+                self.send_one(key, now);
+            } else if let Some(size) = self.source.batch_size() {
+                self.send_batch(size, now);
+            } else if let Some((_, key)) = self.by_due.pop_first() {
+                self.send_one(key, now);
+            }
+        }
+        wake
+    }
+
+    fn send_one(&mut self, key: Key, now: Instant) {
+        let Some(budget) = self.take_off(key, now) else { return };
+        let Some(entry) = self.entries.get(&key) else { return };
+        let read = self.source.read_one(entry.poller.task_ref().clone(), budget);
+        self.in_flight.push(Box::pin(async move { Flight::One { key, sent: now, result: read.await } }));
+    }
+
+    /// One batch read: the due waits first, in due order, then waits far
+    /// enough into their delay to be polled a little early, so waits that
+    /// were polled together stay together and a round costs ⌈pending / size⌉ reads.
+    fn send_batch(&mut self, size: usize, now: Instant) {
+        let mut picked: Vec<(Instant, Key)> = Vec::with_capacity(size.min(self.by_due.len()));
+        for &(due, key) in self.by_due.iter() {
+            if due > now || picked.len() == size {
+                break;
+            }
+            picked.push((due, key));
+        }
+        if picked.len() < size {
+            let ahead = self.by_due.iter().skip(picked.len()).take(EARLY_SCAN);
+            let ready = ahead.filter(|(_, key)| self.entries.get(key).is_some_and(|e| e.early <= now));
+            picked.extend(ready.take(size - picked.len()));
+        }
+        let mut keys = Vec::with_capacity(picked.len());
+        let mut ids = Vec::with_capacity(picked.len());
+        let mut budget = Duration::MAX;
+        for (due, key) in picked {
+            self.by_due.remove(&(due, key));
+            if let Some(left) = self.take_off(key, now)
+                && let Some(entry) = self.entries.get(&key)
+            {
+                budget = budget.min(left);
+                ids.push(entry.poller.task_ref().id().to_string());
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let read = self.source.read_many(ids, budget);
+        self.in_flight.push(Box::pin(async move { Flight::Many { keys, sent: now, result: read.await } }));
+    }
+
+    /// Marks a wait in flight and returns its request budget (the time left
+    /// before its deadline); `None` if it is gone.
+    fn take_off(&mut self, key: Key, now: Instant) -> Option<Duration> {
+        let entry = self.entries.get_mut(&key)?;
+        if let Some(due) = entry.due.take() {
+            self.by_due.remove(&(due, key));
+        }
+        self.by_end.remove(&(entry.end, key));
+        entry.in_flight = true;
+        Some(entry.poller.remaining(now))
+    }
+
+    fn land(&mut self, flight: Flight) {
+        let received = self.clock.now();
+        match flight {
+            Flight::One { key, sent, result } => {
+                if let Err(error) = &result {
+                    self.pause_on(error, key, received);
+                }
+                self.observe(key, sent, received, result);
+            }
+            Flight::Many { keys, sent, result: Ok(mut found) } => {
+                for key in keys {
+                    let Some(entry) = self.entries.get_mut(&key) else { continue };
+                    match found.remove(entry.poller.task_ref().id()) {
+                        Some(task) => self.observe(key, sent, received, Ok(task)),
+                        // Left out of the answer: read it singly once before calling it missing.
+                        None if !entry.missing_once => {
+                            entry.missing_once = true;
+                            entry.in_flight = false;
+                            self.by_end.insert((entry.end, key));
+                            self.singles.push_back(key);
+                        }
+                        None => {
+                            let id = entry.poller.task_ref().id().to_string();
+                            if let Some(entry) = self.remove(key) {
+                                let error = Error::MissingFromBatch { provider: self.provider, id };
+                                self.finish(entry.poller.task_ref().clone(), Err(error));
+                            }
+                        }
+                    }
+                }
+            }
+            Flight::Many { keys, sent, result: Err(error) } => {
+                if let Some(&key) = keys.first() {
+                    self.pause_on(&error, key, received);
+                }
+                for key in keys {
+                    self.observe(key, sent, received, Err(error.duplicate()));
+                }
+            }
+        }
+    }
+
+    /// A 429 or 503 with `Retry-After` holds the whole provider until the
+    /// hint (bounded by the wait's ceiling), not only the wait that got it.
+    fn pause_on(&mut self, error: &Error, key: Key, received: Instant) {
+        let (Some(429 | 503), Some(hint)) = (error.status(), error.retry_after()) else { return };
+        let Some(entry) = self.entries.get(&key) else { return };
+        let bounded = hint.min(entry.poller.retry_after_ceiling());
+        if !bounded.is_zero()
+            && let Some(until) = received.checked_add(bounded)
+        {
+            tracing::debug!(provider = self.provider, pause_ms = bounded.as_millis() as u64, "provider paused");
+            self.budget.pause_until(until);
+        }
+    }
+
+    fn observe(&mut self, key: Key, sent: Instant, received: Instant, result: Result<Task>) {
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        entry.in_flight = false;
+        let hinted = match &result {
+            Ok(task) => task.retry_after().is_some(),
+            Err(error) => error.retry_after().is_some(),
+        };
+        // Between polls a wait keeps phase, status and timings, not the raw body.
+        let result = result.map(|task| if task.is_terminal() { task } else { task.without_body() });
+        let (_, decision) = entry.poller.observe(sent, received, result);
+        match decision {
+            Decision::Poll { at, delay } => {
+                entry.due = Some(at);
+                entry.early = if hinted { at } else { at.checked_sub(delay / 2).unwrap_or(at) };
+                self.by_due.insert((at, key));
+                self.by_end.insert((entry.end, key));
+            }
+            Decision::Expire { at } => {
+                entry.end = entry.end.min(at);
+                self.by_end.insert((entry.end, key));
+            }
+            Decision::Done(task) => {
+                if let Some(entry) = self.entries.remove(&key) {
+                    self.finish(entry.poller.task_ref().clone(), Ok(task));
+                }
+            }
+            Decision::Fail(error) => {
+                if let Some(entry) = self.entries.remove(&key) {
+                    self.finish(entry.poller.task_ref().clone(), Err(error));
+                }
+            }
+        }
+    }
+
+    /// Takes a wait out of the scheduler and out of every index.
+    fn remove(&mut self, key: Key) -> Option<Entry> {
+        let entry = self.entries.remove(&key)?;
+        if let Some(due) = entry.due {
+            self.by_due.remove(&(due, key));
+        }
+        self.by_end.remove(&(entry.end, key));
+        Some(entry)
+    }
+
+    fn finish(&self, task_ref: TaskRef, result: Result<Task>) {
+        // The receiver lives as long as the waiter; if it is gone, nobody is listening.
+        let _ = self.finished.send(Finished { task_ref, result });
+    }
+}
