@@ -819,7 +819,11 @@ impl Meta {
                     .ok_or("`rate.per-second` must be a number of requests per second above 0")?;
                 let burst = r
                     .get("burst")
-                    .map(|b| b.as_u64().filter(|n| (1..=1_000_000).contains(n)).ok_or("`rate.burst` must be a whole number from 1"))
+                    .map(|b| {
+                        b.as_u64()
+                            .filter(|n| (1..=1_000_000).contains(n))
+                            .ok_or("`rate.burst` must be a whole number from 1")
+                    })
                     .transpose()?
                     .map_or(per_second.ceil().max(1.0) as u32, |n| n as u32);
                 Some(Rate { per_second, burst })

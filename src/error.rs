@@ -258,15 +258,17 @@ impl Error {
     /// a whole. Sources are not `Clone`: a copy keeps the source's text.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::Api { provider, operation, status, message, body_excerpt, body_is_json, retry_after } => Error::Api {
-                provider,
-                operation,
-                status: *status,
-                message: message.clone(),
-                body_excerpt: body_excerpt.clone(),
-                body_is_json: *body_is_json,
-                retry_after: *retry_after,
-            },
+            Error::Api { provider, operation, status, message, body_excerpt, body_is_json, retry_after } => {
+                Error::Api {
+                    provider,
+                    operation,
+                    status: *status,
+                    message: message.clone(),
+                    body_excerpt: body_excerpt.clone(),
+                    body_is_json: *body_is_json,
+                    retry_after: *retry_after,
+                }
+            }
             Error::InvalidBody { provider, operation, status, reason, body_excerpt } => Error::InvalidBody {
                 provider,
                 operation,

@@ -66,7 +66,7 @@ pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBui
 pub use spec::{Jitter, ProviderSpec};
 pub use task::{MAX_ID_LEN, Phase, Task, TaskRef};
 pub use transport::{Credential, Ctx};
-pub use waiter::{Outcomes, PendingTask, Waiter, WaiterHandle};
 pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
 };
+pub use waiter::{Outcomes, PendingTask, Waiter, WaiterHandle};

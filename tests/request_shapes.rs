@@ -498,7 +498,7 @@ async fn deepomatic_list_tasks_repeated_id() {
     let tasks = client.get_many("deepomatic", &["1", "2", "1"]).await.unwrap();
     assert!(tasks.iter().all(Result::is_ok), "{tasks:?}");
     let request = only_request(&server).await;
-    assert_eq!(request.url.query(), Some("task_ids=1&task_ids=2"));
+    assert_eq!(request.url.query(), Some("limit=100&task_ids=1&task_ids=2"));
 }
 
 // ---------------------------------------------------------------------------

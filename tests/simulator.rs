@@ -349,7 +349,8 @@ async fn unknown_ids_answer_like_the_provider() -> TestResult {
 async fn batch_reads_page_through_every_id() -> TestResult {
     let batch_providers: Vec<&ProviderSpec> = providers().iter().copied().filter(|p| p.many.is_some()).collect();
     assert!(!batch_providers.is_empty(), "no spec declares a batch operation");
-    let sim = Simulator::start().await?;
+    // Pages of at most 3, so a page size sent by the client is clamped and paging still shows.
+    let sim = Simulator::builder().max_page_size(3).start().await?;
     let client = sim.client()?;
     for spec in batch_providers {
         let many = spec.many.ok_or("many")?;
@@ -389,9 +390,11 @@ async fn batch_reads_page_through_every_id() -> TestResult {
         for (task, result) in tasks.iter().zip(&results) {
             assert_eq!(result.as_ref().map(|t| t.id()).ok(), Some(task.id()));
         }
-        // The ids were split into chunks of max_ids; each chunk paged by the default page size (2).
+        // The ids were split into chunks of max_ids; each chunk paged by the page size: the one
+        // the client sends (clamped to the server's maximum, 3), else the server's default (2).
         let chunk = usize::try_from(many.max_ids)?.max(1);
-        let expected_pages: usize = tasks.chunks(chunk).map(|c| c.len().div_ceil(2)).sum();
+        let page = if many.page_size_param.is_some() { 3 } else { 2 };
+        let expected_pages: usize = tasks.chunks(chunk).map(|c| c.len().div_ceil(page)).sum();
         let pages: Vec<_> = sim.requests().into_iter().filter(|r| r.operation == Some(many.operation)).collect();
         assert_eq!(pages.len(), expected_pages, "{}", spec.name);
         // A continuation page carries the page parameters from `next`, and the same ids.
@@ -403,7 +406,7 @@ async fn batch_reads_page_through_every_id() -> TestResult {
                 continuations += 1;
             }
         }
-        let expected_continuations: usize = tasks.chunks(chunk).map(|c| c.len().div_ceil(2) - 1).sum();
+        let expected_continuations: usize = tasks.chunks(chunk).map(|c| c.len().div_ceil(page) - 1).sum();
         assert_eq!(continuations, expected_continuations, "{}", spec.name);
         for task in &tasks {
             assert_eq!(sim.reads(task), 1, "{}: each task is on exactly one page", spec.name);

@@ -30,8 +30,7 @@ pub(crate) struct ClientSource {
 impl ClientSource {
     pub(crate) fn new(client: Client, provider: &'static str) -> Result<Self> {
         let configured = client.configured(provider)?;
-        let batch_size =
-            configured.spec.many.map(|many| usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1));
+        let batch_size = configured.spec.many.map(|many| usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1));
         Ok(Self { client, provider, batch_size })
     }
 }

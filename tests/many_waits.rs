@@ -1,0 +1,197 @@
+//! The many-task waiter end to end, against the simulator: a thousand tasks
+//! across every provider, batch reads, cancellation, resuming, dropping.
+#![cfg(feature = "simulator")]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use taskpoll::simulator::{Lifecycle, Simulator};
+use taskpoll::spec::providers;
+use taskpoll::{Client, Error, Phase, Policy, TaskRef, WaitOptions};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A client for every provider at the simulator, with a budget loose enough
+/// for a thousand tasks in a test.
+fn client(sim: &Simulator) -> taskpoll::Result<Client> {
+    providers()
+        .iter()
+        .fold(Client::builder(), |builder, spec| {
+            builder.provider(sim.client_config(spec.name).rate_limit(1_000.0, 1_000).max_in_flight(8))
+        })
+        .build()
+}
+
+fn quick(deadline: Duration) -> WaitOptions {
+    let policy = Policy::builder()
+        .initial_delay(Duration::from_millis(40))
+        .factor(1.0)
+        .final_poll_reserve(Duration::from_millis(20))
+        .build()
+        .expect("a valid policy");
+    WaitOptions::new(deadline).policy(policy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_across_every_provider_each_reported_once() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let mut expected: HashMap<TaskRef, Phase> = HashMap::new();
+    let per_provider = 1000 / providers().len();
+    for spec in providers() {
+        for i in 0..per_provider {
+            let (lifecycle, phase) = match i % 5 {
+                4 => (Lifecycle::new().queued_for_polls(1).then_fail("bad input"), Phase::Failed),
+                n => (Lifecycle::new().queued_for_polls(n as u32).then_succeed(), Phase::Succeeded),
+            };
+            expected.insert(sim.add_task(spec.name, lifecycle)?, phase);
+        }
+    }
+    let waiter = client.waiter();
+    let options = quick(Duration::from_secs(30));
+    for task in expected.keys() {
+        waiter.add(task.clone(), &options)?;
+    }
+    let mut seen: HashMap<TaskRef, Phase> = HashMap::new();
+    let mut waiter = waiter;
+    while let Some((task_ref, result)) = waiter.next().await {
+        let phase = match result {
+            Ok(task) => task.phase(),
+            Err(error) => error.task().map(|t| t.phase()).ok_or(format!("{task_ref}: {error}"))?,
+        };
+        assert!(seen.insert(task_ref, phase).is_none(), "a task reported twice");
+    }
+    assert_eq!(seen, expected);
+    // Batch providers were read in batches: each task needs at most 4 polls, and
+    // a round costs ⌈pending / max-ids⌉ requests (twice that allows for rounds
+    // split by timing), where single reads would cost a request per task and poll.
+    for spec in providers().iter().filter(|p| p.many.is_some()) {
+        let max_ids = spec.many.map_or(1, |m| m.max_ids as usize);
+        let requests = sim.requests().iter().filter(|r| r.provider == Some(spec.name)).count();
+        let bound = 2 * 4 * per_provider.div_ceil(max_ids);
+        assert!(requests <= bound, "{}: {requests} requests for {per_provider} tasks", spec.name);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn get_many_sends_the_page_size_so_a_small_server_default_does_not_matter() -> TestResult {
+    // The simulator's default page is 2 ids: without an explicit page size, 1,000 ids cost 500 requests.
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    for spec in providers().iter().filter(|p| p.many.is_some_and(|m| m.page_size_param.is_some())) {
+        let mut ids = Vec::new();
+        for _ in 0..1000 {
+            ids.push(sim.add_task(spec.name, Lifecycle::new().then_succeed())?.id().to_string());
+        }
+        sim.clear_requests();
+        let results = client.get_many(spec.name, &ids).await?;
+        assert!(results.iter().all(Result::is_ok));
+        let max_ids = spec.many.map_or(1, |m| m.max_ids as usize);
+        assert_eq!(sim.requests().len(), 1000usize.div_ceil(max_ids), "{}", spec.name);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn outcomes_at_the_deadline_are_sorted_with_the_state_of_every_pending_task() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let done = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let failed = sim.add_task("factpulse", Lifecycle::new().then_fail("no"))?;
+    let stuck = sim.add_task("qolaba", Lifecycle::new().running_forever())?;
+    let waiter = client.waiter();
+    for task in [&done, &failed, &stuck] {
+        waiter.add(task.clone(), &quick(Duration::from_millis(400)))?;
+    }
+    let started = tokio::time::Instant::now();
+    let outcomes = waiter.finish().await;
+    assert!(started.elapsed() < Duration::from_millis(400 + 200), "ended by the deadline");
+    assert_eq!(outcomes.succeeded.iter().map(|t| t.task_ref().clone()).collect::<Vec<_>>(), [done]);
+    assert_eq!(outcomes.failed.len(), 1);
+    assert!(outcomes.failed[0].1.is_task_failure());
+    assert_eq!(outcomes.pending.len(), 1);
+    let pending = &outcomes.pending[0];
+    assert_eq!(pending.task_ref, stuck);
+    assert!(pending.error.is_deadline());
+    assert!(pending.state.attempts > 1);
+    // Nothing was sent at or after the deadline.
+    let last = sim.requests_for(&stuck).last().map(|r| r.at).ok_or("polled")?;
+    assert!(last < started + Duration::from_millis(400));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_wait_can_be_resumed_and_a_handle_adds_while_running() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let slow = sim.add_task("cloudinary", Lifecycle::new().running_for(Duration::from_millis(300)).then_succeed())?;
+    let mut waiter = client.waiter();
+    waiter.add(slow.clone(), &quick(Duration::from_secs(20)))?;
+    assert!(waiter.add(slow.clone(), &quick(Duration::from_secs(20))).is_err(), "already waiting on it");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(waiter.cancel(&slow));
+    let (task_ref, result) = waiter.next().await.ok_or("an outcome")?;
+    assert_eq!(task_ref, slow);
+    let error = result.expect_err("cancelled");
+    assert!(error.is_wait_cancelled(), "{error}");
+    let state = error.wait_state().ok_or("a state")?.clone();
+    assert!(state.attempts >= 1);
+
+    // A handle adds from another task while the outcomes are read; the
+    // cancelled wait carries on from its state.
+    let handle = waiter.handle();
+    let quick_one = sim.add_task("factpulse", Lifecycle::new().then_succeed())?;
+    let adder = tokio::spawn({
+        let quick_one = quick_one.clone();
+        async move { handle.add(quick_one, &quick(Duration::from_secs(20))) }
+    });
+    adder.await??;
+    waiter.resume(state.clone(), &quick(Duration::from_secs(20)))?;
+    let outcomes = waiter.finish().await;
+    let mut succeeded: Vec<TaskRef> = outcomes.succeeded.iter().map(|t| t.task_ref().clone()).collect();
+    succeeded.sort();
+    let mut wanted = vec![slow.clone(), quick_one];
+    wanted.sort();
+    assert_eq!(succeeded, wanted);
+    // Attempts carried on across the cancellation.
+    assert!(sim.reads(&slow) > state.attempts);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropping_the_waiter_stops_every_wait_at_once() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let waiter = client.waiter();
+    for spec in providers() {
+        for _ in 0..5 {
+            waiter
+                .add(sim.add_task(spec.name, Lifecycle::new().running_forever())?, &quick(Duration::from_secs(60)))?;
+        }
+    }
+    let handle = waiter.handle();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!sim.requests().is_empty());
+    drop(waiter);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after_drop = sim.requests().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.requests().len(), after_drop, "no request after the waiter is dropped");
+    let task = TaskRef::new("deepomatic", "1")?;
+    let refused = handle.add(task, &quick(Duration::from_secs(1))).expect_err("the waiter is gone");
+    assert!(refused.is_config());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_provider_this_client_does_not_configure_is_refused() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = Client::builder().provider(sim.client_config("deepomatic")).build()?;
+    let waiter = client.waiter();
+    let error = waiter.add(TaskRef::new("qolaba", "x")?, &quick(Duration::from_secs(1))).expect_err("not configured");
+    assert!(matches!(error, Error::ProviderNotConfigured { .. }), "{error}");
+    assert_eq!(waiter.pending(), 0);
+    Ok(())
+}
