@@ -326,7 +326,8 @@ async fn configuration_errors_found_before_sending_exit_3() -> TestResult {
     let url = ("DEEPOMATIC_API_URL".to_string(), sim.base_url("deepomatic"));
     let app_id = sim.credentials().into_iter().find(|v| v.name == "DEEPOMATIC_APP_ID").ok_or("app id")?;
     let full = task.to_string();
-    let cases: Vec<(Vec<&str>, Vec<(String, String)>, &str)> = vec![
+    type Case<'a> = (Vec<&'a str>, Vec<(String, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (vec!["get", &full], vec![url.clone(), (app_id.name.clone(), app_id.value.clone())], "DEEPOMATIC_APP_ID alone"),
         (
             vec!["wait", "--timeout", "5s", &full],

@@ -212,6 +212,12 @@ impl TaskArgs {
             self.flag_overlay(spec, &mut overlay)?;
         }
         let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
+        // Before the library reads them, so the CLI's message (naming the flag) is the one shown.
+        for task in refs {
+            if let Some(spec) = taskpoll::spec::provider(task.provider()) {
+                check_credentials(spec, &lookup, &overlay)?;
+            }
+        }
         let mut builder = Client::builder().from_env_with(lookup)?;
         if let Some(timeout) = self.request_timeout {
             builder = builder.request_timeout(timeout);
@@ -235,11 +241,6 @@ impl TaskArgs {
         // Say which variables are missing before any request, rather than failing per task.
         if let Some(task) = refs.iter().find(|t| !client.providers().any(|p| p.name == t.provider())) {
             return Err(not_configured(task.provider()));
-        }
-        for task in refs {
-            if let Some(spec) = taskpoll::spec::provider(task.provider()) {
-                check_credentials(spec, &lookup, &overlay)?;
-            }
         }
         Ok(client)
     }
@@ -409,8 +410,13 @@ fn check_credentials(
     if sets.is_empty() || sets.iter().any(|set| set.iter().all(|var| value(var).is_some())) {
         return Ok(());
     }
-    let mut present: Vec<&str> = sets.iter().flatten().copied().filter(|var| value(var).is_some()).collect();
-    present.extend(spec.schemes.iter().flat_map(|s| s.env.iter().copied()).filter(|var| value(var).is_some()));
+    // Only credential variables count: with none set, the provider is simply not configured.
+    let credentials =
+        spec.schemes.iter().flat_map(|s| s.env.iter().copied()).chain(spec.credentials_url.map(|cu| cu.var));
+    let mut present: Vec<&str> = credentials.filter(|var| value(var).is_some()).collect();
+    if present.is_empty() {
+        return Ok(());
+    }
     present.sort_unstable();
     present.dedup();
     Err(Error::Config {
