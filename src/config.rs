@@ -190,6 +190,14 @@ impl ClientBuilder {
     }
 
     /// Uses this `reqwest::Client` as is (its own timeouts, proxies, TLS).
+    ///
+    /// **Disable redirects on it** (`reqwest::redirect::Policy::none()`):
+    /// taskpoll cannot change a given client's redirect policy, and reqwest
+    /// strips only `Authorization` when it follows a redirect to another
+    /// origin, so API-key headers would be sent there. taskpoll refuses an
+    /// answer that came from another origin ([`Error::CrossOriginAnswer`]),
+    /// but by then the request has left. taskpoll's own client follows no
+    /// redirect.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -261,8 +269,12 @@ impl ClientBuilder {
             .map_err(|_| Error::config("the user agent contains characters not allowed in a header"))?;
         let http = match self.http {
             Some(http) => http,
+            // Redirects are never followed: the credential headers (`X-API-KEY`, …)
+            // would go to whatever origin a `Location` names (reqwest strips only
+            // `Authorization`). A 3xx is reported as the API error it is.
             None => reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         };

@@ -142,6 +142,19 @@ pub enum Error {
         /// The cap.
         limit: usize,
     },
+    /// The answer came from another origin than the request's (a redirect
+    /// followed by a caller-supplied HTTP client); it was not read.
+    #[error(
+        "{provider} {operation}: refused an answer from another origin ({origin}); disable redirects on the HTTP client given to ClientBuilder::http_client"
+    )]
+    CrossOriginAnswer {
+        /// The provider.
+        provider: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The origin that answered (`scheme://host:port`).
+        origin: String,
+    },
     /// A batch answer did not include this id.
     #[error("{provider}: task {id:?} is missing from the batch answer")]
     MissingFromBatch {

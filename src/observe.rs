@@ -63,6 +63,9 @@ pub(crate) fn answer(
     if let Some(needed) = record.missing_credentials {
         return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
     }
+    if let Some(origin) = record.other_origin {
+        return Err(Error::CrossOriginAnswer { provider: spec.name, operation, origin });
+    }
     if let Some((status, limit)) = record.too_large {
         return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
     }
@@ -131,7 +134,12 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         provider: spec.name,
         operation,
         status: raw.status,
-        message: parsed.and_then(|body| error_message(spec, body)),
+        message: match &raw.redirect {
+            Some(target) => {
+                Some(format!("redirect to {target} not followed (credentials stay with the configured origin)"))
+            }
+            None => parsed.and_then(|body| error_message(spec, body)),
+        },
         body_excerpt: body_excerpt(&raw.body),
         body_is_json: parsed.is_some(),
         retry_after: retry_after(&raw.headers, SystemTime::now()),

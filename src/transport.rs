@@ -65,6 +65,9 @@ pub(crate) struct CallRecord {
     pub(crate) response: Option<RawResponse>,
     pub(crate) missing_credentials: Option<String>,
     pub(crate) too_large: Option<(u16, usize)>,
+    /// The origin of an answer that came from elsewhere than the request's
+    /// origin (a redirect followed by a caller-supplied HTTP client).
+    pub(crate) other_origin: Option<String>,
 }
 
 /// One HTTP answer, as received (body capped).
@@ -73,6 +76,8 @@ pub(crate) struct RawResponse {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// For a 3xx: where its `Location` points (an origin, or "the same origin").
+    pub(crate) redirect: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +176,7 @@ pub async fn exec(
     operation_id: &str,
 ) -> reqwest::Result<reqwest::Response> {
     let method = request.method().clone();
+    let request_url = request.url().clone();
     let started = std::time::Instant::now();
     // Headers are never logged: they carry the credentials.
     let mut response = match http.execute(request).await {
@@ -191,6 +197,14 @@ pub async fn exec(
     let status = response.status();
     let headers = response.headers().clone();
     let version = response.version();
+    // A caller-supplied client may follow redirects: never take another origin's answer.
+    if response.url().origin() != request_url.origin() {
+        let origin = response.url().origin().ascii_serialization();
+        tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
+        with_record(|r| r.other_origin = Some(origin));
+        return Ok(rebuild(status, version, headers, Bytes::new()));
+    }
+    let redirect = status.is_redirection().then(|| redirect_target(&request_url, &headers));
     let limit = ctx.max_body_bytes;
     if response.content_length().is_some_and(|len| len > limit as u64) {
         with_record(|r| r.too_large = Some((status.as_u16(), limit)));
@@ -206,9 +220,20 @@ pub async fn exec(
     }
     let body = body.freeze();
     with_record(|r| {
-        r.response = Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone() })
+        r.response =
+            Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone(), redirect })
     });
     Ok(rebuild(status, version, headers, body))
+}
+
+/// Where a redirect points, as an origin only (no path, query or userinfo).
+fn redirect_target(request_url: &reqwest::Url, headers: &HeaderMap) -> String {
+    let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+    match location.map(|l| request_url.join(l)) {
+        Some(Ok(target)) if target.origin() == request_url.origin() => "the same origin".to_string(),
+        Some(Ok(target)) => target.origin().ascii_serialization(),
+        Some(Err(_)) | None => "no usable Location".to_string(),
+    }
 }
 
 fn rebuild(

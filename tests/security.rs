@@ -1,0 +1,112 @@
+//! Issue 9: credentials stay with their origin, and hostile configuration,
+//! answers and inputs get a typed, honest error (library side).
+
+#![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+
+use serde_json::json;
+use taskpoll::{Client, Error, ProviderConfig, TaskRef};
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const KEY: &str = "dp-apikey-sec-9f1e";
+const APP: &str = "dp-appid-sec-77c2";
+
+fn deepomatic_config(base_url: &str) -> ProviderConfig {
+    ProviderConfig::new("deepomatic")
+        .api_key(KEY)
+        .credential("AppId", taskpoll::Credential::Token(APP.to_string().into()))
+        .base_url(base_url)
+}
+
+fn deepomatic(server: &MockServer) -> Client {
+    Client::builder().provider(deepomatic_config(&format!("{}/v0.7", server.uri()))).build().unwrap()
+}
+
+fn task(id: &str) -> TaskRef {
+    TaskRef::new("deepomatic", id).unwrap()
+}
+
+async fn answering(template: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(template).mount(&server).await;
+    server
+}
+
+async fn received(server: &MockServer) -> Vec<wiremock::Request> {
+    server.received_requests().await.unwrap_or_default()
+}
+
+fn redirect_to(status: u16, location: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).insert_header("Location", location)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Redirects
+
+/// The other origin: answers a valid finished task, which must never be taken.
+async fn other_origin() -> MockServer {
+    answering(ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "success", "data": {}}))).await
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_not_followed_and_names_the_origin() {
+    let other = other_origin().await;
+    for status in [301, 302, 303, 307, 308] {
+        let server = answering(redirect_to(status, &format!("{}/v0.7/tasks/1/", other.uri()))).await;
+        let err = deepomatic(&server).get(&task("1")).await.unwrap_err();
+        assert!(matches!(err, Error::Api { status: s, .. } if s == status), "{status}: {err:?}");
+        assert!(!err.is_retryable(), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("HTTP {status}")) && text.contains(&other.uri()), "{text}");
+        assert!(text.contains("not followed"), "{text}");
+        assert_eq!(received(&server).await.len(), 1);
+    }
+    assert!(received(&other).await.is_empty(), "the other origin received a request");
+}
+
+#[tokio::test]
+async fn a_redirect_to_the_same_origin_is_not_followed_either() {
+    let server = answering(redirect_to(307, "/v0.7/tasks/2/")).await;
+    let err = deepomatic(&server).get(&task("1")).await.unwrap_err();
+    assert!(matches!(err, Error::Api { status: 307, .. }), "{err:?}");
+    assert!(err.to_string().contains("the same origin"), "{err}");
+    assert_eq!(received(&server).await.len(), 1, "followed a redirect");
+}
+
+#[tokio::test]
+async fn a_redirect_location_never_shows_userinfo_path_or_query() {
+    let server = answering(redirect_to(302, "http://user:pw@evil.invalid:8080/steal?token=abc")).await;
+    let err = deepomatic(&server).get(&task("1")).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("http://evil.invalid:8080"), "{text}");
+    assert!(!text.contains("pw@") && !text.contains("/steal") && !text.contains("token=abc"), "{text}");
+}
+
+#[tokio::test]
+async fn the_generated_client_does_not_follow_redirects() {
+    let other = other_origin().await;
+    let server = answering(redirect_to(302, &format!("{}/v0.7/tasks/1/", other.uri()))).await;
+    let unified = deepomatic(&server);
+    let typed = taskpoll::generated::deepomatic::client(&unified).unwrap();
+    let result = typed.get_task().task_id("1").send().await;
+    assert!(result.is_err(), "a 302 was taken as the task");
+    assert_eq!(received(&server).await.len(), 1);
+    assert!(received(&other).await.is_empty(), "the generated client followed the redirect");
+}
+
+/// A caller-supplied client keeps its own redirect policy (documented on
+/// `ClientBuilder::http_client`); the answer of the other origin is refused.
+#[tokio::test]
+async fn a_caller_supplied_client_that_follows_redirects_gets_no_foreign_answer() {
+    let other = other_origin().await;
+    let server = answering(redirect_to(302, &format!("{}/v0.7/tasks/1/", other.uri()))).await;
+    let client = Client::builder()
+        .provider(deepomatic_config(&format!("{}/v0.7", server.uri())))
+        .http_client(reqwest::Client::new())
+        .build()
+        .unwrap();
+    let err = client.get(&task("1")).await.unwrap_err();
+    assert!(matches!(&err, Error::CrossOriginAnswer { origin, .. } if *origin == other.uri()), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("disable redirects"), "{err}");
+}
