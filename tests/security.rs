@@ -110,3 +110,75 @@ async fn a_caller_supplied_client_that_follows_redirects_gets_no_foreign_answer(
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("disable redirects"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// 2. Base URLs
+
+fn build_error(config: ProviderConfig) -> Error {
+    Client::builder().provider(config).build().unwrap_err()
+}
+
+#[test]
+fn a_base_url_with_userinfo_is_refused_without_echoing_it() {
+    for url in ["http://user:s3cr3t-pw@127.0.0.1:9/v0.7", "http://s3cr3t-pw@127.0.0.1:9/v0.7", "user:s3cr3t-pw@host"] {
+        let config = ProviderConfig::new("deepomatic").api_key(KEY).base_url(url);
+        let shown = format!("{config:?} {:?}", Client::builder().provider(config.clone()));
+        assert!(!shown.contains("s3cr3t-pw"), "Debug shows the userinfo: {shown}");
+        let err = build_error(config);
+        assert!(err.is_config(), "{url}: {err:?}");
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("s3cr3t-pw"), "the error echoes the userinfo: {text}");
+    }
+}
+
+#[test]
+fn a_base_url_from_the_environment_with_userinfo_is_refused_without_echoing_it() {
+    for var in ["DEEPOMATIC_API_URL", "TASKPOLL_DEEPOMATIC_BASE_URL"] {
+        let lookup = |name: &str| match name {
+            "DEEPOMATIC_API_KEY" => Some(KEY.to_string()),
+            n if n == var => Some("https://me:s3cr3t-pw@api.example".to_string()),
+            _ => None,
+        };
+        let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+        assert!(err.is_config(), "{var}: {err:?}");
+        assert!(!format!("{err} {err:?}").contains("s3cr3t-pw"), "{var}: {err}");
+    }
+}
+
+#[test]
+fn a_base_url_with_a_query_or_fragment_is_refused() {
+    for url in [
+        "http://127.0.0.1:9/v0.7?x=1",
+        "http://127.0.0.1:9/v0.7?",
+        "http://127.0.0.1:9/v0.7#part",
+        "http://127.0.0.1:9?token=s3cr3t-q",
+    ] {
+        let err = build_error(ProviderConfig::new("deepomatic").api_key(KEY).base_url(url));
+        assert!(err.is_config(), "{url}: {err:?}");
+        assert!(err.to_string().contains("query or fragment"), "{url}: {err}");
+        assert!(!err.to_string().contains("s3cr3t-q"), "{err}");
+    }
+    // The same through the environment, where a host-only URL gets the spec's path.
+    let lookup = |name: &str| match name {
+        "DEEPOMATIC_API_KEY" => Some(KEY.to_string()),
+        "DEEPOMATIC_API_URL" => Some("http://127.0.0.1:9#frag".to_string()),
+        _ => None,
+    };
+    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+}
+
+#[test]
+fn an_empty_base_url_is_refused_but_an_empty_variable_is_unset() {
+    for url in ["", "  "] {
+        let err = build_error(ProviderConfig::new("deepomatic").api_key(KEY).base_url(url));
+        assert!(err.is_config() && err.to_string().contains("empty"), "{url:?}: {err:?}");
+    }
+    let lookup = |name: &str| match name {
+        "DEEPOMATIC_API_KEY" => Some(KEY.to_string()),
+        "DEEPOMATIC_API_URL" | "TASKPOLL_DEEPOMATIC_BASE_URL" => Some(String::new()),
+        _ => None,
+    };
+    let client = Client::builder().from_env_with(lookup).unwrap().build().unwrap();
+    assert_eq!(client.base_url("deepomatic"), Some("https://api.deepomatic.com/v0.7"));
+}
