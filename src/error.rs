@@ -155,6 +155,19 @@ pub enum Error {
         /// The origin that answered (`scheme://host:port`).
         origin: String,
     },
+    /// The answer is about another task than the one asked for (the body's
+    /// id, where the spec says it is, differs); it is not taken as the task.
+    #[error("{provider} {operation}: asked for task {requested:?} but the answer is about task {answered:?}")]
+    TaskIdMismatch {
+        /// The provider.
+        provider: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The id asked for (an excerpt).
+        requested: String,
+        /// The id in the answer, as text (an excerpt).
+        answered: String,
+    },
     /// A batch answer did not include this id.
     #[error("{provider}: task {id:?} is missing from the batch answer")]
     MissingFromBatch {

@@ -49,8 +49,34 @@ pub(crate) fn single(
 ) -> Result<Task, Error> {
     let raw = answer(spec, operation, outcome, record)?;
     let body = task_body(spec, operation, &raw)?;
+    check_id(spec, operation, task_ref, &body)?;
     let hint = retry_after(&raw.headers, SystemTime::now());
     Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(hint))
+}
+
+/// Refuses a task body whose id (where the spec says the body carries it) is
+/// not the requested one. Ids are compared as text: providers send them as
+/// strings or integers. A body without an id is taken as it is.
+fn check_id(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    task_ref: &TaskRef,
+    body: &Value,
+) -> Result<(), Error> {
+    let answered = match spec.task.id.and_then(|pointer| body.pointer(pointer)) {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    if answered == task_ref.id() {
+        return Ok(());
+    }
+    Err(Error::TaskIdMismatch {
+        provider: spec.name,
+        operation,
+        requested: excerpt(task_ref.id(), 80),
+        answered: excerpt(&answered, 80),
+    })
 }
 
 /// The raw answer of a call, or the error that prevented one.

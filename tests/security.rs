@@ -182,3 +182,72 @@ fn an_empty_base_url_is_refused_but_an_empty_variable_is_unset() {
     let client = Client::builder().from_env_with(lookup).unwrap().build().unwrap();
     assert_eq!(client.base_url("deepomatic"), Some("https://api.deepomatic.com/v0.7"));
 }
+
+// ---------------------------------------------------------------------------
+// 3. Another task's answer
+
+#[tokio::test]
+async fn an_answer_about_another_task_is_refused_and_ids_compare_as_text() {
+    for (body_id, requested, accepted) in [
+        (json!("269999729"), "269999729", true),
+        (json!(269999729), "269999729", true),
+        (json!(null), "269999729", true),
+        (json!("269999730"), "269999729", false),
+        (json!(269999730), "269999729", false),
+        (json!("0269999729"), "269999729", false),
+        (json!(true), "true-ish", false),
+    ] {
+        let body = json!({"id": body_id, "status": "success", "data": {"x": 1}});
+        let server = answering(ResponseTemplate::new(200).set_body_json(&body)).await;
+        let result = deepomatic(&server).get(&task(requested)).await;
+        if accepted {
+            assert_eq!(result.unwrap().id(), requested);
+            continue;
+        }
+        let err = result.unwrap_err();
+        assert!(matches!(&err, Error::TaskIdMismatch { requested: r, .. } if r == requested), "{body_id}: {err:?}");
+        assert!(!err.is_retryable() && err.task().is_none(), "{err:?}");
+    }
+}
+
+/// Every provider whose spec says where the id is refuses another task's answer.
+#[tokio::test]
+async fn every_provider_with_a_task_id_pointer_checks_it() {
+    let mut checked = Vec::new();
+    for spec in taskpoll::spec::providers() {
+        let Some(pointer) = spec.task.id else { continue };
+        let Some(example) = spec.examples_for(spec.get.operation, "200").next() else { continue };
+        let mut body: serde_json::Value = serde_json::from_str(example.json).unwrap();
+        let Some(slot) = body.pointer_mut(pointer) else { continue };
+        *slot = json!("someone-else");
+        let server = answering(ResponseTemplate::new(200).set_body_json(&body)).await;
+        let client = Client::builder().provider(any_credentials(spec.name, &server)).build().unwrap();
+        let err = client.get(&TaskRef::new(spec.name, "mine").unwrap()).await.unwrap_err();
+        assert!(matches!(err, Error::TaskIdMismatch { .. }), "{}: {err:?}", spec.name);
+        checked.push(spec.name);
+    }
+    for provider in ["cloudinary", "qolaba", "factpulse", "deepomatic"] {
+        assert!(checked.contains(&provider), "{provider} was not checked: {checked:?}");
+    }
+}
+
+/// A configuration with a credential for the provider's first security
+/// alternative, pointed at `server`.
+fn any_credentials(provider: &str, server: &MockServer) -> ProviderConfig {
+    let spec = taskpoll::spec::provider(provider).unwrap();
+    let mut config = ProviderConfig::new(provider).base_url(server.uri());
+    for var in spec.server_variables {
+        config = config.server_variable(var.name, "demo");
+    }
+    let first = spec.security.iter().find(|(op, _)| *op == spec.get.operation).map(|(_, alts)| alts[0]);
+    for scheme in first.unwrap_or(&[]) {
+        let credential = match spec.scheme(scheme).unwrap().kind {
+            taskpoll::spec::SchemeKind::Basic => {
+                taskpoll::Credential::Basic { username: "user".into(), password: "pw-s3cr3t".to_string().into() }
+            }
+            _ => taskpoll::Credential::Token("tok-s3cr3t".to_string().into()),
+        };
+        config = config.credential(*scheme, credential);
+    }
+    config
+}
