@@ -333,13 +333,48 @@ fn resolve_credentials(
     let mut out: Vec<(&'static str, Credential)> = Vec::new();
     for (selector, credential) in &config.credentials {
         let scheme = resolve_scheme(spec, selector)?;
-        if !crate::transport::fits(scheme.kind, credential) {
-            return Err(Error::config(format!("{}: wrong kind of credential for scheme `{}`", spec.name, scheme.name)));
+        if let Err(reason) = crate::transport::sendable(scheme.kind, credential) {
+            return Err(Error::config(format!("{}: the credential for scheme `{}`: {reason}", spec.name, scheme.name)));
         }
         out.retain(|(name, _)| *name != scheme.name);
         out.push((scheme.name, credential.clone()));
     }
+    if !out.is_empty() {
+        check_alternatives(spec, &out)?;
+    }
     Ok(out)
+}
+
+/// Refuses credentials that satisfy none of the read operation's security
+/// alternatives (Deepomatic's app id without its key): nothing could be sent.
+/// Configuring no credential at all is left to the call, which reports
+/// [`Error::MissingCredentials`] without sending.
+fn check_alternatives(spec: &'static ProviderSpec, configured: &[(&'static str, Credential)]) -> Result<()> {
+    let alternatives = spec.get_security();
+    let has = |scheme: &&str| configured.iter().any(|(name, _)| name == scheme);
+    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.iter().all(has)) {
+        return Ok(());
+    }
+    let describe = |scheme: &str| {
+        let env = spec.scheme(scheme).map(|s| s.env.join(" + ")).unwrap_or_default();
+        if env.is_empty() { scheme.to_string() } else { format!("{scheme} ({env})") }
+    };
+    let have: Vec<&str> = configured.iter().map(|(name, _)| *name).collect();
+    let fewest = alternatives.iter().map(|alt| alt.iter().filter(|s| !has(s)).count()).min().unwrap_or(0);
+    let mut missing: Vec<String> = Vec::new();
+    for alt in alternatives.iter().filter(|alt| alt.iter().filter(|s| !has(s)).count() == fewest) {
+        let needed = alt.iter().filter(|s| !has(s)).map(|s| describe(s)).collect::<Vec<_>>().join(" + ");
+        if !missing.contains(&needed) {
+            missing.push(needed);
+        }
+    }
+    Err(Error::config(format!(
+        "{}: {} alone cannot authenticate `{}`; also configure {}",
+        spec.name,
+        have.join(" + "),
+        spec.get.operation,
+        missing.join(" or ")
+    )))
 }
 
 /// The scheme a selector names (`basic`, `bearer`, `api key` or a name).

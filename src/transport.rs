@@ -249,13 +249,15 @@ fn rebuild(
     reqwest::Response::from(response)
 }
 
-/// Whether a credential is of the kind a scheme sends.
+/// Whether a credential is of the kind a scheme sends and can be sent in a header.
 pub(crate) fn fits(kind: SchemeKind, credential: &Credential) -> bool {
-    matches!(
-        (kind, credential),
-        (SchemeKind::Basic, Credential::Basic { .. })
-            | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
-    )
+    sendable(kind, credential).is_ok()
+}
+
+/// Why a credential cannot be sent for a scheme (wrong kind, or bytes a
+/// header may not carry, such as a newline). The reason never shows the secret.
+pub(crate) fn sendable(kind: SchemeKind, credential: &Credential) -> Result<(), String> {
+    header_for(kind, credential).map(|_| ())
 }
 
 /// Replaces one scheme's credential (after a refresher produced a new one).

@@ -723,14 +723,17 @@ async fn missing_credentials_fail_before_sending() {
     }
 }
 
-/// Deepomatic's app id alone satisfies no alternative (the key is required).
+/// Deepomatic's app id alone satisfies no alternative (the key is required):
+/// a configuration error when the client is built, so nothing can be sent.
 #[tokio::test]
 async fn app_id_alone_is_not_enough() {
     let server = server_answering(deepomatic_body()).await;
-    let client =
-        client(ProviderConfig::new("deepomatic").credential("AppId", token(DEEPOMATIC_APP)).base_url(server.uri()));
-    let error = client.get(&TaskRef::new("deepomatic", "1").unwrap()).await.unwrap_err();
-    assert!(matches!(error, Error::MissingCredentials { .. }), "{error:?}");
+    let error = Client::builder()
+        .provider(ProviderConfig::new("deepomatic").credential("AppId", token(DEEPOMATIC_APP)).base_url(server.uri()))
+        .build()
+        .unwrap_err();
+    assert!(error.is_config(), "{error:?}");
+    assert!(error.to_string().contains("ApiKey"), "{error}");
     assert_no_secret(&format!("{error} {error:?}"), "the error");
     assert!(requests(&server).await.is_empty());
 }

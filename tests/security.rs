@@ -251,3 +251,75 @@ fn any_credentials(provider: &str, server: &MockServer) -> ProviderConfig {
     }
     config
 }
+
+// ---------------------------------------------------------------------------
+// 6. Configuration errors found before sending
+
+#[test]
+fn a_credential_that_cannot_be_a_header_is_a_config_error_at_build() {
+    for bad in ["key\nX-Injected: 1", "key\r", "k\0ey"] {
+        let err = build_error(ProviderConfig::new("deepomatic").api_key(bad).base_url("http://127.0.0.1:9"));
+        assert!(err.is_config(), "{bad:?}: {err:?}");
+        assert!(err.to_string().contains("not allowed in a header"), "{err}");
+        assert!(!format!("{err} {err:?}").contains("key\n"), "{err}");
+        let err = build_error(ProviderConfig::new("factpulse").bearer(bad));
+        assert!(err.is_config(), "{bad:?}: {err:?}");
+    }
+    // Through the environment as well (a key pasted with a trailing `\r`).
+    let lookup = |name: &str| (name == "DEEPOMATIC_API_KEY").then(|| "key\rX: y".to_string());
+    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+}
+
+#[test]
+fn the_app_id_without_the_key_is_a_config_error_naming_what_is_missing() {
+    let lookup = |name: &str| (name == "DEEPOMATIC_APP_ID").then(|| APP.to_string());
+    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    assert!(err.is_config(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("AppId") && text.contains("ApiKey (DEEPOMATIC_API_KEY)"), "{text}");
+    assert!(!text.contains(APP), "{text}");
+}
+
+#[test]
+fn env_alternatives_name_the_variables_that_suffice() {
+    let alternatives = |p: &str| taskpoll::spec::provider(p).unwrap().env_alternatives();
+    assert_eq!(alternatives("deepomatic"), vec![vec!["DEEPOMATIC_API_KEY"]]);
+    assert_eq!(alternatives("qolaba"), vec![vec!["QOLABA_API_KEY"]]);
+    assert_eq!(alternatives("factpulse"), vec![vec!["FACTPULSE_TOKEN"], vec!["FACTPULSE_API_KEY"]]);
+    assert_eq!(
+        alternatives("cloudinary"),
+        vec![
+            vec!["CLOUDINARY_URL"],
+            vec!["CLOUDINARY_OAUTH_TOKEN", "CLOUDINARY_CLOUD_NAME"],
+            vec!["CLOUDINARY_API_KEY", "CLOUDINARY_API_SECRET", "CLOUDINARY_CLOUD_NAME"],
+        ]
+    );
+}
+
+/// Generic over every provider: each set configures the provider on its own,
+/// and no set is larger than needed (without any one of its variables, the
+/// provider is not usable).
+#[test]
+fn each_env_alternative_suffices_and_every_variable_in_it_is_needed() {
+    let value = |var: &str| {
+        let is_url = taskpoll::spec::providers().iter().any(|p| p.credentials_url.is_some_and(|u| u.var == var));
+        if is_url { "scheme://user:s3cr3t@demo".to_string() } else { "demo".to_string() }
+    };
+    for spec in taskpoll::spec::providers() {
+        for set in spec.env_alternatives() {
+            let usable = |vars: &[&str]| {
+                let lookup = |name: &str| vars.contains(&name).then(|| value(name));
+                Client::builder()
+                    .from_env_with(lookup)
+                    .and_then(|b| b.build())
+                    .is_ok_and(|c| c.base_url(spec.name).is_some())
+            };
+            assert!(usable(&set), "{}: {set:?} does not suffice", spec.name);
+            for left_out in &set {
+                let fewer: Vec<&str> = set.iter().copied().filter(|v| v != left_out).collect();
+                assert!(!usable(&fewer), "{}: {set:?} works without {left_out}", spec.name);
+            }
+        }
+    }
+}
