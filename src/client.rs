@@ -113,7 +113,7 @@ impl Client {
     /// (the polling engine passes the time left before its deadline).
     pub async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
         let provider = self.configured(task.provider())?;
-        validate_id(task.id())?;
+        validate_id(provider.spec, task.id())?;
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
         if timeout.is_zero() {
             return Err(Error::Transport {

@@ -199,6 +199,9 @@ pub struct GetSpec {
     pub id_location: &'static str,
     /// The parameter or body field that carries the id.
     pub id_name: &'static str,
+    /// Characters refused in ids by default (`/`, `;`) that this spec allows
+    /// (`x-taskpoll.get.id.allow`).
+    pub id_allow: &'static str,
     /// Extra inputs a task reference may carry.
     pub inputs: &'static [InputSpec],
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
+use crate::spec::ProviderSpec;
 
 /// Where a task is in its life, whatever the provider calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -58,8 +59,14 @@ impl fmt::Display for Phase {
 /// The longest task id taskpoll will send.
 pub const MAX_ID_LEN: usize = 512;
 
-/// Refuses ids that cannot be sent as exactly one path segment or body value.
-pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
+/// Characters refused in ids unless the provider's spec allows them
+/// (`x-taskpoll.get.id.allow`): some servers decode `%2F` before routing, and
+/// `;` starts path parameters at others, so either may address another resource.
+pub(crate) const REFUSED_BY_DEFAULT: [char; 2] = ['/', ';'];
+
+/// Refuses ids that cannot be sent as exactly one path segment or body value
+/// at this provider.
+pub(crate) fn validate_id(spec: &ProviderSpec, id: &str) -> Result<(), Error> {
     let reason = if id.is_empty() {
         "is empty"
     } else if id == "." || id == ".." {
@@ -73,6 +80,8 @@ pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
         "contains a backslash"
     } else if id.trim() != id {
         "has leading or trailing whitespace"
+    } else if id.contains(|c| REFUSED_BY_DEFAULT.contains(&c) && !spec.get.id_allow.contains(c)) {
+        "contains `/` or `;`, which this provider's spec does not allow in ids (some servers decode `%2F` before routing)"
     } else {
         return Ok(());
     };
@@ -116,7 +125,7 @@ impl TaskRef {
     pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
         let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
         let id = id.into();
-        validate_id(&id)?;
+        validate_id(spec, &id)?;
         Ok(Self { provider: spec.name.to_string(), id, inputs: BTreeMap::new() })
     }
 

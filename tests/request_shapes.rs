@@ -506,7 +506,8 @@ async fn deepomatic_list_tasks_repeated_id() {
 // Hostile ids
 
 /// Ids that must reach the server as exactly one path segment (or one JSON string).
-const HOSTILE: &[&str] = &["a/b", "a b", "100%", "ü", "a?b=c", "a#b", "%2e%2e", "a/../b", "...", "x\"<>`{}|^"];
+// `/` and `;` are refused by default (see `slash_and_semicolon_ids_are_refused_unless_the_spec_allows_them`).
+const HOSTILE: &[&str] = &["a b", "100%", "ü", "a?b=c", "a#b", "%2e%2e", "...", "x\"<>`{}|^"];
 
 async fn hostile_requests(
     provider: &str,
@@ -544,7 +545,6 @@ async fn hostile_ids_cloudinary() {
     .await;
     // The notes' table (shared/notes/progenitor.md §6).
     let path_of = |id: &str| all[HOSTILE.iter().position(|h| *h == id).unwrap()].url.path().to_string();
-    assert_eq!(path_of("a/b"), "/v2/analysis/demo/tasks/a%2Fb");
     assert_eq!(path_of("100%"), "/v2/analysis/demo/tasks/100%25");
     assert_eq!(path_of("a b"), "/v2/analysis/demo/tasks/a%20b");
     assert_eq!(path_of("ü"), "/v2/analysis/demo/tasks/%C3%BC");

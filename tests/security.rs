@@ -323,3 +323,44 @@ fn each_env_alternative_suffices_and_every_variable_in_it_is_needed() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// 8. Ids with `/` and `;`
+
+#[tokio::test]
+async fn slash_and_semicolon_ids_are_refused_unless_the_spec_allows_them() {
+    let server = answering(ResponseTemplate::new(200).set_body_json(json!({"status": "pending"}))).await;
+    for id in ["a/b", "a/../b", "x;jsessionid=1", "/", "a%2Fb/"] {
+        let err = TaskRef::new("deepomatic", id).unwrap_err();
+        assert!(matches!(err, Error::InvalidTaskId { .. }) && err.is_config(), "{id}: {err:?}");
+        let parsed = format!("deepomatic:{}", id.replace('/', "%2F").replace(';', "%3B")).parse::<TaskRef>();
+        assert!(parsed.is_err(), "{id}: parsed as {parsed:?}");
+    }
+    // A ref that bypassed the constructor (deserialised from a saved wait state) is refused before sending.
+    let smuggled: TaskRef = serde_json::from_value(json!({"provider": "deepomatic", "id": "a/b"})).unwrap();
+    let err = deepomatic(&server).get(&smuggled).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTaskId { .. }), "{err:?}");
+    assert!(received(&server).await.is_empty(), "a refused id was sent");
+    // Every built-in provider keeps the strict default.
+    for spec in taskpoll::spec::providers().iter().filter(|p| p.name != "acme") {
+        assert_eq!(spec.get.id_allow, "", "{}", spec.name);
+        assert!(TaskRef::new(spec.name, "a/b").is_err() && TaskRef::new(spec.name, "a;b").is_err());
+    }
+}
+
+#[cfg(feature = "fixture-provider")]
+#[tokio::test]
+async fn a_spec_that_allows_a_slash_gets_it_sent_encoded() {
+    let server = answering(ResponseTemplate::new(200).set_body_json(json!({"job": {"state": "WAITING"}}))).await;
+    let acme = taskpoll::spec::provider("acme").unwrap();
+    assert_eq!(acme.get.id_allow, "/");
+    let client = Client::builder().provider(any_credentials("acme", &server)).build().unwrap();
+    let task = client.get(&TaskRef::new("acme", "a/b").unwrap()).await.unwrap();
+    assert_eq!(task.id(), "a/b");
+    assert!(TaskRef::new("acme", "a;b").is_err(), "only `/` is allowed by acme's spec");
+    let sent = received(&server).await;
+    assert_eq!(
+        sent[0].url.query_pairs().find(|(k, _)| k == "jobId").map(|(_, v)| v.into_owned()).as_deref(),
+        Some("a/b")
+    );
+}
