@@ -102,14 +102,18 @@ pub(crate) fn answer(
     let error = match outcome {
         Ok(()) => Error::InvalidRequest { provider: spec.name, operation, message: "no answer was recorded".into() },
         Err(progenitor_client::Error::CommunicationError(e)) | Err(progenitor_client::Error::ResponseBodyError(e)) => {
-            let kind = if e.is_timeout() {
-                TransportKind::Timeout
-            } else if e.is_connect() {
-                TransportKind::Connect
-            } else {
-                TransportKind::Other
+            let (timeout, from_deadline) = match record.timeout {
+                Some((timeout, from_deadline)) => (Some(timeout), from_deadline),
+                None => (None, false),
             };
-            Error::Transport { provider: spec.name, operation, kind, source: Box::new(e) }
+            let kind = match transport_kind(&e) {
+                TransportKind::Timeout if from_deadline => TransportKind::DeadlineBudget,
+                kind => kind,
+            };
+            let host = e.url().map(crate::transport::host_of).or(record.host).unwrap_or_else(|| "the server".into());
+            let timeout =
+                if matches!(kind, TransportKind::Timeout | TransportKind::DeadlineBudget) { timeout } else { None };
+            Error::Transport { provider: spec.name, operation, kind, host, timeout, source: Box::new(e.without_url()) }
         }
         Err(progenitor_client::Error::InvalidRequest(message)) | Err(progenitor_client::Error::Custom(message)) => {
             Error::InvalidRequest { provider: spec.name, operation, message }
@@ -117,6 +121,60 @@ pub(crate) fn answer(
         Err(other) => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
     };
     Err(error)
+}
+
+/// What kind of transport failure a reqwest error is, from its chain of sources.
+fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    use std::io::ErrorKind;
+    if error.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return TransportKind::Refused,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                    return TransportKind::Reset;
+                }
+                ErrorKind::UnexpectedEof => return TransportKind::TruncatedBody,
+                ErrorKind::TimedOut => return TransportKind::Timeout,
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return TransportKind::Reset;
+        }
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push('\n');
+        source = e.source();
+    }
+    // The resolver's and the TLS backend's error types are private to
+    // hyper-util and native-tls, so these two are recognised by their text.
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        TransportKind::Dns
+    } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
+        TransportKind::Tls
+    } else if error.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    }
+}
+
+/// The error of a read that had no time left to send its request.
+pub(crate) fn no_time_left(spec: &'static ProviderSpec, base_url: &str) -> Error {
+    let host =
+        reqwest::Url::parse(base_url).map_or_else(|_| "the server".into(), |url| crate::transport::host_of(&url));
+    Error::Transport {
+        provider: spec.name,
+        operation: spec.get.operation,
+        kind: TransportKind::DeadlineBudget,
+        host,
+        timeout: Some(std::time::Duration::ZERO),
+        source: "no time left for the request".into(),
+    }
 }
 
 /// The JSON body of an answer that carries a task (2xx, or a status the spec

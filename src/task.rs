@@ -101,7 +101,8 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
 ///
 /// Its string form is `provider:id`, with extra inputs as a query:
 /// `qolaba:6f1c2d9e?refID=order-7`. `%`, `?`, `&`, `=` and control characters
-/// in the id or inputs are percent-encoded.
+/// in the id or inputs are percent-encoded. Parsing refuses an input given
+/// twice, an empty input value and an empty `name=value` part.
 ///
 /// ```
 /// let task: taskpoll::TaskRef = "deepomatic:269999729".parse()?;
@@ -130,6 +131,7 @@ impl TaskRef {
     }
 
     /// Adds an extra input the provider's spec declares (e.g. `refID`).
+    /// An empty value is refused: leave the input out instead.
     pub fn with_input(mut self, name: &str, value: impl Into<String>) -> Result<Self, Error> {
         let spec = crate::spec::provider(&self.provider).ok_or_else(|| Error::unknown_provider(&self.provider))?;
         let Some(input) = spec.get.inputs.iter().find(|i| i.name == name) else {
@@ -144,6 +146,12 @@ impl TaskRef {
             });
         };
         let value = value.into();
+        if value.is_empty() {
+            return Err(Error::InvalidTaskRef {
+                input: self.to_string(),
+                reason: format!("input `{name}` is empty (leave it out instead)"),
+            });
+        }
         if value.chars().any(char::is_control) || value.len() > MAX_ID_LEN {
             return Err(Error::InvalidTaskRef {
                 input: excerpt(&value, 80),
@@ -202,9 +210,14 @@ impl FromStr for TaskRef {
                 .map_err(|_| bad("percent-encoding is not UTF-8"))
         };
         let mut task = TaskRef::new(provider, decode(id)?)?;
-        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        // `provider:id?` and `a=1&&b=2` are refused: an empty part is a typo, never meant.
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
             let (k, v) = pair.split_once('=').ok_or_else(|| bad("inputs must be `name=value`"))?;
-            task = task.with_input(&decode(k)?, decode(v)?)?;
+            let name = decode(k)?;
+            if task.inputs.contains_key(&name) {
+                return Err(bad(&format!("input `{name}` is given twice")));
+            }
+            task = task.with_input(&name, decode(v)?)?;
         }
         Ok(task)
     }

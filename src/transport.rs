@@ -68,6 +68,10 @@ pub(crate) struct CallRecord {
     /// The origin of an answer that came from elsewhere than the request's
     /// origin (a redirect followed by a caller-supplied HTTP client).
     pub(crate) other_origin: Option<String>,
+    /// The host and port the request went to (for transport errors).
+    pub(crate) host: Option<String>,
+    /// The time limit of the call, and whether it was the wait's remaining budget.
+    pub(crate) timeout: Option<(Duration, bool)>,
 }
 
 /// One HTTP answer, as received (body capped).
@@ -82,7 +86,8 @@ pub(crate) struct RawResponse {
 
 #[derive(Debug, Default)]
 pub(crate) struct CallScope {
-    pub(crate) timeout: Option<Duration>,
+    /// The per-request timeout, and whether it is the wait's remaining budget.
+    pub(crate) timeout: Option<(Duration, bool)>,
     pub(crate) record: Mutex<CallRecord>,
 }
 
@@ -95,10 +100,28 @@ pub(crate) async fn scoped<F, T>(timeout: Option<Duration>, call: F) -> (T, Call
 where
     F: std::future::Future<Output = T>,
 {
-    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord::default()) });
+    scoped_by(timeout.map(|t| (t, false)), call).await
+}
+
+/// [`scoped`], saying whether the timeout is the wait's remaining budget
+/// (shorter than the request timeout), so a timeout error can say which it was.
+pub(crate) async fn scoped_by<F, T>(timeout: Option<(Duration, bool)>, call: F) -> (T, CallRecord)
+where
+    F: std::future::Future<Output = T>,
+{
+    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord { timeout, ..CallRecord::default() }) });
     let out = CALL.scope(scope.clone(), call).await;
     let record = std::mem::take(&mut *scope.record.lock().unwrap_or_else(|e| e.into_inner()));
     (out, record)
+}
+
+/// `host:port` of a URL, never its userinfo, path or query.
+pub(crate) fn host_of(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "the server".to_string(),
+    }
 }
 
 fn with_record(f: impl FnOnce(&mut CallRecord)) {
@@ -116,7 +139,7 @@ pub fn pre(
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
     headers.remove("api-version");
     headers.insert(USER_AGENT, ctx.user_agent.clone());
-    if let Ok(Some(timeout)) = CALL.try_with(|scope| scope.timeout) {
+    if let Ok(Some((timeout, _))) = CALL.try_with(|scope| scope.timeout) {
         *request.timeout_mut() = Some(timeout);
     }
     let alternatives: &[&[&str]] = security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[]);
@@ -177,6 +200,7 @@ pub async fn exec(
 ) -> reqwest::Result<reqwest::Response> {
     let method = request.method().clone();
     let request_url = request.url().clone();
+    with_record(|r| r.host = Some(host_of(&request_url)));
     let started = std::time::Instant::now();
     // Headers are never logged: they carry the credentials.
     let mut response = match http.execute(request).await {

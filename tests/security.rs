@@ -364,3 +364,159 @@ async fn a_spec_that_allows_a_slash_gets_it_sent_encoded() {
         Some("a/b")
     );
 }
+
+// ---------------------------------------------------------------------------
+// 7. Messages that mislead
+
+#[test]
+fn repeated_and_empty_task_ref_inputs_are_refused() {
+    for text in [
+        "qolaba:abc?refID=a&refID=b",
+        "qolaba:abc?refID=",
+        "qolaba:abc?",
+        "qolaba:abc?refID=a&",
+        "qolaba:abc?refID=a&&refID=a",
+        "qolaba:?refID=a",
+        "qolaba:",
+    ] {
+        let err = text.parse::<TaskRef>().unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidTaskRef { .. } | Error::InvalidTaskId { .. }) && err.is_config(),
+            "{text}: {err:?}"
+        );
+    }
+    let err = "qolaba:abc?refID=a&refID=b".parse::<TaskRef>().unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
+    assert!(TaskRef::new("qolaba", "abc").unwrap().with_input("refID", "").is_err());
+    assert_eq!("qolaba:abc?refID=a".parse::<TaskRef>().unwrap().inputs()["refID"], "a");
+}
+
+/// A loopback listener that runs `serve` on each connection.
+async fn raw_server<F, Fut>(serve: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    format!("http://{address}")
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+fn transport_error(base_url: &str, request_timeout: std::time::Duration) -> impl std::future::Future<Output = Error> {
+    let client = Client::builder()
+        .provider(deepomatic_config(base_url))
+        .request_timeout(request_timeout)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    async move { client.get(&task("1")).await.unwrap_err() }
+}
+
+#[tokio::test]
+async fn transport_errors_say_which_kind_and_which_host() {
+    use std::time::Duration;
+    use taskpoll::TransportKind;
+    use tokio::io::AsyncWriteExt as _;
+    let long = Duration::from_secs(10);
+
+    // Refused: a port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = transport_error(&format!("http://127.0.0.1:{port}"), long).await;
+    assert!(matches!(err, Error::Transport { kind: TransportKind::Refused, .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("connection refused by 127.0.0.1:{port}")), "{err}");
+
+    // Closed before an answer.
+    let url = raw_server(|mut s| async move {
+        read_request(&mut s).await;
+    })
+    .await;
+    let err = transport_error(&url, long).await;
+    assert!(matches!(err, Error::Transport { kind: TransportKind::Reset, .. }), "{err:?}");
+    assert!(err.to_string().contains(url.trim_start_matches("http://")), "{err}");
+
+    // Truncated body: a Content-Length larger than what is sent.
+    let url = raw_server(|mut s| async move {
+        read_request(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"id\":")
+            .await;
+    })
+    .await;
+    let err = transport_error(&url, long).await;
+    assert!(matches!(err, Error::Transport { kind: TransportKind::TruncatedBody, .. }), "{err:?}");
+    assert!(err.to_string().contains("truncated body"), "{err}");
+
+    // TLS: https to a plain-text server.
+    let url = raw_server(|mut s| async move {
+        use tokio::io::AsyncReadExt as _;
+        let _ = s.read(&mut [0u8; 1024]).await; // the ClientHello
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+    })
+    .await;
+    let err = transport_error(&url.replace("http://", "https://"), long).await;
+    assert!(matches!(err, Error::Transport { kind: TransportKind::Tls, .. }), "{err:?}");
+
+    // The request timeout, named with its value.
+    let url = raw_server(|mut s| async move {
+        read_request(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let err = transport_error(&url, Duration::from_millis(200)).await;
+    assert!(matches!(err, Error::Transport { kind: TransportKind::Timeout, .. }) && err.is_timeout(), "{err:?}");
+    assert!(err.to_string().contains("request timeout of 0.2 s"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unresolvable_host_is_a_dns_error() {
+    let err = transport_error("http://taskpoll-test.invalid", std::time::Duration::from_secs(10)).await;
+    assert!(matches!(err, Error::Transport { kind: taskpoll::TransportKind::Dns, .. }), "{err:?}");
+    assert!(err.to_string().contains("taskpoll-test.invalid"), "{err}");
+}
+
+/// The deadline error names the last cause and how to continue; a request
+/// cut off by the deadline says so (not "request timed out").
+#[tokio::test]
+async fn the_deadline_error_names_the_last_cause_and_how_to_continue() {
+    use std::time::Duration;
+    let url = raw_server(|mut s| async move {
+        read_request(&mut s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let client = Client::builder().provider(deepomatic_config(&url)).build().unwrap();
+    let err = client.wait(&task("1"), taskpoll::WaitOptions::new(Duration::from_millis(300))).await.unwrap_err();
+    assert!(err.is_deadline(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("last poll: request to 127.0.0.1:"), "{text}");
+    assert!(text.contains("deadline budget ran out"), "{text}");
+    assert!(text.contains("resume with its wait state"), "{text}");
+
+    let server = answering(ResponseTemplate::new(503).set_body_string("<html>busy</html>")).await;
+    let client = deepomatic(&server);
+    let err = client.wait(&task("1"), taskpoll::WaitOptions::new(Duration::from_millis(300))).await.unwrap_err();
+    assert!(err.to_string().contains("last poll: HTTP 503"), "{err}");
+    assert!(!err.to_string().contains("busy"), "server text is summarised away: {err}");
+
+    let server = answering(ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "pending"}))).await;
+    let err =
+        deepomatic(&server).wait(&task("1"), taskpoll::WaitOptions::new(Duration::from_millis(300))).await.unwrap_err();
+    assert!(err.to_string().contains("last seen queued"), "{err}");
+}
