@@ -48,10 +48,44 @@ pub(crate) fn single(
     record: CallRecord,
 ) -> Result<Task, Error> {
     let raw = answer(spec, operation, outcome, record)?;
-    let body = task_body(spec, operation, &raw)?;
+    from_raw(spec, operation, task_ref, &raw)
+}
+
+fn from_raw(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    task_ref: &TaskRef,
+    raw: &RawResponse,
+) -> Result<Task, Error> {
+    let body = task_body(spec, operation, raw)?;
     check_id(spec, operation, task_ref, &body)?;
     let hint = retry_after(&raw.headers, SystemTime::now());
     Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(hint))
+}
+
+/// Classifies an answer to a status read that was obtained elsewhere (a
+/// recorded answer, a webhook body) exactly as [`crate::Client::get`] would:
+/// the task, or the error the answer is. Never panics, whatever the bytes.
+///
+/// ```
+/// let spec = taskpoll::spec::provider("deepomatic").unwrap();
+/// let task_ref = taskpoll::TaskRef::new("deepomatic", "42")?;
+/// let task = taskpoll::observe::decode(spec, &task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
+/// assert_eq!(task.phase(), taskpoll::Phase::Succeeded);
+/// assert!(taskpoll::observe::decode(spec, &task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+pub fn decode(spec: &'static ProviderSpec, task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+    if !task_ref.provider().eq_ignore_ascii_case(spec.name) {
+        return Err(Error::config(format!("task {task_ref} is not a {} task", spec.name)));
+    }
+    let raw = RawResponse {
+        status: http_status,
+        headers: HeaderMap::new(),
+        body: bytes::Bytes::copy_from_slice(body),
+        redirect: None,
+    };
+    from_raw(spec, spec.get.operation, task_ref, &raw)
 }
 
 /// Refuses a task body whose id (where the spec says the body carries it) is
