@@ -90,7 +90,7 @@ pub fn decode(spec: &'static ProviderSpec, task_ref: &TaskRef, http_status: u16,
 
 /// Refuses a task body whose id (where the spec says the body carries it) is
 /// not the requested one. Ids are compared as text: providers send them as
-/// strings or integers. A body without an id is taken as it is.
+/// strings or integers. A body without an id (absent, null or `""`) is taken as it is.
 fn check_id(
     spec: &'static ProviderSpec,
     operation: &'static str,
@@ -98,7 +98,9 @@ fn check_id(
     body: &Value,
 ) -> Result<(), Error> {
     let answered = match spec.task.id.and_then(|pointer| body.pointer(pointer)) {
+        // Absent, null or empty (Qolaba documents `task_id: ""`): the body names no task.
         None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) if s.is_empty() => return Ok(()),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     };

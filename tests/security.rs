@@ -192,6 +192,7 @@ async fn an_answer_about_another_task_is_refused_and_ids_compare_as_text() {
         (json!("269999729"), "269999729", true),
         (json!(269999729), "269999729", true),
         (json!(null), "269999729", true),
+        (json!(""), "269999729", true),
         (json!("269999730"), "269999729", false),
         (json!(269999730), "269999729", false),
         (json!("0269999729"), "269999729", false),
