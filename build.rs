@@ -569,6 +569,7 @@ struct Meta {
     get_op: String,
     id_in: String,
     id_name: String,
+    id_allow: String,
     inputs: Vec<(String, String, String)>,
     many: Option<Many>,
     rate: Option<Rate>,
@@ -760,6 +761,23 @@ impl Meta {
             return Err(format!("`get.id.in` must be path, query or body, got `{id_in}`"));
         }
         let id_name = str_at(id, "name", "get.id")?.to_string();
+        if let Some(unknown) =
+            id.as_object().and_then(|m| m.keys().find(|k| !["in", "name", "allow"].contains(&k.as_str())))
+        {
+            return Err(format!("unknown key `get.id.{unknown}` (known: in, name, allow)"));
+        }
+        // Characters refused in ids unless the spec allows them (see specs/README.md).
+        let mut id_allow = String::new();
+        for allowed in string_list(id.get("allow"), "get.id.allow")? {
+            match allowed.as_str() {
+                "/" | ";" => id_allow.push_str(&allowed),
+                other => {
+                    return Err(format!(
+                        "`get.id.allow`: `{other}` is not one of the characters refused by default (`/`, `;`)"
+                    ));
+                }
+            }
+        }
         let mut inputs = Vec::new();
         if let Some(list) = get.get("inputs").and_then(Value::as_array) {
             for input in list {
@@ -973,6 +991,7 @@ impl Meta {
             get_op,
             id_in,
             id_name,
+            id_allow,
             inputs,
             many,
             rate,
@@ -1355,7 +1374,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
          name: {name:?}, title: {title:?}, module: {module:?}, default_base_url: {base:?},\n\
          server_variables: &[{server_vars}], base_url_env: {base_env:?}, credentials_url: {credentials_url},\n\
          celery_backed: {celery},\n\
-         get: crate::spec::GetSpec {{ operation: {get_op:?}, id_location: {id_in:?}, id_name: {id_name:?}, inputs: &[{inputs}] }},\n\
+         get: crate::spec::GetSpec {{ operation: {get_op:?}, id_location: {id_in:?}, id_name: {id_name:?}, id_allow: {id_allow:?}, inputs: &[{inputs}] }},\n\
          many: {many}, rate: {rate},\n\
          task: crate::spec::TaskShape {{ status: {status:?}, id: {id_ptr:?}, error: &{error:?}, result: {result:?}, task_body_statuses: &{tbs:?} }},\n\
          error_message: &{error_message:?},\n\
@@ -1391,6 +1410,7 @@ fn extra_code(meta: &Meta, ops: &Operations, doc: &Value, module: &str) -> Resul
         get_op = meta.get_op,
         id_in = meta.id_in,
         id_name = meta.id_name,
+        id_allow = meta.id_allow,
         inputs = inputs.join(", "),
         status = meta.status,
         id_ptr = meta.id_pointer,

@@ -117,21 +117,18 @@ impl Client {
     /// (the polling engine passes the time left before its deadline).
     pub async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
         let provider = self.configured(task.provider())?;
-        validate_id(task.id())?;
+        validate_id(provider.spec, task.id())?;
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
         if timeout.is_zero() {
-            return Err(Error::Transport {
-                provider: provider.spec.name,
-                operation: provider.spec.get.operation,
-                kind: crate::error::TransportKind::Timeout,
-                source: "no time left for the request".into(),
-            });
+            return Err(observe::no_time_left(provider.spec, &provider.base_url));
         }
+        let from_deadline = timeout < provider.request_timeout;
         let inputs = task.input_pairs();
         let read = |timeout: Duration| {
             let inputs = &inputs;
             async move {
-                let (outcome, record) = transport::scoped(Some(timeout), provider.ops.get(task.id(), inputs)).await;
+                let limit = Some((timeout, from_deadline));
+                let (outcome, record) = transport::scoped_by(limit, provider.ops.get(task.id(), inputs)).await;
                 observe::single(provider.spec, provider.spec.get.operation, task, outcome, record)
             }
         };
@@ -237,14 +234,11 @@ impl Client {
             for _ in 0..MAX_PAGES {
                 let timeout = provider.request_timeout.min(budget.saturating_sub(started.elapsed()));
                 if timeout.is_zero() {
-                    return Err(Error::Transport {
-                        provider: spec.name,
-                        operation: many.operation,
-                        kind: crate::error::TransportKind::Timeout,
-                        source: "no time left for the request".into(),
-                    });
+                    return Err(observe::no_time_left(spec, &provider.base_url));
                 }
-                let (outcome, record) = transport::scoped(Some(timeout), provider.ops.list(chunk, &page)).await;
+                let from_deadline = timeout < provider.request_timeout;
+                let (outcome, record) =
+                    transport::scoped_by(Some((timeout, from_deadline)), provider.ops.list(chunk, &page)).await;
                 let raw = observe::answer(spec, many.operation, outcome, record)?;
                 let mut body = observe::task_body(spec, many.operation, &raw)?;
                 let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str).map(str::to_string);

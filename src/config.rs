@@ -46,7 +46,7 @@ enum Selector {
 ///     .server_variable("cloud_name", "demo");
 /// # let _ = (deepomatic, cloudinary);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProviderConfig {
     name: String,
     credentials: Vec<(Selector, Credential)>,
@@ -56,6 +56,20 @@ pub struct ProviderConfig {
     refresh: Option<(Selector, Refresher)>,
     rate: Option<RateSpec>,
     max_in_flight: Option<usize>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The base URL is shown without userinfo, query or fragment (they may carry secrets).
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("credentials", &self.credentials)
+            .field("base_url", &self.base_url.as_deref().map(redact_url))
+            .field("variables", &self.variables)
+            .field("request_timeout", &self.request_timeout)
+            .field("refresh", &self.refresh)
+            .finish()
+    }
 }
 
 impl ProviderConfig {
@@ -100,6 +114,10 @@ impl ProviderConfig {
 
     /// Overrides the spec's server URL (a simulator, a proxy, a regional host).
     /// `{variable}` placeholders in it are filled like the default's.
+    ///
+    /// [`ClientBuilder::build`] refuses an empty URL, one with credentials in
+    /// it (`user:password@`: use the credential setters) and one with a query
+    /// or fragment (the task path would be lost or land inside the query).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.base_url = Some(url.into());
         self
@@ -217,6 +235,14 @@ impl ClientBuilder {
     }
 
     /// Uses this `reqwest::Client` as is (its own timeouts, proxies, TLS).
+    ///
+    /// **Disable redirects on it** (`reqwest::redirect::Policy::none()`):
+    /// taskpoll cannot change a given client's redirect policy, and reqwest
+    /// strips only `Authorization` when it follows a redirect to another
+    /// origin, so API-key headers would be sent there. taskpoll refuses an
+    /// answer that came from another origin ([`Error::CrossOriginAnswer`]),
+    /// but by then the request has left. taskpoll's own client follows no
+    /// redirect.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -303,8 +329,12 @@ impl ClientBuilder {
             .map_err(|_| Error::config("the user agent contains characters not allowed in a header"))?;
         let http = match self.http {
             Some(http) => http,
+            // Redirects are never followed: the credential headers (`X-API-KEY`, …)
+            // would go to whatever origin a `Location` names (reqwest strips only
+            // `Authorization`). A 3xx is reported as the API error it is.
             None => reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         };
@@ -358,13 +388,48 @@ fn resolve_credentials(
     let mut out: Vec<(&'static str, Credential)> = Vec::new();
     for (selector, credential) in &config.credentials {
         let scheme = resolve_scheme(spec, selector)?;
-        if !crate::transport::fits(scheme.kind, credential) {
-            return Err(Error::config(format!("{}: wrong kind of credential for scheme `{}`", spec.name, scheme.name)));
+        if let Err(reason) = crate::transport::sendable(scheme.kind, credential) {
+            return Err(Error::config(format!("{}: the credential for scheme `{}`: {reason}", spec.name, scheme.name)));
         }
         out.retain(|(name, _)| *name != scheme.name);
         out.push((scheme.name, credential.clone()));
     }
+    if !out.is_empty() {
+        check_alternatives(spec, &out)?;
+    }
     Ok(out)
+}
+
+/// Refuses credentials that satisfy none of the read operation's security
+/// alternatives (Deepomatic's app id without its key): nothing could be sent.
+/// Configuring no credential at all is left to the call, which reports
+/// [`Error::MissingCredentials`] without sending.
+fn check_alternatives(spec: &'static ProviderSpec, configured: &[(&'static str, Credential)]) -> Result<()> {
+    let alternatives = spec.get_security();
+    let has = |scheme: &&str| configured.iter().any(|(name, _)| name == scheme);
+    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.iter().all(has)) {
+        return Ok(());
+    }
+    let describe = |scheme: &str| {
+        let env = spec.scheme(scheme).map(|s| s.env.join(" + ")).unwrap_or_default();
+        if env.is_empty() { scheme.to_string() } else { format!("{scheme} ({env})") }
+    };
+    let have: Vec<&str> = configured.iter().map(|(name, _)| *name).collect();
+    let fewest = alternatives.iter().map(|alt| alt.iter().filter(|s| !has(s)).count()).min().unwrap_or(0);
+    let mut missing: Vec<String> = Vec::new();
+    for alt in alternatives.iter().filter(|alt| alt.iter().filter(|s| !has(s)).count() == fewest) {
+        let needed = alt.iter().filter(|s| !has(s)).map(|s| describe(s)).collect::<Vec<_>>().join(" + ");
+        if !missing.contains(&needed) {
+            missing.push(needed);
+        }
+    }
+    Err(Error::config(format!(
+        "{}: {} alone cannot authenticate `{}`; also configure {}",
+        spec.name,
+        have.join(" + "),
+        spec.get.operation,
+        missing.join(" or ")
+    )))
 }
 
 /// The scheme a selector names (`basic`, `bearer`, `api key` or a name).
@@ -390,6 +455,9 @@ fn scheme_names(spec: &ProviderSpec) -> String {
 
 fn resolve_base_url(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<String> {
     let template = config.base_url.clone().unwrap_or_else(|| spec.default_base_url.to_string());
+    if template.trim().is_empty() {
+        return Err(Error::config(format!("{}: the base URL is empty", spec.name)));
+    }
     let mut url = template.clone();
     for var in spec.server_variables {
         let placeholder = format!("{{{}}}", var.name);
@@ -415,13 +483,27 @@ fn resolve_base_url(spec: &'static ProviderSpec, config: &ProviderConfig) -> Res
         }
         url = url.replace(&placeholder, &value);
     }
+    // Messages show the URL redacted: userinfo, query and fragment may hold secrets.
+    let shown = redact_url(&url);
     if url.contains('{') {
-        return Err(Error::config(format!("{}: base URL {url:?} has an unknown placeholder", spec.name)));
+        return Err(Error::config(format!("{}: base URL {shown:?} has an unknown placeholder", spec.name)));
     }
     let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| Error::config(format!("{}: base URL {url:?} is not a URL: {e}", spec.name)))?;
+        .map_err(|e| Error::config(format!("{}: base URL {shown:?} is not a URL: {e}", spec.name)))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
-        return Err(Error::config(format!("{}: base URL {url:?} must be http or https", spec.name)));
+        return Err(Error::config(format!("{}: base URL {shown:?} must be http or https", spec.name)));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(Error::config(format!(
+            "{}: base URL {shown:?} must not contain credentials (user:password@); set them with the credential setters or variables",
+            spec.name
+        )));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(Error::config(format!(
+            "{}: base URL {shown:?} must not have a query or fragment (the task path would be lost)",
+            spec.name
+        )));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -482,11 +564,25 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
     Ok(Some(config))
 }
 
+/// A URL as it may be shown: no userinfo, query or fragment, even when it
+/// does not parse.
+fn redact_url(text: &str) -> String {
+    let text = text.find(['?', '#']).map_or(text, |end| &text[..end]);
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), text),
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}{host}{path}")
+}
+
 /// A host-only URL from the environment (`https://api.deepomatic.com`) keeps
 /// the spec server's path (`/v0.7`), as the official clients do with their
 /// host variables; a URL with a path is used as it is.
 fn with_server_path(spec: &ProviderSpec, url: &str) -> String {
-    let host_only = reqwest::Url::parse(url).is_ok_and(|u| u.path() == "/" && u.query().is_none());
+    let host_only =
+        reqwest::Url::parse(url).is_ok_and(|u| u.path() == "/" && u.query().is_none() && u.fragment().is_none());
     // The default's path, placeholders kept (`/v2/analysis/{cloud_name}`).
     let server_path = spec.default_base_url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
     match server_path {

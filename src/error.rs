@@ -10,12 +10,64 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransportKind {
-    /// Could not connect.
+    /// Could not connect, for a reason not listed below.
     Connect,
-    /// The request timed out (per-request timeout, clipped to the deadline).
+    /// The server refused the connection (nothing listens on that port).
+    Refused,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The connection was reset or closed before the answer was complete.
+    Reset,
+    /// The answer's body ended early (fewer bytes than its `Content-Length`).
+    TruncatedBody,
+    /// The per-request timeout passed.
     Timeout,
-    /// The connection broke while reading the answer, or anything else.
+    /// The request was cut off because the wait's deadline budget ran out.
+    DeadlineBudget,
+    /// Anything else.
     Other,
+}
+
+impl TransportKind {
+    /// What happened, for a message about `host`.
+    fn describe(self, host: &str) -> String {
+        match self {
+            TransportKind::Connect => format!("could not connect to {host}"),
+            TransportKind::Refused => format!("connection refused by {host}"),
+            TransportKind::Dns => format!("could not resolve {host} (DNS)"),
+            TransportKind::Tls => format!("TLS handshake with {host} failed"),
+            TransportKind::Reset => format!("connection to {host} reset or closed before the answer was complete"),
+            TransportKind::TruncatedBody => format!("answer from {host} cut short (truncated body)"),
+            TransportKind::Timeout => format!("request to {host} timed out"),
+            TransportKind::DeadlineBudget => format!("request to {host} stopped: the wait's deadline budget ran out"),
+            TransportKind::Other => format!("transport error with {host}"),
+        }
+    }
+}
+
+fn transport_message(kind: TransportKind, host: &str, timeout: Option<Duration>) -> String {
+    let what = kind.describe(host);
+    match (kind, timeout) {
+        (TransportKind::Timeout, Some(t)) => format!("{what} (request timeout of {})", seconds(t)),
+        (TransportKind::DeadlineBudget, Some(t)) => format!("{what} ({} were left)", seconds(t)),
+        _ => what,
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// The end of a wait's deadline message: the last cause and how to continue.
+fn deadline_message(last: Option<&Task>, last_error: Option<&Error>) -> String {
+    let cause = match (last_error, last) {
+        (Some(error), _) => format!("last poll: {}", error.summary()),
+        (None, Some(task)) => format!("last seen {}", task.phase()),
+        (None, None) => "no poll was answered".to_string(),
+    };
+    format!("{cause}; it may still finish: resume with its wait state (Client::resume)")
 }
 
 /// Everything that can go wrong, with the context to act on it.
@@ -82,11 +134,7 @@ pub enum Error {
         message: String,
     },
     /// Connecting, sending or reading failed, or the request timed out.
-    #[error("{provider} {operation}: {}", match kind {
-        TransportKind::Connect => "could not connect",
-        TransportKind::Timeout => "request timed out",
-        TransportKind::Other => "transport error",
-    })]
+    #[error("{provider} {operation}: {}", transport_message(*kind, host, *timeout))]
     Transport {
         /// The provider.
         provider: &'static str,
@@ -94,6 +142,11 @@ pub enum Error {
         operation: &'static str,
         /// What kind of failure.
         kind: TransportKind,
+        /// The host (and port) the request went to; never userinfo, path or query.
+        host: String,
+        /// The time limit that applied, for [`TransportKind::Timeout`] and
+        /// [`TransportKind::DeadlineBudget`].
+        timeout: Option<Duration>,
         /// The reqwest error.
         #[source]
         source: BoxError,
@@ -142,6 +195,32 @@ pub enum Error {
         /// The cap.
         limit: usize,
     },
+    /// The answer came from another origin than the request's (a redirect
+    /// followed by a caller-supplied HTTP client); it was not read.
+    #[error(
+        "{provider} {operation}: refused an answer from another origin ({origin}); disable redirects on the HTTP client given to ClientBuilder::http_client"
+    )]
+    CrossOriginAnswer {
+        /// The provider.
+        provider: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The origin that answered (`scheme://host:port`).
+        origin: String,
+    },
+    /// The answer is about another task than the one asked for (the body's
+    /// id, where the spec says it is, differs); it is not taken as the task.
+    #[error("{provider} {operation}: asked for task {requested:?} but the answer is about task {answered:?}")]
+    TaskIdMismatch {
+        /// The provider.
+        provider: &'static str,
+        /// The operation.
+        operation: &'static str,
+        /// The id asked for (an excerpt).
+        requested: String,
+        /// The id in the answer, as text (an excerpt).
+        answered: String,
+    },
     /// A batch answer did not include this id.
     #[error("{provider}: task {id:?} is missing from the batch answer")]
     MissingFromBatch {
@@ -172,7 +251,8 @@ pub enum Error {
     },
     /// The deadline passed before the task finished.
     #[error(
-        "task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls); it may still finish: re-attach with its wait state"
+        "task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls); {}",
+        deadline_message(last.as_deref(), last_error.as_deref())
     )]
     DeadlineExceeded {
         /// The task, to re-attach.
@@ -285,8 +365,16 @@ impl Error {
             Error::InvalidRequest { provider, operation, message } => {
                 Error::InvalidRequest { provider, operation, message: message.clone() }
             }
-            Error::Transport { provider, operation, kind, source } => {
-                Error::Transport { provider, operation, kind: *kind, source: source.to_string().into() }
+            Error::Transport { provider, operation, kind, host, timeout, source } => Error::Transport {
+                provider,
+                operation,
+                kind: *kind,
+                host: host.clone(),
+                timeout: *timeout,
+                source: source.to_string().into(),
+            },
+            Error::CrossOriginAnswer { provider, operation, origin } => {
+                Error::CrossOriginAnswer { provider, operation, origin: origin.clone() }
             }
             Error::Config { message } => Error::Config { message: message.clone() },
             // Not read errors; kept as their text, classified as a permanent failure.
@@ -341,9 +429,25 @@ impl Error {
         matches!(self, Error::Transport { .. })
     }
 
-    /// A request that timed out.
+    /// A request that timed out (its own timeout, or the wait's deadline budget).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Transport { kind: TransportKind::Timeout, .. })
+        matches!(self, Error::Transport { kind: TransportKind::Timeout | TransportKind::DeadlineBudget, .. })
+    }
+
+    /// A short cause without server text: `HTTP 503`, `connection refused by host:port`.
+    fn summary(&self) -> String {
+        match self {
+            Error::Transport { kind, host, timeout, .. } => transport_message(*kind, host, *timeout),
+            Error::TaskIdMismatch { .. } => "an answer about another task".to_string(),
+            Error::CrossOriginAnswer { origin, .. } => format!("an answer from another origin ({origin})"),
+            Error::MissingCredentials { .. } => "no credentials".to_string(),
+            Error::InvalidBody { status, reason, .. } => format!("HTTP {status} body is not a task ({reason})"),
+            Error::BodyTooLarge { status, limit, .. } => format!("HTTP {status} body over the {limit}-byte cap"),
+            other => match other.status() {
+                Some(status) => format!("HTTP {status}"),
+                None => "error".to_string(),
+            },
+        }
     }
 
     /// The wait ran out of time (deadline passed, or a `Retry-After` pointed past it).

@@ -48,9 +48,71 @@ pub(crate) fn single(
     record: CallRecord,
 ) -> Result<Task, Error> {
     let raw = answer(spec, operation, outcome, record)?;
-    let body = task_body(spec, operation, &raw)?;
+    from_raw(spec, operation, task_ref, &raw)
+}
+
+fn from_raw(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    task_ref: &TaskRef,
+    raw: &RawResponse,
+) -> Result<Task, Error> {
+    let body = task_body(spec, operation, raw)?;
+    check_id(spec, operation, task_ref, &body)?;
     let hint = retry_after(&raw.headers, SystemTime::now());
     Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(hint))
+}
+
+/// Classifies an answer to a status read that was obtained elsewhere (a
+/// recorded answer, a webhook body) exactly as [`crate::Client::get`] would:
+/// the task, or the error the answer is. Never panics, whatever the bytes.
+///
+/// ```
+/// let spec = taskpoll::spec::provider("deepomatic").unwrap();
+/// let task_ref = taskpoll::TaskRef::new("deepomatic", "42")?;
+/// let task = taskpoll::observe::decode(spec, &task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
+/// assert_eq!(task.phase(), taskpoll::Phase::Succeeded);
+/// assert!(taskpoll::observe::decode(spec, &task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
+/// # Ok::<(), taskpoll::Error>(())
+/// ```
+pub fn decode(spec: &'static ProviderSpec, task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+    if !task_ref.provider().eq_ignore_ascii_case(spec.name) {
+        return Err(Error::config(format!("task {task_ref} is not a {} task", spec.name)));
+    }
+    let raw = RawResponse {
+        status: http_status,
+        headers: HeaderMap::new(),
+        body: bytes::Bytes::copy_from_slice(body),
+        redirect: None,
+    };
+    from_raw(spec, spec.get.operation, task_ref, &raw)
+}
+
+/// Refuses a task body whose id (where the spec says the body carries it) is
+/// not the requested one. Ids are compared as text: providers send them as
+/// strings or integers. A body without an id (absent, null or `""`) is taken as it is.
+fn check_id(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    task_ref: &TaskRef,
+    body: &Value,
+) -> Result<(), Error> {
+    let answered = match spec.task.id.and_then(|pointer| body.pointer(pointer)) {
+        // Absent, null or empty (Qolaba documents `task_id: ""`): the body names no task.
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::String(s)) if s.is_empty() => return Ok(()),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    if answered == task_ref.id() {
+        return Ok(());
+    }
+    Err(Error::TaskIdMismatch {
+        provider: spec.name,
+        operation,
+        requested: excerpt(task_ref.id(), 80),
+        answered: excerpt(&answered, 80),
+    })
 }
 
 /// The raw answer of a call, or the error that prevented one.
@@ -63,6 +125,9 @@ pub(crate) fn answer(
     if let Some(needed) = record.missing_credentials {
         return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
     }
+    if let Some(origin) = record.other_origin {
+        return Err(Error::CrossOriginAnswer { provider: spec.name, operation, origin });
+    }
     if let Some((status, limit)) = record.too_large {
         return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
     }
@@ -73,14 +138,18 @@ pub(crate) fn answer(
     let error = match outcome {
         Ok(()) => Error::InvalidRequest { provider: spec.name, operation, message: "no answer was recorded".into() },
         Err(progenitor_client::Error::CommunicationError(e)) | Err(progenitor_client::Error::ResponseBodyError(e)) => {
-            let kind = if e.is_timeout() {
-                TransportKind::Timeout
-            } else if e.is_connect() {
-                TransportKind::Connect
-            } else {
-                TransportKind::Other
+            let (timeout, from_deadline) = match record.timeout {
+                Some((timeout, from_deadline)) => (Some(timeout), from_deadline),
+                None => (None, false),
             };
-            Error::Transport { provider: spec.name, operation, kind, source: Box::new(e) }
+            let kind = match transport_kind(&e) {
+                TransportKind::Timeout if from_deadline => TransportKind::DeadlineBudget,
+                kind => kind,
+            };
+            let host = e.url().map(crate::transport::host_of).or(record.host).unwrap_or_else(|| "the server".into());
+            let timeout =
+                if matches!(kind, TransportKind::Timeout | TransportKind::DeadlineBudget) { timeout } else { None };
+            Error::Transport { provider: spec.name, operation, kind, host, timeout, source: Box::new(e.without_url()) }
         }
         Err(progenitor_client::Error::InvalidRequest(message)) | Err(progenitor_client::Error::Custom(message)) => {
             Error::InvalidRequest { provider: spec.name, operation, message }
@@ -88,6 +157,60 @@ pub(crate) fn answer(
         Err(other) => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
     };
     Err(error)
+}
+
+/// What kind of transport failure a reqwest error is, from its chain of sources.
+fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    use std::io::ErrorKind;
+    if error.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return TransportKind::Refused,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                    return TransportKind::Reset;
+                }
+                ErrorKind::UnexpectedEof => return TransportKind::TruncatedBody,
+                ErrorKind::TimedOut => return TransportKind::Timeout,
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return TransportKind::Reset;
+        }
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push('\n');
+        source = e.source();
+    }
+    // The resolver's and the TLS backend's error types are private to
+    // hyper-util and native-tls, so these two are recognised by their text.
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        TransportKind::Dns
+    } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
+        TransportKind::Tls
+    } else if error.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    }
+}
+
+/// The error of a read that had no time left to send its request.
+pub(crate) fn no_time_left(spec: &'static ProviderSpec, base_url: &str) -> Error {
+    let host =
+        reqwest::Url::parse(base_url).map_or_else(|_| "the server".into(), |url| crate::transport::host_of(&url));
+    Error::Transport {
+        provider: spec.name,
+        operation: spec.get.operation,
+        kind: TransportKind::DeadlineBudget,
+        host,
+        timeout: Some(std::time::Duration::ZERO),
+        source: "no time left for the request".into(),
+    }
 }
 
 /// The JSON body of an answer that carries a task (2xx, or a status the spec
@@ -131,7 +254,12 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         provider: spec.name,
         operation,
         status: raw.status,
-        message: parsed.and_then(|body| error_message(spec, body)),
+        message: match &raw.redirect {
+            Some(target) => {
+                Some(format!("redirect to {target} not followed (credentials stay with the configured origin)"))
+            }
+            None => parsed.and_then(|body| error_message(spec, body)),
+        },
         body_excerpt: body_excerpt(&raw.body),
         body_is_json: parsed.is_some(),
         retry_after: retry_after(&raw.headers, SystemTime::now()),

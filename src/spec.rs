@@ -97,6 +97,67 @@ impl ProviderSpec {
         (self.parse_documented)(schema, json)
     }
 
+    /// The security alternatives of the read operation (each a list of
+    /// scheme names that must all be sent); empty when it needs no credential.
+    pub fn get_security(&self) -> &'static [&'static [&'static str]] {
+        self.security.iter().find(|(op, _)| *op == self.get.operation).map_or(&[], |(_, alternatives)| *alternatives)
+    }
+
+    /// The sets of environment variables that each suffice to configure this
+    /// provider from the environment, smallest first within the spec's order
+    /// of security alternatives: the variables of one alternative's schemes,
+    /// plus those of required server variables, or the credentials-URL
+    /// variable in place of what it supplies (`CLOUDINARY_URL`). A set that is
+    /// a superset of another is left out, so every name in a set is needed.
+    /// `[[]]` when the provider needs no variable at all; empty when the
+    /// environment cannot configure it.
+    ///
+    /// ```
+    /// let deepomatic = taskpoll::spec::provider("deepomatic").unwrap();
+    /// assert_eq!(deepomatic.env_alternatives(), vec![vec!["DEEPOMATIC_API_KEY"]]);
+    /// ```
+    pub fn env_alternatives(&self) -> Vec<Vec<&'static str>> {
+        let required: Vec<&'static ServerVariable> = self
+            .server_variables
+            .iter()
+            .filter(|v| v.required && self.default_base_url.contains(&format!("{{{}}}", v.name)))
+            .collect();
+        // The variables of the required server variables, except one the credentials URL supplies;
+        // `None` when one of them has no variable.
+        let server_env = |supplied: Option<&str>| -> Option<Vec<&'static str>> {
+            required.iter().filter(|v| Some(v.name) != supplied).map(|v| v.env).collect()
+        };
+        let alternatives: &[&[&str]] = match self.get_security() {
+            [] => &[&[]],
+            some => some,
+        };
+        let mut sets: Vec<Vec<&'static str>> = Vec::new();
+        for alternative in alternatives {
+            let schemes: Option<Vec<&'static Scheme>> =
+                alternative.iter().map(|name| self.scheme(name).filter(|s| !s.env.is_empty())).collect();
+            let Some(schemes) = schemes else { continue };
+            if let Some(server) = server_env(None) {
+                sets.push(schemes.iter().flat_map(|s| s.env.iter().copied()).chain(server).collect());
+            }
+            if let Some(url) = self.credentials_url
+                && alternative.contains(&url.scheme)
+                && let Some(server) = server_env(Some(url.server_variable))
+            {
+                let others = schemes.iter().filter(|s| s.name != url.scheme).flat_map(|s| s.env.iter().copied());
+                sets.push(std::iter::once(url.var).chain(others).chain(server).collect());
+            }
+        }
+        let mut minimal: Vec<Vec<&'static str>> = Vec::new();
+        for set in &sets {
+            let has_smaller = sets.iter().any(|other| other.len() < set.len() && other.iter().all(|v| set.contains(v)));
+            if !has_smaller && !minimal.contains(set) {
+                minimal.push(set.clone());
+            }
+        }
+        minimal.sort_by_key(Vec::len);
+        minimal
+    }
+
     /// The documented examples of one operation and status.
     pub fn examples_for(&self, operation: &str, status: &str) -> impl Iterator<Item = &'static Example> + use<> {
         let operation = operation.to_string();
@@ -141,6 +202,9 @@ pub struct GetSpec {
     pub id_location: &'static str,
     /// The parameter or body field that carries the id.
     pub id_name: &'static str,
+    /// Characters refused in ids by default (`/`, `;`) that this spec allows
+    /// (`x-taskpoll.get.id.allow`).
+    pub id_allow: &'static str,
     /// Extra inputs a task reference may carry.
     pub inputs: &'static [InputSpec],
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
+use crate::spec::ProviderSpec;
 
 /// Where a task is in its life, whatever the provider calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -58,8 +59,14 @@ impl fmt::Display for Phase {
 /// The longest task id taskpoll will send.
 pub const MAX_ID_LEN: usize = 512;
 
-/// Refuses ids that cannot be sent as exactly one path segment or body value.
-pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
+/// Characters refused in ids unless the provider's spec allows them
+/// (`x-taskpoll.get.id.allow`): some servers decode `%2F` before routing, and
+/// `;` starts path parameters at others, so either may address another resource.
+pub(crate) const REFUSED_BY_DEFAULT: [char; 2] = ['/', ';'];
+
+/// Refuses ids that cannot be sent as exactly one path segment or body value
+/// at this provider.
+pub(crate) fn validate_id(spec: &ProviderSpec, id: &str) -> Result<(), Error> {
     let reason = if id.is_empty() {
         "is empty"
     } else if id == "." || id == ".." {
@@ -73,6 +80,8 @@ pub(crate) fn validate_id(id: &str) -> Result<(), Error> {
         "contains a backslash"
     } else if id.trim() != id {
         "has leading or trailing whitespace"
+    } else if id.contains(|c| REFUSED_BY_DEFAULT.contains(&c) && !spec.get.id_allow.contains(c)) {
+        "contains `/` or `;`, which this provider's spec does not allow in ids (some servers decode `%2F` before routing)"
     } else {
         return Ok(());
     };
@@ -92,7 +101,8 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
 ///
 /// Its string form is `provider:id`, with extra inputs as a query:
 /// `qolaba:6f1c2d9e?refID=order-7`. `%`, `?`, `&`, `=` and control characters
-/// in the id or inputs are percent-encoded.
+/// in the id or inputs are percent-encoded. Parsing refuses an input given
+/// twice, an empty input value and an empty `name=value` part.
 ///
 /// ```
 /// let task: taskpoll::TaskRef = "deepomatic:269999729".parse()?;
@@ -116,11 +126,12 @@ impl TaskRef {
     pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
         let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
         let id = id.into();
-        validate_id(&id)?;
+        validate_id(spec, &id)?;
         Ok(Self { provider: spec.name.to_string(), id, inputs: BTreeMap::new() })
     }
 
     /// Adds an extra input the provider's spec declares (e.g. `refID`).
+    /// An empty value is refused: leave the input out instead.
     pub fn with_input(mut self, name: &str, value: impl Into<String>) -> Result<Self, Error> {
         let spec = crate::spec::provider(&self.provider).ok_or_else(|| Error::unknown_provider(&self.provider))?;
         let Some(input) = spec.get.inputs.iter().find(|i| i.name == name) else {
@@ -135,6 +146,12 @@ impl TaskRef {
             });
         };
         let value = value.into();
+        if value.is_empty() {
+            return Err(Error::InvalidTaskRef {
+                input: self.to_string(),
+                reason: format!("input `{name}` is empty (leave it out instead)"),
+            });
+        }
         if value.chars().any(char::is_control) || value.len() > MAX_ID_LEN {
             return Err(Error::InvalidTaskRef {
                 input: excerpt(&value, 80),
@@ -193,9 +210,14 @@ impl FromStr for TaskRef {
                 .map_err(|_| bad("percent-encoding is not UTF-8"))
         };
         let mut task = TaskRef::new(provider, decode(id)?)?;
-        for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        // `provider:id?` and `a=1&&b=2` are refused: an empty part is a typo, never meant.
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
             let (k, v) = pair.split_once('=').ok_or_else(|| bad("inputs must be `name=value`"))?;
-            task = task.with_input(&decode(k)?, decode(v)?)?;
+            let name = decode(k)?;
+            if task.inputs.contains_key(&name) {
+                return Err(bad(&format!("input `{name}` is given twice")));
+            }
+            task = task.with_input(&name, decode(v)?)?;
         }
         Ok(task)
     }

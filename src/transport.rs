@@ -65,6 +65,13 @@ pub(crate) struct CallRecord {
     pub(crate) response: Option<RawResponse>,
     pub(crate) missing_credentials: Option<String>,
     pub(crate) too_large: Option<(u16, usize)>,
+    /// The origin of an answer that came from elsewhere than the request's
+    /// origin (a redirect followed by a caller-supplied HTTP client).
+    pub(crate) other_origin: Option<String>,
+    /// The host and port the request went to (for transport errors).
+    pub(crate) host: Option<String>,
+    /// The time limit of the call, and whether it was the wait's remaining budget.
+    pub(crate) timeout: Option<(Duration, bool)>,
 }
 
 /// One HTTP answer, as received (body capped).
@@ -73,11 +80,14 @@ pub(crate) struct RawResponse {
     pub(crate) status: u16,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// For a 3xx: where its `Location` points (an origin, or "the same origin").
+    pub(crate) redirect: Option<String>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct CallScope {
-    pub(crate) timeout: Option<Duration>,
+    /// The per-request timeout, and whether it is the wait's remaining budget.
+    pub(crate) timeout: Option<(Duration, bool)>,
     pub(crate) record: Mutex<CallRecord>,
 }
 
@@ -85,15 +95,26 @@ tokio::task_local! {
     static CALL: Arc<CallScope>;
 }
 
-/// Runs one glue call with a per-request timeout and returns what the hooks saw.
-pub(crate) async fn scoped<F, T>(timeout: Option<Duration>, call: F) -> (T, CallRecord)
+/// Runs one glue call with a per-request timeout and returns what the hooks
+/// saw, saying whether the timeout is the wait's remaining budget (shorter than
+/// the request timeout), so a timeout error can say which it was.
+pub(crate) async fn scoped_by<F, T>(timeout: Option<(Duration, bool)>, call: F) -> (T, CallRecord)
 where
     F: std::future::Future<Output = T>,
 {
-    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord::default()) });
+    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord { timeout, ..CallRecord::default() }) });
     let out = CALL.scope(scope.clone(), call).await;
     let record = std::mem::take(&mut *scope.record.lock().unwrap_or_else(|e| e.into_inner()));
     (out, record)
+}
+
+/// `host:port` of a URL, never its userinfo, path or query.
+pub(crate) fn host_of(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "the server".to_string(),
+    }
 }
 
 fn with_record(f: impl FnOnce(&mut CallRecord)) {
@@ -111,7 +132,7 @@ pub fn pre(
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
     headers.remove("api-version");
     headers.insert(USER_AGENT, ctx.user_agent.clone());
-    if let Ok(Some(timeout)) = CALL.try_with(|scope| scope.timeout) {
+    if let Ok(Some((timeout, _))) = CALL.try_with(|scope| scope.timeout) {
         *request.timeout_mut() = Some(timeout);
     }
     let alternatives: &[&[&str]] = security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[]);
@@ -171,6 +192,8 @@ pub async fn exec(
     operation_id: &str,
 ) -> reqwest::Result<reqwest::Response> {
     let method = request.method().clone();
+    let request_url = request.url().clone();
+    with_record(|r| r.host = Some(host_of(&request_url)));
     let started = std::time::Instant::now();
     // Headers are never logged: they carry the credentials.
     let mut response = match http.execute(request).await {
@@ -191,6 +214,14 @@ pub async fn exec(
     let status = response.status();
     let headers = response.headers().clone();
     let version = response.version();
+    // A caller-supplied client may follow redirects: never take another origin's answer.
+    if response.url().origin() != request_url.origin() {
+        let origin = response.url().origin().ascii_serialization();
+        tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
+        with_record(|r| r.other_origin = Some(origin));
+        return Ok(rebuild(status, version, headers, Bytes::new()));
+    }
+    let redirect = status.is_redirection().then(|| redirect_target(&request_url, &headers));
     let limit = ctx.max_body_bytes;
     if response.content_length().is_some_and(|len| len > limit as u64) {
         with_record(|r| r.too_large = Some((status.as_u16(), limit)));
@@ -206,9 +237,20 @@ pub async fn exec(
     }
     let body = body.freeze();
     with_record(|r| {
-        r.response = Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone() })
+        r.response =
+            Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone(), redirect })
     });
     Ok(rebuild(status, version, headers, body))
+}
+
+/// Where a redirect points, as an origin only (no path, query or userinfo).
+fn redirect_target(request_url: &reqwest::Url, headers: &HeaderMap) -> String {
+    let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+    match location.map(|l| request_url.join(l)) {
+        Some(Ok(target)) if target.origin() == request_url.origin() => "the same origin".to_string(),
+        Some(Ok(target)) => target.origin().ascii_serialization(),
+        Some(Err(_)) | None => "no usable Location".to_string(),
+    }
 }
 
 fn rebuild(
@@ -224,13 +266,15 @@ fn rebuild(
     reqwest::Response::from(response)
 }
 
-/// Whether a credential is of the kind a scheme sends.
+/// Whether a credential is of the kind a scheme sends and can be sent in a header.
 pub(crate) fn fits(kind: SchemeKind, credential: &Credential) -> bool {
-    matches!(
-        (kind, credential),
-        (SchemeKind::Basic, Credential::Basic { .. })
-            | (SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_), Credential::Token(_))
-    )
+    sendable(kind, credential).is_ok()
+}
+
+/// Why a credential cannot be sent for a scheme (wrong kind, or bytes a
+/// header may not carry, such as a newline). The reason never shows the secret.
+pub(crate) fn sendable(kind: SchemeKind, credential: &Credential) -> Result<(), String> {
+    header_for(kind, credential).map(|_| ())
 }
 
 /// Replaces one scheme's credential (after a refresher produced a new one).

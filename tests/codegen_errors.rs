@@ -126,3 +126,15 @@ fn extension_mistakes_are_clear() {
         assert!(e.contains(needle), "{name}: expected `{needle}` in: {e}");
     }
 }
+
+#[test]
+fn get_id_allow_takes_only_the_characters_refused_by_default() {
+    let with = |id: &str| BASE.replace("id: {in: path, name: job_id}", id);
+    let e = error("allow-x.yaml", &with(r#"id: {in: path, name: job_id, allow: ["x"]}"#));
+    assert!(e.contains("allow-x.yaml") && e.contains("get.id.allow") && e.contains("`x`"), "{e}");
+    let e = error("allow-key.yaml", &with("id: {in: path, name: job_id, pattern: '.*'}"));
+    assert!(e.contains("unknown key `get.id.pattern`"), "{e}");
+    let module =
+        generate("allow-ok.yaml", &with(r#"id: {in: path, name: job_id, allow: ["/", ";"]}"#)).expect("generates");
+    assert!(module.code.contains(r#"id_allow: "/;""#), "the allow list reaches the provider data");
+}

@@ -47,7 +47,7 @@ async fn get_sends_the_id_and_inputs_as_query_parameters() {
 #[tokio::test]
 async fn rules_statuses_and_task_bodies_come_from_the_spec() {
     let cases = [
-        (200, json!({"job": {"id": 7, "state": "DONE", "output": {"valid": true}}}), Phase::Succeeded, None),
+        (200, json!({"job": {"id": "x", "state": "DONE", "output": {"valid": true}}}), Phase::Succeeded, None),
         (
             200,
             json!({"job": {"state": "DONE", "output": {"valid": false, "reason": "checksum mismatch"}}}),

@@ -77,6 +77,8 @@ fn timeout() -> Error {
         provider: "factpulse",
         operation: "get_task_status",
         kind: TransportKind::Timeout,
+        host: "127.0.0.1:1".into(),
+        timeout: Some(Duration::from_secs(30)),
         source: "request timed out".into(),
     }
 }
