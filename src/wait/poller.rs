@@ -260,14 +260,10 @@ impl Poller {
     /// whose answer arrived at `received_at`. Returns what happened (for
     /// progress streams and traces) and what to do next.
     pub fn observe(&mut self, sent_at: Instant, received_at: Instant, result: Result<Task>) -> (PollEvent, Decision) {
-        let sent = self.elapsed(sent_at);
-        let received = self.elapsed(received_at).max(sent);
-        self.state.attempts = self.state.attempts.saturating_add(1);
-        self.state.last_poll_ms = Some(millis(sent));
         let mut event = PollEvent {
-            attempt: self.state.attempts,
-            elapsed: sent,
-            took: received - sent,
+            attempt: self.state.attempts.saturating_add(1),
+            elapsed: Duration::ZERO,
+            took: Duration::ZERO,
             phase: None,
             changed: false,
             status: None,
@@ -276,55 +272,10 @@ impl Poller {
             next_delay: None,
             state: self.state.clone(),
         };
-        let next = match Class::of(result) {
-            Class::Terminal(task) => {
-                self.note(&mut event, &task, sent);
-                self.last_error = None;
-                self.finish_plan(None);
-                match task.phase() {
-                    Phase::Succeeded => Decision::Done(task),
-                    Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
-                    _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
-                }
-            }
-            Class::Pending(task) => {
-                self.note(&mut event, &task, sent);
-                self.last_error = None;
-                let hint = task.retry_after();
-                match self.guard(&task, sent) {
-                    Some(error) => Decision::Fail(error),
-                    None => {
-                        self.last_task = Some(Box::new(task));
-                        // An in-progress answer's Retry-After paces the next poll like an error's.
-                        match self.past_deadline(received, hint) {
-                            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
-                            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
-                        }
-                    }
-                }
-            }
-            Class::Transient(error) => {
-                event.error = Some(error.to_string());
-                let hint = error.retry_after();
-                match self.past_deadline(received, hint) {
-                    Some((hint, remaining)) => {
-                        Decision::Fail(self.retry_after_error(hint, remaining, Some(Box::new(error))))
-                    }
-                    None => {
-                        self.last_error = Some(Box::new(error));
-                        self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)))
-                    }
-                }
-            }
-            Class::Permanent(error) => {
-                event.error = Some(error.to_string());
-                self.finish_plan(None);
-                Decision::Fail(error)
-            }
-        };
-        if matches!(next, Decision::Done(_) | Decision::Expire { .. }) {
-            self.finish_plan(None);
-        }
+        let next = self.step(sent_at, received_at, result, Some(&mut event));
+        let sent = self.elapsed(sent_at);
+        event.elapsed = sent;
+        event.took = self.elapsed(received_at).max(sent) - sent;
         event.next_delay = match &next {
             Decision::Poll { delay, .. } => Some(*delay),
             _ => None,
@@ -344,6 +295,79 @@ impl Poller {
         (event, next)
     }
 
+    /// [`Poller::observe`] without building a [`PollEvent`], for loops nobody
+    /// watches (a many-task waiter observes thousands of tasks per second).
+    pub(crate) fn observe_quietly(&mut self, sent_at: Instant, received_at: Instant, result: Result<Task>) -> Decision {
+        self.step(sent_at, received_at, result, None)
+    }
+
+    fn step(
+        &mut self,
+        sent_at: Instant,
+        received_at: Instant,
+        result: Result<Task>,
+        mut event: Option<&mut PollEvent>,
+    ) -> Decision {
+        let sent = self.elapsed(sent_at);
+        let received = self.elapsed(received_at).max(sent);
+        self.state.attempts = self.state.attempts.saturating_add(1);
+        self.state.last_poll_ms = Some(millis(sent));
+        let next = match Class::of(result) {
+            Class::Terminal(task) => {
+                self.note(event, &task, sent);
+                self.last_error = None;
+                self.finish_plan(None);
+                match task.phase() {
+                    Phase::Succeeded => Decision::Done(task),
+                    Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
+                    _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
+                }
+            }
+            Class::Pending(task) => {
+                self.note(event, &task, sent);
+                self.last_error = None;
+                let hint = task.retry_after();
+                match self.guard(&task, sent) {
+                    Some(error) => Decision::Fail(error),
+                    None => {
+                        self.last_task = Some(Box::new(task));
+                        // An in-progress answer's Retry-After paces the next poll like an error's.
+                        match self.past_deadline(received, hint) {
+                            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
+                            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
+                        }
+                    }
+                }
+            }
+            Class::Transient(error) => {
+                if let Some(event) = event.as_deref_mut() {
+                    event.error = Some(error.to_string());
+                }
+                let hint = error.retry_after();
+                match self.past_deadline(received, hint) {
+                    Some((hint, remaining)) => {
+                        Decision::Fail(self.retry_after_error(hint, remaining, Some(Box::new(error))))
+                    }
+                    None => {
+                        self.last_error = Some(Box::new(error));
+                        self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)))
+                    }
+                }
+            }
+            Class::Permanent(error) => {
+                if let Some(event) = event {
+                    event.error = Some(error.to_string());
+                }
+                self.finish_plan(None);
+                Decision::Fail(error)
+            }
+        };
+        if matches!(next, Decision::Done(_) | Decision::Expire { .. }) {
+            self.finish_plan(None);
+        }
+        next
+    }
+
     /// The error that ends a wait at its deadline (elapsed time, polls, the
     /// last observation and error, and the state to re-attach).
     pub fn expire(&mut self, now: Instant) -> Error {
@@ -360,15 +384,19 @@ impl Poller {
 
     /// Records a task observation on the event and the state, updating the
     /// queued and unknown streaks.
-    fn note(&mut self, event: &mut PollEvent, task: &Task, sent: Duration) {
+    fn note(&mut self, event: Option<&mut PollEvent>, task: &Task, sent: Duration) {
         let phase = task.phase();
         self.last_http_status = task.http_status();
-        event.phase = Some(phase);
-        event.changed = self.state.last_phase != Some(phase);
-        event.status = task.status().map(str::to_string);
-        event.task = Some(task.clone());
+        if let Some(event) = event {
+            event.phase = Some(phase);
+            event.changed = self.state.last_phase != Some(phase);
+            event.status = task.status().map(str::to_string);
+            event.task = Some(task.clone());
+        }
         self.state.last_phase = Some(phase);
-        self.state.last_status = task.status().map(str::to_string);
+        if self.state.last_status.as_deref() != task.status() {
+            self.state.last_status = task.status().map(str::to_string);
+        }
         if phase == Phase::Queued {
             let since = *self.queued_since.get_or_insert(sent);
             self.state.queued_ms = millis(sent.saturating_sub(since));

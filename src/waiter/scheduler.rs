@@ -249,7 +249,7 @@ impl Scheduler {
     fn send_one(&mut self, key: Key, now: Instant) {
         let Some(budget) = self.take_off(key, now) else { return };
         let Some(entry) = self.entries.get(&key) else { return };
-        let read = self.source.read_one(entry.poller.task_ref().clone(), budget);
+        let read = on_a_worker(self.source.read_one(entry.poller.task_ref().clone(), budget));
         self.in_flight.push(Box::pin(async move { Flight::One { key, sent: now, result: read.await } }));
     }
 
@@ -285,7 +285,7 @@ impl Scheduler {
         if keys.is_empty() {
             return;
         }
-        let read = self.source.read_many(ids, budget);
+        let read = on_a_worker(self.source.read_many(ids, budget));
         self.in_flight.push(Box::pin(async move { Flight::Many { keys, sent: now, result: read.await } }));
     }
 
@@ -366,7 +366,7 @@ impl Scheduler {
         };
         // Between polls a wait keeps phase, status and timings, not the raw body.
         let result = result.map(|task| if task.is_terminal() { task } else { task.without_body() });
-        let (_, decision) = entry.poller.observe(sent, received, result);
+        let decision = entry.poller.observe_quietly(sent, received, result);
         match decision {
             Decision::Poll { at, delay } => {
                 entry.poller.forget_last_task();
@@ -405,5 +405,37 @@ impl Scheduler {
     fn finish(&self, task_ref: TaskRef, result: Result<Task>) {
         // The receiver lives as long as the waiter; if it is gone, nobody is listening.
         let _ = self.finished.send(Finished { task_ref, result });
+    }
+}
+
+/// Runs a read as its own task on a multi-thread runtime, so answers are
+/// decoded on every worker rather than on the scheduler's thread alone; on a
+/// current-thread runtime (and in virtual-time tests) it stays inline.
+fn on_a_worker<T: Send + 'static>(read: BoxFuture<'static, Result<T>>) -> BoxFuture<'static, Result<T>> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            let task = AbortOnDrop(runtime.spawn(read));
+            Box::pin(async move {
+                task.await.unwrap_or_else(|stopped| Err(Error::config(format!("the status read stopped: {stopped}"))))
+            })
+        }
+        _ => read,
+    }
+}
+
+/// A spawned read that stops when the scheduler drops it (the waiter is gone).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
