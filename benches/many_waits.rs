@@ -68,6 +68,8 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 const SERVER_ROLE: &str = "MANY_WAITS_SERVER";
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const DEEPOMATIC_MAX_IDS: usize = 100;
+/// The mixed set's providers (`--all-features` also brings the test-only fixture provider).
+const MIXED_PROVIDERS: [&str; 4] = ["cloudinary", "deepomatic", "factpulse", "qolaba"];
 /// Deepomatic task ids: nine digits, like real ones.
 const ID_BASE: usize = 100_000_000;
 /// The waiter's budget per provider: far above what any load here needs
@@ -357,6 +359,10 @@ mod server {
             let app = Router::new()
                 .route("/v0.7/tasks/{id}/", get(single))
                 .route("/v0.7/tasks/", get(batch))
+                .fallback(|uri: axum::http::Uri| async move {
+                    eprintln!("many_waits server: no route for {uri}");
+                    StatusCode::NOT_FOUND
+                })
                 .with_state(deepomatic.clone());
             let counting = CountingListener { listener, conns: deepomatic.conns.clone() };
             tokio::spawn(async move { axum::serve(counting, app).await });
@@ -402,15 +408,15 @@ mod server {
                 }
                 "mixed" => {
                     let per_provider = number("per_provider") as usize;
-                    let offsets = finish_offsets(per_provider * providers().len(), number("spread_ms") as u32, number("seed"));
+                    let offsets = finish_offsets(per_provider * MIXED_PROVIDERS.len(), number("spread_ms") as u32, number("seed"));
                     let mut offsets = offsets.into_iter();
                     self.mixed.clear();
-                    for spec in providers() {
+                    for provider in MIXED_PROVIDERS {
                         for offset in offsets.by_ref().take(per_provider) {
                             let lifecycle =
                                 Lifecycle::new().running_for(Duration::from_millis(u64::from(offset))).then_succeed();
-                            match self.simulator.add_task(spec.name, lifecycle) {
-                                Ok(task) => self.mixed.push((spec.name.to_string(), task.id().to_string(), offset)),
+                            match self.simulator.add_task(provider, lifecycle) {
+                                Ok(task) => self.mixed.push((provider.to_string(), task.id().to_string(), offset)),
                                 Err(e) => return json!({"error": e.to_string()}),
                             }
                         }
@@ -672,12 +678,13 @@ mod bench {
     }
 
     /// A fresh client (its own connection pool) for every provider, at the
-    /// bench's servers, with a rate budget that never holds a run back.
+    /// simulator, or Deepomatic at `deepomatic_url` unless it is empty, with
+    /// a rate budget that never holds a run back.
     fn client(deepomatic_url: &str, simulator_url: &str, env: &HashMap<String, String>) -> BoxResult<Client> {
         let value = |name: &str| env.get(name).cloned().unwrap_or_default();
         let mut builder = Client::builder();
         for spec in providers() {
-            let base = if spec.name == "deepomatic" {
+            let base = if spec.name == "deepomatic" && !deepomatic_url.is_empty() {
                 deepomatic_url.to_string()
             } else {
                 format!("{simulator_url}/{}", spec.name)
@@ -734,19 +741,20 @@ mod bench {
         }
     }
 
-    #[derive(Clone, Copy, PartialEq)]
     enum Outcome {
         Succeeded,
         Deadline,
-        Other,
+        /// Anything else, with its message (the first one is printed).
+        Other(String),
     }
 
     impl Outcome {
         fn of(result: &taskpoll::Result<taskpoll::Task>) -> Self {
             match result {
                 Ok(task) if task.phase() == taskpoll::Phase::Succeeded => Self::Succeeded,
+                Ok(task) => Self::Other(format!("ended {}", task.phase())),
                 Err(e) if e.is_deadline() => Self::Deadline,
-                _ => Self::Other,
+                Err(e) => Self::Other(e.to_string()),
             }
         }
     }
@@ -802,7 +810,12 @@ mod bench {
                         figures.lags.push(report - f64::from(offsets[index]));
                     }
                     Outcome::Deadline => figures.deadline += 1,
-                    Outcome::Other => figures.other += 1,
+                    Outcome::Other(error) => {
+                        if figures.other == 0 {
+                            eprintln!("many_waits: first error other than the deadline: {error}");
+                        }
+                        figures.other += 1;
+                    }
                 }
             }
             figures.lags.sort_by(f64::total_cmp);
@@ -810,7 +823,7 @@ mod bench {
         }
 
         fn mixed(&mut self, n: usize, side: Side, seed: u64) -> BoxResult<Figures> {
-            let per_provider = n / providers().len();
+            let per_provider = n / MIXED_PROVIDERS.len();
             let spread_ms = spread().as_millis() as u32;
             let answer =
                 self.server.call(json!({"cmd": "mixed", "per_provider": per_provider, "spread_ms": spread_ms, "seed": seed}))?;
@@ -821,7 +834,7 @@ mod bench {
                 offsets.insert(format!("{provider}/{id}"), offset);
                 tasks.push(TaskRef::new(&provider, id)?);
             }
-            let client = client(&self.deepomatic_url, &self.simulator_url, &self.env)?;
+            let client = client("", &self.simulator_url, &self.env)?;
             self.settle();
             let server_cpu = self.server.call(json!({"cmd": "stats"}))?["cpu_ms"].as_u64().unwrap_or(0);
             let sampler = Sampler::start();
@@ -841,9 +854,9 @@ mod bench {
             figures.accept_errors = stats["conns"]["accept_errors"].as_u64().unwrap_or(0);
             let per_provider_requests: HashMap<String, u64> = serde_json::from_value(stats["requests"].clone())?;
             figures.requests = per_provider_requests.values().sum();
-            for spec in providers() {
-                let requests = per_provider_requests.get(spec.name).copied().unwrap_or(0);
-                figures.per_provider.push((spec.name.to_string(), requests, per_provider));
+            for provider in MIXED_PROVIDERS {
+                let requests = per_provider_requests.get(provider).copied().unwrap_or(0);
+                figures.per_provider.push((provider.to_string(), requests, per_provider));
             }
             let first_read: HashMap<String, f64> = serde_json::from_value(stats["first_read_ms"].clone())?;
             let deepomatic_ms: Vec<f64> = serde_json::from_value(stats["deepomatic_ms"].clone())?;
@@ -861,7 +874,7 @@ mod bench {
                         }
                     }
                     Outcome::Deadline => figures.deadline += 1,
-                    Outcome::Other => figures.other += 1,
+                    Outcome::Other(_) => figures.other += 1,
                 }
             }
             figures.lags.sort_by(f64::total_cmp);
@@ -1047,7 +1060,8 @@ mod bench {
         let memory_seconds = env_usize("MEMORY_SECONDS", 3) as u64;
 
         let (server, hello) = ServerProcess::spawn()?;
-        let deepomatic_url = hello["deepomatic"].as_str().ok_or("no deepomatic url")?.to_string();
+        // A base URL with a path is used as given: the version prefix goes in it.
+        let deepomatic_url = format!("{}/v0.7", hello["deepomatic"].as_str().ok_or("no deepomatic url")?);
         let simulator_url = hello["simulator"].as_str().ok_or("no simulator url")?.to_string();
         let env: HashMap<String, String> = serde_json::from_value(hello["env"].clone())?;
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -1100,7 +1114,7 @@ mod bench {
             let title = format!(
                 "mixed: {} tasks, {} per provider, finishing within {:.1} s of their first read (simulator)",
                 waiter.tasks,
-                waiter.tasks / providers().len(),
+                waiter.tasks / MIXED_PROVIDERS.len(),
                 spread().as_secs_f64()
             );
             print(&title, &waiter, Some(&independent), &[("round", "≤ 1.00"), ("lag", "p99 ≤ 550")]);
