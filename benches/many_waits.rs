@@ -408,7 +408,11 @@ mod server {
                 }
                 "mixed" => {
                     let per_provider = number("per_provider") as usize;
-                    let offsets = finish_offsets(per_provider * MIXED_PROVIDERS.len(), number("spread_ms") as u32, number("seed"));
+                    let offsets = finish_offsets(
+                        per_provider * MIXED_PROVIDERS.len(),
+                        number("spread_ms") as u32,
+                        number("seed"),
+                    );
                     let mut offsets = offsets.into_iter();
                     self.mixed.clear();
                     for provider in MIXED_PROVIDERS {
@@ -432,7 +436,8 @@ mod server {
                     json!({"ok": true})
                 }
                 "stats" => {
-                    let request_ms = std::mem::take(&mut *self.deepomatic.request_ms.lock().unwrap_or_else(|e| e.into_inner()));
+                    let request_ms =
+                        std::mem::take(&mut *self.deepomatic.request_ms.lock().unwrap_or_else(|e| e.into_inner()));
                     json!({
                         "batch": self.deepomatic.batch.load(Ordering::SeqCst),
                         "single": self.deepomatic.single.load(Ordering::SeqCst),
@@ -443,7 +448,9 @@ mod server {
                 }
                 "mixed_stats" => {
                     let start = self.start.map(tokio::time::Instant::from_std);
-                    let since = |at: tokio::time::Instant| start.map_or(0.0, |s| at.saturating_duration_since(s).as_secs_f64() * 1e3);
+                    let since = |at: tokio::time::Instant| {
+                        start.map_or(0.0, |s| at.saturating_duration_since(s).as_secs_f64() * 1e3)
+                    };
                     let mut per_provider: HashMap<&str, u64> = HashMap::new();
                     let mut deepomatic_ms = Vec::new();
                     let mut first_read: HashMap<String, f64> = HashMap::new();
@@ -574,10 +581,7 @@ mod bench {
             let (rss, heap) = memory();
             let peak_rss = self.peak_rss.load(Ordering::Relaxed).max(rss);
             let peak_heap = self.peak_heap.load(Ordering::Relaxed).max(heap);
-            (
-                peak_rss.saturating_sub(self.baseline.0) as f64 * 1024.0,
-                peak_heap.saturating_sub(self.baseline.1) as f64,
-            )
+            (peak_rss.saturating_sub(self.baseline.0) as f64 * 1024.0, peak_heap.saturating_sub(self.baseline.1) as f64)
         }
     }
 
@@ -713,7 +717,12 @@ mod bench {
 
     /// Waits on `tasks` one way, and returns the report time of each (ms
     /// after `t0`) with its outcome, in the order they were reported.
-    async fn wait_all(client: &Client, side: Side, tasks: Vec<TaskRef>, t0: Instant) -> BoxResult<Vec<(TaskRef, f64, Outcome)>> {
+    async fn wait_all(
+        client: &Client,
+        side: Side,
+        tasks: Vec<TaskRef>,
+        t0: Instant,
+    ) -> BoxResult<Vec<(TaskRef, f64, Outcome)>> {
         let options = options(deadline())?;
         let since = |at: Instant| at.duration_since(t0).as_secs_f64() * 1e3;
         match side {
@@ -825,8 +834,9 @@ mod bench {
         fn mixed(&mut self, n: usize, side: Side, seed: u64) -> BoxResult<Figures> {
             let per_provider = n / MIXED_PROVIDERS.len();
             let spread_ms = spread().as_millis() as u32;
-            let answer =
-                self.server.call(json!({"cmd": "mixed", "per_provider": per_provider, "spread_ms": spread_ms, "seed": seed}))?;
+            let answer = self
+                .server
+                .call(json!({"cmd": "mixed", "per_provider": per_provider, "spread_ms": spread_ms, "seed": seed}))?;
             let listed: Vec<(String, String, u32)> = serde_json::from_value(answer["tasks"].clone())?;
             let mut offsets: HashMap<String, u32> = HashMap::new();
             let mut tasks = Vec::with_capacity(listed.len());
@@ -985,11 +995,7 @@ mod bench {
             },
             "round",
         );
-        row(
-            "peak RSS above baseline (MiB)",
-            &|f| (format!("{:.1}", f.rss / 1048576.0), f.rss),
-            "",
-        );
+        row("peak RSS above baseline (MiB)", &|f| (format!("{:.1}", f.rss / 1048576.0), f.rss), "");
         row(
             "  per task (B)",
             &|f| {
@@ -998,11 +1004,7 @@ mod bench {
             },
             "memory",
         );
-        row(
-            "peak live heap above baseline (MiB)",
-            &|f| (format!("{:.1}", f.heap / 1048576.0), f.heap),
-            "",
-        );
+        row("peak live heap above baseline (MiB)", &|f| (format!("{:.1}", f.heap / 1048576.0), f.heap), "");
         row(
             "  per task (B)",
             &|f| {
@@ -1014,7 +1016,8 @@ mod bench {
         row(
             "peak open connections",
             &|f| {
-                let errors = if f.accept_errors > 0 { format!(" ({} accept errors)", f.accept_errors) } else { String::new() };
+                let errors =
+                    if f.accept_errors > 0 { format!(" ({} accept errors)", f.accept_errors) } else { String::new() };
                 (format!("{}{errors}", f.peak_conns), f.peak_conns as f64)
             },
             "conns",
@@ -1029,11 +1032,7 @@ mod bench {
         );
         row("CPU time, client process (ms)", &|f| (f.cpu_ms.to_string(), f.cpu_ms as f64), "");
         row("CPU time, server process (ms)", &|f| (f.server_cpu_ms.to_string(), f.server_cpu_ms as f64), "");
-        row(
-            "wall time (s)",
-            &|f| (format!("{:.2}", f.wall.as_secs_f64()), f.wall.as_secs_f64()),
-            "",
-        );
+        row("wall time (s)", &|f| (format!("{:.2}", f.wall.as_secs_f64()), f.wall.as_secs_f64()), "");
         for (i, (provider, requests, tasks)) in waiter.per_provider.iter().enumerate() {
             let per_task = |r: u64| r as f64 / (*tasks).max(1) as f64;
             let ind = independent.and_then(|f| f.per_provider.get(i)).map(|p| p.1);
@@ -1090,20 +1089,19 @@ mod bench {
         for (seed, &n) in loads.iter().enumerate() {
             let seed = seed as u64 + 1;
             let waiter = bench.deepomatic(n, Side::Waiter, seed)?;
-            let independent =
-                if n <= cap { Some(bench.deepomatic(n, Side::Independent, seed)?) } else { None };
-            let mut goals = vec![
-                ("round", "≤ 1.00"),
-                ("memory", "≤ 1024"),
-                ("lag", "p99 ≤ 550"),
-            ];
+            let independent = if n <= cap { Some(bench.deepomatic(n, Side::Independent, seed)?) } else { None };
+            let mut goals = vec![("round", "≤ 1.00"), ("memory", "≤ 1024"), ("lag", "p99 ≤ 550")];
             if n == 10_000 {
                 goals.extend([("per-task", "≤ 0.2"), ("conns", "≤ 64")]);
             }
             let title = format!(
                 "{n} Deepomatic tasks finishing within {:.1} s{}",
                 spread().as_secs_f64(),
-                if independent.is_none() { format!(" (independent waits skipped: above INDEPENDENT_CAP={cap})") } else { String::new() }
+                if independent.is_none() {
+                    format!(" (independent waits skipped: above INDEPENDENT_CAP={cap})")
+                } else {
+                    String::new()
+                }
             );
             print(&title, &waiter, independent.as_ref(), &goals);
             println!();
