@@ -236,11 +236,17 @@ pub async fn exec(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    with_record(|r| {
-        r.response =
-            Some(RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone(), redirect })
-    });
-    Ok(rebuild(status, version, headers, body))
+    // Inside the unified layer's scope the answer travels in the record and is
+    // decoded there once; progenitor gets an empty body rather than decoding the
+    // same bytes into a typed value nobody reads (its decode error is ignored).
+    // Calls through `generated::<provider>::client` have no scope and get the body.
+    let recorded = CALL
+        .try_with(|scope| {
+            let raw = RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone(), redirect };
+            scope.record.lock().unwrap_or_else(|e| e.into_inner()).response = Some(raw);
+        })
+        .is_ok();
+    Ok(rebuild(status, version, headers, if recorded { Bytes::new() } else { body }))
 }
 
 /// Where a redirect points, as an origin only (no path, query or userinfo).
