@@ -215,3 +215,271 @@ async fn simulate_prints_a_working_environment() -> TestResult {
     child.kill().await?;
     Ok(())
 }
+
+// ---- issue 9: hostile server text, closed pipes, exit codes, honest messages ----
+
+/// Server text that would clear the screen, forge a line and reverse what follows.
+const HOSTILE: &str = "\u{1b}[2J\u{1b}[1;1H\r\ntaskpoll: deepomatic:1 succeeded \u{202e}deliaf\u{7f}\u{9b}31m";
+
+/// Characters that must never reach a terminal raw (newlines end lines only).
+fn raw_control(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn assert_escaped(out: &Output, lines_on_stderr: usize) {
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr(out));
+    assert!(!stdout.chars().any(raw_control), "raw control character on stdout: {stdout:?}");
+    assert!(!stderr.chars().any(raw_control), "raw control character on stderr: {stderr:?}");
+    // No forged line: every stderr line is one the CLI wrote.
+    assert_eq!(stderr.lines().count(), lines_on_stderr, "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("taskpoll: deepomatic:1 succeeded")), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_text_is_escaped_on_stderr_and_stdout() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    // A failure message: the stderr error line, and the JSON line.
+    let failed = sim.add_task("qolaba", Lifecycle::new().then_fail(HOSTILE))?;
+    let out = taskpoll(&["wait", "--timeout", "10s", &failed.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_escaped(&out, 2);
+    assert!(lines(&out)[0]["error"].as_str().is_some_and(|e| e.contains(HOSTILE)), "JSON keeps the text exactly");
+
+    // A raw status: progress lines, the unknown-status error, JSON lines of `watch`.
+    let unknown = sim.add_task("deepomatic", Lifecycle::new().status_for_polls(HOSTILE, 5).then_succeed())?;
+    let out = taskpoll(&["wait", "--timeout", "10s", "--unknown", "fail", &unknown.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_escaped(&out, 2);
+    assert_eq!(lines(&out)[0]["status"], HOSTILE);
+    let out = taskpoll(&["watch", "--timeout", "10s", "--unknown", "fail", &unknown.to_string()], &env).await;
+    assert_escaped(&out, 2);
+    assert_eq!(lines(&out)[0]["status"], HOSTILE);
+
+    // An API error message (the message the server puts in a 404 body).
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(wiremock::ResponseTemplate::new(404).set_body_json(serde_json::json!({ "error": HOSTILE })))
+        .mount(&server)
+        .await;
+    let out = taskpoll(&["get", "-p", "deepomatic", "--base-url", &server.uri(), "--api-key", "k", "1"], &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_escaped(&out, 1);
+    assert!(stderr(&out).contains("\\u{1b}[2J"), "escaped, not dropped: {}", stderr(&out));
+    Ok(())
+}
+
+/// Runs the binary with stdout and stderr on pipes whose read ends are
+/// already closed, so every write fails with EPIPE.
+fn run_with_closed_pipes(args: &[&str], env: &[(String, String)]) -> std::io::Result<std::process::ExitStatus> {
+    let (out_reader, out_writer) = std::io::pipe()?;
+    let (err_reader, err_writer) = std::io::pipe()?;
+    drop((out_reader, err_reader));
+    std::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdout(out_writer)
+        .stderr(err_writer)
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_pipes_do_not_panic_and_keep_the_exit_codes() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let ok = sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(1).then_succeed())?;
+    let failed = sim.add_task("qolaba", Lifecycle::new().queued_for_polls(1).then_fail("no"))?;
+    let stuck = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    let limited = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    sim.inject(&limited, Fault::RateLimited { retry_after: None }, 1)?;
+    let (ok, failed, stuck, limited) = (ok.to_string(), failed.to_string(), stuck.to_string(), limited.to_string());
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["wait", "--timeout", "10s", "--policy", "deepomatic_client", &ok, &limited], 0),
+        (vec!["wait", "--timeout", "10s", &failed], 1),
+        (vec!["wait", "--timeout", "1s", &stuck], 2),
+        (vec!["watch", "--timeout", "10s", &ok], 0),
+        (vec!["get", &failed, "deepomatic:no-such-task"], 4),
+        (vec!["get", "--provider", "deepomatic", "--input", "x=1", "1"], 3),
+        (vec!["frobnicate"], 3),
+        (vec!["--help"], 0),
+        (vec!["demo"], 0),
+    ];
+    for (args, code) in cases {
+        let env = env.clone();
+        let args_owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let status = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args_owned.iter().map(String::as_str).collect();
+            run_with_closed_pipes(&args, &env)
+        })
+        .await??;
+        assert_eq!(status.code(), Some(code), "{args:?} (101 is a panic)");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_found_before_sending_exit_3() -> TestResult {
+    let sim = Simulator::start().await?;
+    let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let url = ("DEEPOMATIC_API_URL".to_string(), sim.base_url("deepomatic"));
+    let app_id = sim.credentials().into_iter().find(|v| v.name == "DEEPOMATIC_APP_ID").ok_or("app id")?;
+    let full = task.to_string();
+    type Case<'a> = (Vec<&'a str>, Vec<(String, String)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec!["get", &full], vec![url.clone(), (app_id.name.clone(), app_id.value.clone())], "DEEPOMATIC_APP_ID alone"),
+        (
+            vec!["wait", "--timeout", "5s", &full],
+            vec![url.clone(), (app_id.name, app_id.value)],
+            "set DEEPOMATIC_API_KEY",
+        ),
+        (
+            vec!["get", &full],
+            vec![url.clone(), ("DEEPOMATIC_API_KEY".into(), "abc\ndef".into())],
+            "DEEPOMATIC_API_KEY contains",
+        ),
+        (vec!["get", "-p", "deepomatic", "--api-key", "abc\r\ndef", task.id()], vec![url.clone()], "from a flag"),
+        (
+            vec!["get", "-p", "factpulse", "--token", "t\u{1b}k", "1"],
+            vec![url.clone()],
+            "FACTPULSE_TOKEN (from a flag)",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let out = taskpoll(&args, &env).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("abc") && !stderr(&out).contains("t\\u{1b}k"),
+            "no secret echoed: {}",
+            stderr(&out)
+        );
+    }
+    assert!(sim.requests().is_empty(), "nothing was sent: {:?}", sim.requests());
+
+    // The hint names only variables that suffice on their own.
+    let out = taskpoll(&["get", "-p", "deepomatic", "1"], &[]).await;
+    assert!(stderr(&out).contains("set DEEPOMATIC_API_KEY in the environment"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("DEEPOMATIC_APP_ID"), "APP_ID alone does not suffice: {}", stderr(&out));
+    let out = taskpoll(&["get", "-p", "cloudinary", "1"], &[]).await;
+    assert!(
+        stderr(&out).contains(
+            "set CLOUDINARY_URL, or CLOUDINARY_API_KEY + CLOUDINARY_API_SECRET + CLOUDINARY_CLOUD_NAME, or CLOUDINARY_OAUTH_TOKEN + CLOUDINARY_CLOUD_NAME"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_is_said_only_when_a_retry_follows() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    for status in [401, 403, 404] {
+        let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+        sim.inject(&task, Fault::Status(status), 1)?;
+        let out = taskpoll(&["wait", "--timeout", "10s", &task.to_string()], &env).await;
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("poll 1 at 0.0s failed: deepomatic get_task: HTTP {status}")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("retrying"), "{status}: {}", stderr(&out));
+    }
+    let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    sim.inject(&task, Fault::Unavailable503, 1)?;
+    let out = taskpoll(&["wait", "--timeout", "10s", "--policy", "deepomatic_client", &task.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("failed, retrying: deepomatic get_task: HTTP 503"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_line_names_the_last_cause_and_the_wait_end() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let failing = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    sim.inject(&failing, Fault::Unavailable503, 1000)?;
+    let queued = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    let args = ["wait", "--timeout", "1500ms", "--policy", "deepomatic_client"];
+    let out = taskpoll(&[&args[..], &[failing.to_string().as_str(), queued.to_string().as_str()]].concat(), &env).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let lines = lines(&out);
+    assert_eq!((lines[0]["outcome"].as_str(), lines[0]["http_status"].as_u64()), (Some("deadline"), Some(503)));
+    assert!(lines[0]["last_error"].as_str().is_some_and(|e| e.contains("HTTP 503")), "{}", lines[0]);
+    assert_eq!((lines[1]["http_status"].as_u64(), lines[1]["phase"].as_str()), (Some(200), Some("queued")));
+    assert!(lines[1]["last_error"].is_null(), "{}", lines[1]);
+    for line in &lines {
+        // The wait's end, not the end of its last poll; and the message on the same line agrees.
+        let elapsed_ms = line["elapsed_ms"].as_u64().ok_or("elapsed_ms")?;
+        assert!(elapsed_ms >= 1500, "{line}");
+        let error = line["error"].as_str().ok_or("error")?;
+        assert!(error.contains(&format!("({:.1}s,", elapsed_ms as f64 / 1000.0)), "{line}");
+        assert!(error.contains("run the same `taskpoll wait` again"), "{line}");
+    }
+    let err = stderr(&out);
+    assert!(err.contains("last poll failed: deepomatic get_task: HTTP 503"), "{err}");
+    assert!(err.contains("last seen queued (pending), HTTP 200"), "{err}");
+    assert!(!err.contains("re-attach") && !err.contains("wait state"), "advice the CLI cannot act on: {err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_task_ref_with_provider_is_the_task_of_that_provider() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let out = taskpoll(&["get", "--provider", "deepomatic", &task.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["id"].as_str(), Some(task.id()));
+    assert_eq!(sim.requests_for(&task).len(), 1);
+    let out = taskpoll(&["get", "--provider", "deepomatic", "qolaba:1"], &env).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a qolaba task, but --provider is deepomatic"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_inputs_and_base_urls_are_checked_by_flag() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let out = taskpoll(&["wait", "--timeout", "1m30s", "--request-timeout", "1.5s", &task.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "compound durations: {}", stderr(&out));
+    sim.clear_requests();
+
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (vec!["wait", "--timeout", "0s"], &["--timeout", "rounds to zero"]),
+        (vec!["wait", "--timeout", "0.4ms"], &["--timeout", "rounds to zero"]),
+        (vec!["wait", "--timeout", "0"], &["--timeout", "rounds to zero"]),
+        (vec!["wait", "--timeout", "99999999999999999999s"], &["--timeout", "too large"]),
+        (vec!["wait", "--timeout", "1e300"], &["--timeout", "too large"]),
+        (vec!["wait", "--timeout", "20y"], &["--timeout", "too large"]),
+        (vec!["get", "--request-timeout", "0s"], &["--request-timeout", "rounds to zero"]),
+        (vec!["wait", "--pending-budget", "0ms"], &["--pending-budget", "rounds to zero"]),
+        (vec!["wait", "--unknown", "0s"], &["--unknown", "rounds to zero"]),
+        (vec!["get", "--input", "refID=a", "--input", "refID=b", "qolaba:1"], &["refID", "more than once"]),
+        (vec!["get", "--input", "refID=b", "qolaba:1?refID=a"], &["refID", "more than once"]),
+        (vec!["get", "--input", "refID=", "qolaba:1"], &["refID", "no value"]),
+        (vec!["get", "-p", "deepomatic", "--base-url", ""], &["--base-url is empty"]),
+        (vec!["get", "-p", "deepomatic", "--base-url", " "], &["--base-url is empty"]),
+    ];
+    for (args, needles) in cases {
+        let with_id = if args.iter().any(|a| a.starts_with("qolaba:")) { &[][..] } else { &["deepomatic:1"][..] };
+        let out = taskpoll(&[&args[..], with_id].concat(), &env).await;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        for needle in needles {
+            assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        }
+        assert!(
+            !stderr(&out).contains("must be positive") && !stderr(&out).contains("request_timeout"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(sim.requests().is_empty(), "nothing was sent: {:?}", sim.requests());
+    Ok(())
+}

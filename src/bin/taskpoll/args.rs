@@ -101,24 +101,31 @@ pub enum Budget {
     For(Duration),
 }
 
-/// `50ms`, `1s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+/// The longest duration a flag takes: no wait is meant to last longer, and
+/// adding more to an `Instant` may overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `50ms`, `1.5s`, `1m30s`, `2h` (humantime), or a bare number of seconds.
+/// clap names the flag in front of the message.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{text}` is not a duration (try 30s, 5m)"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
+    let too_large = || format!("`{text}` is too large (at most 10 years)");
+    let duration = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_sign_negative() => return Err(format!("`{text}` is negative")),
+        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| too_large())?,
+        Err(_) => humantime::parse_duration(text).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_large(),
+            e => format!("`{text}` is not a duration ({e}; try 30s, 1m30s, 500ms)"),
+        })?,
     };
-    let seconds = value * scale;
-    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
-        return Err(format!("`{text}` must be a positive duration"));
+    if duration > MAX_DURATION {
+        return Err(too_large());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    // Waits count in milliseconds: anything shorter would be a zero deadline or delay.
+    if duration.as_millis() == 0 {
+        return Err(format!("`{text}` rounds to zero (the shortest is 1ms)"));
+    }
+    Ok(duration)
 }
 
 fn parse_unknown(text: &str) -> Result<UnknownStatusPolicy, String> {
@@ -127,9 +134,10 @@ fn parse_unknown(text: &str) -> Result<UnknownStatusPolicy, String> {
         "fail" => Ok(UnknownStatusPolicy::FailFast),
         _ => match text.parse::<u32>() {
             Ok(n) => Ok(UnknownStatusPolicy::AtMost(n)),
-            Err(_) => parse_duration(text)
-                .map(UnknownStatusPolicy::AtMostFor)
-                .map_err(|_| format!("`{text}`: expected keep, fail, a count or a duration")),
+            Err(_) if text.trim_start().starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+                parse_duration(text).map(UnknownStatusPolicy::AtMostFor)
+            }
+            Err(_) => Err(format!("`{text}`: expected keep, fail, a count or a duration")),
         },
     }
 }
@@ -150,7 +158,17 @@ impl TaskArgs {
         let mut refs = Vec::new();
         for id in &self.ids {
             let mut task = match &self.provider {
-                Some(provider) => TaskRef::new(provider, id.as_str())?,
+                Some(provider) => match full_ref_provider(id) {
+                    // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
+                    Some(named) if named == provider => id.parse::<TaskRef>()?,
+                    Some(named) => {
+                        return Err(Error::InvalidTaskRef {
+                            input: id.clone(),
+                            reason: format!("a {named} task, but --provider is {provider}"),
+                        });
+                    }
+                    None => TaskRef::new(provider, id.as_str())?,
+                },
                 None => id.parse::<TaskRef>().map_err(|e| match e {
                     Error::InvalidTaskRef { input, .. } if !id.contains(':') => {
                         Error::InvalidTaskRef { input, reason: "expected `provider:id` (or pass --provider)".into() }
@@ -160,6 +178,15 @@ impl TaskArgs {
             };
             for input in &self.inputs {
                 let (name, value) = split_pair(input, "--input")?;
+                if value.is_empty() {
+                    return Err(Error::Config { message: format!("--input {name}= has no value") });
+                }
+                // A second value would silently replace the first (or both be sent).
+                if task.inputs().contains_key(name) {
+                    return Err(Error::Config {
+                        message: format!("--input {name} is given more than once for {task}"),
+                    });
+                }
                 task = task.with_input(name, value)?;
             }
             refs.push(task);
@@ -184,8 +211,14 @@ impl TaskArgs {
                 .ok_or_else(|| Error::UnknownProvider { name: provider.into(), known: known_providers() })?;
             self.flag_overlay(spec, &mut overlay)?;
         }
-        let mut builder =
-            Client::builder().from_env_with(|name| overlay.get(name).cloned().or_else(|| std::env::var(name).ok()))?;
+        let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
+        // Before the library reads them, so the CLI's message (naming the flag) is the one shown.
+        for task in refs {
+            if let Some(spec) = taskpoll::spec::provider(task.provider()) {
+                check_credentials(spec, &lookup, &overlay)?;
+            }
+        }
+        let mut builder = Client::builder().from_env_with(lookup)?;
         if let Some(timeout) = self.request_timeout {
             builder = builder.request_timeout(timeout);
         }
@@ -246,6 +279,10 @@ impl TaskArgs {
             overlay.insert(env.to_string(), value.to_string());
         }
         if let Some(url) = &self.base_url {
+            // An empty value would read as unset: production, over DEEPOMATIC_API_URL and the like.
+            if url.trim().is_empty() {
+                return Err(Error::Config { message: "--base-url is empty (leave it out to use the default)".into() });
+            }
             let var =
                 spec.base_url_env.map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name));
             overlay.insert(var, url.clone());
@@ -281,13 +318,114 @@ fn known_providers() -> String {
     taskpoll::spec::providers().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
 
+/// The prefix of a full task reference (`deepomatic:1`) when it names a provider.
+fn full_ref_provider(id: &str) -> Option<&'static str> {
+    let (prefix, _) = id.split_once(':')?;
+    taskpoll::spec::provider(prefix).map(|spec| spec.name)
+}
+
+/// The sets of environment variables that each configure a provider's status
+/// read on their own: one per security alternative of the read (with the
+/// credentials URL standing in for the scheme and server variable it
+/// carries), plus the required server variables; sets that include another
+/// are left out, so `DEEPOMATIC_API_KEY + DEEPOMATIC_APP_ID` is not offered
+/// next to `DEEPOMATIC_API_KEY`.
+fn env_alternatives(spec: &ProviderSpec) -> Vec<Vec<&'static str>> {
+    let alternatives = spec.security.iter().find(|(op, _)| *op == spec.get.operation).map_or(&[][..], |(_, a)| *a);
+    let required = |skip: Option<&str>| -> Vec<&'static str> {
+        spec.server_variables.iter().filter(|v| v.required && Some(v.name) != skip).filter_map(|v| v.env).collect()
+    };
+    let mut sets: Vec<Vec<&'static str>> = Vec::new();
+    for alternative in alternatives {
+        let schemes: Option<Vec<_>> =
+            alternative.iter().map(|name| spec.schemes.iter().find(|s| s.name == *name)).collect();
+        let Some(schemes) = schemes else { continue };
+        if schemes.iter().all(|s| !s.env.is_empty()) {
+            let mut set: Vec<&str> = schemes.iter().flat_map(|s| s.env.iter().copied()).collect();
+            set.extend(required(None));
+            sets.push(set);
+        }
+        if let Some(cu) = spec.credentials_url
+            && schemes.iter().any(|s| s.name == cu.scheme)
+            && schemes.iter().all(|s| s.name == cu.scheme || !s.env.is_empty())
+        {
+            let mut set = vec![cu.var];
+            set.extend(schemes.iter().filter(|s| s.name != cu.scheme).flat_map(|s| s.env.iter().copied()));
+            set.extend(required(Some(cu.server_variable)));
+            sets.insert(0, set);
+        }
+    }
+    let includes_another = |set: &Vec<&str>, sets: &[Vec<&str>]| {
+        sets.iter().any(|o| o.len() < set.len() && o.iter().all(|v| set.contains(v)))
+    };
+    let minimal: Vec<Vec<&str>> = sets.iter().filter(|set| !includes_another(set, &sets)).cloned().collect();
+    let mut unique = Vec::new();
+    for set in minimal {
+        if !unique.contains(&set) {
+            unique.push(set);
+        }
+    }
+    unique
+}
+
 /// The environment variables that configure a provider, for error messages.
 fn env_hint(provider: &str) -> String {
     let Some(spec) = taskpoll::spec::provider(provider) else { return "its variables".into() };
-    let mut alternatives: Vec<String> =
-        spec.schemes.iter().filter(|s| !s.env.is_empty()).map(|s| s.env.join(" + ")).collect();
-    if let Some(cu) = spec.credentials_url {
-        alternatives.insert(0, cu.var.to_string());
+    let sets = env_alternatives(spec);
+    if sets.is_empty() {
+        return "its credentials".into();
     }
-    if alternatives.is_empty() { "its credentials".into() } else { alternatives.join(" or ") }
+    sets.iter().map(|set| set.join(" + ")).collect::<Vec<_>>().join(", or ")
+}
+
+/// Refuses, before anything is sent, credentials that could not be sent
+/// (characters not allowed in a header, e.g. a pasted newline) and a set of
+/// variables that configures none of the read's security alternatives
+/// (`DEEPOMATIC_APP_ID` without `DEEPOMATIC_API_KEY`). Values are never echoed.
+fn check_credentials(
+    spec: &ProviderSpec,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    flags: &HashMap<String, String>,
+) -> Result<(), Error> {
+    // Trimmed as the library trims what it reads from the environment.
+    let value = |var: &str| lookup(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let source = |var: &str| if flags.contains_key(var) { format!("{var} (from a flag)") } else { var.to_string() };
+    for scheme in spec.schemes {
+        if !matches!(scheme.kind, SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_)) {
+            continue; // Basic credentials are base64-encoded, so any character can be sent.
+        }
+        for var in scheme.env {
+            if value(var).is_some_and(|v| http::HeaderValue::from_str(&v).is_err()) {
+                return Err(Error::Config {
+                    message: format!(
+                        "{}: {} contains characters not allowed in an HTTP header (a newline or control character?)",
+                        spec.name,
+                        source(var)
+                    ),
+                });
+            }
+        }
+    }
+    let sets = env_alternatives(spec);
+    if sets.is_empty() || sets.iter().any(|set| set.iter().all(|var| value(var).is_some())) {
+        return Ok(());
+    }
+    // Only credential variables count: with none set, the provider is simply not configured.
+    let credentials =
+        spec.schemes.iter().flat_map(|s| s.env.iter().copied()).chain(spec.credentials_url.map(|cu| cu.var));
+    let mut present: Vec<&str> = credentials.filter(|var| value(var).is_some()).collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    present.sort_unstable();
+    present.dedup();
+    Err(Error::Config {
+        message: format!(
+            "{}: {} {} not enough: set {}",
+            spec.name,
+            present.join(" and "),
+            if present.len() == 1 { "alone is" } else { "are" },
+            env_hint(spec.name)
+        ),
+    })
 }

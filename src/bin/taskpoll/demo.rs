@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 use taskpoll::{Error, Phase, Policy, TaskRef, WaitOptions};
 
-use crate::output::Exit;
+use crate::output::{Exit, err_line, out_line};
 use crate::waiting::{Outcome, Progress, wait_all};
 
 fn sim_error(e: Error) -> Error {
@@ -16,14 +16,14 @@ fn sim_error(e: Error) -> Error {
 
 pub async fn simulate(port: u16) -> Result<Exit, Error> {
     let sim = Simulator::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.map_err(sim_error)?;
-    println!("taskpoll simulator listening on {}", sim.url());
-    println!();
-    println!("# Point taskpoll (or Client::from_env) at it:");
+    out_line(&format!("taskpoll simulator listening on {}", sim.url()));
+    out_line("");
+    out_line("# Point taskpoll (or Client::from_env) at it:");
     for var in sim.credentials() {
-        println!("export {var}");
+        out_line(&format!("export {var}"));
     }
-    println!();
-    println!("# Sample tasks (each read advances its script):");
+    out_line("");
+    out_line("# Sample tasks (each read advances its script):");
     let mut samples = Vec::new();
     for spec in taskpoll::spec::providers() {
         let scripts = [
@@ -36,18 +36,18 @@ pub async fn simulate(port: u16) -> Result<Exit, Error> {
         ];
         for (what, lifecycle) in scripts {
             let task = sim.add_task(spec.name, lifecycle)?;
-            println!("#   {task:<40} {what}");
+            out_line(&format!("#   {task:<40} {what}"));
             samples.push(task);
         }
     }
     if let Some(first) = samples.first() {
-        println!();
-        println!("# Then, for example:");
-        println!("taskpoll get {first}");
-        println!("taskpoll wait --timeout 30s {first}");
+        out_line("");
+        out_line("# Then, for example:");
+        out_line(&format!("taskpoll get {first}"));
+        out_line(&format!("taskpoll wait --timeout 30s {first}"));
     }
-    println!();
-    println!("Press Ctrl-C to stop.");
+    out_line("");
+    out_line("Press Ctrl-C to stop.");
     let _ = tokio::signal::ctrl_c().await;
     sim.shutdown().await;
     Ok(Exit::Ok)
@@ -107,12 +107,13 @@ pub async fn demo() -> Result<Exit, Error> {
     let sim = Simulator::start().await.map_err(sim_error)?;
     let client = sim.client()?;
     let scenes = scenes(&sim)?;
-    println!("taskpoll demo: a simulator of every provider is listening on {}", sim.url());
-    println!(
-        "Waiting on {} tasks at {} providers (deadline 30 s each)...\n",
+    out_line(&format!("taskpoll demo: a simulator of every provider is listening on {}", sim.url()));
+    out_line(&format!(
+        "Waiting on {} tasks at {} providers (deadline 30 s each)...",
         scenes.len(),
         taskpoll::spec::providers().len()
-    );
+    ));
+    out_line("");
     // A brisk policy so the tour takes seconds; real waits use each provider's polite policy.
     let policy = Policy::builder()
         .name("demo")
@@ -126,7 +127,8 @@ pub async fn demo() -> Result<Exit, Error> {
         .collect();
     let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
 
-    println!("\n{:<52} {:<10} {:>5} {:>7}  what happened", "task", "outcome", "polls", "time");
+    out_line("");
+    out_line(&format!("{:<52} {:<10} {:>5} {:>7}  what happened", "task", "outcome", "polls", "time"));
     let mut surprises = 0;
     for (scene, outcome) in scenes.iter().zip(&outcomes) {
         let (phase, detail) = describe(outcome);
@@ -134,7 +136,7 @@ pub async fn demo() -> Result<Exit, Error> {
         if !expected {
             surprises += 1;
         }
-        println!(
+        out_line(&format!(
             "{:<52} {:<10} {:>5} {:>6.1}s  {}{}{}",
             shorten(&scene.task.to_string(), 52),
             phase.map_or("error".to_string(), |p| p.to_string()),
@@ -143,21 +145,22 @@ pub async fn demo() -> Result<Exit, Error> {
             scene.what,
             detail.map(|d| format!(": {d}")).unwrap_or_default(),
             if expected { "" } else { "  (UNEXPECTED)" },
-        );
+        ));
     }
     let requests = sim.requests().len();
-    println!(
-        "\n{} tasks, {} requests to the simulator, {:.1}s in all.",
+    out_line("");
+    out_line(&format!(
+        "{} tasks, {} requests to the simulator, {:.1}s in all.",
         outcomes.len(),
         requests,
         started.elapsed().as_secs_f64()
-    );
+    ));
     sim.shutdown().await;
     if surprises > 0 {
-        eprintln!("taskpoll demo: {surprises} task(s) did not end as scripted");
+        err_line(&format!("taskpoll demo: {surprises} task(s) did not end as scripted"));
         return Ok(Exit::Api);
     }
-    println!("Every task ended as scripted.");
+    out_line("Every task ended as scripted.");
     Ok(Exit::Ok)
 }
 

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("taskpoll: cannot start the async runtime: {e}");
+            output::err_line(&format!("taskpoll: cannot start the async runtime: {e}"));
             return ExitCode::from(Exit::Usage as u8);
         }
     };
@@ -52,7 +52,7 @@ async fn run(cli: Cli) -> Exit {
     match result {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("taskpoll: {e}");
+            output::err_line(&format!("taskpoll: {e}"));
             Exit::for_error(&e)
         }
     }

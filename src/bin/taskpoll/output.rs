@@ -1,6 +1,7 @@
-//! JSON lines on stdout, and exit codes.
+//! Everything the CLI prints (JSON lines on stdout, text on stderr), with
+//! server text escaped and closed pipes ignored, and the exit codes.
 
-use std::io::Write as _;
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -28,7 +29,9 @@ impl Exit {
             Exit::TaskFailed
         } else if error.is_deadline() || error.is_still_pending() {
             Exit::Deadline
-        } else if error.is_config() {
+        } else if error.is_config() || matches!(error, Error::MissingCredentials { .. } | Error::InvalidRequest { .. })
+        {
+            // Found before anything was sent: the configuration, not the server, is at fault.
             Exit::Usage
         } else if matches!(error, Error::UnknownStatus { .. }) {
             Exit::TaskFailed
@@ -84,8 +87,13 @@ pub fn outcome_json(
                     "status": Value::Null, "http_status": error.status(), "result": Value::Null,
                 }),
             };
-            line["error"] = json!(error.to_string());
+            line["error"] = json!(error_text(error, elapsed));
             line["outcome"] = json!(outcome_name(error));
+            if error.is_deadline() {
+                let (last_error, http_status) = last_cause(error);
+                line["last_error"] = json!(last_error.map(|e| e.to_string()));
+                line["http_status"] = json!(http_status);
+            }
             line
         }
     };
@@ -114,9 +122,142 @@ fn outcome_name(error: &Error) -> &'static str {
     }
 }
 
-/// Prints one JSON line on stdout (a closed stdout is not an error worth a panic).
+/// What the CLI says about an error: the library's text, except when the
+/// deadline ended the wait, where it names the last cause and the one way
+/// the CLI can continue. `elapsed` is the wait's own length, when known.
+pub fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
+    // Resuming from a saved wait state is a library feature the CLI does not offer yet.
+    const CONTINUE: &str = "run the same `taskpoll wait` again to keep waiting (a new wait with a new deadline)";
+    let cause = || {
+        let (last_error, _) = last_cause(error);
+        match (last_error, error.task()) {
+            (Some(e), _) => format!("; last poll failed: {e}"),
+            (None, Some(task)) => format!(
+                "; last seen {} ({}), HTTP {}",
+                task.phase(),
+                task.status().unwrap_or("no status"),
+                task.http_status()
+            ),
+            (None, None) => String::new(),
+        }
+    };
+    match error {
+        Error::DeadlineExceeded { task_ref, elapsed: waited, polls, .. } => format!(
+            "task {task_ref} not finished at the deadline ({:.1}s, {polls} polls{}); it may still finish: {CONTINUE}",
+            elapsed.unwrap_or(*waited).as_secs_f64(),
+            cause()
+        ),
+        Error::RetryAfterPastDeadline { task_ref, retry_after, remaining, .. } => format!(
+            "task {task_ref}: the server asked to retry after {:.1}s, past the deadline ({:.1}s left{}); \
+             it may still finish: {CONTINUE}, later",
+            retry_after.as_secs_f64(),
+            remaining.as_secs_f64(),
+            cause()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// After a deadline: the error of the last poll, if it failed, and the HTTP
+/// status of the last answer (of that error, else of the last observation).
+fn last_cause(error: &Error) -> (Option<&Error>, Option<u16>) {
+    let last_error = match error {
+        Error::DeadlineExceeded { last_error, .. } => last_error.as_deref(),
+        Error::RetryAfterPastDeadline { source, .. } => source.as_deref(),
+        _ => None,
+    };
+    let http_status = match last_error {
+        Some(e) => e.status(),
+        None => error.task().map(Task::http_status),
+    };
+    (last_error, http_status)
+}
+
+/// Bidirectional-text controls: invisible, and they reorder what a terminal
+/// shows (a forged `…succeeded` can be made to read backwards).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control() || is_bidi_control(c)
+}
+
+/// Escapes control characters (C0, DEL, C1: newlines, carriage returns, ANSI
+/// escapes) and bidirectional controls, so that text from a server can
+/// neither move the cursor nor forge a line. Every line the CLI writes goes
+/// through it; the CLI's own text has no such characters.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// One JSON value as one line. serde_json escapes C0 controls but passes DEL,
+/// C1 and bidirectional controls through raw; they are escaped here as
+/// `\uXXXX` (all are in the BMP), which is still the same JSON string.
+pub fn json_line(value: &Value) -> String {
+    let text = value.to_string();
+    if !text.chars().any(needs_escape) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 12);
+    for c in text.chars() {
+        if needs_escape(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Prints one JSON line on stdout.
 pub fn print_line(value: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    write_line(&mut std::io::stdout().lock(), &json_line(value));
+}
+
+/// Prints a line of text on stdout, escaped.
+pub fn out_line(text: &str) {
+    write_line(&mut std::io::stdout().lock(), &escape_controls(text));
+}
+
+/// Prints a line on stderr, escaped.
+pub fn err_line(text: &str) {
+    write_line(&mut std::io::stderr().lock(), &escape_controls(text));
+}
+
+/// A closed stdout or stderr (`taskpoll wait … | head -0`) is not an error
+/// worth a panic, and must not change the exit code: write errors are dropped.
+fn write_line(out: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped() {
+        let hostile = "ok\u{1b}[2J\rSUCCEEDED\n\u{7f}\u{85}\u{202e}x\u{2066}";
+        let escaped = escape_controls(hostile);
+        assert_eq!(escaped, "ok\\u{1b}[2J\\rSUCCEEDED\\n\\u{7f}\\u{85}\\u{202e}x\\u{2066}");
+        assert!(!escaped.chars().any(needs_escape));
+        assert!(matches!(escape_controls("plain: é ✓"), Cow::Borrowed(_)));
+
+        let line = json_line(&json!({ "status": hostile }));
+        assert!(!line.chars().any(needs_escape), "{line}");
+        let back: Value = serde_json::from_str(&line).expect("still JSON");
+        assert_eq!(back["status"], hostile, "the same string once decoded");
+    }
 }

@@ -1,7 +1,7 @@
 //! `get`, `wait` and `watch`, and the many-task wait the demo shares.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -9,7 +9,7 @@ use serde_json::json;
 use taskpoll::{Client, Error, PollEvent, Task, TaskRef, WaitOptions};
 
 use crate::args::{TaskArgs, WaitArgs};
-use crate::output::{Exit, outcome_json, print_line};
+use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
 
 pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
@@ -22,7 +22,7 @@ pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
             Err(e) => Exit::for_error(e),
         });
         if let Err(e) = &result {
-            report_error(task_ref, e);
+            report_error(task_ref, e, None);
         }
         print_line(&outcome_json(task_ref, &result, None, None));
     }
@@ -34,6 +34,7 @@ pub struct Outcome {
     pub task_ref: TaskRef,
     pub result: Result<Task, Error>,
     pub polls: u32,
+    /// From the start of the wait to its end (not to the end of the last poll).
     pub elapsed: Duration,
     /// Polls whose read failed and were retried (e.g. a 429).
     pub retried: u32,
@@ -69,13 +70,14 @@ pub async fn wait_all(
                     ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                bar.set_prefix(task_ref.to_string());
+                bar.set_prefix(escape_controls(&task_ref.to_string()).into_owned());
                 bar.enable_steady_tick(Duration::from_millis(120));
                 Some(bar)
             }
             Progress::Lines => None,
         };
         async move {
+            let started = Instant::now();
             let mut watch = client.watch(&task_ref, options);
             let mut outcome = Outcome {
                 task_ref: task_ref.clone(),
@@ -89,7 +91,6 @@ pub async fn wait_all(
                 match item {
                     Ok(event) => {
                         outcome.polls = event.attempt;
-                        outcome.elapsed = event.elapsed + event.took;
                         if event.error.is_some() {
                             outcome.retried += 1;
                         }
@@ -112,6 +113,7 @@ pub async fn wait_all(
             if let Some(task) = last_task {
                 outcome.result = Ok(task);
             }
+            outcome.elapsed = started.elapsed();
             if let Some(bar) = bar {
                 let text = match &outcome.result {
                     Ok(task) => format!("{} after {} polls", task.phase(), outcome.polls),
@@ -121,9 +123,9 @@ pub async fn wait_all(
                         }
                         None => e.to_string(),
                     },
-                    Err(e) => e.to_string(),
+                    Err(e) => error_text(e, Some(outcome.elapsed)),
                 };
-                bar.finish_with_message(text);
+                bar.finish_with_message(escape_controls(&text).into_owned());
             }
             outcome
         }
@@ -141,21 +143,16 @@ fn report(bar: &Option<ProgressBar>, task_ref: &TaskRef, event: &PollEvent) {
                 Some(error) => format!("poll {}: {error}{next}", event.attempt),
                 None => format!("{phase} ({status}) poll {}, {:.1}s{next}", event.attempt, event.elapsed.as_secs_f64()),
             };
-            bar.set_message(text);
+            bar.set_message(escape_controls(&text).into_owned());
         }
         None => {
+            let (attempt, at) = (event.attempt, event.elapsed.as_secs_f64());
             if let Some(error) = &event.error {
-                eprintln!(
-                    "{task_ref}: poll {} at {:.1}s failed, retrying: {error}",
-                    event.attempt,
-                    event.elapsed.as_secs_f64()
-                );
+                // Only a poll with a next one planned is retried; 401/403/404 end the wait here.
+                let what = if event.next_delay.is_some() { "failed, retrying" } else { "failed" };
+                err_line(&format!("{task_ref}: poll {attempt} at {at:.1}s {what}: {error}"));
             } else if event.changed {
-                eprintln!(
-                    "{task_ref}: {phase} ({status}) at poll {}, {:.1}s",
-                    event.attempt,
-                    event.elapsed.as_secs_f64()
-                );
+                err_line(&format!("{task_ref}: {phase} ({status}) at poll {attempt}, {at:.1}s"));
             }
         }
     }
@@ -175,7 +172,7 @@ pub async fn wait(args: WaitArgs) -> Result<Exit, Error> {
     let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
     for outcome in &outcomes {
         if let Err(e) = &outcome.result {
-            report_error(&outcome.task_ref, e);
+            report_error(&outcome.task_ref, e, Some(outcome.elapsed));
         }
         print_line(&outcome_json(&outcome.task_ref, &outcome.result, Some(outcome.polls), Some(outcome.elapsed)));
     }
@@ -205,17 +202,18 @@ pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
     let outcomes = wait_all(&client, tasks, &Progress::Lines, &print_change).await;
     for outcome in &outcomes {
         if let Err(e) = &outcome.result {
-            report_error(&outcome.task_ref, e);
+            report_error(&outcome.task_ref, e, Some(outcome.elapsed));
         }
     }
     Ok(Exit::combine(outcomes.iter().map(exit_for)))
 }
 
 /// One line on stderr; the task is named once.
-fn report_error(task_ref: &TaskRef, error: &Error) {
+fn report_error(task_ref: &TaskRef, error: &Error, elapsed: Option<Duration>) {
+    let text = error_text(error, elapsed);
     if error.task_ref().is_some() {
-        eprintln!("taskpoll: {error}");
+        err_line(&format!("taskpoll: {text}"));
     } else {
-        eprintln!("taskpoll: {task_ref}: {error}");
+        err_line(&format!("taskpoll: {task_ref}: {text}"));
     }
 }
