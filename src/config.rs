@@ -188,6 +188,8 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     max_body_bytes: usize,
     concurrency: usize,
+    rate: Option<RateSpec>,
+    max_in_flight: Option<usize>,
 }
 
 impl Default for ClientBuilder {
@@ -200,6 +202,8 @@ impl Default for ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             concurrency: DEFAULT_CONCURRENCY,
+            rate: None,
+            max_in_flight: None,
         }
     }
 }
@@ -245,6 +249,21 @@ impl ClientBuilder {
     /// How many single reads `get_many` runs at once when a provider has no batch call (default 8).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
+        self
+    }
+
+    /// The request budget of every provider that does not set its own with
+    /// [`ProviderConfig::rate_limit`] (it replaces the specs' budgets).
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate = Some(RateSpec { per_second, burst });
+        self
+    }
+
+    /// How many status requests a [`crate::Waiter`] keeps in flight per
+    /// provider, for every provider that does not set its own with
+    /// [`ProviderConfig::max_in_flight`] (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = Some(requests);
         self
     }
 
@@ -298,14 +317,14 @@ impl ClientBuilder {
                 None => None,
             };
             let base_url = resolve_base_url(spec, &config)?;
-            let rate = config.rate.or(spec.rate).unwrap_or(DEFAULT_RATE);
+            let rate = config.rate.or(self.rate).or(spec.rate).unwrap_or(DEFAULT_RATE);
             if !(rate.per_second.is_finite() && rate.per_second > 0.0 && rate.per_second <= 1e6) || rate.burst == 0 {
                 return Err(Error::config(format!(
                     "{}: the rate limit needs a positive rate (at most 1e6 per second) and a burst of at least 1",
                     spec.name
                 )));
             }
-            let max_in_flight = config.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+            let max_in_flight = config.max_in_flight.or(self.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT);
             if max_in_flight == 0 {
                 return Err(Error::config(format!("{}: max_in_flight must be at least 1", spec.name)));
             }

@@ -50,6 +50,11 @@ mod transport;
 mod wait;
 mod waiter;
 
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 /// The typed clients generated from `specs/`, one module per spec.
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/providers.rs"));

@@ -93,7 +93,7 @@ pub enum UnknownStatusPolicy {
 #[must_use]
 pub struct WaitOptions {
     deadline: Duration,
-    policy: Option<Policy>,
+    policy: Option<Arc<Policy>>,
     unknown_status: UnknownStatusPolicy,
     pending_budget: Option<Option<Duration>>,
     retry_after_ceiling: Duration,
@@ -121,8 +121,18 @@ impl WaitOptions {
 
     /// The polling policy (default: the provider's polite one).
     pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// The policy, shared (a waiter gives its waits one polite policy per provider).
+    pub(crate) fn shared_policy(mut self, policy: Arc<Policy>) -> Self {
         self.policy = Some(policy);
         self
+    }
+
+    pub(crate) fn has_policy(&self) -> bool {
+        self.policy.is_some()
     }
 
     /// What to do with statuses the spec does not list.

@@ -63,8 +63,8 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Client, Clock, Error, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
-use scheduler::{Command, Finished, Key, Scheduler};
+use crate::{Client, Clock, Error, Policy, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+use scheduler::{Command, Entry, Finished, Key, Scheduler};
 use source::ClientSource;
 
 /// Waits on many tasks, of any providers, at once; a [`Stream`] of
@@ -107,6 +107,8 @@ struct Registry {
     closed: bool,
     next_key: Key,
     lanes: HashMap<&'static str, Lane>,
+    /// Each provider's polite policy, shared by the waits that set none.
+    polite: HashMap<&'static str, Arc<Policy>>,
     /// The waits not yet reported, to route cancellations and end the stream.
     waiting: HashMap<TaskRef, (&'static str, Key)>,
 }
@@ -215,8 +217,26 @@ impl Shared {
 
     fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
         let provider = self.client.configured(task.provider())?.spec.name;
-        let poller = Poller::new(task.clone(), &options.clone().clock(self.clock.clone()))?;
+        let poller = Poller::new(task.clone(), &self.options(provider, options)?)?;
         self.enqueue(provider, task, poller)
+    }
+
+    /// The options on the waiter's clock, with one shared polite policy when they set none.
+    fn options(&self, provider: &'static str, options: &WaitOptions) -> Result<WaitOptions> {
+        let options = options.clone().clock(self.clock.clone());
+        if options.has_policy() {
+            return Ok(options);
+        }
+        let mut registry = self.registry();
+        let policy = match registry.polite.get(provider) {
+            Some(policy) => policy.clone(),
+            None => {
+                let policy = Arc::new(Policy::polite(provider)?);
+                registry.polite.insert(provider, policy.clone());
+                policy
+            }
+        };
+        Ok(options.shared_policy(policy))
     }
 
     fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
@@ -240,7 +260,7 @@ impl Shared {
             let lane = self.start_lane(provider)?;
             registry.lanes.insert(provider, lane);
         }
-        let sent = registry.lanes.get(provider).map(|lane| lane.commands.send(Command::Add(key, Box::new(poller))));
+        let sent = registry.lanes.get(provider).map(|lane| lane.commands.send(Command::Add(key, Entry::new(poller))));
         if !matches!(sent, Some(Ok(()))) {
             return Err(Error::config(format!("the {provider} scheduler has stopped")));
         }

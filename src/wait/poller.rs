@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
+
 use crate::clock::Clock;
 use crate::observe::Class;
 use crate::policy::{self, Policy};
@@ -59,8 +61,8 @@ pub enum Decision {
 /// ```
 #[derive(Debug)]
 pub struct Poller {
-    task_ref: TaskRef,
-    policy: Policy,
+    /// Shared by the waits of one options value (a waiter may hold thousands).
+    policy: Arc<Policy>,
     unknown: UnknownStatusPolicy,
     pending_budget: Option<Duration>,
     retry_after_ceiling: Duration,
@@ -76,8 +78,11 @@ pub struct Poller {
     first: Option<Duration>,
     queued_since: Option<Duration>,
     unknown_since: Option<Duration>,
-    last_task: Option<Task>,
-    last_error: Option<Error>,
+    /// The last in-progress observation (`None` once forgotten, see [`Poller::forget_last_task`]).
+    last_task: Option<Box<Task>>,
+    /// The HTTP status of the last observation, to describe it once forgotten.
+    last_http_status: u16,
+    last_error: Option<Box<Error>>,
     state: WaitState,
 }
 
@@ -98,7 +103,7 @@ impl Poller {
             started_at_ms.saturating_add(millis(deadline)),
         );
         let first = policy::first_poll_at(&policy, Duration::ZERO, deadline);
-        Ok(Self::assemble(task_ref, spec, policy, options, origin, Duration::ZERO, deadline, first, state))
+        Ok(Self::assemble(spec, policy, options, origin, Duration::ZERO, deadline, first, state))
     }
 
     /// Resumes a wait from its saved state, with the budget it had left: the
@@ -106,12 +111,14 @@ impl Poller {
     /// guards and clock come from `options`, and so does the policy when it
     /// sets one (otherwise the saved preset by name, or the provider's polite one).
     pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
-        let task_ref = state.task_ref.clone();
-        let spec = provider_spec(&task_ref)?;
+        let spec = provider_spec(&state.task_ref)?;
         // Without a policy in the options, the saved one by name (a preset or a
         // provider's polite policy); a custom policy must be given again.
         let policy = match &options.policy {
-            None => Policy::preset(&state.policy).or_else(|_| resolve_policy(spec, options))?,
+            None => match Policy::preset(&state.policy) {
+                Ok(policy) => Arc::new(policy),
+                Err(_) => resolve_policy(spec, options)?,
+            },
             Some(_) => resolve_policy(spec, options)?,
         };
         let clock = options.clock.clone();
@@ -127,7 +134,7 @@ impl Poller {
         let mut state = state;
         state.policy = policy.name().to_string();
         state.deadline_at_ms = state.started_at_ms.saturating_add(millis(deadline));
-        let mut poller = Self::assemble(task_ref, spec, policy, options, origin, base, deadline, first, state);
+        let mut poller = Self::assemble(spec, policy, options, origin, base, deadline, first, state);
         if let Some(last_poll) = poller.state.last_poll_ms.map(Duration::from_millis) {
             if poller.state.last_phase == Some(Phase::Queued) {
                 poller.queued_since = Some(last_poll.saturating_sub(Duration::from_millis(poller.state.queued_ms)));
@@ -141,9 +148,8 @@ impl Poller {
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
-        task_ref: TaskRef,
         spec: &ProviderSpec,
-        policy: Policy,
+        policy: Arc<Policy>,
         options: &WaitOptions,
         origin: Instant,
         base: Duration,
@@ -156,7 +162,6 @@ impl Poller {
             None => spec.default_pending_budget(),
         };
         Self {
-            task_ref,
             rng: policy.rng(),
             policy,
             unknown: options.unknown_status,
@@ -170,6 +175,7 @@ impl Poller {
             queued_since: None,
             unknown_since: None,
             last_task: None,
+            last_http_status: 0,
             last_error: None,
             state,
         }
@@ -177,7 +183,7 @@ impl Poller {
 
     /// The task being waited on.
     pub fn task_ref(&self) -> &TaskRef {
-        &self.task_ref
+        &self.state.task_ref
     }
 
     /// The policy in force.
@@ -188,6 +194,22 @@ impl Poller {
     /// The pending-forever budget in force (`None`: off).
     pub fn pending_budget(&self) -> Option<Duration> {
         self.pending_budget
+    }
+
+    /// Drops the last in-progress observation, keeping only what the
+    /// [`WaitState`] says of it (phase, status) and its HTTP status: a
+    /// many-task waiter keeps thousands of waits between polls.
+    pub(crate) fn forget_last_task(&mut self) {
+        self.last_task = None;
+    }
+
+    /// The last observation as the state describes it, once the task itself was forgotten.
+    fn described_last_task(&self) -> Option<Box<Task>> {
+        let phase = self.state.last_phase?;
+        let status = self.state.last_status.clone();
+        let task =
+            Task::new(self.state.task_ref.clone(), phase, status, None, None, self.last_http_status, Value::Null);
+        Some(Box::new(task))
     }
 
     /// The most a server's `Retry-After` may push a poll back.
@@ -272,7 +294,7 @@ impl Poller {
                 match self.guard(&task, sent) {
                     Some(error) => Decision::Fail(error),
                     None => {
-                        self.last_task = Some(task);
+                        self.last_task = Some(Box::new(task));
                         // An in-progress answer's Retry-After paces the next poll like an error's.
                         match self.past_deadline(received, hint) {
                             Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
@@ -289,7 +311,7 @@ impl Poller {
                         Decision::Fail(self.retry_after_error(hint, remaining, Some(Box::new(error))))
                     }
                     None => {
-                        self.last_error = Some(error);
+                        self.last_error = Some(Box::new(error));
                         self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)))
                     }
                 }
@@ -327,11 +349,11 @@ impl Poller {
     pub fn expire(&mut self, now: Instant) -> Error {
         self.finish_plan(None);
         Error::DeadlineExceeded {
-            task_ref: Box::new(self.task_ref.clone()),
+            task_ref: Box::new(self.state.task_ref.clone()),
             elapsed: self.elapsed(now),
             polls: self.state.attempts,
-            last: self.last_task.take().map(Box::new),
-            last_error: self.last_error.take().map(Box::new),
+            last: self.last_task.take().or_else(|| self.described_last_task()),
+            last_error: self.last_error.take(),
             state: Box::new(self.state.clone()),
         }
     }
@@ -340,6 +362,7 @@ impl Poller {
     /// queued and unknown streaks.
     fn note(&mut self, event: &mut PollEvent, task: &Task, sent: Duration) {
         let phase = task.phase();
+        self.last_http_status = task.http_status();
         event.phase = Some(phase);
         event.changed = self.state.last_phase != Some(phase);
         event.status = task.status().map(str::to_string);
@@ -388,7 +411,7 @@ impl Poller {
             if self.pending_budget.is_some_and(|budget| queued_for > budget) {
                 self.finish_plan(None);
                 return Some(Error::StillPending {
-                    task_ref: Box::new(self.task_ref.clone()),
+                    task_ref: Box::new(self.state.task_ref.clone()),
                     queued_for,
                     polls: self.state.attempts,
                     last: Box::new(task.clone()),
@@ -417,12 +440,12 @@ impl Poller {
 
     fn retry_after_error(&self, hint: Duration, remaining: Duration, source: Option<Box<Error>>) -> Error {
         Error::RetryAfterPastDeadline {
-            task_ref: Box::new(self.task_ref.clone()),
+            task_ref: Box::new(self.state.task_ref.clone()),
             retry_after: hint,
             remaining,
             polls: self.state.attempts,
             source,
-            last: self.last_task.clone().map(Box::new),
+            last: self.last_task.clone().or_else(|| self.described_last_task()),
             state: Box::new(self.state.clone()),
         }
     }
@@ -453,10 +476,10 @@ fn provider_spec(task_ref: &TaskRef) -> Result<&'static ProviderSpec> {
     crate::spec::provider(task_ref.provider()).ok_or_else(|| Error::unknown_provider(task_ref.provider()))
 }
 
-fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Policy> {
+fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Arc<Policy>> {
     match &options.policy {
         Some(policy) => Ok(policy.clone()),
-        None => Policy::polite_for(spec),
+        None => Policy::polite_for(spec).map(Arc::new),
     }
 }
 

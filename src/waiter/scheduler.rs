@@ -24,7 +24,7 @@ pub(super) type Key = u64;
 /// What the waiter asks of a scheduler.
 pub(super) enum Command {
     /// Start polling for a new wait.
-    Add(Key, Box<Poller>),
+    Add(Key, Box<Entry>),
     /// Stop one wait (it ends with [`Error::WaitCancelled`]).
     Cancel(Key),
     /// Stop every wait.
@@ -40,7 +40,9 @@ pub(super) struct Finished {
 /// How far past the due entries a batch looks for waits it may poll early.
 const EARLY_SCAN: usize = 1_000;
 
-struct Entry {
+/// One wait in a scheduler. Built by the waiter (boxed once: the box travels
+/// in the command and stays in the table, so adding a wait allocates it once).
+pub(super) struct Entry {
     poller: Poller,
     /// When the next poll is due; `None` while a read is in flight or the wait is ending.
     due: Option<Instant>,
@@ -55,13 +57,20 @@ struct Entry {
     missing_once: bool,
 }
 
+impl Entry {
+    pub(super) fn new(poller: Poller) -> Box<Self> {
+        let end = poller.deadline();
+        Box::new(Entry { due: None, early: end, end, in_flight: false, missing_once: false, poller })
+    }
+}
+
 enum Flight {
     One { key: Key, sent: Instant, result: Result<Task> },
     Many { keys: Vec<Key>, sent: Instant, result: Result<HashMap<String, Task>> },
 }
 
 enum Event {
-    Landed(Flight),
+    Landed(Box<Flight>),
     Command(Option<Command>),
     Woke,
 }
@@ -72,7 +81,8 @@ pub(super) struct Scheduler {
     clock: Arc<dyn Clock>,
     budget: Budget,
     max_in_flight: usize,
-    entries: HashMap<Key, Entry>,
+    /// Boxed: the table's spare capacity then costs a pointer per slot, not a wait.
+    entries: HashMap<Key, Box<Entry>>,
     by_due: BTreeSet<(Instant, Key)>,
     /// Every entry not in flight, by when it ends.
     by_end: BTreeSet<(Instant, Key)>,
@@ -130,12 +140,12 @@ impl Scheduler {
             };
             let event = tokio::select! {
                 biased;
-                Some(flight) = self.in_flight.next(), if !self.in_flight.is_empty() => Event::Landed(flight),
+                Some(flight) = self.in_flight.next(), if !self.in_flight.is_empty() => Event::Landed(Box::new(flight)),
                 command = self.commands.recv() => Event::Command(command),
                 () = sleep => Event::Woke,
             };
             match event {
-                Event::Landed(flight) => self.land(flight),
+                Event::Landed(flight) => self.land(*flight),
                 Event::Command(Some(command)) => {
                     self.apply(command);
                     // Everything already queued (a burst of adds) before the next launch,
@@ -153,10 +163,7 @@ impl Scheduler {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Add(key, poller) => {
-                let poller = *poller;
-                let end = poller.deadline();
-                let mut entry = Entry { due: None, early: end, end, in_flight: false, missing_once: false, poller };
+            Command::Add(key, mut entry) => {
                 match entry.poller.start() {
                     Decision::Poll { at, .. } => {
                         entry.due = Some(at);
@@ -362,6 +369,7 @@ impl Scheduler {
         let (_, decision) = entry.poller.observe(sent, received, result);
         match decision {
             Decision::Poll { at, delay } => {
+                entry.poller.forget_last_task();
                 entry.due = Some(at);
                 entry.early = if hinted { at } else { at.checked_sub(delay / 2).unwrap_or(at) };
                 self.by_due.insert((at, key));
@@ -385,7 +393,7 @@ impl Scheduler {
     }
 
     /// Takes a wait out of the scheduler and out of every index.
-    fn remove(&mut self, key: Key) -> Option<Entry> {
+    fn remove(&mut self, key: Key) -> Option<Box<Entry>> {
         let entry = self.entries.remove(&key)?;
         if let Some(due) = entry.due {
             self.by_due.remove(&(due, key));
