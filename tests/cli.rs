@@ -5,6 +5,7 @@
 use std::process::Output;
 
 use serde_json::Value;
+use taskpoll::TaskRef;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -73,9 +74,12 @@ async fn wait_exit_codes_follow_the_outcomes() -> TestResult {
     let out = taskpoll(&["wait", "--timeout", "20s", &ok.to_string(), &failed.to_string()], &env).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let lines = lines(&out);
-    assert_eq!(lines[1]["phase"], "failed");
-    assert_eq!(lines[1]["http_status"], 500);
-    assert!(lines[1]["error"].as_str().is_some_and(|e| e.contains("Internal Error")), "{}", lines[1]);
+    // Lines come as tasks finish: found by id.
+    let line = lines.iter().find(|l| l["id"].as_str() == Some(failed.id())).ok_or("no line")?;
+    assert_eq!(lines.len(), 2);
+    assert_eq!(line["phase"], "failed");
+    assert_eq!(line["http_status"], 500);
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("Internal Error")), "{line}");
 
     let out = taskpoll(&["wait", "--timeout", "1500ms", &stuck.to_string()], &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -401,17 +405,20 @@ async fn retrying_is_said_only_when_a_retry_follows() -> TestResult {
 async fn the_deadline_line_names_the_last_cause_and_the_wait_end() -> TestResult {
     let sim = Simulator::start().await?;
     let env = sim_env(&sim);
-    let failing = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    // At two providers: a batch read would carry the 503 of one task to both.
+    let failing = sim.add_task("qolaba", Lifecycle::new().pending_forever())?;
     sim.inject(&failing, Fault::Unavailable503, 1000)?;
     let queued = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
     let args = ["wait", "--timeout", "1500ms", "--policy", "deepomatic_client"];
     let out = taskpoll(&[&args[..], &[failing.to_string().as_str(), queued.to_string().as_str()]].concat(), &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let lines = lines(&out);
-    assert_eq!((lines[0]["outcome"].as_str(), lines[0]["http_status"].as_u64()), (Some("deadline"), Some(503)));
-    assert!(lines[0]["last_error"].as_str().is_some_and(|e| e.contains("HTTP 503")), "{}", lines[0]);
-    assert_eq!((lines[1]["http_status"].as_u64(), lines[1]["phase"].as_str()), (Some(200), Some("queued")));
-    assert!(lines[1]["last_error"].is_null(), "{}", lines[1]);
+    let line_of = |task: &TaskRef| lines.iter().find(|l| l["id"].as_str() == Some(task.id())).ok_or("no line");
+    let (failed_line, queued_line) = (line_of(&failing)?, line_of(&queued)?);
+    assert_eq!((failed_line["outcome"].as_str(), failed_line["http_status"].as_u64()), (Some("deadline"), Some(503)));
+    assert!(failed_line["last_error"].as_str().is_some_and(|e| e.contains("HTTP 503")), "{failed_line}");
+    assert_eq!((queued_line["http_status"].as_u64(), queued_line["phase"].as_str()), (Some(200), Some("queued")));
+    assert!(queued_line["last_error"].is_null(), "{queued_line}");
     for line in &lines {
         // The wait's end, not the end of its last poll; and the message on the same line agrees.
         let elapsed_ms = line["elapsed_ms"].as_u64().ok_or("elapsed_ms")?;
@@ -421,7 +428,7 @@ async fn the_deadline_line_names_the_last_cause_and_the_wait_end() -> TestResult
         assert!(error.contains("run the same `taskpoll wait` again"), "{line}");
     }
     let err = stderr(&out);
-    assert!(err.contains("last poll failed: deepomatic get_task: HTTP 503"), "{err}");
+    assert!(err.contains("last poll failed: qolaba ") && err.contains(": HTTP 503"), "{err}");
     assert!(err.contains("last seen queued (pending), HTTP 200"), "{err}");
     assert!(!err.contains("re-attach") && !err.contains("wait state"), "advice the CLI cannot act on: {err}");
     Ok(())
