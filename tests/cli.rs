@@ -473,6 +473,10 @@ async fn durations_inputs_and_base_urls_are_checked_by_flag() -> TestResult {
         (vec!["get", "--input", "refID=", "qolaba:1"], &["refID", "no value"]),
         (vec!["get", "-p", "deepomatic", "--base-url", ""], &["--base-url is empty"]),
         (vec!["get", "-p", "deepomatic", "--base-url", " "], &["--base-url is empty"]),
+        (vec!["wait", "--rate", "0"], &["--rate", "above 0"]),
+        (vec!["wait", "--rate", "fast"], &["--rate", "not a number"]),
+        (vec!["wait", "--rate", "10:0"], &["--rate", "burst `0`"]),
+        (vec!["wait", "--max-in-flight", "0"], &["--max-in-flight"]),
     ];
     for (args, needles) in cases {
         let with_id = if args.iter().any(|a| a.starts_with("qolaba:")) { &[][..] } else { &["deepomatic:1"][..] };
@@ -657,6 +661,17 @@ async fn get_reads_many_ids_of_a_batch_provider_in_batches_in_input_order() -> T
     let deepomatic: Vec<_> = sim.requests().into_iter().filter(|r| r.provider == Some("deepomatic")).collect();
     assert_eq!(deepomatic.len(), 250_usize.div_ceil(100), "⌈n/100⌉ batch reads: {deepomatic:?}");
     assert!(deepomatic.iter().all(|r| r.task_ids.len() <= 100));
+
+    // A batch read refused as a whole: a line per task, the error said once on stderr.
+    let base = sim.base_url("deepomatic");
+    let args = ["get", "-p", "deepomatic", "--base-url", &base, "--api-key", "wrong", &expected[0], &expected[2], "7"];
+    let out = taskpoll(&args, &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let refused = self::lines(&out);
+    assert!(refused.iter().all(|l| l["outcome"] == "auth_error"), "{refused:?}");
+    assert_eq!(refused.len(), 3);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("deepomatic (3 tasks)") && stderr(&out).contains("401"), "{}", stderr(&out));
     Ok(())
 }
 

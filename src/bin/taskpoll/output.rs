@@ -270,6 +270,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_interruption_wins_then_usage_failure_api_deadline() {
+        use Exit::*;
+        assert_eq!(Exit::combine([]), Ok);
+        assert_eq!(Exit::combine([Ok, Deadline, Api]), Api);
+        assert_eq!(Exit::combine([Deadline, TaskFailed, Api]), TaskFailed);
+        assert_eq!(Exit::combine([TaskFailed, Usage]), Usage);
+        assert_eq!(Exit::combine([Ok, Interrupted, Usage, TaskFailed]), Interrupted);
+        assert_eq!(Interrupted as u8, 130);
+    }
+
+    #[test]
     fn control_and_bidi_characters_are_escaped() {
         let hostile = "ok\u{1b}[2J\rSUCCEEDED\n\u{7f}\u{85}\u{202e}x\u{2066}";
         let escaped = escape_controls(hostile);
