@@ -682,7 +682,8 @@ async fn wait_prints_each_line_as_its_task_finishes() -> TestResult {
     let slow = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
     let fast = sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(1).then_succeed())?;
     let args = ["wait", "--timeout", "120s", "--policy", "deepomatic_client"];
-    let mut running = Running::spawn(&[&args[..], &[slow.to_string().as_str(), fast.to_string().as_str()]].concat(), &env)?;
+    let mut running =
+        Running::spawn(&[&args[..], &[slow.to_string().as_str(), fast.to_string().as_str()]].concat(), &env)?;
     let first = running.next_line().await?;
     assert_eq!((first["id"].as_str(), first["outcome"].as_str()), (Some(fast.id()), Some("succeeded")));
     // The slow task has not finished: the process is still waiting on it.

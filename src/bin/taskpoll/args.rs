@@ -131,7 +131,8 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
         Some((rate, burst)) => (rate, Some(burst)),
         None => (text, None),
     };
-    let per_second: f64 = rate.trim().parse().map_err(|_| format!("`{rate}` is not a number of requests per second"))?;
+    let per_second: f64 =
+        rate.trim().parse().map_err(|_| format!("`{rate}` is not a number of requests per second"))?;
     // The library's bounds, checked here so the message names the flag.
     if !(per_second.is_finite() && per_second > 0.0 && per_second <= 1e6) {
         return Err(format!("`{rate}` must be above 0 and at most 1000000 requests per second"));
@@ -211,9 +212,8 @@ impl TaskArgs {
     pub fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
         match (&self.from, self.ids.as_slice()) {
             (Some(path), _) => {
-                let file = std::fs::File::open(path).map_err(|e| Error::Config {
-                    message: format!("--from {}: {e}", path.display()),
-                })?;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| Error::Config { message: format!("--from {}: {e}", path.display()) })?;
                 self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
             (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
@@ -232,9 +232,9 @@ impl TaskArgs {
         let mut line = Vec::new();
         for number in 1_u64.. {
             line.clear();
-            let read = input.read_until(b'\n', &mut line).map_err(|e| Error::Config {
-                message: format!("{source}, line {number}: cannot read: {e}"),
-            })?;
+            let read = input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::Config { message: format!("{source}, line {number}: cannot read: {e}") })?;
             if read == 0 {
                 break;
             }
@@ -280,9 +280,7 @@ impl TaskArgs {
             }
             // A second value would silently replace the first (or both be sent).
             if task.inputs().contains_key(name) {
-                return Err(Error::Config {
-                    message: format!("--input {name} is given more than once for {task}"),
-                });
+                return Err(Error::Config { message: format!("--input {name} is given more than once for {task}") });
             }
             task = task.with_input(name, value)?;
         }

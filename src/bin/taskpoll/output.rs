@@ -53,7 +53,8 @@ impl Exit {
 
     /// The one of two codes that [`Exit::combine`] keeps.
     pub fn worse(self, other: Exit) -> Exit {
-        const ORDER: [Exit; 6] = [Exit::Interrupted, Exit::Usage, Exit::TaskFailed, Exit::Api, Exit::Deadline, Exit::Ok];
+        const ORDER: [Exit; 6] =
+            [Exit::Interrupted, Exit::Usage, Exit::TaskFailed, Exit::Api, Exit::Deadline, Exit::Ok];
         let rank = |code: Exit| ORDER.iter().position(|c| *c == code).unwrap_or(ORDER.len());
         if rank(other) < rank(self) { other } else { self }
     }

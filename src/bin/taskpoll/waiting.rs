@@ -267,7 +267,12 @@ pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     }
 }
 
-async fn wait_one(client: &Client, args: &WaitArgs, task_ref: TaskRef, mut interrupts: Interrupts) -> Result<Exit, Error> {
+async fn wait_one(
+    client: &Client,
+    args: &WaitArgs,
+    task_ref: TaskRef,
+    mut interrupts: Interrupts,
+) -> Result<Exit, Error> {
     let options = args.options(&task_ref)?;
     let last_state: Mutex<Option<WaitState>> = Mutex::new(None);
     let remember = |_: &TaskRef, event: &PollEvent| {
