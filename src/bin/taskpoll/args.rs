@@ -29,12 +29,21 @@ Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline pa
 first, 3 usage or configuration error, 4 API, auth or transport error, 130 interrupted
 (Ctrl-C during `wait`: a line is printed for every task still pending).";
 
+const WAIT_AFTER_HELP: &str = "\
+Several tasks are waited on together: batch reads where the provider has one, one
+request budget per provider (--rate, --max-in-flight). Ctrl-C stops every wait,
+prints a line for each task still pending (\"outcome\": \"interrupted\") and exits 130.
+
+Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline passed
+first, 3 usage or configuration error, 4 API, auth or transport error, 130 interrupted.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read each task's status once; one JSON line per task on stdout.
     Get(TaskArgs),
     /// Wait until every task finishes or the deadline passes; each task's
     /// final state as a JSON line on stdout as soon as it finishes, progress on stderr.
+    #[command(after_help = WAIT_AFTER_HELP)]
     Wait(WaitManyArgs),
     /// Wait on tasks, printing one JSON line per observed change.
     Watch(WaitArgs),
@@ -113,7 +122,7 @@ pub struct WaitManyArgs {
     /// provider's own budget, e.g. 10:20 for Deepomatic), e.g. `50` or `50:100`.
     #[arg(long, value_name = "PER_SECOND[:BURST]", value_parser = parse_rate)]
     pub rate: Option<Rate>,
-    /// Status reads in flight at once per provider (default: a small number).
+    /// Status reads in flight at once per provider (default: 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_in_flight: Option<u16>,
 }

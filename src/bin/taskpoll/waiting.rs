@@ -354,7 +354,8 @@ async fn wait_many(
                     Err(e) => Exit::for_error(e),
                 };
                 exit = exit.worse(code);
-                board.finished(&task_ref, result.as_ref(), polls, elapsed.unwrap_or_default());
+                let done = Done { task_ref: &task_ref, result: result.as_ref(), polls, elapsed: elapsed.unwrap_or_default() };
+                board.finished(done, started.len(), waiter.requests_sent());
                 board.suspend(|| {
                     if let Err(e) = &result {
                         report_error(&task_ref, e, elapsed);
@@ -410,6 +411,14 @@ impl Interrupts {
     }
 }
 
+/// A task that finished, for the progress board.
+struct Done<'a> {
+    task_ref: &'a TaskRef,
+    result: Result<&'a Task, &'a Error>,
+    polls: Option<u32>,
+    elapsed: Duration,
+}
+
 /// Per-task spinners up to this many tasks; above, one summary bar.
 const MAX_SPINNERS: usize = 8;
 
@@ -451,10 +460,12 @@ impl Board {
         Board::Summary { bar, failed: 0, requests: 0, at: Instant::now(), rate: 0.0 }
     }
 
-    fn finished(&mut self, task_ref: &TaskRef, result: Result<&Task, &Error>, polls: Option<u32>, elapsed: Duration) {
+    fn finished(&mut self, done: Done<'_>, pending: usize, requests_sent: u64) {
+        let Done { task_ref, result, polls, elapsed } = done;
         match self {
             Board::Spinners { bars, .. } => {
-                if let Some(bar) = bars.remove(task_ref) {
+                // Kept (not removed): a dropped bar would vanish from the screen.
+                if let Some(bar) = bars.get(task_ref) {
                     let text = final_message(result, polls, elapsed);
                     bar.finish_with_message(escape_controls(&text).into_owned());
                 }
@@ -467,17 +478,26 @@ impl Board {
             }
             Board::Lines => {}
         }
+        self.render(pending, requests_sent);
     }
 
+    /// Updates the request rate (about every 250 ms).
     fn tick(&mut self, pending: usize, requests_sent: u64) {
-        if let Board::Summary { bar, failed, requests, at, rate } = self {
+        if let Board::Summary { requests, at, rate, .. } = self {
             let seconds = at.elapsed().as_secs_f64();
-            if seconds > 0.0 {
+            // A shorter window (the interval's immediate first tick) gives no meaningful rate.
+            if seconds >= 0.1 {
+                let now = requests_sent.saturating_sub(*requests) as f64 / seconds;
                 // Smoothed over about a second, so the figure is readable.
-                let now = (requests_sent.saturating_sub(*requests)) as f64 / seconds;
-                *rate = if *requests == 0 { now } else { 0.75 * *rate + 0.25 * now };
+                *rate = 0.75 * *rate + 0.25 * now;
+                (*requests, *at) = (requests_sent, Instant::now());
             }
-            (*requests, *at) = (requests_sent, Instant::now());
+        }
+        self.render(pending, requests_sent);
+    }
+
+    fn render(&self, pending: usize, requests_sent: u64) {
+        if let Board::Summary { bar, failed, rate, .. } = self {
             bar.set_message(format!("{failed} failed, {pending} pending, {requests_sent} requests, {rate:.1}/s"));
         }
     }
