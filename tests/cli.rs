@@ -5,6 +5,7 @@
 use std::process::Output;
 
 use serde_json::Value;
+use taskpoll::TaskRef;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -73,9 +74,12 @@ async fn wait_exit_codes_follow_the_outcomes() -> TestResult {
     let out = taskpoll(&["wait", "--timeout", "20s", &ok.to_string(), &failed.to_string()], &env).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let lines = lines(&out);
-    assert_eq!(lines[1]["phase"], "failed");
-    assert_eq!(lines[1]["http_status"], 500);
-    assert!(lines[1]["error"].as_str().is_some_and(|e| e.contains("Internal Error")), "{}", lines[1]);
+    // Lines come as tasks finish: found by id.
+    let line = lines.iter().find(|l| l["id"].as_str() == Some(failed.id())).ok_or("no line")?;
+    assert_eq!(lines.len(), 2);
+    assert_eq!(line["phase"], "failed");
+    assert_eq!(line["http_status"], 500);
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("Internal Error")), "{line}");
 
     let out = taskpoll(&["wait", "--timeout", "1500ms", &stuck.to_string()], &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -401,17 +405,20 @@ async fn retrying_is_said_only_when_a_retry_follows() -> TestResult {
 async fn the_deadline_line_names_the_last_cause_and_the_wait_end() -> TestResult {
     let sim = Simulator::start().await?;
     let env = sim_env(&sim);
-    let failing = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    // At two providers: a batch read would carry the 503 of one task to both.
+    let failing = sim.add_task("qolaba", Lifecycle::new().pending_forever())?;
     sim.inject(&failing, Fault::Unavailable503, 1000)?;
     let queued = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
     let args = ["wait", "--timeout", "1500ms", "--policy", "deepomatic_client"];
     let out = taskpoll(&[&args[..], &[failing.to_string().as_str(), queued.to_string().as_str()]].concat(), &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let lines = lines(&out);
-    assert_eq!((lines[0]["outcome"].as_str(), lines[0]["http_status"].as_u64()), (Some("deadline"), Some(503)));
-    assert!(lines[0]["last_error"].as_str().is_some_and(|e| e.contains("HTTP 503")), "{}", lines[0]);
-    assert_eq!((lines[1]["http_status"].as_u64(), lines[1]["phase"].as_str()), (Some(200), Some("queued")));
-    assert!(lines[1]["last_error"].is_null(), "{}", lines[1]);
+    let line_of = |task: &TaskRef| lines.iter().find(|l| l["id"].as_str() == Some(task.id())).ok_or("no line");
+    let (failed_line, queued_line) = (line_of(&failing)?, line_of(&queued)?);
+    assert_eq!((failed_line["outcome"].as_str(), failed_line["http_status"].as_u64()), (Some("deadline"), Some(503)));
+    assert!(failed_line["last_error"].as_str().is_some_and(|e| e.contains("HTTP 503")), "{failed_line}");
+    assert_eq!((queued_line["http_status"].as_u64(), queued_line["phase"].as_str()), (Some(200), Some("queued")));
+    assert!(queued_line["last_error"].is_null(), "{queued_line}");
     for line in &lines {
         // The wait's end, not the end of its last poll; and the message on the same line agrees.
         let elapsed_ms = line["elapsed_ms"].as_u64().ok_or("elapsed_ms")?;
@@ -421,7 +428,7 @@ async fn the_deadline_line_names_the_last_cause_and_the_wait_end() -> TestResult
         assert!(error.contains("run the same `taskpoll wait` again"), "{line}");
     }
     let err = stderr(&out);
-    assert!(err.contains("last poll failed: deepomatic get_task: HTTP 503"), "{err}");
+    assert!(err.contains("last poll failed: qolaba ") && err.contains(": HTTP 503"), "{err}");
     assert!(err.contains("last seen queued (pending), HTTP 200"), "{err}");
     assert!(!err.contains("re-attach") && !err.contains("wait state"), "advice the CLI cannot act on: {err}");
     Ok(())
@@ -466,6 +473,10 @@ async fn durations_inputs_and_base_urls_are_checked_by_flag() -> TestResult {
         (vec!["get", "--input", "refID=", "qolaba:1"], &["refID", "no value"]),
         (vec!["get", "-p", "deepomatic", "--base-url", ""], &["--base-url is empty"]),
         (vec!["get", "-p", "deepomatic", "--base-url", " "], &["--base-url is empty"]),
+        (vec!["wait", "--rate", "0"], &["--rate", "above 0"]),
+        (vec!["wait", "--rate", "fast"], &["--rate", "not a number"]),
+        (vec!["wait", "--rate", "10:0"], &["--rate", "burst `0`"]),
+        (vec!["wait", "--max-in-flight", "0"], &["--max-in-flight"]),
     ];
     for (args, needles) in cases {
         let with_id = if args.iter().any(|a| a.starts_with("qolaba:")) { &[][..] } else { &["deepomatic:1"][..] };
@@ -481,5 +492,293 @@ async fn durations_inputs_and_base_urls_are_checked_by_flag() -> TestResult {
         );
     }
     assert!(sim.requests().is_empty(), "nothing was sent: {:?}", sim.requests());
+    Ok(())
+}
+
+// ---- issue 10: many ids, lines as tasks finish, Ctrl-C ----
+
+/// Runs the binary with `input` on its standard input.
+async fn taskpoll_with_stdin(args: &[&str], env: &[(String, String)], input: &str) -> std::io::Result<Output> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+    // Written while the output is read, so neither side waits on a full pipe.
+    let write = async move {
+        let written = stdin.write_all(input.as_bytes()).await;
+        drop(stdin);
+        written
+    };
+    let (written, output) = tokio::join!(write, child.wait_with_output());
+    written?;
+    output
+}
+
+/// A running `taskpoll` whose stdout and stderr are read line by line.
+struct Running {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+}
+
+impl Running {
+    fn spawn(args: &[&str], env: &[(String, String)]) -> std::io::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
+            .args(args)
+            .env_clear()
+            .envs(env.iter().cloned())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        Ok(Self {
+            child,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+            stderr: tokio::io::BufReader::new(stderr).lines(),
+        })
+    }
+
+    /// The next stdout line as JSON (a generous guard against a hang, not a timing assertion).
+    async fn next_line(&mut self) -> Result<Value, Box<dyn std::error::Error>> {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line()).await??;
+        Ok(serde_json::from_str(&line.ok_or("stdout ended")?)?)
+    }
+
+    async fn next_err_line(&mut self) -> Result<String, Box<dyn std::error::Error>> {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), self.stderr.next_line()).await??;
+        Ok(line.ok_or("stderr ended")?)
+    }
+
+    fn interrupt(&self) -> std::io::Result<()> {
+        let pid = self.child.id().ok_or(std::io::ErrorKind::NotFound)?;
+        let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status()?;
+        if status.success() { Ok(()) } else { Err(std::io::Error::other("kill -INT failed")) }
+    }
+
+    /// Every remaining stdout line, then the exit code.
+    async fn finish(mut self) -> Result<(Vec<Value>, Option<i32>), Box<dyn std::error::Error>> {
+        let mut lines = Vec::new();
+        while let Some(line) =
+            tokio::time::timeout(std::time::Duration::from_secs(60), self.stdout.next_line()).await??
+        {
+            lines.push(serde_json::from_str(&line)?);
+        }
+        while tokio::time::timeout(std::time::Duration::from_secs(60), self.stderr.next_line()).await??.is_some() {}
+        let status = tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait()).await??;
+        Ok((lines, status.code()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_come_from_standard_input_or_a_file() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let a = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let b = sim.add_task("factpulse", Lifecycle::new().queued_for_polls(1).then_succeed())?;
+    let input = format!("# my tasks\n\n{a}\r\n   {b}  \n# done\n");
+
+    let out = taskpoll_with_stdin(&["get", "-"], &env, &input).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ids: Vec<Value> = lines(&out).iter().map(|l| l["id"].clone()).collect();
+    assert_eq!(ids, [a.id(), b.id()]);
+
+    let dir = std::env::temp_dir().join(format!("taskpoll-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("ids.txt");
+    std::fs::write(&file, &input)?;
+    let out = taskpoll(&["wait", "--timeout", "30s", "--from", file.to_str().ok_or("path")?], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut ids: Vec<String> = lines(&out).iter().map(|l| l["id"].as_str().unwrap_or("?").to_string()).collect();
+    ids.sort();
+    let mut expected = vec![a.id().to_string(), b.id().to_string()];
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    // Plain ids with --provider.
+    let out = taskpoll_with_stdin(&["get", "--provider", "deepomatic", "-"], &env, &format!("{}\n", a.id())).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["id"].as_str(), Some(a.id()));
+
+    // A bad line is a usage error naming its line; nothing is sent.
+    sim.clear_requests();
+    std::fs::write(&file, format!("{a}\n# fine\nnot-a-ref\n{b}\n"))?;
+    let out = taskpoll(&["wait", "--from", file.to_str().ok_or("path")?], &env).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 3") && stderr(&out).contains("not-a-ref"), "{}", stderr(&out));
+    let out = taskpoll_with_stdin(&["get", "-"], &env, &format!("{a}\n{}..\n", "deepomatic:")).await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("standard input, line 2"), "{}", stderr(&out));
+    let out = taskpoll_with_stdin(&["get", "-"], &env, "# nothing\n\n").await?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("names no task"), "{}", stderr(&out));
+    let out = taskpoll(&["get", "-", &a.to_string()], &env).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("must be the only ID"), "{}", stderr(&out));
+    let out = taskpoll(&["get", "--from", dir.join("missing.txt").to_str().ok_or("path")?], &env).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
+    assert!(sim.requests().is_empty(), "nothing was sent: {:?}", sim.requests());
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_reads_many_ids_of_a_batch_provider_in_batches_in_input_order() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let mut input = String::new();
+    let mut expected = Vec::new();
+    for i in 0..250 {
+        let lifecycle = if i % 2 == 0 { Lifecycle::new().then_succeed() } else { Lifecycle::new().pending_forever() };
+        let task = sim.add_task("deepomatic", lifecycle)?;
+        input.push_str(&format!("{}\n", task.id()));
+        expected.push(task.id().to_string());
+    }
+    // Another provider's task in the middle, read on its own.
+    let other = sim.add_task("factpulse", Lifecycle::new().then_succeed())?;
+    input = input.replacen('\n', &format!("\n{other}\n"), 1);
+    expected.insert(1, other.id().to_string());
+    let input = input.lines().map(|l| if l.contains(':') { l.to_string() } else { format!("deepomatic:{l}") });
+    let input: String = input.map(|l| l + "\n").collect();
+
+    let out = taskpoll_with_stdin(&["get", "-"], &env, &input).await?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = lines(&out);
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap_or("?")).collect();
+    assert_eq!(ids, expected, "one line per id, in input order");
+    assert_eq!(lines[0]["phase"], "succeeded");
+    assert_eq!(lines[2]["phase"], "queued");
+    let deepomatic: Vec<_> = sim.requests().into_iter().filter(|r| r.provider == Some("deepomatic")).collect();
+    assert_eq!(deepomatic.len(), 250_usize.div_ceil(100), "⌈n/100⌉ batch reads: {deepomatic:?}");
+    assert!(deepomatic.iter().all(|r| r.task_ids.len() <= 100));
+
+    // A batch read refused as a whole: a line per task, the error said once on stderr.
+    let base = sim.base_url("deepomatic");
+    let args = ["get", "-p", "deepomatic", "--base-url", &base, "--api-key", "wrong", &expected[0], &expected[2], "7"];
+    let out = taskpoll(&args, &[]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let refused = self::lines(&out);
+    assert!(refused.iter().all(|l| l["outcome"] == "auth_error"), "{refused:?}");
+    assert_eq!(refused.len(), 3);
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("deepomatic (3 tasks)") && stderr(&out).contains("401"), "{}", stderr(&out));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_prints_each_line_as_its_task_finishes() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let slow = sim.add_task("deepomatic", Lifecycle::new().pending_forever())?;
+    let fast = sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(1).then_succeed())?;
+    let args = ["wait", "--timeout", "120s", "--policy", "deepomatic_client"];
+    let mut running =
+        Running::spawn(&[&args[..], &[slow.to_string().as_str(), fast.to_string().as_str()]].concat(), &env)?;
+    let first = running.next_line().await?;
+    assert_eq!((first["id"].as_str(), first["outcome"].as_str()), (Some(fast.id()), Some("succeeded")));
+    // The slow task has not finished: the process is still waiting on it.
+    assert!(running.child.try_wait()?.is_none(), "the fast line came only at the end");
+    // Now the slow task ends (it is gone: 404 on its next read).
+    assert!(sim.remove_task(&slow));
+    let (rest, code) = running.finish().await?;
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!((rest[0]["id"].as_str(), rest[0]["outcome"].as_str()), (Some(slow.id()), Some("error")));
+    assert_eq!(rest[0]["http_status"], 404);
+    assert_eq!(code, Some(4));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_prints_a_line_per_pending_task_and_exits_130() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let fast = sim.add_task("factpulse", Lifecycle::new().then_succeed())?;
+    let mut pending = Vec::new();
+    for provider in ["deepomatic", "deepomatic", "qolaba", "cloudinary"] {
+        pending.push(sim.add_task(provider, Lifecycle::new().pending_forever())?);
+    }
+    let mut args: Vec<String> = ["wait", "--timeout", "120s", "--policy", "deepomatic_client"].map(String::from).into();
+    args.push(fast.to_string());
+    args.extend(pending.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut running = Running::spawn(&args, &env)?;
+    assert_eq!(running.next_line().await?["id"].as_str(), Some(fast.id()));
+    // Every pending task has been read at least once before the interrupt.
+    while pending.iter().any(|t| sim.reads(t) == 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    running.interrupt()?;
+    let (lines, code) = running.finish().await?;
+    assert_eq!(code, Some(130), "{lines:?}");
+    assert_eq!(lines.len(), pending.len(), "{lines:?}");
+    for task in &pending {
+        let line = lines.iter().find(|l| l["id"].as_str() == Some(task.id())).ok_or("no line")?;
+        assert_eq!(line["outcome"], "interrupted", "{line}");
+        assert_eq!(line["phase"], "queued", "{line}");
+        assert!(line["status"].is_string(), "{line}");
+        assert!(line["polls"].as_u64().is_some_and(|n| n >= 1), "{line}");
+        assert!(line["elapsed_ms"].is_u64(), "{line}");
+        assert!(line["error"].as_str().is_some_and(|e| e.contains("interrupted after")), "{line}");
+    }
+
+    // One task (its own watch): the same line and code.
+    let stuck = &pending[0];
+    let mut running = Running::spawn(&["wait", "--timeout", "120s", &stuck.to_string()], &env)?;
+    // Its first poll is reported on stderr (not a terminal: a line per phase change).
+    let progress = running.next_err_line().await?;
+    assert!(progress.contains("queued"), "{progress}");
+    running.interrupt()?;
+    let (lines, code) = running.finish().await?;
+    assert_eq!(code, Some(130), "{lines:?}");
+    assert_eq!((lines.len(), lines[0]["outcome"].as_str()), (1, Some("interrupted")));
+    assert!(lines[0]["polls"].as_u64().is_some_and(|n| n >= 1), "{}", lines[0]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_ids_are_each_reported_before_the_deadline() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let mut input = String::new();
+    let mut expected = std::collections::HashMap::new();
+    for i in 0..10_000 {
+        let (lifecycle, phase) = match i % 10 {
+            0 => (Lifecycle::new().then_fail("bad image"), "failed"),
+            n if n % 2 == 0 => (Lifecycle::new().queued_for_polls(1).then_succeed(), "succeeded"),
+            _ => (Lifecycle::new().then_succeed(), "succeeded"),
+        };
+        let task = sim.add_task("deepomatic", lifecycle)?;
+        input.push_str(&format!("{task}\n"));
+        expected.insert(task.id().to_string(), phase);
+    }
+    let args = ["wait", "--timeout", "60s", "--rate", "200:50", "--max-in-flight", "8", "-"];
+    let out = taskpoll_with_stdin(&args, &env, &input).await?;
+    assert_eq!(out.status.code(), Some(1), "a task failed: {}", stderr(&out));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 10_000);
+    let mut seen = std::collections::HashMap::new();
+    for line in &lines {
+        let id = line["id"].as_str().ok_or("id")?.to_string();
+        assert_eq!(line["outcome"], line["phase"], "{line}");
+        assert!(seen.insert(id, line["phase"].as_str().unwrap_or("?").to_string()).is_none(), "twice: {line}");
+    }
+    let expected: std::collections::HashMap<String, String> =
+        expected.into_iter().map(|(id, phase)| (id, phase.to_string())).collect();
+    assert_eq!(seen, expected);
+    // Batch reads: two rounds of ⌈10,000 / 100⌉, with room for rounds split by timing.
+    let requests = sim.requests().len();
+    assert!(requests <= 4 * 100, "{requests} requests for 10,000 tasks");
+    // Not a terminal: nothing on stderr per success, one line per failure.
+    assert_eq!(stderr(&out).lines().count(), 1_000, "{}", stderr(&out).lines().take(3).collect::<Vec<_>>().join("\n"));
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! Command-line arguments, and turning them into a client and task references.
 
 use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use taskpoll::spec::{ProviderSpec, SchemeKind};
-use taskpoll::{Client, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions};
+use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions};
 
 /// Read and wait on long-running tasks at HTTP providers.
 #[derive(Debug, Parser)]
@@ -20,16 +22,29 @@ Credentials come from each provider's environment variables (e.g. DEEPOMATIC_API
 FACTPULSE_API_KEY or FACTPULSE_TOKEN, QOLABA_API_KEY, CLOUDINARY_URL) or from flags.
 TASKPOLL_<PROVIDER>_BASE_URL overrides any provider's server.
 
+IDs can also be read one per line (blank lines and `#` comments skipped): `-` as the
+only ID reads standard input, `--from FILE` reads a file.
+
 Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline passed
-first, 3 usage or configuration error, 4 API, auth or transport error.";
+first, 3 usage or configuration error, 4 API, auth or transport error, 130 interrupted
+(Ctrl-C during `wait`: a line is printed for every task still pending).";
+
+const WAIT_AFTER_HELP: &str = "\
+Several tasks are waited on together: batch reads where the provider has one, one
+request budget per provider (--rate, --max-in-flight). Ctrl-C stops every wait,
+prints a line for each task still pending (\"outcome\": \"interrupted\") and exits 130.
+
+Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline passed
+first, 3 usage or configuration error, 4 API, auth or transport error, 130 interrupted.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read each task's status once; one JSON line per task on stdout.
     Get(TaskArgs),
-    /// Wait until every task finishes or the deadline passes; progress on
-    /// stderr, the final state of each task as JSON lines on stdout.
-    Wait(WaitArgs),
+    /// Wait until every task finishes or the deadline passes; each task's
+    /// final state as a JSON line on stdout as soon as it finishes, progress on stderr.
+    #[command(after_help = WAIT_AFTER_HELP)]
+    Wait(WaitManyArgs),
     /// Wait on tasks, printing one JSON line per observed change.
     Watch(WaitArgs),
     /// Run the offline simulator of every provider in the foreground.
@@ -70,8 +85,11 @@ pub struct TaskArgs {
     /// Per-request timeout, e.g. `10s`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
-    /// Task ids (with --provider) or task references.
-    #[arg(required = true, value_name = "ID")]
+    /// Read the IDs from FILE, one per line (blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE", conflicts_with = "ids")]
+    pub from: Option<PathBuf>,
+    /// Task ids (with --provider) or task references; `-` alone reads them from standard input.
+    #[arg(required_unless_present = "from", value_name = "ID")]
     pub ids: Vec<String>,
 }
 
@@ -92,6 +110,51 @@ pub struct WaitArgs {
     /// Give up on a task that stays queued this long (`off` disables the provider's default).
     #[arg(long, value_name = "DURATION|off", value_parser = parse_budget)]
     pub pending_budget: Option<Budget>,
+}
+
+/// `wait`: the waiting settings, and the request budget the many-task waiter
+/// holds each provider to.
+#[derive(Debug, Args)]
+pub struct WaitManyArgs {
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Status reads per second per provider, with bursts of BURST (default: each
+    /// provider's own budget, e.g. 10:20 for Deepomatic), e.g. `50` or `50:100`.
+    #[arg(long, value_name = "PER_SECOND[:BURST]", value_parser = parse_rate)]
+    pub rate: Option<Rate>,
+    /// Status reads in flight at once per provider (default: 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_in_flight: Option<u16>,
+}
+
+/// A request budget from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// `PER_SECOND[:BURST]`; without a burst, one second's worth of requests.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let (rate, burst) = match text.split_once(':') {
+        Some((rate, burst)) => (rate, Some(burst)),
+        None => (text, None),
+    };
+    let per_second: f64 =
+        rate.trim().parse().map_err(|_| format!("`{rate}` is not a number of requests per second"))?;
+    // The library's bounds, checked here so the message names the flag.
+    if !(per_second.is_finite() && per_second > 0.0 && per_second <= 1e6) {
+        return Err(format!("`{rate}` must be above 0 and at most 1000000 requests per second"));
+    }
+    let burst = match burst {
+        Some(burst) => match burst.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("burst `{burst}` must be a whole number of requests, at least 1")),
+        },
+        // Bounded by the check above, so the cast cannot saturate.
+        None => per_second.ceil().max(1.0) as u32,
+    };
+    Ok(Rate { per_second, burst })
 }
 
 /// A pending-forever budget from the command line.
@@ -153,50 +216,98 @@ fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), Error
 }
 
 impl TaskArgs {
-    /// The task references named on the command line.
+    /// The task references named on the command line, on standard input
+    /// (`-`) or in the `--from` file.
     pub fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
-        let mut refs = Vec::new();
-        for id in &self.ids {
-            let mut task = match &self.provider {
-                Some(provider) => match full_ref_provider(id) {
-                    // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
-                    Some(named) if named == provider => id.parse::<TaskRef>()?,
-                    Some(named) => {
-                        return Err(Error::InvalidTaskRef {
-                            input: id.clone(),
-                            reason: format!("a {named} task, but --provider is {provider}"),
-                        });
-                    }
-                    None => TaskRef::new(provider, id.as_str())?,
-                },
-                None => id.parse::<TaskRef>().map_err(|e| match e {
-                    Error::InvalidTaskRef { input, .. } if !id.contains(':') => {
-                        Error::InvalidTaskRef { input, reason: "expected `provider:id` (or pass --provider)".into() }
-                    }
-                    other => other,
-                })?,
-            };
-            for input in &self.inputs {
-                let (name, value) = split_pair(input, "--input")?;
-                if value.is_empty() {
-                    return Err(Error::Config { message: format!("--input {name}= has no value") });
-                }
-                // A second value would silently replace the first (or both be sent).
-                if task.inputs().contains_key(name) {
-                    return Err(Error::Config {
-                        message: format!("--input {name} is given more than once for {task}"),
-                    });
-                }
-                task = task.with_input(name, value)?;
+        match (&self.from, self.ids.as_slice()) {
+            (Some(path), _) => {
+                let file = std::fs::File::open(path)
+                    .map_err(|e| Error::Config { message: format!("--from {}: {e}", path.display()) })?;
+                self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
-            refs.push(task);
+            (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
+            (None, ids) if ids.iter().any(|id| id == "-") => {
+                Err(Error::Config { message: "`-` (read the IDs from standard input) must be the only ID".into() })
+            }
+            (None, ids) => ids.iter().map(|id| self.task_ref(id)).collect(),
+        }
+    }
+
+    /// One task reference per line; blank lines and `#` comments are skipped,
+    /// and a bad line is refused with its number. Read line by line, so
+    /// 100,000 ids cost one pass.
+    fn refs_from_lines(&self, mut input: impl BufRead, source: &str) -> Result<Vec<TaskRef>, Error> {
+        let mut refs = Vec::new();
+        let mut line = Vec::new();
+        for number in 1_u64.. {
+            line.clear();
+            let read = input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::Config { message: format!("{source}, line {number}: cannot read: {e}") })?;
+            if read == 0 {
+                break;
+            }
+            let bad = |reason: String| Error::Config { message: format!("{source}, line {number}: {reason}") };
+            let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
+            let text = text.trim();
+            if text.is_empty() || text.starts_with('#') {
+                continue;
+            }
+            refs.push(self.task_ref(text).map_err(|e| bad(e.to_string()))?);
+        }
+        if refs.is_empty() {
+            return Err(Error::Config { message: format!("{source} names no task") });
         }
         Ok(refs)
+    }
+
+    /// One task reference from an ID, with --provider and --input applied.
+    fn task_ref(&self, id: &str) -> Result<TaskRef, Error> {
+        let mut task = match &self.provider {
+            Some(provider) => match full_ref_provider(id) {
+                // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
+                Some(named) if named == provider => id.parse::<TaskRef>()?,
+                Some(named) => {
+                    return Err(Error::InvalidTaskRef {
+                        input: id.to_string(),
+                        reason: format!("a {named} task, but --provider is {provider}"),
+                    });
+                }
+                None => TaskRef::new(provider, id)?,
+            },
+            None => id.parse::<TaskRef>().map_err(|e| match e {
+                Error::InvalidTaskRef { input, .. } if !id.contains(':') => {
+                    Error::InvalidTaskRef { input, reason: "expected `provider:id` (or pass --provider)".into() }
+                }
+                other => other,
+            })?,
+        };
+        for input in &self.inputs {
+            let (name, value) = split_pair(input, "--input")?;
+            if value.is_empty() {
+                return Err(Error::Config { message: format!("--input {name}= has no value") });
+            }
+            // A second value would silently replace the first (or both be sent).
+            if task.inputs().contains_key(name) {
+                return Err(Error::Config { message: format!("--input {name} is given more than once for {task}") });
+            }
+            task = task.with_input(name, value)?;
+        }
+        Ok(task)
     }
 
     /// A client from the environment, with this command's flags layered on
     /// top of the selected provider's variables (flags win).
     pub fn client(&self, refs: &[TaskRef]) -> Result<Client, Error> {
+        self.client_with(refs, |builder| builder)
+    }
+
+    /// [`Self::client`], with more settings applied to the builder.
+    pub fn client_with(
+        &self,
+        refs: &[TaskRef],
+        tune: impl FnOnce(ClientBuilder) -> ClientBuilder,
+    ) -> Result<Client, Error> {
         let has_flags = self.base_url.is_some()
             || self.api_key.is_some()
             || self.token.is_some()
@@ -213,7 +324,13 @@ impl TaskArgs {
         }
         let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
         // Before the library reads them, so the CLI's message (naming the flag) is the one shown.
+        let mut checked: Vec<&str> = Vec::new();
         for task in refs {
+            // Once per provider: 100,000 ids of one provider are one check.
+            if checked.contains(&task.provider()) {
+                continue;
+            }
+            checked.push(task.provider());
             if let Some(spec) = taskpoll::spec::provider(task.provider()) {
                 check_credentials(spec, &lookup, &overlay)?;
             }
@@ -228,7 +345,7 @@ impl TaskArgs {
                 env_hint(provider)
             ),
         };
-        let client = match builder.build() {
+        let client = match tune(builder).build() {
             Ok(client) => client,
             Err(Error::Config { message }) if message.starts_with("no provider configured") => {
                 return Err(match refs.first() {

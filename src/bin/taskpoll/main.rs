@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 all succeeded, 1 a task failed (or was cancelled), 2 the
 //! deadline passed first, 3 usage or configuration error, 4 API, auth or
-//! transport error.
+//! transport error, 130 interrupted by Ctrl-C.
 
 mod args;
 mod demo;

@@ -20,6 +20,8 @@ pub enum Exit {
     Usage = 3,
     /// API, auth or transport error.
     Api = 4,
+    /// Interrupted (Ctrl-C, SIGINT) before every task ended; 128 + SIGINT, as shells report it.
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -27,6 +29,9 @@ impl Exit {
     pub fn for_error(error: &Error) -> Self {
         if error.is_task_failure() {
             Exit::TaskFailed
+        } else if error.is_wait_cancelled() {
+            // The CLI cancels waits only when interrupted.
+            Exit::Interrupted
         } else if error.is_deadline() || error.is_still_pending() {
             Exit::Deadline
         } else if error.is_config() || matches!(error, Error::MissingCredentials { .. } | Error::InvalidRequest { .. })
@@ -40,15 +45,18 @@ impl Exit {
         }
     }
 
-    /// For several tasks: a failure wins over an API error, which wins over the deadline.
+    /// For several tasks: an interruption wins (the run is incomplete), then a
+    /// usage error, a failure, an API error, the deadline.
     pub fn combine(codes: impl IntoIterator<Item = Exit>) -> Exit {
-        let codes: Vec<Exit> = codes.into_iter().collect();
-        for wanted in [Exit::Usage, Exit::TaskFailed, Exit::Api, Exit::Deadline] {
-            if codes.contains(&wanted) {
-                return wanted;
-            }
-        }
-        Exit::Ok
+        codes.into_iter().fold(Exit::Ok, Exit::worse)
+    }
+
+    /// The one of two codes that [`Exit::combine`] keeps.
+    pub fn worse(self, other: Exit) -> Exit {
+        const ORDER: [Exit; 6] =
+            [Exit::Interrupted, Exit::Usage, Exit::TaskFailed, Exit::Api, Exit::Deadline, Exit::Ok];
+        let rank = |code: Exit| ORDER.iter().position(|c| *c == code).unwrap_or(ORDER.len());
+        if rank(other) < rank(self) { other } else { self }
     }
 }
 
@@ -65,11 +73,12 @@ pub fn task_json(task: &Task) -> Value {
     })
 }
 
-/// What one task's read or wait ended with, as one JSON object.
+/// What one task's read or wait ended with, as one JSON object. `polls` is
+/// written for waits (`null` when the waiter does not say, e.g. for a success).
 pub fn outcome_json(
     task_ref: &TaskRef,
-    result: &Result<Task, Error>,
-    polls: Option<u32>,
+    result: Result<&Task, &Error>,
+    polls: Option<Option<u32>>,
     elapsed: Option<Duration>,
 ) -> Value {
     let mut line = match result {
@@ -80,11 +89,15 @@ pub fn outcome_json(
         }
         Err(error) => {
             let last = error.task();
+            // A cancelled wait has no observation, but its state keeps the last phase and status.
+            let state = error.wait_state().filter(|_| last.is_none());
             let mut line = match last {
                 Some(task) => task_json(task),
                 None => json!({
-                    "provider": task_ref.provider(), "id": task_ref.id(), "phase": Value::Null,
-                    "status": Value::Null, "http_status": error.status(), "result": Value::Null,
+                    "provider": task_ref.provider(), "id": task_ref.id(),
+                    "phase": state.and_then(|s| s.last_phase),
+                    "status": state.and_then(|s| s.last_status.as_deref()),
+                    "http_status": error.status(), "result": Value::Null,
                 }),
             };
             line["error"] = json!(error_text(error, elapsed));
@@ -113,6 +126,8 @@ fn outcome_name(error: &Error) -> &'static str {
     match error.task().map(Task::phase) {
         Some(Phase::Failed) if error.is_task_failure() => "failed",
         Some(Phase::Cancelled) if error.is_task_failure() => "cancelled",
+        // The CLI cancels waits only on Ctrl-C.
+        _ if error.is_wait_cancelled() => "interrupted",
         _ if error.is_deadline() => "deadline",
         _ if error.is_still_pending() => "still_pending",
         _ if matches!(error, Error::UnknownStatus { .. }) => "unknown_status",
@@ -146,6 +161,14 @@ pub fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
             "task {task_ref} not finished at the deadline ({:.1}s, {polls} polls{}); it may still finish: {CONTINUE}",
             elapsed.unwrap_or(*waited).as_secs_f64(),
             cause()
+        ),
+        Error::WaitCancelled { task_ref, polls, state } => format!(
+            "task {task_ref}: interrupted after {polls} polls ({:.1}s{}); it may still finish: {CONTINUE}",
+            elapsed.map_or(0.0, |e| e.as_secs_f64()),
+            match (state.last_phase, &state.last_status) {
+                (Some(phase), status) => format!(", last seen {phase} ({})", status.as_deref().unwrap_or("no status")),
+                (None, _) => String::new(),
+            },
         ),
         Error::RetryAfterPastDeadline { task_ref, retry_after, remaining, .. } => format!(
             "task {task_ref}: the server asked to retry after {:.1}s, past the deadline ({:.1}s left{}); \
@@ -246,6 +269,17 @@ fn write_line(out: &mut dyn std::io::Write, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interruption_wins_then_usage_failure_api_deadline() {
+        use Exit::*;
+        assert_eq!(Exit::combine([]), Ok);
+        assert_eq!(Exit::combine([Ok, Deadline, Api]), Api);
+        assert_eq!(Exit::combine([Deadline, TaskFailed, Api]), TaskFailed);
+        assert_eq!(Exit::combine([TaskFailed, Usage]), Usage);
+        assert_eq!(Exit::combine([Ok, Interrupted, Usage, TaskFailed]), Interrupted);
+        assert_eq!(Interrupted as u8, 130);
+    }
 
     #[test]
     fn control_and_bidi_characters_are_escaped() {

@@ -1,32 +1,105 @@
 //! `get`, `wait` and `watch`, and the many-task wait the demo shares.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::IsTerminal as _;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use taskpoll::{Client, Error, PollEvent, Task, TaskRef, WaitOptions};
+use taskpoll::{Client, Error, Phase, PollEvent, Poller, Task, TaskRef, WaitOptions, WaitState};
 
-use crate::args::{TaskArgs, WaitArgs};
+use crate::args::{TaskArgs, WaitArgs, WaitManyArgs};
 use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
 
+/// Reads every task once and prints one line per ID, in input order. IDs of
+/// the same provider go through [`Client::get_many`] (the provider's batch
+/// read, where its spec has one); a task with inputs is read on its own.
 pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
     let client = args.client(&refs)?;
-    let mut codes = Vec::new();
-    for task_ref in &refs {
-        let result = client.get(task_ref).await;
-        codes.push(match &result {
-            Ok(_) => Exit::Ok,
-            Err(e) => Exit::for_error(e),
-        });
-        if let Err(e) = &result {
-            report_error(task_ref, e, None);
+    let reads = read_all(&client, &refs).await;
+    let mut exit = Exit::Ok;
+    let mut reported: Vec<*const Error> = Vec::new();
+    for (task_ref, read) in refs.iter().zip(&reads) {
+        let result = read.as_result();
+        if let Err(e) = result {
+            exit = exit.worse(Exit::for_error(e));
+            match read {
+                Read::Own(_) => report_error(task_ref, e, None),
+                // A batch read that failed as a whole is said once, not once per task.
+                Read::Shared(shared) if !reported.contains(&Arc::as_ptr(shared)) => {
+                    reported.push(Arc::as_ptr(shared));
+                    let count = reads.iter().filter(|r| matches!(r, Read::Shared(s) if Arc::ptr_eq(s, shared))).count();
+                    err_line(&format!("taskpoll: {} ({count} tasks): {}", task_ref.provider(), error_text(e, None)));
+                }
+                Read::Shared(_) => {}
+            }
         }
-        print_line(&outcome_json(task_ref, &result, None, None));
+        print_line(&outcome_json(task_ref, result, None, None));
     }
-    Ok(Exit::combine(codes))
+    Ok(exit)
+}
+
+/// One task's read: its own, or the error of the batch read it was part of.
+enum Read {
+    Own(Result<Task, Error>),
+    Shared(Arc<Error>),
+}
+
+impl Read {
+    fn as_result(&self) -> Result<&Task, &Error> {
+        match self {
+            Read::Own(result) => result.as_ref(),
+            Read::Shared(error) => Err(error),
+        }
+    }
+}
+
+/// Reads of tasks with inputs run this many at once (batch reads have their own bound).
+const SINGLE_READS: usize = 8;
+
+/// Reads every task; the reads are in the order of `refs`.
+async fn read_all(client: &Client, refs: &[TaskRef]) -> Vec<Read> {
+    let mut reads: Vec<Option<Read>> = std::iter::repeat_with(|| None).take(refs.len()).collect();
+    // Inputs are not ids: such tasks cannot ride in a batch read.
+    let (plain, with_inputs): (Vec<usize>, Vec<usize>) = (0..refs.len()).partition(|&i| refs[i].inputs().is_empty());
+    let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
+    for i in plain {
+        groups.entry(refs[i].provider()).or_default().push(i);
+    }
+    for (provider, indices) in groups {
+        let ids: Vec<&str> = indices.iter().map(|&i| refs[i].id()).collect();
+        match client.get_many(provider, &ids).await {
+            Ok(results) => {
+                for (i, result) in indices.into_iter().zip(results) {
+                    reads[i] = Some(Read::Own(result));
+                }
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                for i in indices {
+                    reads[i] = Some(Read::Shared(error.clone()));
+                }
+            }
+        }
+    }
+    let singles = futures_util::stream::iter(with_inputs)
+        .map(|i| async move { (i, client.get(&refs[i]).await) })
+        .buffer_unordered(SINGLE_READS)
+        .collect::<Vec<_>>()
+        .await;
+    for (i, result) in singles {
+        reads[i] = Some(Read::Own(result));
+    }
+    reads
+        .into_iter()
+        .map(|read| {
+            read.unwrap_or_else(|| Read::Own(Err(Error::Config { message: "the read returned no answer".into() })))
+        })
+        .collect()
 }
 
 /// How one task's wait ended.
@@ -115,22 +188,26 @@ pub async fn wait_all(
             }
             outcome.elapsed = started.elapsed();
             if let Some(bar) = bar {
-                let text = match &outcome.result {
-                    Ok(task) => format!("{} after {} polls", task.phase(), outcome.polls),
-                    Err(e) if e.is_task_failure() => match e.task() {
-                        Some(task) => {
-                            format!("{} after {} polls: {}", task.phase(), outcome.polls, task.error().unwrap_or(""))
-                        }
-                        None => e.to_string(),
-                    },
-                    Err(e) => error_text(e, Some(outcome.elapsed)),
-                };
+                let text = final_message(outcome.result.as_ref(), Some(outcome.polls), outcome.elapsed);
                 bar.finish_with_message(escape_controls(&text).into_owned());
             }
             outcome
         }
     });
     futures_util::future::join_all(waits).await
+}
+
+/// What a task's spinner ends with.
+fn final_message(result: Result<&Task, &Error>, polls: Option<u32>, elapsed: Duration) -> String {
+    let after = polls.map(|n| format!(" after {n} polls")).unwrap_or_default();
+    match result {
+        Ok(task) => format!("{}{after}", task.phase()),
+        Err(e) if e.is_task_failure() => match e.task() {
+            Some(task) => format!("{}{after}: {}", task.phase(), task.error().unwrap_or("")),
+            None => e.to_string(),
+        },
+        Err(e) => error_text(e, Some(elapsed)),
+    }
 }
 
 fn report(bar: &Option<ProgressBar>, task_ref: &TaskRef, event: &PollEvent) {
@@ -165,18 +242,280 @@ fn exit_for(outcome: &Outcome) -> Exit {
     }
 }
 
-pub async fn wait(args: WaitArgs) -> Result<Exit, Error> {
-    let refs = args.tasks.task_refs()?;
-    let client = args.tasks.client(&refs)?;
-    let tasks = refs.into_iter().map(|r| args.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
-    let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
-    for outcome in &outcomes {
-        if let Err(e) = &outcome.result {
-            report_error(&outcome.task_ref, e, Some(outcome.elapsed));
+/// `wait`: one task through its own watch (every poll is seen, so retried
+/// reads are reported and polls counted); several through one [`taskpoll::Waiter`].
+pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
+    let tasks = &args.wait.tasks;
+    let refs = tasks.task_refs()?;
+    let client = tasks.client_with(&refs, |mut builder| {
+        if let Some(rate) = args.rate {
+            builder = builder.rate_limit(rate.per_second, rate.burst);
         }
-        print_line(&outcome_json(&outcome.task_ref, &outcome.result, Some(outcome.polls), Some(outcome.elapsed)));
+        if let Some(n) = args.max_in_flight {
+            builder = builder.max_in_flight(usize::from(n));
+        }
+        builder
+    })?;
+    // Before the first task is added: a Ctrl-C from then on gets its lines.
+    let interrupts = Interrupts::listen()?;
+    match refs.as_slice() {
+        [first, rest @ ..] if rest.iter().all(|r| r == first) => {
+            let task_ref = first.clone();
+            wait_one(&client, &args.wait, task_ref, interrupts).await
+        }
+        _ => wait_many(&client, &args.wait, refs, interrupts).await,
     }
-    Ok(Exit::combine(outcomes.iter().map(exit_for)))
+}
+
+async fn wait_one(
+    client: &Client,
+    args: &WaitArgs,
+    task_ref: TaskRef,
+    mut interrupts: Interrupts,
+) -> Result<Exit, Error> {
+    let options = args.options(&task_ref)?;
+    let last_state: Mutex<Option<WaitState>> = Mutex::new(None);
+    let remember = |_: &TaskRef, event: &PollEvent| {
+        *last_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(event.state.clone());
+    };
+    let started = Instant::now();
+    let progress = Progress::for_stderr();
+    let tasks = vec![(task_ref.clone(), options.clone())];
+    tokio::select! {
+        outcomes = wait_all(client, tasks, &progress, &remember) => {
+            for outcome in &outcomes {
+                if let Err(e) = &outcome.result {
+                    report_error(&outcome.task_ref, e, Some(outcome.elapsed));
+                }
+                print_line(&outcome_json(
+                    &outcome.task_ref,
+                    outcome.result.as_ref(),
+                    Some(Some(outcome.polls)),
+                    Some(outcome.elapsed),
+                ));
+            }
+            Ok(Exit::combine(outcomes.iter().map(exit_for)))
+        }
+        () = interrupts.next() => {
+            let elapsed = started.elapsed();
+            let state = last_state.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // Before the first poll returned: the state of a wait that has not polled.
+            let state = state.or_else(|| Poller::new(task_ref.clone(), &options).ok().map(|p| p.state().clone()));
+            if let Some(state) = state {
+                let polls = state.attempts;
+                let error = Error::WaitCancelled { task_ref: Box::new(task_ref.clone()), polls, state: Box::new(state) };
+                if let Progress::Bars(multi) = &progress {
+                    let _ = multi.clear();
+                }
+                report_error(&task_ref, &error, Some(elapsed));
+                print_line(&outcome_json(&task_ref, Err(&error), Some(Some(polls)), Some(elapsed)));
+            }
+            Ok(Exit::Interrupted)
+        }
+    }
+}
+
+/// Every task through one [`taskpoll::Waiter`]: each line is printed as its task
+/// finishes. A task named twice is waited on, and printed, once.
+async fn wait_many(
+    client: &Client,
+    args: &WaitArgs,
+    refs: Vec<TaskRef>,
+    mut interrupts: Interrupts,
+) -> Result<Exit, Error> {
+    let mut waiter = client.waiter();
+    let mut options: HashMap<String, WaitOptions> = HashMap::new();
+    let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(refs.len());
+    for task_ref in refs {
+        if started.contains_key(&task_ref) {
+            continue;
+        }
+        let task_options = match options.entry(task_ref.provider().to_string()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(args.options(&task_ref)?),
+        };
+        let at = Instant::now();
+        waiter.add(task_ref.clone(), task_options)?;
+        started.insert(task_ref, at);
+    }
+    let mut board = Board::for_stderr(started.keys());
+    let mut exit = Exit::Ok;
+    let mut interrupted = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            item = waiter.next() => {
+                let Some((task_ref, result)) = item else { break };
+                // From the wait's start (just before it was added) to now, when it ended.
+                let elapsed = started.remove(&task_ref).map(|at| at.elapsed());
+                let polls = result.as_ref().err().and_then(Error::wait_state).map(|s| s.attempts);
+                let code = match &result {
+                    Ok(_) => Exit::Ok,
+                    Err(e) => Exit::for_error(e),
+                };
+                exit = exit.worse(code);
+                let done = Done { task_ref: &task_ref, result: result.as_ref(), polls, elapsed: elapsed.unwrap_or_default() };
+                board.finished(done, started.len(), waiter.requests_sent());
+                board.suspend(|| {
+                    if let Err(e) = &result {
+                        report_error(&task_ref, e, elapsed);
+                    }
+                    print_line(&outcome_json(&task_ref, result.as_ref(), Some(polls), elapsed));
+                });
+            }
+            () = interrupts.next() => {
+                if interrupted {
+                    // A second Ctrl-C: stop now, without the remaining lines.
+                    return Ok(Exit::Interrupted);
+                }
+                interrupted = true;
+                // Every pending wait ends at once as cancelled, and gets its line above.
+                waiter.cancel_all();
+            }
+            _ = ticker.tick() => board.tick(started.len(), waiter.requests_sent()),
+        }
+    }
+    board.tick(0, waiter.requests_sent());
+    board.done();
+    Ok(exit)
+}
+
+/// Ctrl-C (SIGINT), listened for from creation on, so one that comes while
+/// tasks are being added is not lost, nor kills the process without its lines.
+pub struct Interrupts {
+    #[cfg(unix)]
+    sigint: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    pub fn listen() -> Result<Self, Error> {
+        #[cfg(unix)]
+        {
+            let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| Error::Config { message: format!("cannot listen for Ctrl-C: {e}") })?;
+            Ok(Self { sigint })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next Ctrl-C.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        let listening = self.sigint.recv().await.is_some();
+        #[cfg(not(unix))]
+        let listening = tokio::signal::ctrl_c().await.is_ok();
+        if !listening {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A task that finished, for the progress board.
+struct Done<'a> {
+    task_ref: &'a TaskRef,
+    result: Result<&'a Task, &'a Error>,
+    polls: Option<u32>,
+    elapsed: Duration,
+}
+
+/// Per-task spinners up to this many tasks; above, one summary bar.
+const MAX_SPINNERS: usize = 8;
+
+/// Progress of a many-task wait on stderr.
+enum Board {
+    /// A spinner per task (a terminal, a handful of tasks).
+    Spinners { multi: MultiProgress, bars: HashMap<TaskRef, ProgressBar> },
+    /// One bar: done / failed / pending, requests sent, current rate (a terminal, many tasks).
+    Summary { bar: ProgressBar, failed: u64, requests: u64, at: Instant, rate: f64 },
+    /// Not a terminal: a line per failure (printed with the outcome), nothing per success.
+    Lines,
+}
+
+impl Board {
+    fn for_stderr<'a>(tasks: impl ExactSizeIterator<Item = &'a TaskRef>) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Board::Lines;
+        }
+        if tasks.len() <= MAX_SPINNERS {
+            let multi = MultiProgress::new();
+            let style = ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let bars = tasks
+                .map(|task_ref| {
+                    let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
+                    bar.set_prefix(escape_controls(&task_ref.to_string()).into_owned());
+                    bar.set_message("waiting");
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    (task_ref.clone(), bar)
+                })
+                .collect();
+            return Board::Spinners { multi, bars };
+        }
+        let bar = ProgressBar::new(tasks.len() as u64).with_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} done, {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Board::Summary { bar, failed: 0, requests: 0, at: Instant::now(), rate: 0.0 }
+    }
+
+    fn finished(&mut self, done: Done<'_>, pending: usize, requests_sent: u64) {
+        let Done { task_ref, result, polls, elapsed } = done;
+        match self {
+            Board::Spinners { bars, .. } => {
+                // Kept (not removed): a dropped bar would vanish from the screen.
+                if let Some(bar) = bars.get(task_ref) {
+                    let text = final_message(result, polls, elapsed);
+                    bar.finish_with_message(escape_controls(&text).into_owned());
+                }
+            }
+            Board::Summary { bar, failed, .. } => {
+                if !matches!(result, Ok(task) if task.phase() == Phase::Succeeded) {
+                    *failed += 1;
+                }
+                bar.inc(1);
+            }
+            Board::Lines => {}
+        }
+        self.render(pending, requests_sent);
+    }
+
+    /// Updates the request rate (about every 250 ms).
+    fn tick(&mut self, pending: usize, requests_sent: u64) {
+        if let Board::Summary { requests, at, rate, .. } = self {
+            let seconds = at.elapsed().as_secs_f64();
+            // A shorter window (the interval's immediate first tick) gives no meaningful rate.
+            if seconds >= 0.1 {
+                let now = requests_sent.saturating_sub(*requests) as f64 / seconds;
+                // Smoothed over about a second, so the figure is readable.
+                *rate = 0.75 * *rate + 0.25 * now;
+                (*requests, *at) = (requests_sent, Instant::now());
+            }
+        }
+        self.render(pending, requests_sent);
+    }
+
+    fn render(&self, pending: usize, requests_sent: u64) {
+        if let Board::Summary { bar, failed, rate, .. } = self {
+            bar.set_message(format!("{failed} failed, {pending} pending, {requests_sent} requests, {rate:.1}/s"));
+        }
+    }
+
+    /// Runs `print` with the bars out of the way, so lines do not tear them.
+    fn suspend(&self, print: impl FnOnce()) {
+        match self {
+            Board::Spinners { multi, .. } => multi.suspend(print),
+            Board::Summary { bar, .. } => bar.suspend(print),
+            Board::Lines => print(),
+        }
+    }
+
+    fn done(self) {
+        if let Board::Summary { bar, .. } = self {
+            bar.abandon();
+        }
+    }
 }
 
 pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
