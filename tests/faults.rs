@@ -216,12 +216,13 @@ fn faults() -> Vec<Fault> {
         Fault {
             name: "429 Retry-After HTTP date",
             reply: |_| {
-                let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+                // Far ahead: the reply is built when the matrix is prepared, well before it is served.
+                let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
                 Reply::Bytes(http("429 Too Many Requests", &[("retry-after", at)], b""))
             },
             get: |r| {
                 r.as_ref().is_err_and(|e| {
-                    e.is_rate_limited() && e.retry_after().is_some_and(|d| d > Duration::from_secs(100))
+                    e.is_rate_limited() && e.retry_after().is_some_and(|d| d > Duration::from_secs(3000))
                 })
             },
             wait: Ending::AtOnce,
@@ -473,6 +474,8 @@ struct Prepared {
     server: Server,
     other: Server,
     client: Client,
+    /// Holds the port of the "refused" fault for the cell's lifetime.
+    _refusing: Option<tokio::net::TcpSocket>,
 }
 
 async fn prepare(spec: &'static ProviderSpec, fault: &'static Fault) -> Option<Prepared> {
@@ -481,11 +484,16 @@ async fn prepare(spec: &'static ProviderSpec, fault: &'static Fault) -> Option<P
     // A provider whose spec documents no pending and no succeeded answer has nothing to serve.
     let bodies = bodies(spec, &task_ref, other.url.clone())?;
     let server = serve((fault.reply)(&bodies)).await;
-    let base_url = if fault.name == "refused" {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        format!("http://127.0.0.1:{port}")
-    } else {
-        server.url.clone()
+    // A socket bound but not listening: connections to its port are refused, and
+    // no other server of the matrix can take the port while the cell holds it.
+    let refusing = (fault.name == "refused").then(|| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket
+    });
+    let base_url = match &refusing {
+        Some(socket) => format!("http://{}", socket.local_addr().unwrap()),
+        None => server.url.clone(),
     };
     let client = Client::builder()
         .provider(config(spec, &base_url))
@@ -493,11 +501,11 @@ async fn prepare(spec: &'static ProviderSpec, fault: &'static Fault) -> Option<P
         .max_body_bytes(BODY_CAP)
         .build()
         .unwrap();
-    Some(Prepared { spec, fault, task_ref, server, other, client })
+    Some(Prepared { spec, fault, task_ref, server, other, client, _refusing: refusing })
 }
 
 async fn run_cell(cell: Prepared) -> Cell {
-    let Prepared { spec, fault, task_ref, server, other, client } = cell;
+    let Prepared { spec, fault, task_ref, server, other, client, _refusing } = cell;
     let mut problems = Vec::new();
 
     let got = client.get(&task_ref).await;
