@@ -369,7 +369,7 @@ async fn configuration_errors_found_before_sending_exit_3() -> TestResult {
     let out = taskpoll(&["get", "-p", "cloudinary", "1"], &[]).await;
     assert!(
         stderr(&out).contains(
-            "set CLOUDINARY_URL, or CLOUDINARY_API_KEY + CLOUDINARY_API_SECRET + CLOUDINARY_CLOUD_NAME, or CLOUDINARY_OAUTH_TOKEN + CLOUDINARY_CLOUD_NAME"
+            "set CLOUDINARY_URL, or CLOUDINARY_OAUTH_TOKEN + CLOUDINARY_CLOUD_NAME, or CLOUDINARY_API_KEY + CLOUDINARY_API_SECRET + CLOUDINARY_CLOUD_NAME"
         ),
         "{}",
         stderr(&out)

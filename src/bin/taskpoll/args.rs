@@ -441,54 +441,10 @@ fn full_ref_provider(id: &str) -> Option<&'static str> {
     taskpoll::spec::provider(prefix).map(|spec| spec.name)
 }
 
-/// The sets of environment variables that each configure a provider's status
-/// read on their own: one per security alternative of the read (with the
-/// credentials URL standing in for the scheme and server variable it
-/// carries), plus the required server variables; sets that include another
-/// are left out, so `DEEPOMATIC_API_KEY + DEEPOMATIC_APP_ID` is not offered
-/// next to `DEEPOMATIC_API_KEY`.
-fn env_alternatives(spec: &ProviderSpec) -> Vec<Vec<&'static str>> {
-    let alternatives = spec.security.iter().find(|(op, _)| *op == spec.get.operation).map_or(&[][..], |(_, a)| *a);
-    let required = |skip: Option<&str>| -> Vec<&'static str> {
-        spec.server_variables.iter().filter(|v| v.required && Some(v.name) != skip).filter_map(|v| v.env).collect()
-    };
-    let mut sets: Vec<Vec<&'static str>> = Vec::new();
-    for alternative in alternatives {
-        let schemes: Option<Vec<_>> =
-            alternative.iter().map(|name| spec.schemes.iter().find(|s| s.name == *name)).collect();
-        let Some(schemes) = schemes else { continue };
-        if schemes.iter().all(|s| !s.env.is_empty()) {
-            let mut set: Vec<&str> = schemes.iter().flat_map(|s| s.env.iter().copied()).collect();
-            set.extend(required(None));
-            sets.push(set);
-        }
-        if let Some(cu) = spec.credentials_url
-            && schemes.iter().any(|s| s.name == cu.scheme)
-            && schemes.iter().all(|s| s.name == cu.scheme || !s.env.is_empty())
-        {
-            let mut set = vec![cu.var];
-            set.extend(schemes.iter().filter(|s| s.name != cu.scheme).flat_map(|s| s.env.iter().copied()));
-            set.extend(required(Some(cu.server_variable)));
-            sets.insert(0, set);
-        }
-    }
-    let includes_another = |set: &Vec<&str>, sets: &[Vec<&str>]| {
-        sets.iter().any(|o| o.len() < set.len() && o.iter().all(|v| set.contains(v)))
-    };
-    let minimal: Vec<Vec<&str>> = sets.iter().filter(|set| !includes_another(set, &sets)).cloned().collect();
-    let mut unique = Vec::new();
-    for set in minimal {
-        if !unique.contains(&set) {
-            unique.push(set);
-        }
-    }
-    unique
-}
-
 /// The environment variables that configure a provider, for error messages.
 fn env_hint(provider: &str) -> String {
     let Some(spec) = taskpoll::spec::provider(provider) else { return "its variables".into() };
-    let sets = env_alternatives(spec);
+    let sets: Vec<Vec<&str>> = spec.env_alternatives().into_iter().filter(|set| !set.is_empty()).collect();
     if sets.is_empty() {
         return "its credentials".into();
     }
@@ -523,7 +479,7 @@ fn check_credentials(
             }
         }
     }
-    let sets = env_alternatives(spec);
+    let sets = spec.env_alternatives();
     if sets.is_empty() || sets.iter().any(|set| set.iter().all(|var| value(var).is_some())) {
         return Ok(());
     }
