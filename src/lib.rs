@@ -74,4 +74,4 @@ pub use transport::{Credential, Ctx};
 pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
 };
-pub use waiter::{Outcomes, PendingTask, Waiter, WaiterHandle};
+pub use waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};

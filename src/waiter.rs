@@ -300,20 +300,43 @@ impl Shared {
     }
 }
 
+impl Waiter {
+    /// The next wait to end, with the number of polls it made (the stream
+    /// gives the same outcomes without it); `None` when no task is left.
+    pub async fn next_outcome(&mut self) -> Option<WaitOutcome> {
+        std::future::poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Option<WaitOutcome>> {
+        match self.finished.poll_recv(cx) {
+            Poll::Ready(Some(done)) => {
+                self.shared.registry().waiting.remove(&done.task_ref);
+                Poll::Ready(Some(WaitOutcome { task_ref: done.task_ref, result: done.result, polls: done.polls }))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if self.shared.registry().waiting.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// How one wait of a [`Waiter`] ended (see [`Waiter::next_outcome`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct WaitOutcome {
+    /// The task.
+    pub task_ref: TaskRef,
+    /// What [`Client::wait`] would have returned for it.
+    pub result: Result<Task>,
+    /// The polls its wait made (a batch read counts once for each of its tasks).
+    pub polls: u32,
+}
+
 impl Stream for Waiter {
     type Item = (TaskRef, Result<Task>);
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        match this.finished.poll_recv(cx) {
-            Poll::Ready(Some(done)) => {
-                this.shared.registry().waiting.remove(&done.task_ref);
-                Poll::Ready(Some((done.task_ref, done.result)))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if this.shared.registry().waiting.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
+        self.get_mut().poll_outcome(cx).map(|outcome| outcome.map(|o| (o.task_ref, o.result)))
     }
 }
 

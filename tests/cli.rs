@@ -77,6 +77,12 @@ async fn wait_exit_codes_follow_the_outcomes() -> TestResult {
     // Lines come as tasks finish: found by id.
     let line = lines.iter().find(|l| l["id"].as_str() == Some(failed.id())).ok_or("no line")?;
     assert_eq!(lines.len(), 2);
+    // Each line counts its task's polls, whether it succeeded or failed: `failed`
+    // was queued once then failed; `ok` had already succeeded in the first wait.
+    assert_eq!(line["polls"].as_u64(), Some(u64::from(sim.reads(&failed))), "{line}");
+    assert_eq!(line["polls"].as_u64(), Some(2), "{line}");
+    let ok_line = lines.iter().find(|l| l["id"].as_str() == Some(ok.id())).ok_or("no line")?;
+    assert_eq!(ok_line["polls"].as_u64(), Some(1), "{ok_line}");
     assert_eq!(line["phase"], "failed");
     assert_eq!(line["http_status"], 500);
     assert!(line["error"].as_str().is_some_and(|e| e.contains("Internal Error")), "{line}");

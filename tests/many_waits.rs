@@ -55,7 +55,10 @@ async fn a_thousand_tasks_across_every_provider_each_reported_once() -> TestResu
     }
     let mut seen: HashMap<TaskRef, Phase> = HashMap::new();
     let mut waiter = waiter;
-    while let Some((task_ref, result)) = waiter.next().await {
+    while let Some(outcome) = waiter.next_outcome().await {
+        let (task_ref, result) = (outcome.task_ref, outcome.result);
+        // The scripts finish on poll 1 to 4 (queued for 0 to 3 polls).
+        assert!((1..=4).contains(&outcome.polls), "{task_ref}: {} polls", outcome.polls);
         let phase = match result {
             Ok(task) => task.phase(),
             Err(error) => error.task().map(|t| t.phase()).ok_or(format!("{task_ref}: {error}"))?,

@@ -35,6 +35,8 @@ pub(super) enum Command {
 pub(super) struct Finished {
     pub(super) task_ref: TaskRef,
     pub(super) result: Result<Task>,
+    /// Polls the wait made.
+    pub(super) polls: u32,
 }
 
 /// How far past the due entries a batch looks for waits it may poll early.
@@ -172,8 +174,8 @@ impl Scheduler {
                     }
                     Decision::Expire { at } => entry.end = entry.end.min(at),
                     // A wait never ends before its first poll otherwise.
-                    Decision::Done(task) => return self.finish(entry.poller.task_ref().clone(), Ok(task)),
-                    Decision::Fail(error) => return self.finish(entry.poller.task_ref().clone(), Err(error)),
+                    Decision::Done(task) => return self.finish(&entry.poller, Ok(task)),
+                    Decision::Fail(error) => return self.finish(&entry.poller, Err(error)),
                 }
                 self.by_end.insert((entry.end, key));
                 self.entries.insert(key, entry);
@@ -196,7 +198,7 @@ impl Scheduler {
                 polls: state.attempts,
                 state: Box::new(state),
             };
-            self.finish(entry.poller.task_ref().clone(), Err(error));
+            self.finish(&entry.poller, Err(error));
         }
     }
 
@@ -208,7 +210,7 @@ impl Scheduler {
             }
             if let Some(mut entry) = self.remove(key) {
                 let error = entry.poller.expire(now);
-                self.finish(entry.poller.task_ref().clone(), Err(error));
+                self.finish(&entry.poller, Err(error));
             } else {
                 self.by_end.pop_first();
             }
@@ -326,7 +328,7 @@ impl Scheduler {
                             let id = entry.poller.task_ref().id().to_string();
                             if let Some(entry) = self.remove(key) {
                                 let error = Error::MissingFromBatch { provider: self.provider, id };
-                                self.finish(entry.poller.task_ref().clone(), Err(error));
+                                self.finish(&entry.poller, Err(error));
                             }
                         }
                     }
@@ -381,12 +383,12 @@ impl Scheduler {
             }
             Decision::Done(task) => {
                 if let Some(entry) = self.entries.remove(&key) {
-                    self.finish(entry.poller.task_ref().clone(), Ok(task));
+                    self.finish(&entry.poller, Ok(task));
                 }
             }
             Decision::Fail(error) => {
                 if let Some(entry) = self.entries.remove(&key) {
-                    self.finish(entry.poller.task_ref().clone(), Err(error));
+                    self.finish(&entry.poller, Err(error));
                 }
             }
         }
@@ -402,9 +404,11 @@ impl Scheduler {
         Some(entry)
     }
 
-    fn finish(&self, task_ref: TaskRef, result: Result<Task>) {
+    fn finish(&self, poller: &Poller, result: Result<Task>) {
+        let task_ref = poller.task_ref().clone();
+        let polls = poller.state().attempts;
         // The receiver lives as long as the waiter; if it is gone, nobody is listening.
-        let _ = self.finished.send(Finished { task_ref, result });
+        let _ = self.finished.send(Finished { task_ref, result, polls });
     }
 }
 

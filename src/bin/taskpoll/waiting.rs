@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use taskpoll::{Client, Error, Phase, PollEvent, Poller, Task, TaskRef, WaitOptions, WaitState};
+use taskpoll::{Client, Error, Phase, PollEvent, Poller, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
 
 use crate::args::{TaskArgs, WaitArgs, WaitManyArgs};
 use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
@@ -344,11 +344,11 @@ async fn wait_many(
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            item = waiter.next() => {
-                let Some((task_ref, result)) = item else { break };
+            item = waiter.next_outcome() => {
+                let Some(WaitOutcome { task_ref, result, polls, .. }) = item else { break };
                 // From the wait's start (just before it was added) to now, when it ended.
                 let elapsed = started.remove(&task_ref).map(|at| at.elapsed());
-                let polls = result.as_ref().err().and_then(Error::wait_state).map(|s| s.attempts);
+                let polls = Some(polls);
                 let code = match &result {
                     Ok(_) => Exit::Ok,
                     Err(e) => Exit::for_error(e),
