@@ -515,7 +515,7 @@ impl Error {
         }
     }
 
-    /// Where a wait stood when it ended, to resume it with the remaining budget.
+    /// Where a wait stood when it ended, to continue it (see [`crate::Client::resume`]).
     pub fn wait_state(&self) -> Option<&WaitState> {
         match self {
             Error::DeadlineExceeded { state, .. }

@@ -21,11 +21,11 @@
 //! match client.wait(&task_ref, WaitOptions::new(Duration::from_secs(60))).await {
 //!     Ok(task) => println!("done: {:?}", task.result()),
 //!     Err(e) => match e.wait_state() {
-//!         // Save where the wait stood; later, resume it with what is left of the budget.
+//!         // Save where the wait stood; later, continue it with a fresh deadline.
 //!         Some(state) => {
 //!             let saved = serde_json::to_string(state)?;
 //!             let state: WaitState = serde_json::from_str(&saved)?;
-//!             client.resume(state, WaitOptions::resume()).await?;
+//!             client.resume(state, WaitOptions::new(Duration::from_secs(60))).await?;
 //!         }
 //!         None => return Err(e.into()),
 //!     },
@@ -111,12 +111,6 @@ impl WaitOptions {
             retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
             clock: Arc::new(TokioClock),
         }
-    }
-
-    /// Options for [`Client::resume`] that add no deadline of their own: the
-    /// saved state's deadline governs.
-    pub fn resume() -> Self {
-        Self::new(Duration::MAX)
     }
 
     /// The polling policy (default: the provider's polite one).
@@ -303,10 +297,10 @@ impl Client {
         }
     }
 
-    /// Resumes a wait from its saved [`WaitState`] with the budget it had
-    /// left (the deadline is the state's; the options can only shorten it,
-    /// see [`WaitOptions::resume`]). Attempt numbers, the queued time and the
-    /// unknown-status count carry on.
+    /// Continues a wait from its saved [`WaitState`] (after a deadline, a
+    /// cancellation or a restart) with a fresh deadline: the options', from
+    /// now. Attempt numbers, the queued time, the unknown-status count and the
+    /// next planned poll carry on.
     pub async fn resume(&self, state: WaitState, options: WaitOptions) -> Result<Task> {
         let task = state.task_ref.clone();
         self.configured(task.provider())?;

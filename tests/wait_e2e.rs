@@ -371,7 +371,7 @@ async fn the_guard_is_off_by_default_elsewhere_and_can_be_turned_on() {
 // ---------------------------------------------------------------- resuming
 
 #[tokio::test]
-async fn a_wait_resumes_after_serialisation_with_the_remaining_budget() {
+async fn a_wait_resumes_after_serialisation_with_a_fresh_deadline() {
     let clock = manual();
     let answers = vec![
         factpulse("PENDING", json!(null)),
@@ -393,22 +393,22 @@ async fn a_wait_resumes_after_serialisation_with_the_remaining_budget() {
     let json = serde_json::to_string_pretty(&saved.expect("state")).expect("serialise");
     clock.advance(secs(10.0));
 
-    // Second run, "after a restart": the same deadline, attempts carry on.
+    // Second run, "after a restart": a fresh deadline, attempts carry on.
     let state: WaitState = serde_json::from_str(&json).expect("deserialise");
     assert_eq!(state.deadline_at_ms - state.started_at_ms, 30_000);
     assert_eq!(state.last_phase, Some(Phase::Running));
-    let options = WaitOptions::resume().policy(helper()).clock(clock.clone());
+    let options = WaitOptions::new(secs(30.0)).policy(helper()).clock(clock.clone());
     let events: Vec<_> = client.watch_resumed(state.clone(), options.clone()).collect().await;
     let attempts: Vec<u32> = events.iter().map(|e| e.as_ref().expect("event").attempt).collect();
     assert_eq!(attempts, [3, 4]);
     // The poll planned for 2.5 s was overdue at 11 s: it goes at once, then the third delay (2.25 s) later.
     assert_eq!(server.polls(), [0.0, 1.0, 11.0, 13.25]);
 
-    // A state whose deadline has passed resumes into an immediate DeadlineExceeded.
+    // Long after the first deadline, the saved state still continues: one more poll.
     clock.advance(secs(60.0));
-    let err = client.resume(state, options).await.expect_err("deadline");
-    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
-    assert_eq!(server.requests().await, 4);
+    let done = client.resume(state, options).await.expect("resumed after its first deadline");
+    assert_eq!(done.phase(), Phase::Succeeded);
+    assert_eq!(server.requests().await, 5);
 }
 
 // ---------------------------------------------------------------- real time

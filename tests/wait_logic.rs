@@ -413,14 +413,18 @@ async fn retry_after_past_the_deadline_ends_the_wait_at_once() {
     assert!(err.is_deadline());
     assert_eq!(err.retry_after(), Some(secs(30.0)));
 
-    // Resuming cannot honour the hint within the same deadline either: it ends at once, sending nothing.
+    // Continued with a fresh deadline, the wait keeps the server's hint: its
+    // first poll waits until the server allows it (31 s after the first start).
     let reader = Reader::new(vec![]);
     let start = tokio::time::Instant::now();
-    let poller = Poller::resume((**state).clone(), &WaitOptions::resume().policy(helper())).expect("resume");
+    let poller = Poller::resume((**state).clone(), &opts(60.0)).expect("resume");
     let result = poller.wait_with(reader.tokio(success, Duration::ZERO)).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { polls: 2, .. })), "{result:?}");
-    assert!(reader.times().is_empty());
-    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(reader.times().len(), 1);
+    // The resume's start is read from the wall clock, which tokio's paused time does
+    // not move: the wait resumed a few real milliseconds after the first start.
+    let slept = start.elapsed();
+    assert!(slept > secs(30.9) && slept <= secs(31.0), "slept {slept:?} until the server's 31 s mark");
 }
 
 #[tokio::test(start_paused = true)]
@@ -601,7 +605,7 @@ async fn a_manual_clock_gives_exact_instants_including_read_latency() {
 }
 
 #[tokio::test]
-async fn a_wait_resumes_from_its_serialised_state_with_the_remaining_budget() {
+async fn a_resumed_wait_continues_with_a_fresh_deadline_and_its_history() {
     let clock = Arc::new(ManualClock::new());
     let options = opts(10.0).clock(clock.clone());
     let reader = Reader::new(vec![]);
@@ -620,42 +624,47 @@ async fn a_wait_resumes_from_its_serialised_state_with_the_remaining_budget() {
     assert_eq!(state.next_poll_ms, Some(4750));
     assert_eq!(state.queued_ms, 2500);
     let reader = Reader::new(vec![]);
-    let poller = Poller::resume(state, &WaitOptions::resume().policy(helper()).clock(clock.clone())).expect("resume");
+    // 5 s more from the restart at 3.5 s: the new deadline is 8.5 s after the first start.
+    let options = WaitOptions::new(secs(5.0)).policy(helper()).clock(clock.clone());
+    let poller = Poller::resume(state, &options).expect("resume");
     let events: Vec<_> = poller.watch_with(reader.manual(clock.clone(), pending, Duration::ZERO)).collect().await;
-    // Polls continue on the original schedule and the original deadline (10 s after the first start).
-    assert_eq!(reader.times(), [4.75, 8.125, 9.75]);
+    // Polls continue on the saved schedule (4.75 s), the last one clipped before the new deadline.
+    assert_eq!(reader.times(), [4.75, 8.125, 8.25]);
     let attempts: Vec<u32> = events.iter().filter_map(|e| e.as_ref().ok()).map(|e| e.attempt).collect();
     assert_eq!(attempts, [4, 5, 6]);
     let Some(Err(Error::DeadlineExceeded { elapsed, polls, state, .. })) = events.last() else { panic!("{events:?}") };
-    assert_eq!(*elapsed, secs(10.0));
+    assert_eq!(*elapsed, secs(8.5));
     assert_eq!(*polls, 6);
-    assert_eq!(state.queued_ms, 9750, "queued time carries across the restart");
-    assert_eq!(clock.elapsed(), secs(10.0));
+    assert_eq!(state.deadline_at_ms - state.started_at_ms, 8500);
+    assert_eq!(state.queued_ms, 8250, "queued time carries across the restart");
+    assert_eq!(clock.elapsed(), secs(8.5));
 }
 
 #[tokio::test]
-async fn resuming_after_the_deadline_ends_at_once_and_options_can_only_shorten() {
+async fn resuming_after_the_deadline_continues_instead_of_ending_at_once() {
     let clock = Arc::new(ManualClock::new());
-    let options = opts(10.0).clock(clock.clone());
+    let options = opts(2.0).clock(clock.clone());
     let reader = Reader::new(vec![]);
     let poller = Poller::new(task_ref("factpulse"), &options).expect("poller");
-    let first = poller.watch_with(reader.manual(clock.clone(), pending, Duration::ZERO)).next().await;
-    let state = first.expect("item").expect("event").state;
-
-    // Shortened: the options allow 2 s from now, earlier than the saved deadline.
-    let reader = Reader::new(vec![]);
-    let poller = Poller::resume(state.clone(), &WaitOptions::new(secs(2.0)).policy(helper()).clock(clock.clone()))
-        .expect("resume");
     let result = poller.wait_with(reader.manual(clock.clone(), pending, Duration::ZERO)).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { .. })));
-    assert_eq!(reader.times(), [1.0, 1.75]);
+    let state = result.expect_err("deadline").wait_state().expect("state").clone();
 
-    // Past the saved deadline: nothing is sent.
+    // A minute after that deadline, resuming polls at once and finds the task done.
     clock.advance(secs(60.0));
     let reader = Reader::new(vec![]);
-    let poller = Poller::resume(state, &WaitOptions::resume().policy(helper()).clock(clock.clone())).expect("resume");
+    let options = WaitOptions::new(secs(10.0)).policy(helper()).clock(clock.clone());
+    let poller = Poller::resume(state.clone(), &options).expect("resume");
+    let done = poller.wait_with(reader.manual(clock.clone(), success, Duration::ZERO)).await;
+    assert!(done.is_ok(), "{done:?}");
+    assert_eq!(reader.times().len(), 1);
+    assert_eq!(reader.times()[0], 62.0, "at once, 62 s after the first start");
+
+    // A zero deadline still sends nothing.
+    let reader = Reader::new(vec![]);
+    let options = WaitOptions::new(Duration::ZERO).policy(helper()).clock(clock.clone());
+    let poller = Poller::resume(state, &options).expect("resume");
     let result = poller.wait_with(reader.manual(clock.clone(), success, Duration::ZERO)).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { polls: 1, .. })), "{result:?}");
+    assert!(matches!(result, Err(Error::DeadlineExceeded { .. })), "{result:?}");
     assert!(reader.times().is_empty());
 }
 
@@ -715,7 +724,8 @@ fn resuming_keeps_the_saved_preset_by_name() {
     let poller = taskpoll::Poller::new(task, &options).expect("poller");
     let state = poller.state().clone();
     assert_eq!(state.policy, helper.name());
-    let resumed = taskpoll::Poller::resume(state, &taskpoll::WaitOptions::resume()).expect("resumed");
+    let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(60));
+    let resumed = taskpoll::Poller::resume(state, &options).expect("resumed");
     assert_eq!(resumed.policy().name(), "factpulse_helper");
     assert_eq!(resumed.policy().initial_delay(), helper.initial_delay());
 }

@@ -106,10 +106,12 @@ impl Poller {
         Ok(Self::assemble(spec, policy, options, origin, Duration::ZERO, deadline, first, state))
     }
 
-    /// Resumes a wait from its saved state, with the budget it had left: the
-    /// deadline is the state's (or, if earlier, now + the options' deadline);
-    /// guards and clock come from `options`, and so does the policy when it
-    /// sets one (otherwise the saved preset by name, or the provider's polite one).
+    /// Continues a wait from its saved state with a fresh deadline: the
+    /// options' deadline, from now. The saved deadline is history; the
+    /// attempts, the queued time, the unknown-status count and the next poll
+    /// the schedule (or a server's `Retry-After`) planned carry on. Guards and
+    /// clock come from `options`, and so does the policy when it sets one
+    /// (otherwise the saved preset by name, or the provider's polite one).
     pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
         let spec = provider_spec(&state.task_ref)?;
         // Without a policy in the options, the saved one by name (a preset or a
@@ -124,8 +126,8 @@ impl Poller {
         let clock = options.clock.clone();
         let origin = clock.now();
         let base = Duration::from_millis(unix_ms(clock.wall()).saturating_sub(state.started_at_ms));
-        let saved_deadline = Duration::from_millis(state.deadline_at_ms.saturating_sub(state.started_at_ms));
-        let deadline = saved_deadline.min(base.saturating_add(options.deadline.min(MAX_DEADLINE)));
+        // Re-attaching, as in google-cloud-rust and Azure: the continued wait gets its own deadline.
+        let deadline = base.saturating_add(options.deadline.min(MAX_DEADLINE));
         // The saved next poll, or now if it is overdue; clipped like any other
         // poll; none if it is due at or after the deadline (the wait ends at once).
         let due = state.next_poll_ms.map_or(base, Duration::from_millis).max(base);
