@@ -715,14 +715,12 @@ mod bench {
         Ok(builder.build()?)
     }
 
+    /// A task, when it was reported (ms after the start), and how it ended.
+    type Report = (TaskRef, f64, Outcome);
+
     /// Waits on `tasks` one way, and returns the report time of each (ms
     /// after `t0`) with its outcome, in the order they were reported.
-    async fn wait_all(
-        client: &Client,
-        side: Side,
-        tasks: Vec<TaskRef>,
-        t0: Instant,
-    ) -> BoxResult<Vec<(TaskRef, f64, Outcome)>> {
+    async fn wait_all(client: &Client, side: Side, tasks: Vec<TaskRef>, t0: Instant) -> BoxResult<Vec<Report>> {
         let options = options(deadline())?;
         let since = |at: Instant| at.duration_since(t0).as_secs_f64() * 1e3;
         match side {
@@ -782,6 +780,35 @@ mod bench {
             std::thread::sleep(Duration::from_millis(500));
         }
 
+        /// Runs one side's waits once the server starts its clock, and measures
+        /// the client: the reports, the server's stats (from `stats_cmd`), and
+        /// the figures both loads share (RSS, heap, CPU, wall time, the
+        /// server's CPU and connections).
+        fn measure(
+            &mut self,
+            client: &Client,
+            side: Side,
+            tasks: Vec<TaskRef>,
+            stats_cmd: &str,
+        ) -> BoxResult<(Vec<Report>, Value, Figures)> {
+            self.settle();
+            let server_cpu = self.server.call(json!({"cmd": "stats"}))?["cpu_ms"].as_u64().unwrap_or(0);
+            let sampler = Sampler::start();
+            let cpu = cpu_ms();
+            self.server.call(json!({"cmd": "start"}))?;
+            let t0 = Instant::now();
+            let reports = self.runtime.block_on(wait_all(client, side, tasks, t0))?;
+            let wall = t0.elapsed();
+            let (rss, heap) = sampler.stop();
+            let cpu_ms = cpu_ms().saturating_sub(cpu);
+            let stats = self.server.call(json!({"cmd": stats_cmd}))?;
+            let mut figures = Figures { rss, heap, cpu_ms, wall, ..Figures::default() };
+            figures.server_cpu_ms = stats["cpu_ms"].as_u64().unwrap_or(0).saturating_sub(server_cpu);
+            figures.peak_conns = stats["conns"]["peak_open"].as_i64().unwrap_or(0);
+            figures.accept_errors = stats["conns"]["accept_errors"].as_u64().unwrap_or(0);
+            Ok((reports, stats, figures))
+        }
+
         fn deepomatic(&mut self, n: usize, side: Side, seed: u64) -> BoxResult<Figures> {
             let spread_ms = spread().as_millis() as u32;
             self.server.call(json!({"cmd": "table", "n": n, "spread_ms": spread_ms, "seed": seed}))?;
@@ -790,24 +817,10 @@ mod bench {
             let tasks = (0..n)
                 .map(|i| TaskRef::new("deepomatic", (ID_BASE + i).to_string()))
                 .collect::<taskpoll::Result<Vec<_>>>()?;
-            self.settle();
-            let server_cpu = self.server.call(json!({"cmd": "stats"}))?["cpu_ms"].as_u64().unwrap_or(0);
-            let sampler = Sampler::start();
-            let cpu = cpu_ms();
-            self.server.call(json!({"cmd": "start"}))?;
-            let t0 = Instant::now();
-            let reports = self.runtime.block_on(wait_all(&client, side, tasks, t0))?;
-            let wall = t0.elapsed();
-            let (rss, heap) = sampler.stop();
-            let cpu_ms = cpu_ms().saturating_sub(cpu);
-            let stats = self.server.call(json!({"cmd": "stats"}))?;
+            let (reports, stats, mut figures) = self.measure(&client, side, tasks, "stats")?;
             drop(client);
-
-            let mut figures = Figures { tasks: n, rss, heap, cpu_ms, wall, ..Figures::default() };
-            figures.server_cpu_ms = stats["cpu_ms"].as_u64().unwrap_or(0).saturating_sub(server_cpu);
+            figures.tasks = n;
             figures.requests = stats["batch"].as_u64().unwrap_or(0) + stats["single"].as_u64().unwrap_or(0);
-            figures.peak_conns = stats["conns"]["peak_open"].as_i64().unwrap_or(0);
-            figures.accept_errors = stats["conns"]["accept_errors"].as_u64().unwrap_or(0);
             let request_ms: Vec<f64> = serde_json::from_value(stats["request_ms"].clone())?;
             let report_ms: Vec<f64> = reports.iter().map(|r| r.1).collect();
             figures.rounds = rounds(&request_ms, &report_ms);
@@ -845,23 +858,9 @@ mod bench {
                 tasks.push(TaskRef::new(&provider, id)?);
             }
             let client = client("", &self.simulator_url, &self.env)?;
-            self.settle();
-            let server_cpu = self.server.call(json!({"cmd": "stats"}))?["cpu_ms"].as_u64().unwrap_or(0);
-            let sampler = Sampler::start();
-            let cpu = cpu_ms();
-            self.server.call(json!({"cmd": "start"}))?;
-            let t0 = Instant::now();
-            let reports = self.runtime.block_on(wait_all(&client, side, tasks, t0))?;
-            let wall = t0.elapsed();
-            let (rss, heap) = sampler.stop();
-            let cpu_ms = cpu_ms().saturating_sub(cpu);
-            let stats = self.server.call(json!({"cmd": "mixed_stats"}))?;
+            let (reports, stats, mut figures) = self.measure(&client, side, tasks, "mixed_stats")?;
             drop(client);
-
-            let mut figures = Figures { tasks: offsets.len(), rss, heap, cpu_ms, wall, ..Figures::default() };
-            figures.server_cpu_ms = stats["cpu_ms"].as_u64().unwrap_or(0).saturating_sub(server_cpu);
-            figures.peak_conns = stats["conns"]["peak_open"].as_i64().unwrap_or(0);
-            figures.accept_errors = stats["conns"]["accept_errors"].as_u64().unwrap_or(0);
+            figures.tasks = offsets.len();
             let per_provider_requests: HashMap<String, u64> = serde_json::from_value(stats["requests"].clone())?;
             figures.requests = per_provider_requests.values().sum();
             for provider in MIXED_PROVIDERS {

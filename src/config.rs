@@ -348,7 +348,7 @@ impl ClientBuilder {
             };
             let base_url = resolve_base_url(spec, &config)?;
             let rate = config.rate.or(self.rate).or(spec.rate).unwrap_or(DEFAULT_RATE);
-            if !(rate.per_second.is_finite() && rate.per_second > 0.0 && rate.per_second <= 1e6) || rate.burst == 0 {
+            if !RateSpec::usable_per_second(rate.per_second) || rate.burst == 0 {
                 return Err(Error::config(format!(
                     "{}: the rate limit needs a positive rate (at most 1e6 per second) and a burst of at least 1",
                     spec.name

@@ -254,6 +254,17 @@ pub struct RateSpec {
     pub burst: u32,
 }
 
+impl RateSpec {
+    /// The highest sustained rate a budget may allow.
+    pub const MAX_PER_SECOND: f64 = 1e6;
+
+    /// Whether `per_second` can be a budget's sustained rate: finite, above 0
+    /// and at most [`Self::MAX_PER_SECOND`].
+    pub fn usable_per_second(per_second: f64) -> bool {
+        per_second.is_finite() && per_second > 0.0 && per_second <= Self::MAX_PER_SECOND
+    }
+}
+
 /// Where the fields of a task body are (JSON pointers).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]

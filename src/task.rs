@@ -258,13 +258,6 @@ impl Task {
         self
     }
 
-    /// The same observation without its raw body: what a many-task waiter
-    /// keeps of an in-progress answer between polls.
-    pub(crate) fn without_body(mut self) -> Self {
-        self.body = Value::Null;
-        self
-    }
-
     /// The `Retry-After` hint of the answer, if it had one (the polling engine
     /// takes it as a floor for the next delay).
     pub fn retry_after(&self) -> Option<std::time::Duration> {

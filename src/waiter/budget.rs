@@ -6,7 +6,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::clock::Clock as _;
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
 
 use crate::Clock;
@@ -28,7 +27,6 @@ type Limiter = RateLimiter<state::NotKeyed, state::InMemoryState, WaiterClock, N
 
 pub(super) struct Budget {
     limiter: Limiter,
-    clock: WaiterClock,
     paused_until: Option<Instant>,
 }
 
@@ -39,8 +37,7 @@ impl Budget {
         let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
-        let clock = WaiterClock(clock);
-        Self { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock, paused_until: None }
+        Self { limiter: RateLimiter::direct_with_clock(quota, WaiterClock(clock)), paused_until: None }
     }
 
     /// Takes one request from the budget, or says when to try again.
@@ -53,7 +50,7 @@ impl Budget {
         }
         self.limiter.check().map_err(|not_until| {
             // At least a millisecond, so a sleep always moves the clock on.
-            now + not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1))
+            now + not_until.wait_time_from(now).max(Duration::from_millis(1))
         })
     }
 

@@ -366,11 +366,10 @@ impl Scheduler {
             Ok(task) => task.retry_after().is_some(),
             Err(error) => error.retry_after().is_some(),
         };
-        // Between polls a wait keeps phase, status and timings, not the raw body.
-        let result = result.map(|task| if task.is_terminal() { task } else { task.without_body() });
         let decision = entry.poller.observe_quietly(sent, received, result);
         match decision {
             Decision::Poll { at, delay } => {
+                // Between polls a wait keeps phase, status and timings, not the raw body.
                 entry.poller.forget_last_task();
                 entry.due = Some(at);
                 entry.early = if hinted { at } else { at.checked_sub(delay / 2).unwrap_or(at) };

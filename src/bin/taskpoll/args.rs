@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use taskpoll::spec::{ProviderSpec, SchemeKind};
+use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
 use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions};
 
 /// Read and wait on long-running tasks at HTTP providers.
@@ -143,8 +143,8 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     let per_second: f64 =
         rate.trim().parse().map_err(|_| format!("`{rate}` is not a number of requests per second"))?;
     // The library's bounds, checked here so the message names the flag.
-    if !(per_second.is_finite() && per_second > 0.0 && per_second <= 1e6) {
-        return Err(format!("`{rate}` must be above 0 and at most 1000000 requests per second"));
+    if !RateSpec::usable_per_second(per_second) {
+        return Err(format!("`{rate}` must be above 0 and at most {} requests per second", RateSpec::MAX_PER_SECOND));
     }
     let burst = match burst {
         Some(burst) => match burst.trim().parse::<u32>() {
