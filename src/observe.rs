@@ -313,17 +313,22 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
+    // Matched in place: this runs for every task of every batch answer.
     let rule = spec.rules.iter().find(|rule| {
-        rule.when.iter().all(|(pointer, expected)| {
-            text_at(&body, pointer).is_some_and(|actual| actual.eq_ignore_ascii_case(expected))
+        rule.when.iter().all(|(pointer, expected)| match body.pointer(pointer) {
+            Some(Value::String(actual)) => actual.eq_ignore_ascii_case(expected),
+            Some(Value::Null) | None => false,
+            Some(_) => text_at(&body, pointer).is_some_and(|actual| actual.eq_ignore_ascii_case(expected)),
         })
     });
     let phase = match (rule, &status) {
         (Some(rule), _) => rule.phase,
-        (None, Some(raw)) => {
-            let lower = raw.to_lowercase();
-            spec.phases.iter().find(|(known, _)| *known == lower).map(|(_, p)| *p).unwrap_or(Phase::Unknown)
-        }
+        // Spec phase names are stored lower-cased; an ASCII status needs no lower-cased copy.
+        (None, Some(raw)) => spec
+            .phases
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(raw) || (!raw.is_ascii() && *known == raw.to_lowercase()))
+            .map_or(Phase::Unknown, |(_, p)| *p),
         (None, None) => Phase::Unknown,
     };
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
