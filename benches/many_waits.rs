@@ -330,7 +330,11 @@ mod server {
             format!("{addr}/v0.7/tasks/?{}&limit={limit}&offset={}", task_ids.join("&"), offset + limit)
         });
         let next = serde_json::to_string(&next).unwrap_or_else(|_| "null".into());
-        json_text(format!(r#"{{"count":{},"next":{next},"previous":null,"results":[{}]}}"#, ids.len(), results.join(",")))
+        json_text(format!(
+            r#"{{"count":{},"next":{next},"previous":null,"results":[{}]}}"#,
+            ids.len(),
+            results.join(",")
+        ))
     }
 
     /// Forwards every connection to the simulator, counting them.
@@ -1086,8 +1090,11 @@ mod bench {
     }
 
     pub(super) fn main() -> BoxResult<()> {
-        let loads: Vec<Load> =
-            std::env::var("LOADS").unwrap_or_else(|_| DEFAULT_LOADS.into()).split(',').filter_map(Load::parse).collect();
+        let loads: Vec<Load> = std::env::var("LOADS")
+            .unwrap_or_else(|_| DEFAULT_LOADS.into())
+            .split(',')
+            .filter_map(Load::parse)
+            .collect();
         let cap = env_usize("INDEPENDENT_CAP", 10_000);
         let mixed = env_usize("MIXED", 1_000);
         let memory_tasks = env_usize("MEMORY_TASKS", 100_000);

@@ -788,3 +788,142 @@ async fn ten_thousand_ids_are_each_reported_before_the_deadline() -> TestResult 
     assert_eq!(stderr(&out).lines().count(), 1_000, "{}", stderr(&out).lines().take(3).collect::<Vec<_>>().join("\n"));
     Ok(())
 }
+
+/// The saved states of a `--save-state` file, one per line.
+fn saved_states(path: &std::path::Path) -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_wait_resumes_with_a_fresh_deadline_and_the_same_output() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let dir = tempdir()?;
+    let file = dir.join("waits.jsonl");
+    let file_arg = file.to_string_lossy().into_owned();
+    let done = sim.add_task("factpulse", Lifecycle::new().then_succeed())?;
+    // Queued for 3 s from their first read: past the first wait's deadline, within the resumed one.
+    let slow: Vec<TaskRef> = (0..2)
+        .map(|_| {
+            sim.add_task("deepomatic", Lifecycle::new().queued_for(std::time::Duration::from_secs(3)).then_succeed())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut args: Vec<String> =
+        ["wait", "--timeout", "1500ms", "--policy", "deepomatic_client", "--save-state", &file_arg]
+            .map(String::from)
+            .into();
+    args.push(done.to_string());
+    args.extend(slow.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = taskpoll(&args, &env).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // The file holds the two unfinished waits, not the finished one.
+    let states = saved_states(&file)?;
+    assert_eq!(states.len(), 2, "{states:?}");
+    let mut saved_polls = std::collections::HashMap::new();
+    for task in &slow {
+        let state = states.iter().find(|s| s["task_ref"]["id"].as_str() == Some(task.id())).ok_or("not saved")?;
+        assert_eq!(state["policy"], "deepomatic_client", "{state}");
+        let attempts = state["attempts"].as_u64().ok_or("no attempts")?;
+        assert_eq!(attempts, u64::from(sim.reads(task)), "{state}");
+        saved_polls.insert(task.id().to_string(), attempts);
+    }
+
+    // The saved deadline is long past by the time the resumed wait ends: the
+    // resumed wait runs on its own --timeout, counting polls on from the file.
+    let out = taskpoll(&["resume", "--timeout", "20s", "--save-state", &file_arg, &file_arg], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for task in &slow {
+        let line = lines.iter().find(|l| l["id"].as_str() == Some(task.id())).ok_or("no line")?;
+        assert_eq!((line["outcome"].as_str(), line["phase"].as_str()), (Some("succeeded"), Some("succeeded")));
+        let polls = line["polls"].as_u64().ok_or("no polls")?;
+        assert!(polls > saved_polls[task.id()], "{line}");
+        assert_eq!(polls, u64::from(sim.reads(task)), "{line}");
+    }
+    // Every wait finished: the file is now empty.
+    assert!(saved_states(&file)?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_saves_the_pending_waits_and_resume_takes_the_credential_flags() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let dir = tempdir()?;
+    let file = dir.join("waits.jsonl");
+    let file_arg = file.to_string_lossy().into_owned();
+    let stuck = sim.add_task("factpulse", Lifecycle::new().queued_for_polls(3).then_succeed())?;
+    let args = ["wait", "--timeout", "120s", "--save-state", &file_arg, &stuck.to_string()];
+    let mut running = Running::spawn(&args, &env)?;
+    let progress = running.next_err_line().await?;
+    assert!(progress.contains("queued"), "{progress}");
+    running.interrupt()?;
+    let (lines, code) = running.finish().await?;
+    assert_eq!((code, lines.len()), (Some(130), 1), "{lines:?}");
+    let states = saved_states(&file)?;
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0]["task_ref"]["id"].as_str(), Some(stuck.id()));
+
+    // No environment: the provider's flags, as for `wait` (the provider is the saved tasks' one).
+    let token = sim.credentials().into_iter().find(|v| v.name == "FACTPULSE_TOKEN").ok_or("token")?.value;
+    let base = sim.base_url("factpulse");
+    let out = taskpoll(&["resume", "--timeout", "30s", "--base-url", &base, "--token", &token, &file_arg], &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(self::lines(&out)[0]["outcome"], "succeeded");
+    // Without credentials: exit 3, nothing sent.
+    let reads = sim.reads(&stuck);
+    let out = taskpoll(&["resume", "--timeout", "30s", &file_arg], &[]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(sim.reads(&stuck), reads);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_state_file_is_refused_by_line_before_any_request() -> TestResult {
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    let dir = tempdir()?;
+    let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let state = serde_json::json!({
+        "task_ref": {"provider": "deepomatic", "id": task.id()}, "policy": "deepomatic:polite",
+        "started_at_ms": 1, "deadline_at_ms": 2, "attempts": 1, "last_phase": "queued", "last_status": "pending",
+        "last_poll_ms": 0, "next_delay_ms": 500, "next_poll_ms": 500, "queued_ms": 0, "unknown_count": 0, "unknown_ms": 0,
+    });
+    let mut tampered = state.clone();
+    tampered["task_ref"]["id"] = Value::from("../admin");
+    for (name, text, needle) in [
+        ("not-json", format!("{state}\n\nnot json\n"), "line 3"),
+        ("tampered", format!("{tampered}\n"), "line 1"),
+        ("unknown-provider", format!("{}\n", state.to_string().replace("\"deepomatic\"", "\"nope\"")), "line 1"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        let out = taskpoll(&["resume", "--timeout", "5s", &path.to_string_lossy()], &env).await;
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{name}: {}", stderr(&out));
+    }
+    let out = taskpoll(&["resume", "--timeout", "5s", &dir.join("absent").to_string_lossy()], &env).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(sim.reads(&task), 0);
+
+    // A good line resumes even though its saved deadline (Unix ms 2) is long gone.
+    let path = dir.join("good");
+    std::fs::write(&path, format!("{state}\n"))?;
+    let out = taskpoll(&["resume", "--timeout", "10s", &path.to_string_lossy()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["polls"], 2);
+    Ok(())
+}
+
+/// A fresh directory under the target's tmp dir (removed with `cargo clean`).
+fn tempdir() -> std::io::Result<std::path::PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
-use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions};
+use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 
 /// Read and wait on long-running tasks at HTTP providers.
 #[derive(Debug, Parser)]
@@ -47,6 +47,10 @@ pub enum Command {
     Wait(WaitManyArgs),
     /// Wait on tasks, printing one JSON line per observed change.
     Watch(WaitArgs),
+    /// Continue the waits a `wait --save-state FILE` saved, with a fresh
+    /// deadline (--timeout); output and exit codes as for `wait`.
+    #[command(after_help = WAIT_AFTER_HELP)]
+    Resume(ResumeArgs),
     /// Run the offline simulator of every provider in the foreground.
     Simulate {
         /// Port to listen on (127.0.0.1); 0 picks a free one.
@@ -57,9 +61,10 @@ pub enum Command {
     Demo,
 }
 
-/// Which tasks, at which provider, with which settings.
+/// Which provider, with which credentials and server: the flags every
+/// command that reads tasks takes.
 #[derive(Debug, Args)]
-pub struct TaskArgs {
+pub struct ProviderArgs {
     /// The provider (`deepomatic`, `factpulse`, …). Without it, each ID must be
     /// a full task reference such as `deepomatic:269999729`.
     #[arg(long, short)]
@@ -79,12 +84,19 @@ pub struct TaskArgs {
     /// A server variable, e.g. `--var cloud_name=demo`.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
-    /// An extra input of the status call, e.g. `--input refID=order-7` (Qolaba).
-    #[arg(long = "input", value_name = "NAME=VALUE")]
-    pub inputs: Vec<String>,
     /// Per-request timeout, e.g. `10s`.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub request_timeout: Option<Duration>,
+}
+
+/// Which tasks, at which provider, with which settings.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    #[command(flatten)]
+    pub settings: ProviderArgs,
+    /// An extra input of the status call, e.g. `--input refID=order-7` (Qolaba).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
     /// Read the IDs from FILE, one per line (blank lines and `#` comments skipped).
     #[arg(long, value_name = "FILE", conflicts_with = "ids")]
     pub from: Option<PathBuf>,
@@ -98,6 +110,13 @@ pub struct TaskArgs {
 pub struct WaitArgs {
     #[command(flatten)]
     pub tasks: TaskArgs,
+    #[command(flatten)]
+    pub options: OptionArgs,
+}
+
+/// How to wait: deadline, policy and guards.
+#[derive(Debug, Args)]
+pub struct OptionArgs {
     /// The deadline for the whole wait, e.g. `60s`, `5m` (default: the provider's suggested one).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -118,6 +137,13 @@ pub struct WaitArgs {
 pub struct WaitManyArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
+    #[command(flatten)]
+    pub many: ManyArgs,
+}
+
+/// The many-task waiter's settings, and where unfinished waits are saved.
+#[derive(Debug, Args)]
+pub struct ManyArgs {
     /// Status reads per second per provider, with bursts of BURST (default: each
     /// provider's own budget, e.g. 10:20 for Deepomatic), e.g. `50` or `50:100`.
     #[arg(long, value_name = "PER_SECOND[:BURST]", value_parser = parse_rate)]
@@ -125,6 +151,25 @@ pub struct WaitManyArgs {
     /// Status reads in flight at once per provider (default: 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_in_flight: Option<u16>,
+    /// When the wait ends (deadline or Ctrl-C), write the state of every task
+    /// not finished to FILE, one JSON line each, for `taskpoll resume FILE`.
+    /// The file is replaced (empty when every task finished).
+    #[arg(long, value_name = "FILE")]
+    pub save_state: Option<PathBuf>,
+}
+
+/// `resume`: continue saved waits with a fresh deadline.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A file written by `--save-state` (one wait state per line; `-` reads standard input).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub settings: ProviderArgs,
+    #[command(flatten)]
+    pub options: OptionArgs,
+    #[command(flatten)]
+    pub many: ManyArgs,
 }
 
 /// A request budget from the command line.
@@ -263,7 +308,7 @@ impl TaskArgs {
 
     /// One task reference from an ID, with --provider and --input applied.
     fn task_ref(&self, id: &str) -> Result<TaskRef, Error> {
-        let mut task = match &self.provider {
+        let mut task = match &self.settings.provider {
             Some(provider) => match full_ref_provider(id) {
                 // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
                 Some(named) if named == provider => id.parse::<TaskRef>()?,
@@ -295,7 +340,9 @@ impl TaskArgs {
         }
         Ok(task)
     }
+}
 
+impl ProviderArgs {
     /// A client from the environment, with this command's flags layered on
     /// top of the selected provider's variables (flags win).
     pub fn client(&self, refs: &[TaskRef]) -> Result<Client, Error> {
@@ -315,7 +362,9 @@ impl TaskArgs {
             || !self.vars.is_empty();
         let mut overlay: HashMap<String, String> = HashMap::new();
         if has_flags {
-            let provider = self.provider.as_deref().ok_or_else(|| Error::Config {
+            // Without --provider, the tasks' one provider (all of them at the same one).
+            let only = refs.first().map(TaskRef::provider).filter(|p| refs.iter().all(|r| r.provider() == *p));
+            let provider = self.provider.as_deref().or(only).ok_or_else(|| Error::Config {
                 message: "--base-url, --api-key, --token, --basic and --var need --provider".into(),
             })?;
             let spec = taskpoll::spec::provider(provider)
@@ -408,15 +457,27 @@ impl TaskArgs {
     }
 }
 
-impl WaitArgs {
+impl OptionArgs {
     /// Wait options for one task.
     pub fn options(&self, task: &TaskRef) -> Result<WaitOptions, Error> {
+        self.options_with(task, None)
+    }
+
+    /// Wait options for a saved wait: its own policy unless `--policy` names
+    /// one (a custom policy, which a file cannot carry, becomes the polite one).
+    pub fn resumed(&self, state: &WaitState) -> Result<WaitOptions, Error> {
+        self.options_with(&state.task_ref, Some(&state.policy))
+    }
+
+    fn options_with(&self, task: &TaskRef, saved_policy: Option<&str>) -> Result<WaitOptions, Error> {
         let spec = taskpoll::spec::provider(task.provider())
             .ok_or_else(|| Error::UnknownProvider { name: task.provider().into(), known: known_providers() })?;
         let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite.deadline_ms));
-        let policy = match self.policy.as_deref() {
-            None | Some("polite") => Policy::polite(spec.name)?,
-            Some(name) => Policy::preset(name)?,
+        let policy = match (self.policy.as_deref(), saved_policy) {
+            (None | Some("polite"), None) => Policy::polite(spec.name)?,
+            (Some(name), _) if name != "polite" => Policy::preset(name)?,
+            (Some(_), _) => Policy::polite(spec.name)?,
+            (None, Some(saved)) => Policy::preset(saved).or_else(|_| Policy::polite(spec.name))?,
         };
         let mut options = WaitOptions::new(deadline).policy(policy);
         if let Some(unknown) = self.unknown {

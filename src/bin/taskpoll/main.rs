@@ -8,6 +8,7 @@
 mod args;
 mod demo;
 mod output;
+mod state_file;
 mod waiting;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Get(task_args) => waiting::get(task_args).await,
         Command::Wait(wait_args) => waiting::wait(wait_args).await,
         Command::Watch(wait_args) => waiting::watch(wait_args).await,
+        Command::Resume(resume_args) => waiting::resume(resume_args).await,
         Command::Simulate { port } => demo::simulate(port).await,
         Command::Demo => demo::demo().await,
     };

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::IsTerminal as _;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,15 +12,16 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 use taskpoll::{Client, Error, Phase, PollEvent, Poller, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
 
-use crate::args::{TaskArgs, WaitArgs, WaitManyArgs};
+use crate::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
 use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
+use crate::state_file;
 
 /// Reads every task once and prints one line per ID, in input order. IDs of
 /// the same provider go through [`Client::get_many`] (the provider's batch
 /// read, where its spec has one); a task with inputs is read on its own.
 pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
-    let client = args.client(&refs)?;
+    let client = args.settings.client(&refs)?;
     let reads = read_all(&client, &refs).await;
     let mut exit = Exit::Ok;
     let mut reported: Vec<*const Error> = Vec::new();
@@ -247,31 +249,100 @@ fn exit_for(outcome: &Outcome) -> Exit {
 pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     let tasks = &args.wait.tasks;
     let refs = tasks.task_refs()?;
-    let client = tasks.client_with(&refs, |mut builder| {
-        if let Some(rate) = args.rate {
+    let client = many_client(&tasks.settings, &args.many, &refs)?;
+    let mut saved = SavedStates::new(args.many.save_state.as_deref());
+    // Before the first task is added: a Ctrl-C from then on gets its lines.
+    let interrupts = Interrupts::listen()?;
+    let exit = match refs.as_slice() {
+        [first, rest @ ..] if rest.iter().all(|r| r == first) => {
+            let task_ref = first.clone();
+            wait_one(&client, &args.wait.options, task_ref, interrupts, &mut saved).await?
+        }
+        _ => {
+            let starts = refs.into_iter().map(Start::Add).collect();
+            wait_many(&client, &args.wait.options, starts, interrupts, &mut saved).await?
+        }
+    };
+    saved.write()?;
+    Ok(exit)
+}
+
+/// `resume`: every wait saved in the file continues with a fresh deadline,
+/// through one [`taskpoll::Waiter`], printed as `wait` prints.
+pub async fn resume(args: ResumeArgs) -> Result<Exit, Error> {
+    let states = state_file::load(&args.file)?;
+    let refs: Vec<TaskRef> = states.iter().map(|state| state.task_ref.clone()).collect();
+    let client = many_client(&args.settings, &args.many, &refs)?;
+    let mut saved = SavedStates::new(args.many.save_state.as_deref());
+    if states.is_empty() {
+        err_line(&format!("taskpoll: {}: no wait to resume", escape_controls(&args.file.display().to_string())));
+    }
+    let interrupts = Interrupts::listen()?;
+    let starts = states.into_iter().map(Start::Resume).collect();
+    let exit = wait_many(&client, &args.options, starts, interrupts, &mut saved).await?;
+    saved.write()?;
+    Ok(exit)
+}
+
+/// A client with the many-task waiter's budget flags applied.
+fn many_client(settings: &ProviderArgs, many: &ManyArgs, refs: &[TaskRef]) -> Result<Client, Error> {
+    settings.client_with(refs, |mut builder| {
+        if let Some(rate) = many.rate {
             builder = builder.rate_limit(rate.per_second, rate.burst);
         }
-        if let Some(n) = args.max_in_flight {
+        if let Some(n) = many.max_in_flight {
             builder = builder.max_in_flight(usize::from(n));
         }
         builder
-    })?;
-    // Before the first task is added: a Ctrl-C from then on gets its lines.
-    let interrupts = Interrupts::listen()?;
-    match refs.as_slice() {
-        [first, rest @ ..] if rest.iter().all(|r| r == first) => {
-            let task_ref = first.clone();
-            wait_one(&client, &args.wait, task_ref, interrupts).await
-        }
-        _ => wait_many(&client, &args.wait, refs, interrupts).await,
+    })
+}
+
+/// The states of the waits that did not finish, for `--save-state`.
+struct SavedStates<'a> {
+    path: Option<&'a Path>,
+    states: Vec<WaitState>,
+}
+
+impl<'a> SavedStates<'a> {
+    fn new(path: Option<&'a Path>) -> Self {
+        Self { path, states: Vec::new() }
     }
+
+    /// Keeps the state of a wait that ended unfinished (its deadline, or Ctrl-C).
+    fn note(&mut self, result: Result<&Task, &Error>) {
+        if self.path.is_none() {
+            return;
+        }
+        if let Err(error) = result
+            && (error.is_deadline() || error.is_wait_cancelled())
+            && let Some(state) = error.wait_state()
+        {
+            self.states.push(state.clone());
+        }
+    }
+
+    fn write(self) -> Result<(), Error> {
+        match self.path {
+            Some(path) => state_file::save(path, &self.states),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How a wait joins the waiter.
+enum Start {
+    /// A new wait.
+    Add(TaskRef),
+    /// A saved wait, continued.
+    Resume(WaitState),
 }
 
 async fn wait_one(
     client: &Client,
-    args: &WaitArgs,
+    args: &OptionArgs,
     task_ref: TaskRef,
     mut interrupts: Interrupts,
+    saved: &mut SavedStates<'_>,
 ) -> Result<Exit, Error> {
     let options = args.options(&task_ref)?;
     let last_state: Mutex<Option<WaitState>> = Mutex::new(None);
@@ -284,6 +355,7 @@ async fn wait_one(
     tokio::select! {
         outcomes = wait_all(client, tasks, &progress, &remember) => {
             for outcome in &outcomes {
+                saved.note(outcome.result.as_ref());
                 if let Err(e) = &outcome.result {
                     report_error(&outcome.task_ref, e, Some(outcome.elapsed));
                 }
@@ -309,6 +381,7 @@ async fn wait_one(
                 }
                 report_error(&task_ref, &error, Some(elapsed));
                 print_line(&outcome_json(&task_ref, Err(&error), Some(Some(polls)), Some(elapsed)));
+                saved.note(Err(&error));
             }
             Ok(Exit::Interrupted)
         }
@@ -319,23 +392,37 @@ async fn wait_one(
 /// finishes. A task named twice is waited on, and printed, once.
 async fn wait_many(
     client: &Client,
-    args: &WaitArgs,
-    refs: Vec<TaskRef>,
+    args: &OptionArgs,
+    starts: Vec<Start>,
     mut interrupts: Interrupts,
+    saved: &mut SavedStates<'_>,
 ) -> Result<Exit, Error> {
     let mut waiter = client.waiter();
     let mut options: HashMap<String, WaitOptions> = HashMap::new();
-    let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(refs.len());
-    for task_ref in refs {
+    let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(starts.len());
+    for start in starts {
+        let task_ref = match &start {
+            Start::Add(task_ref) => task_ref.clone(),
+            Start::Resume(state) => state.task_ref.clone(),
+        };
         if started.contains_key(&task_ref) {
             continue;
         }
-        let task_options = match options.entry(task_ref.provider().to_string()) {
-            Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => new.insert(args.options(&task_ref)?),
-        };
         let at = Instant::now();
-        waiter.add(task_ref.clone(), task_options)?;
+        match start {
+            Start::Add(task_ref) => {
+                let task_options = match options.entry(task_ref.provider().to_string()) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => new.insert(args.options(&task_ref)?),
+                };
+                waiter.add(task_ref, task_options)?;
+            }
+            // Each saved wait keeps its own policy, so its options are its own.
+            Start::Resume(state) => {
+                let task_options = args.resumed(&state)?;
+                waiter.resume(state, &task_options)?;
+            }
+        }
         started.insert(task_ref, at);
     }
     let mut board = Board::for_stderr(started.keys());
@@ -354,6 +441,7 @@ async fn wait_many(
                     Err(e) => Exit::for_error(e),
                 };
                 exit = exit.worse(code);
+                saved.note(result.as_ref());
                 let done = Done { task_ref: &task_ref, result: result.as_ref(), polls, elapsed: elapsed.unwrap_or_default() };
                 board.finished(done, started.len(), waiter.requests_sent());
                 board.suspend(|| {
@@ -520,8 +608,8 @@ impl Board {
 
 pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
     let refs = args.tasks.task_refs()?;
-    let client = args.tasks.client(&refs)?;
-    let tasks = refs.into_iter().map(|r| args.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
+    let client = args.tasks.settings.client(&refs)?;
+    let tasks = refs.into_iter().map(|r| args.options.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
     let print_change = |task_ref: &TaskRef, event: &PollEvent| {
         if !event.changed {
             return;

@@ -1,0 +1,182 @@
+//! What does one status read through taskpoll cost, next to the least a
+//! client could do: a bare reqwest request and a `serde_json` parse?
+//!
+//! For every built-in provider, a task that never finishes is added to the
+//! simulator; then, in the same run and interleaved in rounds, `READS`
+//! status reads are made each way:
+//!
+//! - **taskpoll**: `Client::get` (the generated operation, the hooks, the
+//!   classification into a `Task`);
+//! - **bare**: the same request (method, path, query, body and credentials,
+//!   replayed from what the simulator recorded of a taskpoll read) sent with
+//!   a plain `reqwest::Client`, the body read and parsed into a
+//!   `serde_json::Value`, and its status read at the spec's pointer.
+//!
+//! Both sides read sequentially on one current-thread runtime in the main
+//! thread, over one kept-alive connection. The simulator runs on its own
+//! runtime, on threads named `simulator`, so its CPU is left out: the figure
+//! is the client's CPU (user + system time of every other thread of the
+//! process, from `/proc/self/task/*/stat`, 10 ms ticks) per read, and the
+//! ratio taskpoll / bare. Not a test: it asserts nothing. Goal (issue 12):
+//! ≤ 1.10×.
+//!
+//! Run with `cargo bench --bench read_overhead --features simulator`.
+//! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`.
+
+use std::error::Error as StdError;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use taskpoll::simulator::{Lifecycle, Simulator};
+use taskpoll::spec::providers;
+
+type BoxResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
+
+const SERVER_THREAD: &str = "simulator";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+/// CPU time (ms) of every thread of this process except the simulator's.
+fn client_cpu_ms() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
+        if head.split_once('(').is_some_and(|(_, name)| name.starts_with(SERVER_THREAD)) {
+            continue;
+        }
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        // Fields 14 (utime) and 15 (stime) of proc_pid_stat(5); field 3 is index 0 here.
+        total += (ticks(11) + ticks(12)) * 10;
+    }
+    total
+}
+
+/// A request as the simulator recorded it, ready to be sent again bare.
+struct Replay {
+    method: reqwest::Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<String>,
+    status_pointer: &'static str,
+}
+
+impl Replay {
+    async fn read(&self, http: &reqwest::Client) -> BoxResult<bool> {
+        let mut request = http.request(self.method.clone(), &self.url);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &self.body {
+            request = request.header("content-type", "application/json").body(body.clone());
+        }
+        let answer = request.send().await?;
+        let ok = answer.status().is_success();
+        let bytes = answer.bytes().await?;
+        let body: Value = serde_json::from_slice(&bytes)?;
+        Ok(ok && body.pointer(self.status_pointer).is_some())
+    }
+}
+
+#[derive(Default)]
+struct Side {
+    cpu_ms: u64,
+    wall: Duration,
+    reads: usize,
+}
+
+impl Side {
+    fn per_read_us(&self, what: fn(&Side) -> f64) -> f64 {
+        what(self) * 1e3 / self.reads.max(1) as f64
+    }
+}
+
+fn main() -> BoxResult<()> {
+    let reads = env_usize("READS", 20_000);
+    let rounds = env_usize("ROUNDS", 10).max(1);
+    let per_round = reads.div_ceil(rounds);
+
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()?;
+    let sim = server.block_on(Simulator::start())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+
+    println!("read_overhead: one status read, taskpoll Client::get vs bare reqwest + serde_json, same run");
+    println!(
+        "  {reads} reads per side and provider, interleaved in {rounds} rounds; client CPU only (simulator excluded)"
+    );
+    println!();
+    println!(
+        "  {:<12} {:>16} {:>16} {:>12} {:>16} {:>16}",
+        "provider", "taskpoll µs CPU", "bare µs CPU", "CPU ratio", "taskpoll µs wall", "bare µs wall"
+    );
+    for spec in providers() {
+        let client = sim.client()?;
+        let task = sim.add_task(spec.name, Lifecycle::new().running_forever())?;
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let replay = runtime.block_on(async {
+            // One read each way first: it opens the connections and records the request to replay.
+            client.get(&task).await?;
+            let recorded = sim.requests_for(&task).pop().ok_or("the simulator recorded no request")?;
+            let query = recorded.query.as_deref().map_or(String::new(), |q| format!("?{q}"));
+            let replay = Replay {
+                method: recorded.method.parse()?,
+                url: format!("{}{}{query}", sim.url(), recorded.path),
+                headers: sim.auth_headers(spec.name, recorded.operation.unwrap_or(spec.get.operation)),
+                body: (!recorded.body.is_empty()).then(|| recorded.body.clone()),
+                status_pointer: spec.task.status,
+            };
+            if !replay.read(&http).await? {
+                return Err(format!("{}: the bare read got no status", spec.name).into());
+            }
+            Ok::<_, Box<dyn StdError + Send + Sync>>(replay)
+        })?;
+        let (mut taskpoll, mut bare) = (Side::default(), Side::default());
+        for _ in 0..rounds {
+            sim.clear_requests();
+            let (cpu, t0) = (client_cpu_ms(), Instant::now());
+            runtime.block_on(async {
+                for _ in 0..per_round {
+                    client.get(&task).await?;
+                }
+                Ok::<_, taskpoll::Error>(())
+            })?;
+            taskpoll.wall += t0.elapsed();
+            taskpoll.cpu_ms += client_cpu_ms().saturating_sub(cpu);
+            taskpoll.reads += per_round;
+
+            let (cpu, t0) = (client_cpu_ms(), Instant::now());
+            runtime.block_on(async {
+                for _ in 0..per_round {
+                    replay.read(&http).await?;
+                }
+                Ok::<_, Box<dyn StdError + Send + Sync>>(())
+            })?;
+            bare.wall += t0.elapsed();
+            bare.cpu_ms += client_cpu_ms().saturating_sub(cpu);
+            bare.reads += per_round;
+        }
+        sim.remove_task(&task);
+        let cpu = |s: &Side| s.cpu_ms as f64;
+        let wall = |s: &Side| s.wall.as_secs_f64() * 1e3;
+        let (t_cpu, b_cpu) = (taskpoll.per_read_us(cpu), bare.per_read_us(cpu));
+        println!(
+            "  {:<12} {:>16.1} {:>16.1} {:>11.2}x {:>16.1} {:>16.1}   goal ≤ 1.10x",
+            spec.name,
+            t_cpu,
+            b_cpu,
+            t_cpu / b_cpu.max(f64::MIN_POSITIVE),
+            taskpoll.per_read_us(wall),
+            bare.per_read_us(wall),
+        );
+    }
+    drop(sim);
+    Ok(())
+}
