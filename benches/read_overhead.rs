@@ -20,7 +20,7 @@
 //! ratio taskpoll / bare. Not a test: it asserts nothing. Goal (issue 12):
 //! ≤ 1.10×.
 //!
-//! Run with `cargo bench --bench read_overhead --features simulator`.
+//! Run with `cargo bench --bench read_overhead --all-features`.
 //! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`.
 
 use std::error::Error as StdError;

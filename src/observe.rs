@@ -338,6 +338,5 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
     } else {
         None
     };
-    let result = spec.task.result.and_then(|p| body.pointer(p)).filter(|v| !v.is_null()).cloned();
-    Task::new(task_ref, phase, status, error, result, http_status, body)
+    Task::new(task_ref, phase, status, error, spec.task.result, http_status, body)
 }

@@ -225,32 +225,150 @@ impl FromStr for TaskRef {
 
 /// One observation of a task: what the provider answered, mapped to the
 /// unified model, with the whole raw body kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// Serialises as one JSON object: the task reference's fields, `phase`,
+/// `status`, `error`, `result`, `http_status`, `retry_after_ms` (when set) and
+/// `body`; it reads back from the same object.
+#[derive(Debug, Clone)]
 pub struct Task {
-    #[serde(flatten)]
     task_ref: TaskRef,
     phase: Phase,
     status: Option<String>,
     error: Option<String>,
-    result: Option<Value>,
+    result: TaskResult,
     http_status: u16,
     /// The answer's `Retry-After`, in milliseconds (an in-progress answer may pace the client).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
     body: Value,
 }
 
+/// Where a task's result is. An answer's result is a part of its body, read
+/// in place (not copied: a result can be most of a large body); a task read
+/// back from JSON owns the one it was given.
+#[derive(Debug, Clone)]
+enum TaskResult {
+    /// At this JSON pointer in the body (the spec's `task.result`).
+    At(&'static str),
+    Owned(Option<Value>),
+}
+
+/// [`Task`]'s serialised form, written from borrowed fields.
+#[derive(Serialize)]
+struct TaskOut<'a> {
+    #[serde(flatten)]
+    task_ref: &'a TaskRef,
+    phase: Phase,
+    status: Option<&'a str>,
+    error: Option<&'a str>,
+    result: Option<&'a Value>,
+    http_status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    body: &'a Value,
+}
+
+/// [`Task`]'s serialised form, read back; also its JSON Schema.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "Task")]
+struct TaskIn {
+    #[serde(flatten)]
+    task_ref: TaskRef,
+    /// Where the task is in its life, whatever the provider calls it.
+    phase: Phase,
+    /// The raw status value as the provider sent it.
+    status: Option<String>,
+    /// The failure message, when the provider gave one.
+    error: Option<String>,
+    /// The result payload (absent or null when there is none).
+    result: Option<Value>,
+    /// The HTTP status of the answer.
+    http_status: u16,
+    /// The answer's `Retry-After`, in milliseconds.
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+    /// The whole body as received.
+    body: Value,
+}
+
+impl Serialize for Task {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TaskOut {
+            task_ref: &self.task_ref,
+            phase: self.phase,
+            status: self.status.as_deref(),
+            error: self.error.as_deref(),
+            result: self.result(),
+            http_status: self.http_status,
+            retry_after_ms: self.retry_after_ms,
+            body: &self.body,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Task {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let read = TaskIn::deserialize(deserializer)?;
+        Ok(Task {
+            task_ref: read.task_ref,
+            phase: read.phase,
+            status: read.status,
+            error: read.error,
+            result: TaskResult::Owned(read.result.filter(|v| !v.is_null())),
+            http_status: read.http_status,
+            retry_after_ms: read.retry_after_ms,
+            body: read.body,
+        })
+    }
+}
+
+impl JsonSchema for Task {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Task".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        TaskIn::json_schema(generator)
+    }
+}
+
+/// Equal when every field is, the result compared by value (wherever it is kept).
+impl PartialEq for Task {
+    fn eq(&self, other: &Self) -> bool {
+        self.task_ref == other.task_ref
+            && self.phase == other.phase
+            && self.status == other.status
+            && self.error == other.error
+            && self.result() == other.result()
+            && self.http_status == other.http_status
+            && self.retry_after_ms == other.retry_after_ms
+            && self.body == other.body
+    }
+}
+
 impl Task {
+    /// `result_at`: where the result is in `body` (the spec's pointer).
     pub(crate) fn new(
         task_ref: TaskRef,
         phase: Phase,
         status: Option<String>,
         error: Option<String>,
-        result: Option<Value>,
+        result_at: Option<&'static str>,
         http_status: u16,
         body: Value,
     ) -> Self {
+        let result = result_at.map_or(TaskResult::Owned(None), TaskResult::At);
         Self { task_ref, phase, status, error, result, http_status, retry_after_ms: None, body }
+    }
+
+    /// The observation without its body and result, for a task still queued
+    /// or running: what a many-task waiter keeps of an answer that does not
+    /// end its wait (phase, raw status, HTTP status and `Retry-After`).
+    pub(crate) fn shed_in_progress_body(&mut self) {
+        if matches!(self.phase, Phase::Queued | Phase::Running) {
+            self.body = Value::Null;
+            self.result = TaskResult::Owned(None);
+        }
     }
 
     pub(crate) fn with_retry_after(mut self, hint: Option<std::time::Duration>) -> Self {
@@ -296,7 +414,10 @@ impl Task {
 
     /// The result payload (`None` when absent or null).
     pub fn result(&self) -> Option<&Value> {
-        self.result.as_ref()
+        match &self.result {
+            TaskResult::At(pointer) => self.body.pointer(pointer).filter(|v| !v.is_null()),
+            TaskResult::Owned(result) => result.as_ref(),
+        }
     }
 
     /// The HTTP status of the answer.

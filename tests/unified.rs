@@ -557,3 +557,25 @@ fn public_types_and_futures_are_send() {
     send(&client.wait(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
     send(&client.watch(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
 }
+
+#[test]
+fn a_task_round_trips_through_json_with_its_result() -> Result<(), Box<dyn std::error::Error>> {
+    let spec = taskpoll::spec::provider("deepomatic").ok_or("no deepomatic")?;
+    let task_ref = taskpoll::TaskRef::new("deepomatic", "42")?;
+    let body = br#"{"id": 42, "status": "success", "data": {"outputs": [{"labels": {"predicted": []}}]}}"#;
+    let task = taskpoll::observe::decode(spec, &task_ref, 200, body)?;
+    // The result is the body's `data`, read in place.
+    assert_eq!(task.result(), task.body().pointer("/data"));
+    let line = serde_json::to_value(&task)?;
+    assert_eq!(line["result"], serde_json::json!({"outputs": [{"labels": {"predicted": []}}]}));
+    assert_eq!((line["provider"].as_str(), line["id"].as_str()), (Some("deepomatic"), Some("42")));
+    let back: taskpoll::Task = serde_json::from_value(line.clone())?;
+    assert_eq!(back, task);
+    assert_eq!(back.result(), task.result());
+    assert_eq!(serde_json::to_value(&back)?, line);
+    // A null result is none, whichever way the task was made.
+    let pending = taskpoll::observe::decode(spec, &task_ref, 200, br#"{"id": 42, "status": "pending", "data": null}"#)?;
+    assert_eq!(pending.result(), None);
+    assert_eq!(serde_json::from_value::<taskpoll::Task>(serde_json::to_value(&pending)?)?.result(), None);
+    Ok(())
+}
