@@ -191,7 +191,7 @@ impl Client {
             return Ok(futures_util::stream::iter(reads).buffered(self.inner.concurrency).collect().await);
         }
         let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
-        let mut found = self.read_batch(configured, valid, configured.request_timeout).await?;
+        let mut found = self.read_batch(configured, valid, configured.request_timeout, false).await?;
         let mut repeated: HashMap<String, Task> = HashMap::new();
         Ok(refs
             .into_iter()
@@ -213,12 +213,14 @@ impl Client {
     /// Reads tasks of one provider with its batch operation: unique ids in
     /// chunks of `max_ids`, the page size sent explicitly, `next` pages
     /// followed; the whole read, pages included, stays within `budget`.
-    /// Ids the answers do not mention are absent from the map.
+    /// Ids the answers do not mention are absent from the map. `slim`: tasks
+    /// still in progress come without their body (see [`observe::batch_item`]).
     pub(crate) async fn read_batch(
         &self,
         provider: &Configured,
         ids: Vec<String>,
         budget: Duration,
+        slim: bool,
     ) -> Result<HashMap<String, Task>> {
         let spec = provider.spec;
         let Some(many) = spec.many else { return Ok(HashMap::new()) };
@@ -240,21 +242,38 @@ impl Client {
                 let (outcome, record) =
                     transport::scoped_by(Some((timeout, from_deadline)), provider.ops.list(chunk, &page)).await;
                 let raw = observe::answer(spec, many.operation, outcome, record)?;
-                let mut body = observe::task_body(spec, many.operation, &raw)?;
-                let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str).map(str::to_string);
-                let items = match body.pointer_mut(many.items) {
-                    Some(Value::Array(items)) => std::mem::take(items),
-                    _ => Vec::new(),
+                let walked = (200..300).contains(&raw.status).then(|| walk_page(&raw.body, many.items, many.next));
+                let next = match walked.flatten() {
+                    // Items read in place: only what a task needs is built.
+                    Some((items, next)) => {
+                        for item in items {
+                            if let Some((id, task)) = observe::batch_item(spec, many.id, raw.status, item, slim) {
+                                found.insert(id, task);
+                            }
+                        }
+                        next
+                    }
+                    // Not a 2xx JSON object, or not walkable in place: built whole
+                    // (and an answer that is no task list becomes its error here).
+                    None => {
+                        let mut body = observe::task_body(spec, many.operation, &raw)?;
+                        let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str).map(str::to_string);
+                        let items = match body.pointer_mut(many.items) {
+                            Some(Value::Array(items)) => std::mem::take(items),
+                            _ => Vec::new(),
+                        };
+                        for item in items {
+                            let id = match item.pointer(many.id) {
+                                Some(Value::String(s)) => s.clone(),
+                                Some(Value::Number(n)) => n.to_string(),
+                                _ => continue,
+                            };
+                            let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { continue };
+                            found.insert(id, observe::task_from_body(spec, task_ref, raw.status, item));
+                        }
+                        next
+                    }
                 };
-                for item in items {
-                    let id = match item.pointer(many.id) {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Number(n)) => n.to_string(),
-                        _ => continue,
-                    };
-                    let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { continue };
-                    found.insert(id, observe::task_from_body(spec, task_ref, raw.status, item));
-                }
                 let Some(next_page) = next.and_then(|url| page_params(&url, many.page_params)) else { break };
                 if next_page == page || next_page.is_empty() {
                     break;
@@ -264,6 +283,29 @@ impl Client {
         }
         Ok(found)
     }
+}
+
+/// A 2xx batch answer's items and `next` link, read in place; `None` when
+/// the body is not a JSON object that can be walked so.
+fn walk_page<'a>(
+    body: &'a [u8],
+    items: &str,
+    next: Option<&str>,
+) -> Option<(Vec<&'a serde_json::value::RawValue>, Option<String>)> {
+    use crate::raw_json::{elements, raw_at, value_at};
+    let page: &serde_json::value::RawValue = serde_json::from_slice(body).ok()?;
+    if !page.get().starts_with('{') {
+        return None;
+    }
+    let items = match raw_at(page, items).ok()? {
+        Some(list) => elements(list).ok()?.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let next = match next {
+        Some(pointer) => value_at(page, pointer).ok()?.and_then(|v| v.as_str().map(str::to_string)),
+        None => None,
+    };
+    Some((items, next))
 }
 
 /// The page parameters named by the spec, read from a `next` URL's query.

@@ -42,6 +42,7 @@ mod config;
 mod error;
 pub mod observe;
 mod policy;
+mod raw_json;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spec;

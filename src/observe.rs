@@ -297,31 +297,44 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
 pub(crate) fn text_at(body: &Value, pointer: &str) -> Option<String> {
-    match body.pointer(pointer)? {
+    value_text(body.pointer(pointer)?)
+}
+
+/// A value as text: a non-empty string as it is, numbers, booleans, objects
+/// and arrays rendered; null and `""` are `None`.
+fn value_text(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Object(_) | Value::Array(_) => Some(body.pointer(pointer)?.to_string()),
+        Value::Object(_) | Value::Array(_) => Some(value.to_string()),
         _ => None,
     }
 }
 
-/// Maps a task body with the spec's pointers, rules and phases.
-pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = match body.pointer(spec.task.status) {
+/// The raw status at the spec's pointer: a string as it is, a number as text.
+fn status_of(found: Option<&Value>) -> Option<String> {
+    match found {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
-    };
-    // Matched in place: this runs for every task of every batch answer.
+    }
+}
+
+/// The rule that matches (its `when` values read through `at`), and the phase.
+fn phase_of<'v>(
+    spec: &'static ProviderSpec,
+    status: Option<&str>,
+    at: impl Fn(&str) -> Option<&'v Value>,
+) -> (Option<&'static crate::spec::Rule>, Phase) {
     let rule = spec.rules.iter().find(|rule| {
-        rule.when.iter().all(|(pointer, expected)| match body.pointer(pointer) {
-            Some(Value::String(actual)) => actual.eq_ignore_ascii_case(expected),
+        rule.when.iter().all(|(pointer, expected)| match at(pointer) {
+            Some(Value::String(actual)) => !actual.is_empty() && actual.eq_ignore_ascii_case(expected),
             Some(Value::Null) | None => false,
-            Some(_) => text_at(&body, pointer).is_some_and(|actual| actual.eq_ignore_ascii_case(expected)),
+            Some(other) => value_text(other).is_some_and(|actual| actual.eq_ignore_ascii_case(expected)),
         })
     });
-    let phase = match (rule, &status) {
+    let phase = match (rule, status) {
         (Some(rule), _) => rule.phase,
         // Spec phase names are stored lower-cased; an ASCII status needs no lower-cased copy.
         (None, Some(raw)) => spec
@@ -331,6 +344,66 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
             .map_or(Phase::Unknown, |(_, p)| *p),
         (None, None) => Phase::Unknown,
     };
+    (rule, phase)
+}
+
+/// One item of a batch answer, for a many-task waiter: a task still queued
+/// or running is classified from the few values it needs, read in place,
+/// and kept without a body (the waiter keeps no body between polls); any
+/// other task is built whole, exactly as [`task_from_body`] builds it.
+/// Returns the item's id with its task; `None` for an item without an id.
+pub(crate) fn batch_item(
+    spec: &'static ProviderSpec,
+    id_pointer: &str,
+    http_status: u16,
+    item: &serde_json::value::RawValue,
+    slim: bool,
+) -> Option<(String, Task)> {
+    use crate::raw_json::value_at;
+    let whole = |item: &serde_json::value::RawValue| {
+        let body: Value = serde_json::from_str(item.get()).ok()?;
+        let id = id_text(body.pointer(id_pointer))?;
+        let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
+        Some((id, task_from_body(spec, task_ref, http_status, body)))
+    };
+    if !slim {
+        return whole(item);
+    }
+    let lean = || -> Result<Option<(String, Task)>, crate::raw_json::Unwalkable> {
+        let Some(id) = id_text(value_at(item, id_pointer)?.as_ref()) else { return Ok(None) };
+        let status = status_of(value_at(item, spec.task.status)?.as_ref());
+        let mut when: Vec<(&'static str, Option<Value>)> = Vec::new();
+        for rule in spec.rules {
+            for (pointer, _) in rule.when {
+                if !when.iter().any(|(p, _)| p == pointer) {
+                    when.push((pointer, value_at(item, pointer)?));
+                }
+            }
+        }
+        let at = |pointer: &str| when.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
+        let (_, phase) = phase_of(spec, status.as_deref(), at);
+        if !matches!(phase, Phase::Queued | Phase::Running) {
+            return Ok(whole(item));
+        }
+        let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { return Ok(None) };
+        Ok(Some((id, Task::new(task_ref, phase, status, None, None, http_status, Value::Null))))
+    };
+    lean().unwrap_or_else(|_| whole(item))
+}
+
+/// An id as text: a string as it is, a number as written.
+fn id_text(found: Option<&Value>) -> Option<String> {
+    match found? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Maps a task body with the spec's pointers, rules and phases.
+pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
+    let status = status_of(body.pointer(spec.task.status));
+    let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| body.pointer(pointer));
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
             .and_then(|p| text_at(&body, p))
@@ -339,4 +412,87 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
         None
     };
     Task::new(task_ref, phase, status, error, spec.task.result, http_status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::batch_item;
+    use crate::Phase;
+
+    /// `body` with `value` set at `pointer`, objects made on the way.
+    fn set(body: &mut Value, pointer: &str, value: Value) {
+        let mut here = body;
+        for token in pointer.trim_start_matches('/').split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            if !here.is_object() {
+                *here = json!({});
+            }
+            here = here.as_object_mut().expect("an object").entry(token).or_insert(Value::Null);
+        }
+        *here = value;
+    }
+
+    /// Read in place or built whole, an item gives the same task: same id,
+    /// phase and status always, the very same task when it has finished.
+    #[test]
+    fn a_batch_item_read_in_place_is_classified_as_when_built_whole() {
+        let (mut checked, mut slim_bodies) = (0, 0);
+        for spec in crate::spec::providers() {
+            let mut statuses: Vec<Value> = spec.phases.iter().map(|(name, _)| Value::from(*name)).collect();
+            statuses.extend(spec.phases.iter().map(|(name, _)| Value::from(name.to_uppercase())));
+            statuses.extend([json!("no-such-status"), json!(""), json!(7), json!(null), json!({"x": 1})]);
+            let mut items = Vec::new();
+            for status in &statuses {
+                let mut item = json!({"other": [1, {"deep": "x"}], "tail": null});
+                set(&mut item, "/id", json!("42"));
+                set(&mut item, spec.task.status, status.clone());
+                items.push(item.clone());
+                // Every rule's conditions, met on top of each status.
+                for rule in spec.rules {
+                    let mut with_rule = item.clone();
+                    for (pointer, expected) in rule.when {
+                        set(&mut with_rule, pointer, Value::from(*expected));
+                    }
+                    items.push(with_rule);
+                }
+            }
+            // A numeric id, and an escaped key on the way (read whole).
+            items.push(json!({"id": 42, "status": "x"}));
+            items.push(serde_json::from_str(r#"{"i\u0064": "42"}"#).expect("JSON"));
+            for item in items {
+                let text = serde_json::value::to_raw_value(&item).expect("JSON");
+                let escaped =
+                    serde_json::value::RawValue::from_string(item.to_string().replace("\"id\"", "\"i\\u0064\""))
+                        .expect("JSON");
+                for (raw, in_place) in [(&text, true), (&escaped, false)] {
+                    let slim = batch_item(spec, "/id", 200, raw, true);
+                    let whole = batch_item(spec, "/id", 200, raw, false);
+                    match (slim, whole) {
+                        (None, None) => {}
+                        (Some((slim_id, slim)), Some((whole_id, whole))) => {
+                            assert_eq!(slim_id, whole_id, "{}: {item}", spec.name);
+                            assert_eq!(
+                                (slim.phase(), slim.status()),
+                                (whole.phase(), whole.status()),
+                                "{}: {item}",
+                                spec.name
+                            );
+                            // An escaped key cannot be walked in place: built whole.
+                            if in_place && matches!(whole.phase(), Phase::Queued | Phase::Running) {
+                                assert!(slim.body().is_null(), "{}: {item}", spec.name);
+                                slim_bodies += 1;
+                            } else {
+                                assert_eq!(slim, whole, "{}: {item}", spec.name);
+                            }
+                            checked += 1;
+                        }
+                        (slim, whole) => panic!("{}: {item}: {slim:?} / {whole:?}", spec.name),
+                    }
+                }
+            }
+        }
+        assert!(checked > 100 && slim_bodies > 10, "{checked} {slim_bodies}");
+    }
 }
