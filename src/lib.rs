@@ -36,8 +36,16 @@
 //! provider offline for tests; the `cli` feature builds the `taskpoll` tool.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.
+extern crate self as taskpoll;
+
+#[doc(hidden)]
+#[path = "glue.rs"]
+pub mod __private;
 mod client;
 mod clock;
+#[cfg(feature = "codegen")]
+pub mod codegen;
 mod config;
 mod error;
 pub mod observe;
@@ -55,7 +63,8 @@ mod waiter;
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
-/// The typed clients generated from `specs/`, one module per spec.
+/// The typed clients generated from `specs/`, one module per provider, named
+/// after it (`generated::cloudinary`).
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/providers.rs"));
 }
