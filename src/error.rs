@@ -468,12 +468,12 @@ impl Error {
 
     /// 404: the provider does not know the task.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Api { status: 404, .. })
+        matches!(self, Error::Api { status: 404, .. } | Error::GeneratedCall { status: Some(404), .. })
     }
 
     /// 429: rate limited.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status: 429, .. })
+        matches!(self, Error::Api { status: 429, .. } | Error::GeneratedCall { status: Some(429), .. })
     }
 
     /// A connect error, timeout or broken connection.
