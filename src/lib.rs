@@ -34,6 +34,9 @@
 //! ([`spec::ProviderSpec`]); nothing in the client or the polling engine names
 //! a provider. With the `simulator` feature, `taskpoll::simulator` serves every
 //! provider offline for tests; the `cli` feature builds the `taskpoll` tool.
+//! The `codegen` feature is the generator itself (`taskpoll::codegen`), for
+//! the build script of a crate that declares providers of its own
+//! ([`ClientBuilder::register`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.

@@ -5,9 +5,9 @@
 //! (`x-taskpoll.poll.polite: unknown field `intial-delay`, expected one of
 //! ...`). The same types give the extension's JSON Schema
 //! ([`json_schema`], published as `specs/x-taskpoll.schema.json`).
-//! [`Extension::resolve`] then checks what the types cannot say (operations,
+//! `Extension::resolve` then checks what the types cannot say (operations,
 //! parameters and schemes that exist, delays that fit) and gives the
-//! [`Provider`] that [`super::emit`] writes.
+//! `Provider` that the generator writes.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -599,7 +599,7 @@ fn display_path(at: &[String]) -> String {
 
 /// What a security scheme sends (`crate::spec::SchemeKind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchemeKind {
+pub(crate) enum SchemeKind {
     /// `Authorization: Basic …`.
     Basic,
     /// `Authorization: Bearer …` (also OAuth2 and OpenID Connect).
@@ -610,7 +610,7 @@ pub enum SchemeKind {
 
 /// A security scheme of the spec.
 #[derive(Debug, Clone)]
-pub struct Scheme {
+pub(crate) struct Scheme {
     /// Its name in `components.securitySchemes`.
     pub name: String,
     /// What it sends.
@@ -629,7 +629,7 @@ struct BasicEnv {
 
 /// A variable of `servers[0]`.
 #[derive(Debug, Clone)]
-pub struct ServerVariable {
+pub(crate) struct ServerVariable {
     /// Its name.
     pub name: String,
     /// Its default.
@@ -642,7 +642,7 @@ pub struct ServerVariable {
 
 /// A polling policy with its defaults applied, in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Delay before the first poll.
     pub first_poll_ms: u64,
     /// Fixed delays.
@@ -664,7 +664,7 @@ pub struct Policy {
 /// Everything the descriptor needs: the extension, checked against the
 /// document, with defaults applied.
 #[derive(Debug, Clone)]
-pub struct Provider {
+pub(crate) struct Provider {
     /// The extension as written.
     pub ext: Extension,
     /// `x-taskpoll.name`.
@@ -710,7 +710,7 @@ impl Extension {
     }
 
     /// Checks the extension against the document and applies defaults.
-    pub fn resolve(self, api: &openapiv3::OpenAPI, ops: &Operations) -> Result<Provider, String> {
+    pub(crate) fn resolve(self, api: &openapiv3::OpenAPI, ops: &Operations) -> Result<Provider, String> {
         let name = self.name.clone();
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')

@@ -20,19 +20,19 @@
 //! // taskpoll::ClientBuilder::register (or taskpoll::spec::register).
 //! ```
 //!
-//! One job per file: [`load`] reads a spec, [`normalise`] rewrites what
-//! progenitor cannot take, [`openapi`] reads the operations from the typed
-//! `openapiv3` model, [`extension`] parses and checks `x-taskpoll`, [`naming`]
-//! gives the Rust names progenitor uses, [`progenitor_run`] runs progenitor and
-//! [`emit`] writes the descriptor and glue with `quote!`.
+//! One job per file: `load` reads a spec, `normalise` rewrites what
+//! progenitor cannot take, `openapi` reads the operations from the typed
+//! `openapiv3` model, [`extension`] parses and checks `x-taskpoll`, `naming`
+//! gives the Rust names progenitor uses, `progenitor_run` runs progenitor and
+//! `emit` writes the descriptor and glue with `quote!`.
 
-pub mod emit;
+mod emit;
 pub mod extension;
-pub mod load;
-pub mod naming;
-pub mod normalise;
-pub mod openapi;
-pub mod progenitor_run;
+mod load;
+mod naming;
+mod normalise;
+mod openapi;
+mod progenitor_run;
 
 use std::path::{Path, PathBuf};
 
