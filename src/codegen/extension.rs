@@ -4,7 +4,7 @@
 //! so a misspelt or misplaced key fails with its path and the accepted keys
 //! (`x-taskpoll.poll.polite: unknown field `intial-delay`, expected one of
 //! ...`). The same types give the extension's JSON Schema
-//! ([`json_schema`], published as `specs/x-taskpoll.schema.json`).
+//! ([`json_schema()`], published as `specs/x-taskpoll.schema.json`).
 //! `Extension::resolve` then checks what the types cannot say (operations,
 //! parameters and schemes that exist, delays that fit) and gives the
 //! `Provider` that the generator writes.
