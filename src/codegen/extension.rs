@@ -64,7 +64,7 @@ pub struct Extension {
     pub poll: Poll,
 }
 
-/// `credentials-url-env`.
+/// `credentials-url-env`: one variable holding `scheme://user:pass@host`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CredentialsUrlEnv {
@@ -76,7 +76,7 @@ pub struct CredentialsUrlEnv {
     pub server_variable: String,
 }
 
-/// `get`.
+/// `get`: the operation that reads one task.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Get {
@@ -89,7 +89,7 @@ pub struct Get {
     pub inputs: Vec<Input>,
 }
 
-/// `get.id`.
+/// `get.id`: where the task id goes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IdSpec {
@@ -137,7 +137,7 @@ pub enum AllowedIdChar {
     Semicolon,
 }
 
-/// `get.inputs[]`.
+/// `get.inputs[]`: an extra input a task reference may carry (`?name=value`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Input {
@@ -151,7 +151,7 @@ pub struct Input {
     pub description: String,
 }
 
-/// `many`.
+/// `many`: the operation that reads several tasks at once.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Many {
@@ -174,7 +174,7 @@ pub struct Many {
     pub page_size: Option<String>,
 }
 
-/// `rate`.
+/// `rate`: the request budget shared by every wait on this provider.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Rate {
@@ -184,7 +184,7 @@ pub struct Rate {
     pub burst: Option<u64>,
 }
 
-/// `task`.
+/// `task`: where the fields of a task body are (JSON pointers).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TaskShape {
@@ -258,7 +258,7 @@ pub enum PhaseName {
     Unknown,
 }
 
-/// `rules[]`.
+/// `rules[]`: a mapping that looks at several fields; wins over `phases`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
@@ -270,7 +270,7 @@ pub struct Rule {
     pub error: Option<Pointer>,
 }
 
-/// `poll`.
+/// `poll`: polling policies.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Poll {
