@@ -308,3 +308,18 @@ fn get_id_allow_takes_only_the_characters_refused_by_default() {
         generate("allow-ok.yaml", &with(r#"id: {in: path, name: job_id, allow: ["/", ";"]}"#)).expect("generates");
     assert!(module.code.contains(r#"id_allow: "/;""#), "the allow list reaches the provider data");
 }
+
+/// Two specs of one build may not declare the same provider name (their
+/// modules under `generated::` would clash).
+#[test]
+fn two_specs_with_one_name_fail_the_build() {
+    let dir = std::env::temp_dir().join(format!("taskpoll-codegen-dup-{}", std::process::id()));
+    let (specs, out) = (dir.join("specs"), dir.join("out"));
+    std::fs::create_dir_all(&specs).expect("spec dir");
+    std::fs::create_dir_all(&out).expect("out dir");
+    std::fs::write(specs.join("a.yaml"), BASE).expect("write");
+    std::fs::write(specs.join("b.yaml"), BASE).expect("write");
+    let e = codegen::Build::new().spec_dir("specs").generate(&dir, &out).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(e.contains("b.yaml") && e.contains("`probe` is taken"), "{e}");
+}

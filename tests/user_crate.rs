@@ -31,6 +31,6 @@ fn a_provider_declared_in_another_crate_works_with_client_waiter_and_simulator()
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the user crate's build or tests failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("test result: ok. 4 passed"), "its four tests did not all run:\n{stdout}");
+    assert!(stdout.contains("test result: ok. 5 passed"), "its five tests did not all run:\n{stdout}");
     assert!(!stderr.contains("warning"), "building it printed warnings:\n{stderr}");
 }

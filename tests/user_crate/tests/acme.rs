@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use taskpoll::simulator::{Lifecycle, Simulator};
-use taskpoll::{Client, Phase, TaskRef, WaitOptions};
+use taskpoll::{Client, Phase, ProviderConfig, TaskRef, WaitOptions};
 use taskpoll_user_crate::generated::acme;
 
 #[test]
@@ -19,6 +19,17 @@ fn the_descriptor_comes_from_this_crates_spec() {
     for example in spec.examples.iter().filter(|e| !e.schema.is_empty()) {
         assert!(matches!(spec.parse_as_schema(example.schema, example.json), Some(Ok(()))), "{}", example.name);
     }
+}
+
+#[test]
+fn a_name_already_taken_is_refused() {
+    let shadow = &taskpoll_user_crate::generated::qolaba::PROVIDER;
+    let err = taskpoll::spec::register(shadow).unwrap_err();
+    assert!(err.is_config() && err.to_string().contains("`qolaba` is already known"), "{err}");
+    let err = Client::builder().register(shadow).provider(ProviderConfig::new("qolaba")).build().unwrap_err();
+    assert!(err.is_config() && err.to_string().contains("`qolaba` is already known"), "{err}");
+    let builtin = taskpoll::spec::provider("qolaba").expect("built in");
+    assert!(!std::ptr::eq(builtin, shadow), "the built-in provider stays");
 }
 
 #[tokio::test]
