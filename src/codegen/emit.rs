@@ -7,12 +7,12 @@
 //! provider (the `ClientHooks` impl, `client`, `connect`) is written once in
 //! `src/glue.rs` and invoked here as `::taskpoll::__generated_glue!()`.
 
-use proc_macro2::Ident;
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::quote;
 
 use super::GeneratedModule;
-use super::extension::{Jitter, Location, PhaseName, Policy, Provider, SchemeKind};
+use super::check::{Policy, Provider, SchemeKind};
+use super::extension::{Jitter, Location, PhaseName};
 use super::naming::{Case, rust_name};
 use super::openapi::{Operations, ParamType};
 

@@ -22,10 +22,12 @@
 //!
 //! One job per file: `load` reads a spec, `normalise` rewrites what
 //! progenitor cannot take, `openapi` reads the operations from the typed
-//! `openapiv3` model, [`extension`] parses and checks `x-taskpoll`, `naming`
+//! `openapiv3` model, [`extension`] parses `x-taskpoll` (its value types in
+//! `values`), `check` checks it against the document, `naming`
 //! gives the Rust names progenitor uses, `progenitor_run` runs progenitor and
 //! `emit` writes the descriptor and glue with `quote!`.
 
+mod check;
 mod emit;
 pub mod extension;
 mod load;
@@ -33,6 +35,7 @@ mod naming;
 mod normalise;
 mod openapi;
 mod progenitor_run;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -76,7 +79,7 @@ pub fn generate_module(spec_path: &Path) -> Result<GeneratedModule, String> {
     let loaded = load::load(spec_path)?;
     let file = loaded.file.as_str();
     let mut doc = loaded.doc.clone();
-    extension::check_placement(&loaded.doc).map_err(|e| format!("{file}: {e}"))?;
+    check::check_placement(&loaded.doc).map_err(|e| format!("{file}: {e}"))?;
     let ext = extension::Extension::read(&loaded.doc).map_err(|e| format!("{file}: {e}"))?;
     let mut notes = Vec::new();
     normalise::open_string_enums(&mut doc, file, &mut notes);
