@@ -208,6 +208,8 @@ pub struct ClientBuilder {
     concurrency: usize,
     rate: Option<RateSpec>,
     max_in_flight: Option<usize>,
+    /// Why a [`ClientBuilder::register`] failed, reported by `build`.
+    register_error: Option<String>,
 }
 
 impl Default for ClientBuilder {
@@ -222,6 +224,7 @@ impl Default for ClientBuilder {
             concurrency: DEFAULT_CONCURRENCY,
             rate: None,
             max_in_flight: None,
+            register_error: None,
         }
     }
 }
@@ -293,6 +296,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Makes a provider generated in another crate known, so that
+    /// [`Self::provider`], task references and the simulator find it by name
+    /// (see [`crate::spec::register`] and the README, "Your own provider, in
+    /// your own crate"). Register before [`Self::from_env`] for the
+    /// environment to configure it. A name already taken fails [`Self::build`].
+    pub fn register(mut self, spec: &'static ProviderSpec) -> Self {
+        if let Err(e) = crate::spec::register(spec) {
+            let message = match e {
+                Error::Config { message } => message,
+                other => other.to_string(),
+            };
+            self.register_error.get_or_insert(message);
+        }
+        self
+    }
+
     /// Adds every provider configured in the environment (see [`Client::from_env`]).
     pub fn from_env(self) -> Result<Self> {
         self.from_env_with(|name| std::env::var(name).ok())
@@ -310,6 +329,9 @@ impl ClientBuilder {
 
     /// Checks everything and builds the client.
     pub fn build(self) -> Result<Client> {
+        if let Some(message) = self.register_error {
+            return Err(Error::Config { message });
+        }
         if self.providers.is_empty() {
             return Err(Error::config(
                 "no provider configured (add one with ClientBuilder::provider, or set its environment variables)",
@@ -363,6 +385,7 @@ impl ClientBuilder {
                 credentials: Arc::new(RwLock::new(credentials)),
                 user_agent: user_agent.clone(),
                 max_body_bytes: self.max_body_bytes,
+                request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
             };
             let ops = (spec.connect)(&base_url, http.clone(), ctx.clone());
             providers.push(Configured {

@@ -319,6 +319,50 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A call through a generated client (`taskpoll::generated::<provider>::client`)
+    /// failed; `?` converts progenitor's error into this one.
+    #[error("generated client: {message}")]
+    GeneratedCall {
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What went wrong (never the body or a credential).
+        message: String,
+        /// The kind of transport failure, when the request did not get an answer.
+        kind: Option<TransportKind>,
+        /// The reqwest or serde error, when there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl<E> From<progenitor_client::Error<E>> for Error {
+    fn from(error: progenitor_client::Error<E>) -> Self {
+        use progenitor_client::Error as P;
+        let status = error.status().map(|s| s.as_u16());
+        let generated = |message: String, kind: Option<TransportKind>, source: Option<BoxError>| Error::GeneratedCall {
+            status,
+            message,
+            kind,
+            source,
+        };
+        match error {
+            P::InvalidRequest(message) => generated(format!("invalid request: {message}"), None, None),
+            // The hooks' refusal (no credentials for the operation): nothing was sent.
+            P::Custom(message) => generated(message, None, None),
+            P::CommunicationError(e) | P::ResponseBodyError(e) | P::InvalidUpgrade(e) => {
+                let kind = crate::observe::transport_kind(&e);
+                let host = e.url().map_or_else(|| "the server".to_string(), crate::transport::host_of);
+                generated(kind.describe(&host), Some(kind), Some(Box::new(e.without_url())))
+            }
+            P::ErrorResponse(response) => generated(format!("HTTP {}", response.status().as_u16()), None, None),
+            P::UnexpectedResponse(response) => {
+                generated(format!("unexpected HTTP {}", response.status().as_u16()), None, None)
+            }
+            P::InvalidResponsePayload(_, e) => {
+                generated("the answer's body does not match the spec".to_string(), None, Some(Box::new(e)))
+            }
+        }
+    }
 }
 
 /// Shorthand for `Result<T, taskpoll::Error>`.
@@ -391,6 +435,7 @@ impl Error {
             Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
                 Some(task.http_status())
             }
+            Error::GeneratedCall { status, .. } => *status,
             _ => None,
         }
     }
@@ -405,33 +450,44 @@ impl Error {
                 matches!(status, 408 | 425 | 429 | 502 | 503 | 504) || (*status >= 500 && !body_is_json)
             }
             Error::InvalidBody { status, .. } => *status < 300 || *status >= 500,
+            Error::GeneratedCall { kind: Some(_), .. } => true,
+            Error::GeneratedCall { status: Some(status), .. } => matches!(status, 408 | 425 | 429 | 502 | 503 | 504),
             _ => false,
         }
     }
 
     /// 401 or 403, or no credentials configured for the operation.
     pub fn is_auth(&self) -> bool {
-        matches!(self, Error::Api { status: 401 | 403, .. } | Error::MissingCredentials { .. })
+        matches!(
+            self,
+            Error::Api { status: 401 | 403, .. }
+                | Error::MissingCredentials { .. }
+                | Error::GeneratedCall { status: Some(401 | 403), .. }
+        )
     }
 
     /// 404: the provider does not know the task.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Api { status: 404, .. })
+        matches!(self, Error::Api { status: 404, .. } | Error::GeneratedCall { status: Some(404), .. })
     }
 
     /// 429: rate limited.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status: 429, .. })
+        matches!(self, Error::Api { status: 429, .. } | Error::GeneratedCall { status: Some(429), .. })
     }
 
     /// A connect error, timeout or broken connection.
     pub fn is_transport(&self) -> bool {
-        matches!(self, Error::Transport { .. })
+        matches!(self, Error::Transport { .. } | Error::GeneratedCall { kind: Some(_), .. })
     }
 
     /// A request that timed out (its own timeout, or the wait's deadline budget).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Transport { kind: TransportKind::Timeout | TransportKind::DeadlineBudget, .. })
+        matches!(
+            self,
+            Error::Transport { kind: TransportKind::Timeout | TransportKind::DeadlineBudget, .. }
+                | Error::GeneratedCall { kind: Some(TransportKind::Timeout), .. }
+        )
     }
 
     /// A short cause without server text: `HTTP 503`, `connection refused by host:port`.

@@ -34,10 +34,21 @@
 //! ([`spec::ProviderSpec`]); nothing in the client or the polling engine names
 //! a provider. With the `simulator` feature, `taskpoll::simulator` serves every
 //! provider offline for tests; the `cli` feature builds the `taskpoll` tool.
+//! The `codegen` feature is the generator itself (`taskpoll::codegen`), for
+//! the build script of a crate that declares providers of its own
+//! ([`ClientBuilder::register`]).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.
+extern crate self as taskpoll;
+
+#[doc(hidden)]
+#[path = "glue.rs"]
+pub mod __private;
 mod client;
 mod clock;
+#[cfg(feature = "codegen")]
+pub mod codegen;
 mod config;
 mod error;
 pub mod observe;
@@ -56,7 +67,8 @@ mod waiter;
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
-/// The typed clients generated from `specs/`, one module per spec.
+/// The typed clients generated from `specs/`, one module per provider, named
+/// after it (`generated::cloudinary`).
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/providers.rs"));
 }

@@ -160,7 +160,7 @@ pub(crate) fn answer(
 }
 
 /// What kind of transport failure a reqwest error is, from its chain of sources.
-fn transport_kind(error: &reqwest::Error) -> TransportKind {
+pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
     use std::io::ErrorKind;
     if error.is_timeout() {
         return TransportKind::Timeout;

@@ -1,10 +1,11 @@
-//! Provider descriptors: what build.rs read from each spec's `x-taskpoll`
+//! Provider descriptors: what the generator read from each spec's `x-taskpoll`
 //! extension, as plain data. The unified client, the polling engine, the
 //! simulator and the CLI are all driven by these tables and never name a
 //! provider.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -395,7 +396,7 @@ pub struct Example {
     pub json: &'static str,
 }
 
-/// The glue build.rs writes for each provider: calls into the generated client.
+/// The glue the generator writes for each provider: calls into the generated client.
 #[doc(hidden)]
 pub trait ProviderOps: Send + Sync {
     /// Reads one task.
@@ -415,9 +416,43 @@ pub trait ProviderOps: Send + Sync {
     }
 }
 
-/// Every provider built into the crate.
+/// The providers registered at run time ([`register`]) after the built-in
+/// ones; empty until the first registration.
+///
+/// Each registration replaces the list with a leaked copy one entry longer,
+/// so [`providers`] can keep handing out a `&'static` slice without a lock
+/// guard. A provider registers at most once, so what leaks is bounded by the
+/// number of distinct providers (a few pointers each).
+static REGISTERED: RwLock<&'static [&'static ProviderSpec]> = RwLock::new(&[]);
+
+/// Every known provider: those built into the crate, then those registered
+/// with [`register`] (or [`crate::ClientBuilder::register`]).
 pub fn providers() -> &'static [&'static ProviderSpec] {
-    crate::generated::ALL
+    let registered = *REGISTERED.read().unwrap_or_else(|e| e.into_inner());
+    if registered.is_empty() { crate::generated::ALL } else { registered }
+}
+
+/// Makes a provider generated in another crate known everywhere a provider
+/// is looked up by name: task references, [`crate::ClientBuilder`], the
+/// polling policies and the simulator (see the README, "Your own provider,
+/// in your own crate"). Registering the same descriptor again does nothing.
+///
+/// Fails with [`crate::Error::Config`] when another provider already has its
+/// name (names are compared case-insensitively).
+pub fn register(spec: &'static ProviderSpec) -> crate::Result<()> {
+    let mut registered = REGISTERED.write().unwrap_or_else(|e| e.into_inner());
+    let current: &'static [&'static ProviderSpec] =
+        if registered.is_empty() { crate::generated::ALL } else { *registered };
+    if current.iter().any(|known| std::ptr::eq(*known, spec)) {
+        return Ok(());
+    }
+    if current.iter().any(|known| known.name.eq_ignore_ascii_case(spec.name)) {
+        return Err(crate::Error::config(format!("a provider named `{}` is already known", spec.name)));
+    }
+    let mut all = current.to_vec();
+    all.push(spec);
+    *registered = Box::leak(all.into_boxed_slice());
+    Ok(())
 }
 
 /// The provider with this name.

@@ -1,5 +1,5 @@
 //! What every generated client does on every request, through progenitor's
-//! `ClientHooks` (build.rs writes the impls that call into here): auth from the
+//! `ClientHooks` (`__generated_glue!` in glue.rs writes the impls that call into here): auth from the
 //! spec's security table, no `api-version`, our `User-Agent`, the per-request
 //! timeout, the body size cap, and capturing the raw answer for the unified
 //! layer.
@@ -47,6 +47,9 @@ pub struct Ctx {
     pub(crate) credentials: Arc<RwLock<Vec<(&'static str, Credential)>>>,
     pub(crate) user_agent: HeaderValue,
     pub(crate) max_body_bytes: usize,
+    /// The provider's request timeout, for calls made outside the unified
+    /// layer (through `generated::<provider>::client`), which set none.
+    pub(crate) request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Ctx {
             .field("provider", &self.provider.name)
             .field("credentials", &self.credentials)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -122,19 +126,18 @@ fn with_record(f: impl FnOnce(&mut CallRecord)) {
 }
 
 /// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
-pub fn pre(
-    ctx: &Ctx,
-    request: &mut reqwest::Request,
-    operation_id: &str,
-    security: &[(&str, &[&[&str]])],
-) -> Result<(), String> {
+pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str) -> Result<(), String> {
     let headers = request.headers_mut();
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
     headers.remove("api-version");
     headers.insert(USER_AGENT, ctx.user_agent.clone());
-    if let Ok(Some((timeout, _))) = CALL.try_with(|scope| scope.timeout) {
-        *request.timeout_mut() = Some(timeout);
+    match CALL.try_with(|scope| scope.timeout) {
+        Ok(Some((timeout, _))) => *request.timeout_mut() = Some(timeout),
+        Ok(None) => {}
+        // No scope: a call through `generated::<provider>::client` gets the provider's request timeout.
+        Err(_) => *request.timeout_mut() = Some(ctx.request_timeout),
     }
+    let security = ctx.provider.security;
     let alternatives: &[&[&str]] = security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[]);
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
         return Ok(());

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use taskpoll::generated::{cloudinary_analysis, deepomatic, factpulse, qolaba};
+use taskpoll::generated::{cloudinary, deepomatic, factpulse, qolaba};
 use taskpoll::spec::{Example, ProviderSpec, SchemeKind};
 use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, Task, TaskRef};
 use wiremock::matchers::any;
@@ -434,7 +434,7 @@ fn served(provider: &str, status: &str, name: &str) -> (u16, &'static str) {
 async fn typed_access_cloudinary() {
     let (status, json) = served("cloudinary", "200", "unknown_status");
     let task = read_served("cloudinary", status, json, "t-1").await.unwrap();
-    let typed = task.typed::<cloudinary_analysis::types::GetTaskStatusResponse>().unwrap();
+    let typed = task.typed::<cloudinary::types::GetTaskStatusResponse>().unwrap();
     assert_eq!(typed.data.and_then(|d| d.status).map(|s| s.0).as_deref(), Some("queued"));
 }
 

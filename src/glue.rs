@@ -1,0 +1,163 @@
+//! What generated provider modules use and nothing else does (the serde
+//! `__private` pattern): hidden from the documented API, stable only for the
+//! code `taskpoll::codegen` emits.
+//!
+//! The descriptor types of [`crate::spec`] are `#[non_exhaustive]`, so no
+//! other crate can write them as struct literals; the `*Fields` twins here
+//! can be, and `build()` (a `const fn`) turns them into the real thing, so a
+//! provider generated in another crate is still a `static`.
+
+pub use progenitor_client;
+pub use reqwest;
+pub use serde_json;
+
+pub use crate::spec::ProviderOps;
+pub use crate::transport::{exec, pre};
+
+use crate::Phase;
+use crate::spec::{
+    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, OperationSpec, PolicySpec, ProviderSpec, RateSpec, Rule,
+    Scheme, SchemeKind, ServerVariable, TaskShape,
+};
+
+/// Declares `XFields`, a literal-friendly twin of the descriptor type `X`
+/// with the same fields, and its `const fn build(self) -> X`.
+macro_rules! fields {
+    ($($fields:ident => $target:ident { $($field:ident: $ty:ty),* $(,)? })*) => {$(
+        #[doc = concat!("The fields of [`", stringify!($target), "`], for generated code.")]
+        #[allow(missing_docs)]
+        pub struct $fields {
+            $(pub $field: $ty,)*
+        }
+        impl $fields {
+            #[doc = concat!("The [`", stringify!($target), "`].")]
+            pub const fn build(self) -> $target {
+                $target { $($field: self.$field,)* }
+            }
+        }
+    )*};
+}
+
+type Str = &'static str;
+
+fields! {
+    ProviderSpecFields => ProviderSpec {
+        name: Str,
+        title: Str,
+        module: Str,
+        default_base_url: Str,
+        server_variables: &'static [ServerVariable],
+        base_url_env: Option<Str>,
+        credentials_url: Option<CredentialsUrl>,
+        celery_backed: bool,
+        get: GetSpec,
+        many: Option<ManySpec>,
+        rate: Option<RateSpec>,
+        task: TaskShape,
+        error_message: &'static [Str],
+        phases: &'static [(Str, Phase)],
+        rules: &'static [Rule],
+        polite: PolicySpec,
+        pending_budget_ms: Option<u64>,
+        presets: &'static [(Str, PolicySpec)],
+        schemes: &'static [Scheme],
+        security: &'static [(Str, &'static [&'static [Str]])],
+        operations: &'static [OperationSpec],
+        examples: &'static [Example],
+        connect: fn(&str, reqwest::Client, crate::Ctx) -> Box<dyn ProviderOps>,
+        parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
+    }
+    ServerVariableFields => ServerVariable { name: Str, default: Str, env: Option<Str>, required: bool }
+    CredentialsUrlFields => CredentialsUrl { var: Str, scheme: Str, server_variable: Str }
+    GetSpecFields => GetSpec { operation: Str, id_location: Str, id_name: Str, id_allow: Str, inputs: &'static [InputSpec] }
+    InputSpecFields => InputSpec { name: Str, location: Str, description: Str }
+    ManySpecFields => ManySpec {
+        operation: Str,
+        ids_param: Str,
+        max_ids: u64,
+        items: Str,
+        id: Str,
+        next: Option<Str>,
+        page_params: &'static [Str],
+        page_size_param: Option<Str>,
+    }
+    RateSpecFields => RateSpec { per_second: f64, burst: u32 }
+    TaskShapeFields => TaskShape {
+        status: Str,
+        id: Option<Str>,
+        error: &'static [Str],
+        result: Option<Str>,
+        task_body_statuses: &'static [u16],
+    }
+    RuleFields => Rule { when: &'static [(Str, Str)], phase: Phase, error: Option<Str> }
+    PolicySpecFields => PolicySpec {
+        first_poll_ms: u64,
+        delays_ms: &'static [u64],
+        initial_delay_ms: u64,
+        factor: f64,
+        max_delay_ms: u64,
+        jitter: crate::Jitter,
+        offset_ms: u64,
+        deadline_ms: u64,
+    }
+    SchemeFields => Scheme { name: Str, kind: SchemeKind, env: &'static [Str] }
+    OperationSpecFields => OperationSpec { id: Str, method: Str, path: Str, responses: &'static [(Str, Str)] }
+    ExampleFields => Example { operation: Str, status: Str, schema: Str, name: Str, json: Str }
+}
+
+/// The parts of a generated module that are the same for every provider:
+/// the `ClientHooks` impl (auth, user agent, timeout, body cap; see
+/// `transport.rs`), `client(&taskpoll::Client)` and the `connect` function of
+/// the descriptor. Invoked once per module by the emitted code, where
+/// `Client`, `Ops` and `PROVIDER` are in scope.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __generated_glue {
+    () => {
+        impl $crate::__private::progenitor_client::ClientHooks<$crate::Ctx> for Client {
+            async fn pre<E>(
+                &self,
+                request: &mut $crate::__private::reqwest::Request,
+                info: &$crate::__private::progenitor_client::OperationInfo,
+            ) -> ::core::result::Result<(), $crate::__private::progenitor_client::Error<E>> {
+                $crate::__private::pre(
+                    $crate::__private::progenitor_client::ClientInfo::inner(self),
+                    request,
+                    info.operation_id,
+                )
+                .map_err($crate::__private::progenitor_client::Error::Custom)
+            }
+
+            async fn exec(
+                &self,
+                request: $crate::__private::reqwest::Request,
+                info: &$crate::__private::progenitor_client::OperationInfo,
+            ) -> $crate::__private::reqwest::Result<$crate::__private::reqwest::Response> {
+                $crate::__private::exec(
+                    $crate::__private::progenitor_client::ClientInfo::client(self),
+                    $crate::__private::progenitor_client::ClientInfo::inner(self),
+                    request,
+                    info.operation_id,
+                )
+                .await
+            }
+        }
+
+        /// This provider's generated client, sharing the unified client's base URL, HTTP client and
+        /// credentials (the hooks apply auth, the user agent, the request timeout and the body cap).
+        /// For the operations the unified layer does not call, such as a provider's typed status
+        /// siblings; a call's error converts into `taskpoll::Error` with `?`.
+        pub fn client(unified: &$crate::Client) -> ::core::result::Result<Client, $crate::Error> {
+            let (base_url, http, ctx) = unified.generated_parts(PROVIDER.name)?;
+            ::core::result::Result::Ok(Client::new_with_client(&base_url, http, ctx))
+        }
+
+        fn connect(
+            base_url: &str,
+            http: $crate::__private::reqwest::Client,
+            ctx: $crate::Ctx,
+        ) -> ::std::boxed::Box<dyn $crate::__private::ProviderOps> {
+            ::std::boxed::Box::new(Ops(Client::new_with_client(base_url, http, ctx)))
+        }
+    };
+}

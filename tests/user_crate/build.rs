@@ -1,0 +1,5 @@
+//! Generates the typed client and the provider descriptor of every spec in `specs/`.
+
+fn main() {
+    taskpoll::codegen::Build::new().spec_dir("specs").run();
+}
