@@ -88,3 +88,8 @@ pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
 };
 pub use waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
+
+/// The HTTP client taskpoll builds on. A `reqwest::Client` handed to
+/// [`ClientBuilder::http_client`] must come from this same version; use this
+/// re-export rather than a `reqwest` dependency of your own to be sure.
+pub use reqwest;
