@@ -45,6 +45,8 @@ mod policy;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spec;
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+pub mod store;
 mod task;
 mod transport;
 mod wait;

@@ -8,6 +8,7 @@
 mod args;
 mod demo;
 mod output;
+mod stored;
 mod waiting;
 
 use std::process::ExitCode;
@@ -48,6 +49,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Watch(wait_args) => waiting::watch(wait_args).await,
         Command::Simulate { port } => demo::simulate(port).await,
         Command::Demo => demo::demo().await,
+        Command::Outcomes(args) => stored::outcomes(args).await,
     };
     match result {
         Ok(exit) => exit,

@@ -1,0 +1,324 @@
+//! The SQLite store: one file, no server. Several processes on one machine
+//! may share it (WAL mode; SQLite serialises writers, so a claim is one
+//! atomic `UPDATE … RETURNING`).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row as _, SqlitePool};
+
+use super::{
+    Claim, ClaimedWait, Migrations, NewWait, OutcomeBody, StoredOutcome, WaitId, WaitStore, db_int, due_at_ms,
+    from_db_int, from_json, to_json,
+};
+use crate::spec::{BoxFuture, RateSpec};
+use crate::{Error, Result, WaitState};
+
+const MIGRATIONS: Migrations = &[(1, "waits and budgets", include_str!("migrations/sqlite/0001_waits.sql"))];
+
+/// A [`WaitStore`] in a SQLite file (feature `store-sqlite`).
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the store in the file at `path`, and
+    /// brings its tables up to date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let options = SqliteConnectOptions::new().filename(path);
+        Self::with_options(options).await
+    }
+
+    /// Opens the store a `sqlite:PATH` URL names (as `taskpoll wait --store` takes it).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| Error::store("not a SQLite URL", e))?;
+        Self::with_options(options).await
+    }
+
+    async fn with_options(options: SqliteConnectOptions) -> Result<Self> {
+        // WAL: readers do not block the writer, and other processes can share
+        // the file. NORMAL sync keeps every commit across a process crash (a
+        // power loss may lose the last ones).
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::store("cannot open the SQLite store", e))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet applied, under SQLite's write lock so
+    /// two processes opening a new file do not both apply them.
+    async fn migrate(&self) -> Result<()> {
+        // Hand-written rather than sqlx's Migrator: that one records its
+        // versions in `_sqlx_migrations`, which the application's own sqlx
+        // migrations use too, and each would take the other's for missing ones.
+        let failed = |e| Error::store("cannot bring the SQLite store's tables up to date", e);
+        let mut conn = self.pool.acquire().await.map_err(failed)?;
+        sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await.map_err(failed)?;
+        let applied = async {
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS taskpoll_migrations (version INTEGER PRIMARY KEY, description TEXT NOT NULL)",
+            )
+            .execute(&mut *conn)
+            .await?;
+            let done: Vec<i64> =
+                sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *conn).await?;
+            for (version, description, sql) in MIGRATIONS {
+                if done.contains(version) {
+                    continue;
+                }
+                sqlx::raw_sql(sql).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO taskpoll_migrations (version, description) VALUES (?1, ?2)")
+                    .bind(version)
+                    .bind(description)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        let end = if applied.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = sqlx::raw_sql(end).execute(&mut *conn).await;
+        applied.map_err(failed)?;
+        ended.map_err(failed)?;
+        Ok(())
+    }
+}
+
+fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::store(what, e)
+}
+
+impl WaitStore for SqliteStore {
+    fn add<'a>(&'a self, waits: &'a [NewWait]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(failed("cannot add waits"))?;
+            let mut added = 0;
+            for wait in waits {
+                let done = sqlx::query(
+                    "INSERT INTO taskpoll_waits (provider, task, options, state, due_at_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (task) DO NOTHING",
+                )
+                .bind(wait.state.task_ref.provider())
+                .bind(wait.state.task_ref.to_string())
+                .bind(to_json(&wait.options)?)
+                .bind(to_json(&wait.state)?)
+                .bind(db_int(due_at_ms(&wait.state)))
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("cannot add waits"))?;
+                added += done.rows_affected();
+            }
+            tx.commit().await.map_err(failed("cannot add waits"))?;
+            Ok(added)
+        })
+    }
+
+    fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Vec<ClaimedWait>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "UPDATE taskpoll_waits SET worker = ?1, lease_until_ms = ?2 WHERE id IN ( \
+                   SELECT id FROM taskpoll_waits \
+                   WHERE provider = ?3 AND finished_at_ms IS NULL AND lease_until_ms < ?4 AND due_at_ms <= ?5 \
+                   ORDER BY due_at_ms LIMIT ?6) \
+                 RETURNING id, options, state",
+            )
+            .bind(&claim.worker)
+            .bind(db_int(claim.lease_until_ms))
+            .bind(&claim.provider)
+            .bind(db_int(claim.now_ms))
+            .bind(db_int(claim.due_by_ms))
+            .bind(i64::from(claim.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot claim waits"))?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ClaimedWait {
+                        id: row.get("id"),
+                        options: from_json(row.get("options"), "wait's options")?,
+                        state: from_json(row.get("state"), "wait state")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn renew<'a>(&'a self, worker: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<Vec<WaitId>>> {
+        Box::pin(async move {
+            sqlx::query_scalar(
+                "UPDATE taskpoll_waits SET lease_until_ms = ?1 WHERE worker = ?2 AND finished_at_ms IS NULL RETURNING id",
+            )
+            .bind(db_int(lease_until_ms))
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot renew leases"))
+        })
+    }
+
+    fn save<'a>(&'a self, worker: &'a str, states: &'a [(WaitId, WaitState)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write_states(worker, states, false))
+    }
+
+    fn release<'a>(&'a self, worker: &'a str, states: &'a [(WaitId, WaitState)]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write_states(worker, states, true))
+    }
+
+    fn finish<'a>(&'a self, worker: &'a str, outcomes: &'a [StoredOutcome]) -> BoxFuture<'a, Result<Vec<WaitId>>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await.map_err(failed("cannot write outcomes"))?;
+            let mut written = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                let done = sqlx::query(
+                    "UPDATE taskpoll_waits SET finished_at_ms = ?1, outcome = ?2, state = ?3 \
+                     WHERE id = ?4 AND worker = ?5 AND finished_at_ms IS NULL",
+                )
+                .bind(db_int(outcome.finished_at_ms))
+                .bind(OutcomeBody::json(outcome)?)
+                .bind(to_json(&outcome.state)?)
+                .bind(outcome.id)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("cannot write outcomes"))?;
+                if done.rows_affected() == 1 {
+                    written.push(outcome.id);
+                }
+            }
+            tx.commit().await.map_err(failed("cannot write outcomes"))?;
+            Ok(written)
+        })
+    }
+
+    fn outcomes(&self, limit: u32) -> BoxFuture<'_, Result<Vec<StoredOutcome>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, state, outcome, finished_at_ms FROM taskpoll_waits \
+                 WHERE finished_at_ms IS NOT NULL AND consumed = 0 ORDER BY finished_at_ms, id LIMIT ?1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot read outcomes"))?;
+            rows.iter()
+                .map(|row| {
+                    let body: OutcomeBody = from_json(row.get("outcome"), "outcome")?;
+                    let state = from_json(row.get("state"), "wait state")?;
+                    Ok(body.outcome(row.get("id"), state, from_db_int(row.get("finished_at_ms"))))
+                })
+                .collect()
+        })
+    }
+
+    fn consume<'a>(&'a self, ids: &'a [WaitId]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE taskpoll_waits SET consumed = 1 \
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND finished_at_ms IS NOT NULL AND consumed = 0",
+            )
+            .bind(to_json(&ids)?)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot mark outcomes consumed"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    fn unfinished<'a>(&'a self, providers: &'a [&'a str]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM taskpoll_waits \
+                 WHERE finished_at_ms IS NULL AND provider IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(to_json(&providers)?)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("cannot count waits"))?;
+            Ok(from_db_int(count))
+        })
+    }
+
+    fn take_tokens<'a>(
+        &'a self,
+        provider: &'a str,
+        rate: RateSpec,
+        want: u32,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(async move {
+            let burst = f64::from(rate.burst.max(1));
+            sqlx::query(
+                "INSERT INTO taskpoll_budgets (provider, tokens, refilled_at_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (provider) DO NOTHING",
+            )
+            .bind(provider)
+            .bind(burst)
+            .bind(db_int(now_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot take from the shared rate budget"))?;
+            // Every right-hand side reads the row as it was: the refill is
+            // computed once per column, and `granted` returns what was taken.
+            let granted: i64 = sqlx::query_scalar(
+                "UPDATE taskpoll_budgets SET \
+                   granted = MIN(?4, CAST(MIN(?2, tokens + MAX(0, ?3 - refilled_at_ms) * ?5 / 1000.0) AS INTEGER)), \
+                   tokens = MIN(?2, tokens + MAX(0, ?3 - refilled_at_ms) * ?5 / 1000.0) \
+                          - MIN(?4, CAST(MIN(?2, tokens + MAX(0, ?3 - refilled_at_ms) * ?5 / 1000.0) AS INTEGER)), \
+                   refilled_at_ms = MAX(refilled_at_ms, ?3) \
+                 WHERE provider = ?1 RETURNING granted",
+            )
+            .bind(provider)
+            .bind(burst)
+            .bind(db_int(now_ms))
+            .bind(i64::from(want))
+            .bind(rate.per_second)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("cannot take from the shared rate budget"))?;
+            Ok(u32::try_from(granted.max(0)).unwrap_or(0))
+        })
+    }
+}
+
+impl SqliteStore {
+    async fn write_states(&self, worker: &str, states: &[(WaitId, WaitState)], release: bool) -> Result<()> {
+        let sql = if release {
+            "UPDATE taskpoll_waits SET state = ?1, due_at_ms = ?2, worker = NULL, lease_until_ms = 0 \
+             WHERE id = ?3 AND worker = ?4 AND finished_at_ms IS NULL"
+        } else {
+            "UPDATE taskpoll_waits SET state = ?1, due_at_ms = ?2 WHERE id = ?3 AND worker = ?4 AND finished_at_ms IS NULL"
+        };
+        let mut tx = self.pool.begin().await.map_err(failed("cannot save wait states"))?;
+        for (id, state) in states {
+            sqlx::query(sql)
+                .bind(to_json(state)?)
+                .bind(db_int(due_at_ms(state)))
+                .bind(id)
+                .bind(worker)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed("cannot save wait states"))?;
+        }
+        tx.commit().await.map_err(failed("cannot save wait states"))?;
+        Ok(())
+    }
+}
