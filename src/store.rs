@@ -128,6 +128,20 @@ pub struct Claim {
     pub limit: u32,
 }
 
+impl Claim {
+    /// A claim at `now_ms` of waits due by then, held until `lease_until_ms`, at most 100.
+    pub fn new(provider: &str, worker: &str, now_ms: u64, lease_until_ms: u64) -> Self {
+        Self {
+            provider: provider.to_string(),
+            worker: worker.to_string(),
+            now_ms,
+            due_by_ms: now_ms,
+            lease_until_ms,
+            limit: 100,
+        }
+    }
+}
+
 /// A wait to add to a store: its state (task, start, deadline, first poll) and options.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -198,6 +212,7 @@ impl StoredOptions {
         if let Some(policy) = policy {
             options = options.shared_policy(policy);
         }
+        options.keep_saved_deadline = true;
         options
     }
 }
@@ -242,6 +257,13 @@ pub struct StoredOutcome {
 }
 
 impl StoredOutcome {
+    /// An outcome of wait `id` with no observation and no error text (set
+    /// the public fields for more); its polls are the state's attempts.
+    pub fn new(id: WaitId, kind: OutcomeKind, state: WaitState, finished_at_ms: u64) -> Self {
+        let task_ref = state.task_ref.clone();
+        Self { id, task_ref, kind, task: None, error: None, polls: state.attempts, state, finished_at_ms }
+    }
+
     /// The outcome of wait `id` from what the waiter reported.
     pub(crate) fn of(id: WaitId, task_ref: TaskRef, result: &Result<Task>, state: WaitState, now_ms: u64) -> Self {
         let polls = state.attempts;

@@ -98,6 +98,8 @@ pub struct WaitOptions {
     pub(crate) pending_budget: Option<Option<Duration>>,
     pub(crate) retry_after_ceiling: Duration,
     pub(crate) clock: Arc<dyn Clock>,
+    /// A resumed wait keeps its saved deadline instead of a fresh one (a wait store's waits).
+    pub(crate) keep_saved_deadline: bool,
 }
 
 impl WaitOptions {
@@ -110,6 +112,7 @@ impl WaitOptions {
             pending_budget: None,
             retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
             clock: Arc::new(TokioClock),
+            keep_saved_deadline: false,
         }
     }
 
