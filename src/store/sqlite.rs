@@ -1,6 +1,7 @@
 //! The SQLite store: one file, no server. Several processes on one machine
 //! may share it (WAL mode; SQLite serialises writers, so a claim is one
-//! atomic `UPDATE … RETURNING`).
+//! atomic `UPDATE … RETURNING`). Batched writes are one statement over a
+//! JSON array (`json_each`), not one statement per row.
 
 use std::fmt;
 use std::path::Path;
@@ -110,25 +111,27 @@ fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
 impl WaitStore for SqliteStore {
     fn add<'a>(&'a self, waits: &'a [NewWait]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(failed("cannot add waits"))?;
-            let mut added = 0;
+            let mut rows = Vec::with_capacity(waits.len());
             for wait in waits {
-                let done = sqlx::query(
-                    "INSERT INTO taskpoll_waits (provider, task, options, state, due_at_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
-                     ON CONFLICT (task) DO NOTHING",
-                )
-                .bind(wait.state.task_ref.provider())
-                .bind(wait.state.task_ref.to_string())
-                .bind(to_json(&wait.options)?)
-                .bind(to_json(&wait.state)?)
-                .bind(db_int(due_at_ms(&wait.state)))
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("cannot add waits"))?;
-                added += done.rows_affected();
+                rows.push(serde_json::json!([
+                    wait.state.task_ref.provider(),
+                    wait.state.task_ref.to_string(),
+                    to_json(&wait.options)?,
+                    to_json(&wait.state)?,
+                    db_int(due_at_ms(&wait.state)),
+                ]));
             }
-            tx.commit().await.map_err(failed("cannot add waits"))?;
-            Ok(added)
+            // One statement over a JSON array: one row per element.
+            let done = sqlx::query(
+                "INSERT INTO taskpoll_waits (provider, task, options, state, due_at_ms) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (task) DO NOTHING",
+            )
+            .bind(to_json(&rows)?)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot add waits"))?;
+            Ok(done.rows_affected())
         })
     }
 
@@ -185,27 +188,26 @@ impl WaitStore for SqliteStore {
 
     fn finish<'a>(&'a self, worker: &'a str, outcomes: &'a [StoredOutcome]) -> BoxFuture<'a, Result<Vec<WaitId>>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await.map_err(failed("cannot write outcomes"))?;
-            let mut written = Vec::with_capacity(outcomes.len());
+            let mut rows = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
-                let done = sqlx::query(
-                    "UPDATE taskpoll_waits SET finished_at_ms = ?1, outcome = ?2, state = ?3 \
-                     WHERE id = ?4 AND worker = ?5 AND finished_at_ms IS NULL",
-                )
-                .bind(db_int(outcome.finished_at_ms))
-                .bind(OutcomeBody::json(outcome)?)
-                .bind(to_json(&outcome.state)?)
-                .bind(outcome.id)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("cannot write outcomes"))?;
-                if done.rows_affected() == 1 {
-                    written.push(outcome.id);
-                }
+                rows.push(serde_json::json!([
+                    outcome.id,
+                    db_int(outcome.finished_at_ms),
+                    OutcomeBody::json(outcome)?,
+                    to_json(&outcome.state)?,
+                ]));
             }
-            tx.commit().await.map_err(failed("cannot write outcomes"))?;
-            Ok(written)
+            sqlx::query_scalar(
+                "UPDATE taskpoll_waits AS w SET finished_at_ms = u.at, outcome = u.body, state = u.state \
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS at, value ->> 2 AS body, value ->> 3 AS state \
+                       FROM json_each(?1)) AS u \
+                 WHERE w.id = u.id AND w.worker = ?2 AND w.finished_at_ms IS NULL RETURNING id",
+            )
+            .bind(to_json(&rows)?)
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot write outcomes"))
         })
     }
 
@@ -301,24 +303,25 @@ impl WaitStore for SqliteStore {
 
 impl SqliteStore {
     async fn write_states(&self, worker: &str, states: &[(WaitId, WaitState)], release: bool) -> Result<()> {
-        let sql = if release {
-            "UPDATE taskpoll_waits SET state = ?1, due_at_ms = ?2, worker = NULL, lease_until_ms = 0 \
-             WHERE id = ?3 AND worker = ?4 AND finished_at_ms IS NULL"
-        } else {
-            "UPDATE taskpoll_waits SET state = ?1, due_at_ms = ?2 WHERE id = ?3 AND worker = ?4 AND finished_at_ms IS NULL"
-        };
-        let mut tx = self.pool.begin().await.map_err(failed("cannot save wait states"))?;
+        let mut rows = Vec::with_capacity(states.len());
         for (id, state) in states {
-            sqlx::query(sql)
-                .bind(to_json(state)?)
-                .bind(db_int(due_at_ms(state)))
-                .bind(id)
-                .bind(worker)
-                .execute(&mut *tx)
-                .await
-                .map_err(failed("cannot save wait states"))?;
+            rows.push(serde_json::json!([id, to_json(state)?, db_int(due_at_ms(state))]));
         }
-        tx.commit().await.map_err(failed("cannot save wait states"))?;
+        let sql = if release {
+            "UPDATE taskpoll_waits AS w SET state = u.state, due_at_ms = u.due, worker = NULL, lease_until_ms = 0 \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS due FROM json_each(?1)) AS u \
+             WHERE w.id = u.id AND w.worker = ?2 AND w.finished_at_ms IS NULL"
+        } else {
+            "UPDATE taskpoll_waits AS w SET state = u.state, due_at_ms = u.due \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS state, value ->> 2 AS due FROM json_each(?1)) AS u \
+             WHERE w.id = u.id AND w.worker = ?2 AND w.finished_at_ms IS NULL"
+        };
+        sqlx::query(sql)
+            .bind(to_json(&rows)?)
+            .bind(worker)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot save wait states"))?;
         Ok(())
     }
 }

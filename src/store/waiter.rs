@@ -247,6 +247,10 @@ impl StoredWaiter {
         } else {
             HashMap::new()
         };
+        let tokens_list: Vec<(&'static str, RateSpec, Arc<SharedTokens>)> = providers
+            .iter()
+            .filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone())))
+            .collect();
         let (progress, progress_rx) = mpsc::unbounded_channel();
         let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
         let waiter = Waiter::with_hooks(&config.client, config.clock.clone(), hooks);
@@ -256,7 +260,6 @@ impl StoredWaiter {
             store: self.store.clone(),
             stats: self.stats.clone(),
             providers,
-            tokens,
             waiter,
             progress: progress_rx,
             commands: commands_rx,
@@ -270,8 +273,14 @@ impl StoredWaiter {
             next_save_ms: 0,
             next_claim_ms: 0,
             next_idle_check_ms: 0,
+            _budget: None,
             config,
         };
+        let budget = (!tokens_list.is_empty()).then(|| {
+            let task = top_up(self.store.clone(), self.config.clock.clone(), tokens_list, self.stats.clone());
+            AbortOnDrop(runtime.spawn(task))
+        });
+        let driver = Driver { _budget: budget, ..driver };
         Ok(Running { outcomes, commands, driver: runtime.spawn(driver.run()) })
     }
 }
@@ -304,7 +313,6 @@ struct Driver {
     store: Arc<dyn WaitStore>,
     stats: Arc<Counters>,
     providers: Vec<(&'static str, RateSpec)>,
-    tokens: HashMap<&'static str, Arc<SharedTokens>>,
     waiter: Waiter,
     progress: mpsc::UnboundedReceiver<WaitState>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -322,6 +330,17 @@ struct Driver {
     next_save_ms: u64,
     next_claim_ms: u64,
     next_idle_check_ms: u64,
+    /// The shared-budget task; ends with the driver.
+    _budget: Option<AbortOnDrop>,
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Driver {
@@ -432,7 +451,6 @@ impl Driver {
             self.next_save_ms = now_ms.saturating_add(super::millis(self.config.save_every));
             self.save().await;
         }
-        self.top_up(now_ms).await;
         if now_ms >= self.next_claim_ms {
             let claimed = self.claim(now_ms, lease_ms).await;
             // A full claim may leave more: claim again at the next tick.
@@ -497,29 +515,6 @@ impl Driver {
                 self.dirty.insert(state.task_ref);
             }
             self.report(error);
-        }
-    }
-
-    /// Keeps each provider with held waits supplied with shared requests.
-    async fn top_up(&mut self, now_ms: u64) {
-        for &(provider, rate) in &self.providers {
-            let Some(tokens) = self.tokens.get(provider) else { continue };
-            if !self.held.keys().any(|task| task.provider() == provider) {
-                continue;
-            }
-            let target = (rate.per_second * TOKEN_WINDOW).ceil().clamp(1.0, f64::from(rate.burst.max(1))) as u64;
-            let available = tokens.available();
-            if available * 2 > target {
-                continue;
-            }
-            let want = u32::try_from(target - available).unwrap_or(u32::MAX);
-            Counters::add(&self.stats.store_writes, 1);
-            match self.store.take_tokens(provider, rate, want, now_ms).await {
-                Ok(granted) => tokens.grant(u64::from(granted)),
-                Err(error) => {
-                    let _ = self.out.send(Err(error));
-                }
-            }
         }
     }
 
@@ -632,6 +627,37 @@ impl Driver {
 
     fn sync_requests(&self) {
         self.stats.requests.store(self.waiter.requests_sent(), Ordering::Relaxed);
+    }
+}
+
+/// Keeps each provider's schedulers supplied with requests from the budget
+/// the store shares between processes: about half a second's worth at a
+/// time, taken when half is spent and the schedulers keep asking. Its own
+/// task, so that a slow store write of the driver never starves the schedulers.
+async fn top_up(
+    store: Arc<dyn WaitStore>,
+    clock: Arc<dyn Clock>,
+    providers: Vec<(&'static str, RateSpec, Arc<SharedTokens>)>,
+    stats: Arc<Counters>,
+) {
+    let mut asked_before: Vec<u64> = vec![0; providers.len()];
+    loop {
+        for ((provider, rate, tokens), asked_before) in providers.iter().zip(asked_before.iter_mut()) {
+            let asked = tokens.asked();
+            let target = (rate.per_second * TOKEN_WINDOW).ceil().clamp(1.0, f64::from(rate.burst.max(1))) as u64;
+            let available = tokens.available();
+            if asked == *asked_before || available * 2 > target {
+                continue;
+            }
+            *asked_before = asked;
+            let want = u32::try_from(target - available).unwrap_or(u32::MAX);
+            Counters::add(&stats.store_writes, 1);
+            match store.take_tokens(provider, *rate, want, wall_ms(clock.as_ref())).await {
+                Ok(granted) => tokens.grant(u64::from(granted)),
+                Err(error) => tracing::warn!(%error, provider, "wait store: shared rate budget"),
+            }
+        }
+        clock.sleep(TICK).await;
     }
 }
 

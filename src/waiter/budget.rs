@@ -41,6 +41,9 @@ const SHARED_RETRY: Duration = Duration::from_millis(20);
 #[derive(Debug, Default)]
 pub(crate) struct SharedTokens {
     available: AtomicU64,
+    /// Times a scheduler asked for one (spent or not): a process whose
+    /// schedulers ask for none does not take from the shared budget.
+    asked: AtomicU64,
 }
 
 #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
@@ -55,7 +58,13 @@ impl SharedTokens {
         self.available.load(Ordering::Acquire)
     }
 
+    /// Times a scheduler asked for a request so far.
+    pub(crate) fn asked(&self) -> u64 {
+        self.asked.load(Ordering::Acquire)
+    }
+
     fn take(&self) -> bool {
+        self.asked.fetch_add(1, Ordering::AcqRel);
         self.available.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
     }
 }
