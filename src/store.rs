@@ -11,8 +11,9 @@
 //! Both create their tables on [`SqliteStore::open`] / [`PostgresStore::connect`]
 //! (migrations shipped in the crate, recorded in `taskpoll_migrations`).
 //! [`StoredWaiter`] runs the many-task waiter on a store: it claims due waits
-//! with a lease (renewed while it holds them; a crashed worker's waits are
-//! claimed by another once its lease has run out), saves each wait's state
+//! with a lease (one per worker, renewed while it runs: a renewal is one row
+//! whatever the number of waits; a crashed worker's waits are claimed by
+//! another once its lease has run out), saves each wait's state
 //! after its polls, and writes each outcome before reporting it.
 //!
 //! ```no_run
@@ -72,18 +73,22 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
     /// as it is. Returns how many were added.
     fn add<'a>(&'a self, waits: &'a [NewWait]) -> BoxFuture<'a, Result<u64>>;
 
-    /// Claims up to `limit` waits of `provider` that nobody holds (never
-    /// claimed, released, or whose lease ran out before `now_ms`) and that are
-    /// due by `due_by_ms`, earliest first, for `worker` until `lease_until_ms`.
+    /// Claims for `worker` up to `limit` waits of `provider` that nobody
+    /// holds (never claimed, released, or held by a worker whose lease ran
+    /// out before `now_ms`) and that are due by `due_by_ms`, earliest first.
+    /// They are `worker`'s while its lease lives (see [`WaitStore::renew`]).
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Vec<ClaimedWait>>>;
 
-    /// Extends the lease of every unfinished wait `worker` holds; returns their ids.
-    fn renew<'a>(&'a self, worker: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<Vec<WaitId>>>;
+    /// Keeps `worker`'s lease until `lease_until_ms` (a new worker gets one).
+    /// False when its lease had already run out at `now_ms`: every wait it
+    /// held was handed back (others may have claimed some), so it must stop
+    /// polling them all.
+    fn renew<'a>(&'a self, worker: &'a str, now_ms: u64, lease_until_ms: u64) -> BoxFuture<'a, Result<bool>>;
 
     /// Saves the states of waits `worker` holds (a wait it no longer holds is left alone).
     fn save<'a>(&'a self, worker: &'a str, states: &'a [(WaitId, WaitState)]) -> BoxFuture<'a, Result<()>>;
 
-    /// Saves the states and gives up the leases, so another worker can claim the waits at once.
+    /// Saves the states and gives the waits back, so another worker can claim them at once.
     fn release<'a>(&'a self, worker: &'a str, states: &'a [(WaitId, WaitState)]) -> BoxFuture<'a, Result<()>>;
 
     /// Writes the outcomes of waits `worker` holds, ending them; returns the
@@ -118,25 +123,22 @@ pub struct Claim {
     pub provider: String,
     /// Who claims (unique per process).
     pub worker: String,
-    /// The time of the claim; leases that ran out before it are free.
+    /// The time of the claim; waits of workers whose lease ran out before it are free.
     pub now_ms: u64,
     /// Only waits due by then.
     pub due_by_ms: u64,
-    /// The lease of the claimed waits.
-    pub lease_until_ms: u64,
     /// At most this many.
     pub limit: u32,
 }
 
 impl Claim {
-    /// A claim at `now_ms` of waits due by then, held until `lease_until_ms`, at most 100.
-    pub fn new(provider: &str, worker: &str, now_ms: u64, lease_until_ms: u64) -> Self {
+    /// A claim at `now_ms` of waits due by then, at most 100.
+    pub fn new(provider: &str, worker: &str, now_ms: u64) -> Self {
         Self {
             provider: provider.to_string(),
             worker: worker.to_string(),
             now_ms,
             due_by_ms: now_ms,
-            lease_until_ms,
             limit: 100,
         }
     }

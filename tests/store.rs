@@ -19,8 +19,8 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const T0: u64 = 1_900_000_000_000;
 
-fn claim(provider: &str, worker: &str, now_ms: u64, lease_ms: u64, limit: u32) -> Claim {
-    let mut claim = Claim::new(provider, worker, now_ms, now_ms + lease_ms);
+fn claim(provider: &str, worker: &str, now_ms: u64, limit: u32) -> Claim {
+    let mut claim = Claim::new(provider, worker, now_ms);
     claim.limit = limit;
     claim
 }
@@ -47,34 +47,38 @@ async fn every_backend_keeps_the_store_contract() -> TestResult {
         assert_eq!(store.unfinished(&["deepomatic"]).await?, 5, "{name}");
         assert_eq!(store.unfinished(&["qolaba"]).await?, 0, "{name}");
 
-        // A claims three, B gets the other two while A's lease runs, nothing more.
-        let a = store.claim(&claim("deepomatic", "a", T0, 1_000, 3)).await?;
+        // A claims three, B gets the other two while A's lease lives, nothing more.
+        assert!(store.renew("a", T0, T0 + 1_000).await?, "{name}: a new worker");
+        let a = store.claim(&claim("deepomatic", "a", T0, 3)).await?;
         assert_eq!(a.len(), 3, "{name}");
         assert_eq!(a[0].state.deadline_at_ms, T0 + 60_000, "{name}: the deadline is kept");
-        let b = store.claim(&claim("deepomatic", "b", T0 + 10, 1_000, 10)).await?;
+        assert!(store.renew("b", T0 + 10, T0 + 100_000).await?, "{name}");
+        let b = store.claim(&claim("deepomatic", "b", T0 + 10, 10)).await?;
         assert_eq!(b.len(), 2, "{name}");
-        assert!(store.claim(&claim("deepomatic", "b", T0 + 999, 1_000, 10)).await?.is_empty(), "{name}");
-        assert!(store.claim(&claim("qolaba", "b", T0 + 5_000, 1_000, 10)).await?.is_empty(), "{name}");
-        assert_eq!(store.renew("b", T0 + 100_000).await?.len(), 2, "{name}");
+        assert!(store.claim(&claim("deepomatic", "b", T0 + 999, 10)).await?.is_empty(), "{name}");
+        assert!(store.claim(&claim("qolaba", "b", T0 + 5_000, 10)).await?.is_empty(), "{name}");
 
-        // A saves a state whose next poll is far off: once its lease runs out,
-        // the wait is claimable again, but only when due.
+        // A saves a state whose next poll is far off (B's save of A's wait is
+        // ignored) and renews in time; then its lease runs out, and C claims
+        // A's waits, but only those due.
         let mut later: WaitState = a[0].state.clone();
         later.attempts = 2;
         later.next_poll_ms = Some(30_000);
         store.save("a", &[(a[0].id, later.clone())]).await?;
-        store.save("b", &[(a[1].id, later.clone())]).await?; // not b's: ignored
-        assert_eq!(store.renew("a", T0 + 2_000).await?.len(), 3, "{name}");
-        assert!(store.claim(&claim("deepomatic", "c", T0 + 1_500, 1_000, 10)).await?.is_empty(), "{name}: renewed");
-        let c = store.claim(&claim("deepomatic", "c", T0 + 2_001, 1_000, 10)).await?;
+        store.save("b", &[(a[1].id, later.clone())]).await?;
+        assert!(store.renew("a", T0 + 500, T0 + 2_000).await?, "{name}: renewed in time");
+        assert!(store.claim(&claim("deepomatic", "c", T0 + 1_500, 10)).await?.is_empty(), "{name}: renewed");
+        assert!(store.renew("c", T0 + 2_001, T0 + 100_000).await?, "{name}");
+        let c = store.claim(&claim("deepomatic", "c", T0 + 2_001, 10)).await?;
         let c_ids: HashSet<i64> = c.iter().map(|w| w.id).collect();
         assert_eq!(c_ids, [a[1].id, a[2].id].into(), "{name}: A's waits once its lease ran out, due ones only");
         assert!(c.iter().all(|w| w.state.attempts == 0), "{name}: B's save was ignored");
-        assert_eq!(store.renew("c", T0 + 100_000).await?.len(), 2, "{name}");
-        let resumed = store.claim(&claim("deepomatic", "c", T0 + 30_000, 1_000, 10)).await?;
+        let resumed = store.claim(&claim("deepomatic", "c", T0 + 30_000, 10)).await?;
         assert_eq!(resumed.len(), 1, "{name}");
         assert_eq!(resumed[0].state, later, "{name}: claimed with its saved state");
-        assert_eq!(store.renew("a", T0 + 40_000).await?, Vec::<i64>::new(), "{name}: A holds nothing now");
+        // A comes back too late: it is told to let every wait go.
+        assert!(!store.renew("a", T0 + 40_000, T0 + 41_000).await?, "{name}: A's lease had run out");
+        assert!(store.renew("a", T0 + 40_001, T0 + 42_000).await?, "{name}: and is live again");
 
         // Only the holder writes an outcome, once.
         let written = store.finish("a", &[outcome_of(&resumed[0], T0 + 30_001)]).await?;
@@ -86,8 +90,17 @@ async fn every_backend_keeps_the_store_contract() -> TestResult {
 
         // Released waits are claimable at once, with the released state.
         store.release("b", &[(b[0].id, later.clone())]).await?;
-        let again = store.claim(&claim("deepomatic", "d", T0 + 30_000, 1_000, 10)).await?;
+        let again = store.claim(&claim("deepomatic", "d", T0 + 30_000, 10)).await?;
         assert!(again.iter().any(|w| w.id == b[0].id), "{name}: released to d before b's lease ran out");
+
+        // A worker that let its lease run out while holding waits nobody
+        // claimed is told so, and its waits are free again.
+        assert!(store.renew("e", T0 + 30_000, T0 + 30_500).await?, "{name}");
+        let e = store.claim(&claim("deepomatic", "e", T0 + 30_000, 10)).await?;
+        assert!(!e.is_empty(), "{name}");
+        assert!(!store.renew("e", T0 + 31_000, T0 + 32_000).await?, "{name}");
+        let freed = store.claim(&claim("deepomatic", "f", T0 + 31_000, 10)).await?;
+        assert_eq!(freed.len(), e.len(), "{name}: handed back, though e is live again");
 
         // Outcomes: unconsumed ones, then consumed once.
         let outcomes = store.outcomes(10).await?;
@@ -147,8 +160,9 @@ async fn concurrent_claims_never_hand_one_wait_to_two_workers() -> TestResult {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
+                store.renew(&format!("w{w}"), T0, T0 + 60_000).await?;
                 loop {
-                    let got = store.claim(&claim("deepomatic", &format!("w{w}"), T0, 60_000, 50)).await?;
+                    let got = store.claim(&claim("deepomatic", &format!("w{w}"), T0, 50)).await?;
                     if got.is_empty() {
                         return Ok::<_, taskpoll::Error>(mine);
                     }

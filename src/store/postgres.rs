@@ -92,7 +92,7 @@ impl PostgresStore {
             dues.push(db_int(due_at_ms(state)));
         }
         let sql = if release {
-            "UPDATE taskpoll_waits w SET state = u.state, due_at_ms = u.due, worker = NULL, lease_until_ms = 0 \
+            "UPDATE taskpoll_waits w SET state = u.state, due_at_ms = u.due, worker = NULL \
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(id, state, due) \
              WHERE w.id = u.id AND w.worker = $4 AND w.finished_at_ms IS NULL"
         } else {
@@ -148,15 +148,16 @@ impl WaitStore for PostgresStore {
     fn claim<'a>(&'a self, claim: &'a Claim) -> BoxFuture<'a, Result<Vec<ClaimedWait>>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "UPDATE taskpoll_waits SET worker = $1, lease_until_ms = $2 WHERE id IN ( \
-                   SELECT id FROM taskpoll_waits \
-                   WHERE provider = $3 AND finished_at_ms IS NULL AND lease_until_ms < $4 AND due_at_ms <= $5 \
-                   ORDER BY due_at_ms LIMIT $6 \
-                   FOR UPDATE SKIP LOCKED) \
+                "UPDATE taskpoll_waits SET worker = $1 WHERE id IN ( \
+                   SELECT w.id FROM taskpoll_waits AS w \
+                   WHERE w.provider = $2 AND w.finished_at_ms IS NULL AND w.due_at_ms <= $4 \
+                     AND (w.worker IS NULL OR NOT EXISTS ( \
+                       SELECT 1 FROM taskpoll_workers AS k WHERE k.worker = w.worker AND k.lease_until_ms >= $3)) \
+                   ORDER BY w.due_at_ms LIMIT $5 \
+                   FOR UPDATE OF w SKIP LOCKED) \
                  RETURNING id, options, state",
             )
             .bind(&claim.worker)
-            .bind(db_int(claim.lease_until_ms))
             .bind(&claim.provider)
             .bind(db_int(claim.now_ms))
             .bind(db_int(claim.due_by_ms))
@@ -176,16 +177,49 @@ impl WaitStore for PostgresStore {
         })
     }
 
-    fn renew<'a>(&'a self, worker: &'a str, lease_until_ms: u64) -> BoxFuture<'a, Result<Vec<WaitId>>> {
+    fn renew<'a>(&'a self, worker: &'a str, now_ms: u64, lease_until_ms: u64) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
-            sqlx::query_scalar(
-                "UPDATE taskpoll_waits SET lease_until_ms = $1 WHERE worker = $2 AND finished_at_ms IS NULL RETURNING id",
+            let failed = failed("cannot renew the lease");
+            let mut tx = self.pool.begin().await.map_err(&failed)?;
+            // Every statement writes (none reads first), so SQLite takes its
+            // write lock at once rather than upgrading a read lock.
+            let live = sqlx::query(
+                "UPDATE taskpoll_workers SET lease_until_ms = $1 WHERE worker = $2 AND lease_until_ms >= $3",
             )
             .bind(db_int(lease_until_ms))
             .bind(worker)
-            .fetch_all(&self.pool)
+            .bind(db_int(now_ms))
+            .execute(&mut *tx)
             .await
-            .map_err(failed("cannot renew leases"))
+            .map_err(&failed)?;
+            let kept = if live.rows_affected() == 1 {
+                true
+            } else {
+                // Run out (or new): what it held goes back, and it is not revived
+                // over waits another worker may have claimed meanwhile.
+                sqlx::query("UPDATE taskpoll_waits SET worker = NULL WHERE worker = $1 AND finished_at_ms IS NULL")
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&failed)?;
+                let expired = sqlx::query("UPDATE taskpoll_workers SET lease_until_ms = $1 WHERE worker = $2")
+                    .bind(db_int(lease_until_ms))
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&failed)?;
+                if expired.rows_affected() == 0 {
+                    sqlx::query("INSERT INTO taskpoll_workers (worker, lease_until_ms) VALUES ($1, $2)")
+                        .bind(worker)
+                        .bind(db_int(lease_until_ms))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(&failed)?;
+                }
+                expired.rows_affected() == 0
+            };
+            tx.commit().await.map_err(&failed)?;
+            Ok(kept)
         })
     }
 

@@ -324,7 +324,7 @@ struct Driver {
     dirty: HashSet<TaskRef>,
     /// Outcomes a store error kept from being written; retried.
     unwritten: Vec<StoredOutcome>,
-    /// Until when the last renewal (or claim) holds every held wait.
+    /// Until when the last renewal holds every held wait.
     held_until_ms: u64,
     next_renew_ms: u64,
     next_save_ms: u64,
@@ -452,7 +452,11 @@ impl Driver {
             self.save().await;
         }
         if now_ms >= self.next_claim_ms {
-            let claimed = self.claim(now_ms, lease_ms).await;
+            // Claimed waits are this worker's while its lease lives: a fresh one first.
+            if now_ms.saturating_add(lease_ms / 2) >= self.held_until_ms {
+                self.renew(now_ms, lease_ms).await;
+            }
+            let claimed = now_ms.saturating_add(lease_ms / 2) < self.held_until_ms && self.claim(now_ms, lease_ms).await;
             // A full claim may leave more: claim again at the next tick.
             self.next_claim_ms = if claimed { now_ms } else { now_ms.saturating_add(claim_interval(lease_ms)) };
             if !claimed && self.held.is_empty() && self.waiter.pending() == 0 && self.unwritten.is_empty() {
@@ -465,16 +469,15 @@ impl Driver {
     async fn renew(&mut self, now_ms: u64, lease_ms: u64) {
         let until = now_ms.saturating_add(lease_ms);
         Counters::add(&self.stats.store_writes, 1);
-        match self.store.renew(&self.config.worker, until).await {
-            Ok(ids) => {
+        match self.store.renew(&self.config.worker, now_ms, until).await {
+            Ok(kept) => {
+                if !kept {
+                    // It ran out before this renewal: the store took every wait back.
+                    tracing::warn!(worker = %self.config.worker, "lease ran out: letting the waits go");
+                    self.let_go_all();
+                }
                 self.held_until_ms = until;
                 self.next_renew_ms = now_ms.saturating_add(lease_ms / 3);
-                let renewed: HashSet<WaitId> = ids.into_iter().collect();
-                let gone: Vec<TaskRef> =
-                    self.held.iter().filter(|(_, held)| !renewed.contains(&held.id)).map(|(t, _)| t.clone()).collect();
-                for task in gone {
-                    self.let_go(&task);
-                }
             }
             Err(error) => {
                 self.next_renew_ms = now_ms.saturating_add(claim_interval(lease_ms));
@@ -527,14 +530,12 @@ impl Driver {
                 break;
             }
             let limit = u32::try_from(room).unwrap_or(u32::MAX).min(self.config.claim_batch);
-            let lease_until_ms = now_ms.saturating_add(lease_ms);
             let claim = Claim {
                 provider: provider.to_string(),
                 worker: self.config.worker.clone(),
                 now_ms,
                 // Waits due within half a lease: those it will poll before renewing twice.
                 due_by_ms: now_ms.saturating_add(lease_ms / 2),
-                lease_until_ms,
                 limit,
             };
             Counters::add(&self.stats.store_writes, 1);
@@ -546,13 +547,6 @@ impl Driver {
                 }
             };
             full |= claimed.len() == limit as usize;
-            if self.held.is_empty() {
-                self.held_until_ms = lease_until_ms;
-                self.next_renew_ms = now_ms.saturating_add(lease_ms / 3);
-            } else {
-                // Everything held now ends with the earlier of the two leases.
-                self.held_until_ms = self.held_until_ms.min(lease_until_ms);
-            }
             Counters::add(&self.stats.claimed, claimed.len() as u64);
             for wait in claimed {
                 let task = wait.state.task_ref.clone();
