@@ -40,7 +40,9 @@ fn main() -> BenchResult {
 }
 
 async fn run() -> BenchResult {
-    println!("store_workers: {TASKS} Deepomatic waits (2 to 6 polls each), one shared budget of {RATE}/s (burst {BURST})");
+    println!(
+        "store_workers: {TASKS} Deepomatic waits (2 to 6 polls each), one shared budget of {RATE}/s (burst {BURST})"
+    );
     println!(
         "{:<10} {:>7} {:>8} {:>10} {:>9} {:>12} {:>11} {:>12} {:>13}",
         "store", "workers", "wall s", "tasks/s", "req/task", "req/s (avg)", "peak 1 s", "writes/poll", "writes/req"

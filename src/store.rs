@@ -134,13 +134,7 @@ pub struct Claim {
 impl Claim {
     /// A claim at `now_ms` of waits due by then, at most 100.
     pub fn new(provider: &str, worker: &str, now_ms: u64) -> Self {
-        Self {
-            provider: provider.to_string(),
-            worker: worker.to_string(),
-            now_ms,
-            due_by_ms: now_ms,
-            limit: 100,
-        }
+        Self { provider: provider.to_string(), worker: worker.to_string(), now_ms, due_by_ms: now_ms, limit: 100 }
     }
 }
 

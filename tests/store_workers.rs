@@ -123,10 +123,8 @@ async fn kill_one_worker_and_let_two_finish(test_store: TestStore) -> TestResult
     read_lines(&mut third, "c", lines.clone());
     drop(lines);
     let (second_err, third_err) = (stderr_of(&mut second), stderr_of(&mut third));
-    let (second_err, third_err) = tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(second_err, third_err)
-    })
-    .await?;
+    let (second_err, third_err) =
+        tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(second_err, third_err) }).await?;
     let (b, c) = (second.wait().await?, third.wait().await?);
     eprintln!("{name}: finished {:.1} s after the kill", killed_at.elapsed().as_secs_f64());
     eprintln!("{second_err}{third_err}");

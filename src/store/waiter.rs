@@ -18,9 +18,7 @@ use tokio::sync::mpsc;
 use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
 use crate::waiter::{Hooks, SharedTokens};
-use crate::{
-    Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter,
-};
+use crate::{Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
@@ -247,10 +245,8 @@ impl StoredWaiter {
         } else {
             HashMap::new()
         };
-        let tokens_list: Vec<(&'static str, RateSpec, Arc<SharedTokens>)> = providers
-            .iter()
-            .filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone())))
-            .collect();
+        let tokens_list: Vec<(&'static str, RateSpec, Arc<SharedTokens>)> =
+            providers.iter().filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone()))).collect();
         let (progress, progress_rx) = mpsc::unbounded_channel();
         let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
         let waiter = Waiter::with_hooks(&config.client, config.clock.clone(), hooks);
@@ -456,7 +452,8 @@ impl Driver {
             if now_ms.saturating_add(lease_ms / 2) >= self.held_until_ms {
                 self.renew(now_ms, lease_ms).await;
             }
-            let claimed = now_ms.saturating_add(lease_ms / 2) < self.held_until_ms && self.claim(now_ms, lease_ms).await;
+            let claimed =
+                now_ms.saturating_add(lease_ms / 2) < self.held_until_ms && self.claim(now_ms, lease_ms).await;
             // A full claim may leave more: claim again at the next tick.
             self.next_claim_ms = if claimed { now_ms } else { now_ms.saturating_add(claim_interval(lease_ms)) };
             if !claimed && self.held.is_empty() && self.waiter.pending() == 0 && self.unwritten.is_empty() {

@@ -256,7 +256,9 @@ impl TaskArgs {
                 self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
             (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
-            (None, []) => Err(Error::Config { message: "no task: give IDs, `-` (standard input) or --from FILE".into() }),
+            (None, []) => {
+                Err(Error::Config { message: "no task: give IDs, `-` (standard input) or --from FILE".into() })
+            }
             (None, ids) if ids.iter().any(|id| id == "-") => {
                 Err(Error::Config { message: "`-` (read the IDs from standard input) must be the only ID".into() })
             }
