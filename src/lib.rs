@@ -34,6 +34,8 @@
 //! ([`spec::ProviderSpec`]); nothing in the client or the polling engine names
 //! a provider. With the `simulator` feature, `taskpoll::simulator` serves every
 //! provider offline for tests; the `cli` feature builds the `taskpoll` tool.
+//! With `store-sqlite` or `store-postgres`, [`store`] keeps waits in a
+//! database, so they survive a restart and several processes share them.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
