@@ -333,6 +333,15 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A wait store (`taskpoll::store`) could not be opened, read or written.
+    #[error("wait store: {message}")]
+    Store {
+        /// What was being done.
+        message: String,
+        /// The database driver's error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl<E> From<progenitor_client::Error<E>> for Error {
@@ -376,6 +385,12 @@ impl Error {
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
         Error::Config { message: message.into() }
+    }
+
+    /// A store error with its driver's error as the source.
+    #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
+    pub(crate) fn store(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Store { message: message.into(), source: Some(Box::new(source)) }
     }
 
     /// A copy of a read error, for each task of a batch read that failed as
@@ -524,6 +539,11 @@ impl Error {
     /// The pending-forever guard tripped.
     pub fn is_still_pending(&self) -> bool {
         matches!(self, Error::StillPending { .. })
+    }
+
+    /// A wait store could not be opened, read or written ([`Error::Store`]).
+    pub fn is_store(&self) -> bool {
+        matches!(self, Error::Store { .. })
     }
 
     /// Bad configuration, input or usage (nothing was sent).

@@ -37,6 +37,8 @@
 //! The `codegen` feature is the generator itself (`taskpoll::codegen`), for
 //! the build script of a crate that declares providers of its own
 //! ([`ClientBuilder::register`]).
+//! With `store-sqlite` or `store-postgres`, [`store`] keeps waits in a
+//! database, so they survive a restart and several processes share them.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.
@@ -57,6 +59,8 @@ mod raw_json;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spec;
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+pub mod store;
 mod task;
 mod transport;
 mod wait;

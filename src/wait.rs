@@ -56,7 +56,7 @@ pub use watch::Watch;
 pub const DEFAULT_RETRY_AFTER_CEILING: Duration = Duration::from_secs(300);
 
 /// What to do when a task reports a status its provider's spec does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum UnknownStatusPolicy {
     /// Treat it as "not finished" and keep polling (the default).
@@ -93,11 +93,13 @@ pub enum UnknownStatusPolicy {
 #[must_use]
 pub struct WaitOptions {
     deadline: Duration,
-    policy: Option<Arc<Policy>>,
-    unknown_status: UnknownStatusPolicy,
-    pending_budget: Option<Option<Duration>>,
-    retry_after_ceiling: Duration,
-    clock: Arc<dyn Clock>,
+    pub(crate) policy: Option<Arc<Policy>>,
+    pub(crate) unknown_status: UnknownStatusPolicy,
+    pub(crate) pending_budget: Option<Option<Duration>>,
+    pub(crate) retry_after_ceiling: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// A resumed wait keeps its saved deadline instead of a fresh one (a wait store's waits).
+    pub(crate) keep_saved_deadline: bool,
 }
 
 impl WaitOptions {
@@ -110,6 +112,7 @@ impl WaitOptions {
             pending_budget: None,
             retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
             clock: Arc::new(TokioClock),
+            keep_saved_deadline: false,
         }
     }
 

@@ -64,6 +64,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{Client, Clock, Error, Policy, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+pub(crate) use budget::SharedTokens;
 use scheduler::{Command, Entry, Finished, Key, Scheduler};
 use source::ClientSource;
 
@@ -99,6 +100,16 @@ struct Shared {
     finished: mpsc::UnboundedSender<Finished>,
     requests: Arc<AtomicU64>,
     registry: Mutex<Registry>,
+    hooks: Hooks,
+}
+
+/// What a wait store adds to a waiter (nothing, for a plain one).
+#[derive(Default)]
+pub(crate) struct Hooks {
+    /// Each provider's share of a rate budget held by the store.
+    pub(crate) tokens: HashMap<&'static str, Arc<SharedTokens>>,
+    /// Receives each wait's state after every poll that plans another.
+    pub(crate) progress: Option<mpsc::UnboundedSender<WaitState>>,
 }
 
 #[derive(Default)]
@@ -130,6 +141,10 @@ impl Waiter {
     /// A waiter whose every wait, sleep and rate budget runs on `clock` (the
     /// clock of the [`WaitOptions`] given to [`Waiter::add`] is replaced by it).
     pub fn with_clock(client: &Client, clock: Arc<dyn Clock>) -> Self {
+        Self::with_hooks(client, clock, Hooks::default())
+    }
+
+    pub(crate) fn with_hooks(client: &Client, clock: Arc<dyn Clock>, hooks: Hooks) -> Self {
         let (sender, finished) = mpsc::unbounded_channel();
         let shared = Shared {
             client: client.clone(),
@@ -137,6 +152,7 @@ impl Waiter {
             finished: sender,
             requests: Arc::new(AtomicU64::new(0)),
             registry: Mutex::new(Registry::default()),
+            hooks,
         };
         Self { shared: Arc::new(shared), finished }
     }
@@ -283,6 +299,7 @@ impl Shared {
             receiver,
             self.finished.clone(),
             self.requests.clone(),
+            (self.hooks.tokens.get(provider).cloned(), self.hooks.progress.clone()),
         );
         Ok(Lane { commands, task: runtime.spawn(scheduler.run()) })
     }

@@ -127,7 +127,11 @@ impl Poller {
         let origin = clock.now();
         let base = Duration::from_millis(unix_ms(clock.wall()).saturating_sub(state.started_at_ms));
         // Re-attaching, as in google-cloud-rust and Azure: the continued wait gets its own deadline.
-        let deadline = base.saturating_add(options.deadline.min(MAX_DEADLINE));
+        let deadline = if options.keep_saved_deadline {
+            Duration::from_millis(state.deadline_at_ms.saturating_sub(state.started_at_ms))
+        } else {
+            base.saturating_add(options.deadline.min(MAX_DEADLINE))
+        };
         // The saved next poll, or now if it is overdue; clipped like any other
         // poll; none if it is due at or after the deadline (the wait ends at once).
         let due = state.next_poll_ms.map_or(base, Duration::from_millis).max(base);

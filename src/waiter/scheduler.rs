@@ -13,10 +13,10 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
-use super::budget::Budget;
+use super::budget::{Budget, SharedTokens};
 use super::source::Source;
 use crate::spec::{BoxFuture, RateSpec};
-use crate::{Clock, Decision, Error, Poller, Result, Task, TaskRef};
+use crate::{Clock, Decision, Error, Poller, Result, Task, TaskRef, WaitState};
 
 /// A wait's number within its waiter.
 pub(super) type Key = u64;
@@ -94,6 +94,8 @@ pub(super) struct Scheduler {
     commands: mpsc::UnboundedReceiver<Command>,
     finished: mpsc::UnboundedSender<Finished>,
     requests: Arc<AtomicU64>,
+    /// Where each wait's state goes after every poll that plans another (a wait store saves it).
+    progress: Option<mpsc::UnboundedSender<WaitState>>,
 }
 
 impl Scheduler {
@@ -107,11 +109,13 @@ impl Scheduler {
         commands: mpsc::UnboundedReceiver<Command>,
         finished: mpsc::UnboundedSender<Finished>,
         requests: Arc<AtomicU64>,
+        hooks: (Option<Arc<SharedTokens>>, Option<mpsc::UnboundedSender<WaitState>>),
     ) -> Self {
+        let (shared, progress) = hooks;
         Self {
             provider,
             source,
-            budget: Budget::new(rate, clock.clone()),
+            budget: Budget::new(rate, clock.clone(), shared),
             clock,
             max_in_flight: max_in_flight.max(1),
             entries: HashMap::new(),
@@ -122,6 +126,7 @@ impl Scheduler {
             commands,
             finished,
             requests,
+            progress,
         }
     }
 
@@ -373,6 +378,9 @@ impl Scheduler {
                 entry.poller.forget_last_task();
                 entry.due = Some(at);
                 entry.early = if hinted { at } else { at.checked_sub(delay / 2).unwrap_or(at) };
+                if let Some(progress) = &self.progress {
+                    let _ = progress.send(entry.poller.state().clone());
+                }
                 self.by_due.insert((at, key));
                 self.by_end.insert((entry.end, key));
             }

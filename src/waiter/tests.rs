@@ -176,6 +176,7 @@ impl Run {
             receiver,
             sender,
             Arc::new(AtomicU64::new(0)),
+            (None, None),
         );
         tokio::spawn(scheduler.run());
         run

@@ -59,6 +59,20 @@ pub enum Command {
     },
     /// Start the simulator in-process and wait on tasks at every provider.
     Demo,
+    /// Print the outcomes a `wait --store` wrote and nobody has printed yet
+    /// (one JSON line each), and mark them consumed.
+    Outcomes(OutcomesArgs),
+}
+
+/// `outcomes`: where to read them.
+#[derive(Debug, Args)]
+pub struct OutcomesArgs {
+    /// The wait store: `sqlite:PATH` or `postgres://USER@HOST/DB` (see `wait --store`).
+    #[arg(long, value_name = "URL", env = "TASKPOLL_STORE", hide_env_values = true)]
+    pub store: String,
+    /// Print them without marking them consumed.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Which provider, with which credentials and server: the flags every
@@ -101,7 +115,7 @@ pub struct TaskArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "ids")]
     pub from: Option<PathBuf>,
     /// Task ids (with --provider) or task references; `-` alone reads them from standard input.
-    #[arg(required_unless_present = "from", value_name = "ID")]
+    #[arg(value_name = "ID")]
     pub ids: Vec<String>,
 }
 
@@ -139,6 +153,22 @@ pub struct WaitManyArgs {
     pub wait: WaitArgs,
     #[command(flatten)]
     pub many: ManyArgs,
+    /// Keep the waits in a store, so they survive a restart and several
+    /// processes share them: `sqlite:PATH` (a file) or `postgres://USER@HOST/DB`.
+    /// The IDs are added to the store (none: continue the waits already there);
+    /// runs until no wait in the store is left.
+    #[arg(long, value_name = "URL", env = "TASKPOLL_STORE", hide_env_values = true, conflicts_with = "save_state")]
+    pub store: Option<String>,
+    /// With --store: how long a worker holds the waits it claimed without
+    /// renewing (after a crash, another continues them once it has run out).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "store", default_value = "30s")]
+    pub lease: Duration,
+    /// With --store: this worker's name (shown in the User-Agent; default: the process id and a random number).
+    #[arg(long, value_name = "NAME", requires = "store")]
+    pub worker: Option<String>,
+    /// With --store: the most waits this worker holds at once (lower it to share the waits between workers).
+    #[arg(long, value_name = "N", requires = "store", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_held: Option<u32>,
 }
 
 /// The many-task waiter's settings, and where unfinished waits are saved.
@@ -271,6 +301,9 @@ impl TaskArgs {
                 self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
             (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
+            (None, []) => {
+                Err(Error::Config { message: "no task: give IDs, `-` (standard input) or --from FILE".into() })
+            }
             (None, ids) if ids.iter().any(|id| id == "-") => {
                 Err(Error::Config { message: "`-` (read the IDs from standard input) must be the only ID".into() })
             }

@@ -9,6 +9,7 @@ mod args;
 mod demo;
 mod output;
 mod state_file;
+mod stored;
 mod waiting;
 
 use std::process::ExitCode;
@@ -50,6 +51,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Resume(resume_args) => waiting::resume(resume_args).await,
         Command::Simulate { port } => demo::simulate(port).await,
         Command::Demo => demo::demo().await,
+        Command::Outcomes(args) => stored::outcomes(args).await,
     };
     match result {
         Ok(exit) => exit,

@@ -247,6 +247,9 @@ fn exit_for(outcome: &Outcome) -> Exit {
 /// `wait`: one task through its own watch (every poll is seen, so retried
 /// reads are reported and polls counted); several through one [`taskpoll::Waiter`].
 pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
+    if let Some(url) = &args.store {
+        return crate::stored::wait(&args, url).await;
+    }
     let tasks = &args.wait.tasks;
     let refs = tasks.task_refs()?;
     let client = many_client(&tasks.settings, &args.many, &refs)?;

@@ -1,0 +1,658 @@
+//! The many-task waiter on a store: [`StoredWaiter`].
+//!
+//! One driver task per waiter claims due waits from the store and hands them
+//! to an in-memory [`Waiter`] (the same schedulers, batch reads and rate
+//! budgets), renews the leases of the waits it holds, saves their states
+//! after polls (coalesced: the latest state of each wait, every
+//! `save_every`), tops up each provider's share of the shared rate budget,
+//! and writes each outcome to the store before it reports it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::mpsc;
+
+use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
+use crate::spec::RateSpec;
+use crate::waiter::{Hooks, SharedTokens};
+use crate::{Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter};
+
+/// How often the driver looks at its clocks when nothing else happens.
+const TICK: Duration = Duration::from_millis(20);
+/// How much of a provider's rate one process takes from the shared budget at a time.
+const TOKEN_WINDOW: f64 = 0.5;
+/// Outcomes written in one store write, at most.
+const FINISH_BATCH: usize = 1_000;
+
+/// The many-task waiter on a [`WaitStore`]: waits survive a restart and
+/// several processes share them (see the [module](super) documentation).
+///
+/// Each outcome is written to the store before [`StoredWaiter::next_outcome`]
+/// returns it; mark it consumed ([`WaitStore::consume`]) once handled, and
+/// read the ones a crash left unconsumed with [`WaitStore::outcomes`].
+#[must_use = "a stored waiter does nothing unless its outcomes are read"]
+pub struct StoredWaiter {
+    store: Arc<dyn WaitStore>,
+    config: Config,
+    running: Option<Running>,
+    stats: Arc<Counters>,
+}
+
+struct Running {
+    outcomes: mpsc::UnboundedReceiver<Result<StoredOutcome>>,
+    commands: mpsc::UnboundedSender<Command>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Config {
+    client: Client,
+    clock: Arc<dyn Clock>,
+    worker: String,
+    lease: Duration,
+    claim_batch: u32,
+    max_held: usize,
+    save_every: Duration,
+    shared_budget: bool,
+    policies: Policies,
+}
+
+enum Command {
+    /// Claim now (waits were added).
+    Claim,
+    /// Give every held wait back to the store and end.
+    Stop(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What a [`StoredWaiter`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Status reads sent (a batch read counts once).
+    pub requests: u64,
+    /// Polls made (a batch read counts once for each of its tasks).
+    pub polls: u64,
+    /// Store writes (statements or transactions that write: claims,
+    /// renewals, saves, outcomes, shared-budget takes).
+    pub store_writes: u64,
+    /// Waits claimed.
+    pub claimed: u64,
+    /// Outcomes written.
+    pub outcomes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    polls: AtomicU64,
+    store_writes: AtomicU64,
+    claimed: AtomicU64,
+    outcomes: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl StoredWaiter {
+    /// A waiter on `store` for the providers `client` configures.
+    pub fn new(client: &Client, store: Arc<dyn WaitStore>) -> Self {
+        let config = Config {
+            client: client.clone(),
+            clock: Arc::new(TokioClock),
+            worker: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            lease: Duration::from_secs(30),
+            claim_batch: 500,
+            max_held: 10_000,
+            save_every: Duration::from_secs(1),
+            shared_budget: true,
+            policies: Policies::default(),
+        };
+        Self { store, config, running: None, stats: Arc::new(Counters::default()) }
+    }
+
+    /// This worker's name in the store (default: the process id and a random number).
+    /// Two running waiters must not share one.
+    pub fn worker(mut self, name: impl Into<String>) -> Self {
+        self.config.worker = name.into();
+        self
+    }
+
+    /// How long a claim holds a wait without being renewed (default 30 s; at
+    /// least 300 ms). Renewed every third of it; after a crash, another
+    /// worker continues the waits once it has run out.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Waits claimed at once (default 500).
+    pub fn claim_batch(mut self, n: u32) -> Self {
+        self.config.claim_batch = n.max(1);
+        self
+    }
+
+    /// The most waits this worker holds at once (default 10,000): lower it
+    /// so that several workers share the waits.
+    pub fn max_held(mut self, n: usize) -> Self {
+        self.config.max_held = n.max(1);
+        self
+    }
+
+    /// How often the states of polled waits are saved (default 1 s): a
+    /// worker that continues after a crash starts from states at most this old.
+    pub fn save_every(mut self, every: Duration) -> Self {
+        self.config.save_every = every;
+        self
+    }
+
+    /// Whether each provider's rate budget is shared through the store by
+    /// every process (default: yes). Off, each process has the whole budget.
+    pub fn shared_budget(mut self, shared: bool) -> Self {
+        self.config.shared_budget = shared;
+        self
+    }
+
+    /// A policy waits are resumed with when their state names it (waits
+    /// keep their policy by name; without one registered, a preset of that
+    /// name or the provider's polite policy).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config.policies.0.insert(policy.name().to_string(), Arc::new(policy));
+        self
+    }
+
+    /// The clock for every wait, lease and due time (default: tokio's).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// Adds a wait to the store (any process sharing the store may run it).
+    /// Returns false if the store already has the task.
+    pub async fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<bool> {
+        let added = self.add_all(vec![(task, options.clone())]).await?;
+        Ok(added == 1)
+    }
+
+    /// Adds many waits in one store write; returns how many were new.
+    pub async fn add_all(&self, waits: Vec<(TaskRef, WaitOptions)>) -> Result<u64> {
+        let mut new = Vec::with_capacity(waits.len());
+        for (task, options) in waits {
+            self.config.client.configured(task.provider())?;
+            new.push(NewWait::new(task, &options.clock(self.config.clock.clone()))?);
+        }
+        let added = self.store.add(&new).await?;
+        Counters::add(&self.stats.store_writes, 1);
+        if let Some(running) = &self.running {
+            let _ = running.commands.send(Command::Claim);
+        }
+        Ok(added)
+    }
+
+    /// The next outcome, once written to the store; `Ok(None)` when no wait
+    /// of the client's providers is left unfinished in the store. An error
+    /// is a store error the driver met (it keeps going; call again to go on).
+    pub async fn next_outcome(&mut self) -> Result<Option<StoredOutcome>> {
+        if self.running.is_none() {
+            self.running = Some(self.start()?);
+        }
+        match &mut self.running {
+            Some(running) => running.outcomes.recv().await.transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// What this waiter did so far.
+    pub fn stats(&self) -> StoreStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        StoreStats {
+            requests: read(&self.stats.requests),
+            polls: read(&self.stats.polls),
+            store_writes: read(&self.stats.store_writes),
+            claimed: read(&self.stats.claimed),
+            outcomes: read(&self.stats.outcomes),
+        }
+    }
+
+    /// Stops: every wait this worker holds is saved and released, so
+    /// another worker (or a later run) continues it at once.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            let (done, stopped) = tokio::sync::oneshot::channel();
+            if running.commands.send(Command::Stop(done)).is_ok() {
+                let _ = stopped.await;
+            }
+            let _ = running.driver.await;
+        }
+    }
+
+    fn start(&self) -> Result<Running> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("a StoredWaiter needs a tokio runtime (none is running)"))?;
+        let config = self.config.clone();
+        let providers: Vec<(&'static str, RateSpec)> = config
+            .client
+            .providers()
+            .filter_map(|spec| config.client.configured(spec.name).ok().map(|c| (spec.name, c.rate)))
+            .collect();
+        let tokens: HashMap<&'static str, Arc<SharedTokens>> = if config.shared_budget {
+            providers.iter().map(|(name, _)| (*name, Arc::new(SharedTokens::default()))).collect()
+        } else {
+            HashMap::new()
+        };
+        let tokens_list: Vec<(&'static str, RateSpec, Arc<SharedTokens>)> =
+            providers.iter().filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone()))).collect();
+        let (progress, progress_rx) = mpsc::unbounded_channel();
+        let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
+        let waiter = Waiter::with_hooks(&config.client, config.clock.clone(), hooks);
+        let (out, outcomes) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            providers,
+            waiter,
+            progress: progress_rx,
+            commands: commands_rx,
+            out,
+            held: HashMap::new(),
+            lost: HashSet::new(),
+            dirty: HashSet::new(),
+            unwritten: Vec::new(),
+            held_until_ms: 0,
+            next_renew_ms: 0,
+            next_save_ms: 0,
+            next_claim_ms: 0,
+            next_idle_check_ms: 0,
+            _budget: None,
+            config,
+        };
+        let budget = (!tokens_list.is_empty()).then(|| {
+            let task = top_up(self.store.clone(), self.config.clock.clone(), tokens_list, self.stats.clone());
+            AbortOnDrop(runtime.spawn(task))
+        });
+        let driver = Driver { _budget: budget, ..driver };
+        Ok(Running { outcomes, commands, driver: runtime.spawn(driver.run()) })
+    }
+}
+
+impl std::fmt::Debug for StoredWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredWaiter")
+            .field("worker", &self.config.worker)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for StoredWaiter {
+    fn drop(&mut self) {
+        // The driver sees its commands close and gives the held waits back.
+        self.running.take();
+    }
+}
+
+/// A wait this worker holds.
+struct Held {
+    id: WaitId,
+    /// Its latest state (saved every `save_every`, and with its outcome).
+    state: WaitState,
+}
+
+struct Driver {
+    config: Config,
+    store: Arc<dyn WaitStore>,
+    stats: Arc<Counters>,
+    providers: Vec<(&'static str, RateSpec)>,
+    waiter: Waiter,
+    progress: mpsc::UnboundedReceiver<WaitState>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    out: mpsc::UnboundedSender<Result<StoredOutcome>>,
+    held: HashMap<TaskRef, Held>,
+    /// Waits whose lease was lost: cancelled here, their outcome is not ours to write.
+    lost: HashSet<TaskRef>,
+    /// Held waits polled since the last save.
+    dirty: HashSet<TaskRef>,
+    /// Outcomes a store error kept from being written; retried.
+    unwritten: Vec<StoredOutcome>,
+    /// Until when the last renewal holds every held wait.
+    held_until_ms: u64,
+    next_renew_ms: u64,
+    next_save_ms: u64,
+    next_claim_ms: u64,
+    next_idle_check_ms: u64,
+    /// The shared-budget task; ends with the driver.
+    _budget: Option<AbortOnDrop>,
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            let pending = self.waiter.pending() > 0;
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(Command::Claim) => self.next_claim_ms = 0,
+                    Some(Command::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return self.stop().await,
+                },
+                Some(state) = self.progress.recv() => {
+                    self.progressed(state);
+                    while let Ok(state) = self.progress.try_recv() {
+                        self.progressed(state);
+                    }
+                }
+                Some(outcome) = self.waiter.next_outcome(), if pending => {
+                    let mut batch = vec![outcome];
+                    while batch.len() < FINISH_BATCH {
+                        match self.waiter.next_outcome().now_or_never() {
+                            Some(Some(outcome)) => batch.push(outcome),
+                            _ => break,
+                        }
+                    }
+                    self.finished(batch).await;
+                }
+                () = tokio::time::sleep(TICK) => {}
+            }
+            if !self.housekeep().await {
+                return;
+            }
+        }
+    }
+
+    fn progressed(&mut self, state: WaitState) {
+        Counters::add(&self.stats.polls, 1);
+        if let Some(held) = self.held.get_mut(&state.task_ref) {
+            self.dirty.insert(state.task_ref.clone());
+            held.state = state;
+        }
+    }
+
+    /// Writes the outcomes of ended waits, then reports the ones written.
+    async fn finished(&mut self, batch: Vec<WaitOutcome>) {
+        let now_ms = self.now_ms();
+        for WaitOutcome { task_ref, result, polls, .. } in batch {
+            if polls > 0 {
+                Counters::add(&self.stats.polls, 1);
+            }
+            if self.lost.remove(&task_ref) {
+                continue;
+            }
+            let Some(held) = self.held.remove(&task_ref) else { continue };
+            self.dirty.remove(&task_ref);
+            let mut state = result.as_ref().err().and_then(Error::wait_state).cloned().unwrap_or(held.state);
+            state.attempts = state.attempts.max(polls);
+            self.unwritten.push(StoredOutcome::of(held.id, task_ref, &result, state, now_ms));
+        }
+        self.write_outcomes().await;
+    }
+
+    async fn write_outcomes(&mut self) {
+        if self.unwritten.is_empty() {
+            return;
+        }
+        Counters::add(&self.stats.store_writes, 1);
+        match self.store.finish(&self.config.worker, &self.unwritten).await {
+            Ok(written) => {
+                let written: HashSet<WaitId> = written.into_iter().collect();
+                Counters::add(&self.stats.outcomes, written.len() as u64);
+                for outcome in self.unwritten.drain(..) {
+                    if written.contains(&outcome.id) {
+                        let _ = self.out.send(Ok(outcome));
+                    } else {
+                        // Another worker holds it now; its outcome is that worker's to write.
+                        tracing::debug!(task = %outcome.task_ref, "outcome not written: the lease was lost");
+                    }
+                }
+            }
+            Err(error) => self.report(error),
+        }
+    }
+
+    /// Renews, saves, claims and tops up budgets when due; false once every
+    /// wait in the store has finished.
+    async fn housekeep(&mut self) -> bool {
+        let now_ms = self.now_ms();
+        let lease_ms = super::millis(self.config.lease);
+        if !self.unwritten.is_empty() {
+            self.write_outcomes().await;
+        }
+        if !self.held.is_empty() && now_ms >= self.next_renew_ms {
+            self.renew(now_ms, lease_ms).await;
+        }
+        // A lease this worker could not renew in time: stop polling before another worker may start.
+        if !self.held.is_empty() && now_ms.saturating_add(lease_ms / 4) >= self.held_until_ms {
+            tracing::warn!(worker = %self.config.worker, "leases not renewed in time: letting the waits go");
+            self.let_go_all();
+        }
+        if now_ms >= self.next_save_ms {
+            self.next_save_ms = now_ms.saturating_add(super::millis(self.config.save_every));
+            self.save().await;
+        }
+        if now_ms >= self.next_claim_ms {
+            // Claimed waits are this worker's while its lease lives: a fresh one first.
+            if now_ms.saturating_add(lease_ms / 2) >= self.held_until_ms {
+                self.renew(now_ms, lease_ms).await;
+            }
+            let claimed =
+                now_ms.saturating_add(lease_ms / 2) < self.held_until_ms && self.claim(now_ms, lease_ms).await;
+            // A full claim may leave more: claim again at the next tick.
+            self.next_claim_ms = if claimed { now_ms } else { now_ms.saturating_add(claim_interval(lease_ms)) };
+            if !claimed && self.held.is_empty() && self.waiter.pending() == 0 && self.unwritten.is_empty() {
+                return !self.idle(now_ms, lease_ms).await;
+            }
+        }
+        true
+    }
+
+    async fn renew(&mut self, now_ms: u64, lease_ms: u64) {
+        let until = now_ms.saturating_add(lease_ms);
+        Counters::add(&self.stats.store_writes, 1);
+        match self.store.renew(&self.config.worker, now_ms, until).await {
+            Ok(kept) => {
+                if !kept {
+                    // It ran out before this renewal: the store took every wait back.
+                    tracing::warn!(worker = %self.config.worker, "lease ran out: letting the waits go");
+                    self.let_go_all();
+                }
+                self.held_until_ms = until;
+                self.next_renew_ms = now_ms.saturating_add(lease_ms / 3);
+            }
+            Err(error) => {
+                self.next_renew_ms = now_ms.saturating_add(claim_interval(lease_ms));
+                self.report(error);
+            }
+        }
+    }
+
+    /// Stops polling a wait this worker no longer holds (its outcome will be ignored).
+    fn let_go(&mut self, task: &TaskRef) {
+        if self.held.remove(task).is_some() {
+            self.dirty.remove(task);
+            if self.waiter.cancel(task) {
+                self.lost.insert(task.clone());
+            }
+        }
+    }
+
+    fn let_go_all(&mut self) {
+        let tasks: Vec<TaskRef> = self.held.keys().cloned().collect();
+        for task in tasks {
+            self.let_go(&task);
+        }
+    }
+
+    async fn save(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let states: Vec<(WaitId, WaitState)> = self
+            .dirty
+            .drain()
+            .filter_map(|task| self.held.get(&task).map(|held| (held.id, held.state.clone())))
+            .collect();
+        Counters::add(&self.stats.store_writes, 1);
+        if let Err(error) = self.store.save(&self.config.worker, &states).await {
+            for (_, state) in states {
+                self.dirty.insert(state.task_ref);
+            }
+            self.report(error);
+        }
+    }
+
+    /// Claims due waits for every provider, as room allows; true if a claim came back full.
+    async fn claim(&mut self, now_ms: u64, lease_ms: u64) -> bool {
+        let mut full = false;
+        for (provider, _) in self.providers.clone() {
+            let room = self.config.max_held.saturating_sub(self.held.len());
+            if room == 0 {
+                break;
+            }
+            let limit = u32::try_from(room).unwrap_or(u32::MAX).min(self.config.claim_batch);
+            let claim = Claim {
+                provider: provider.to_string(),
+                worker: self.config.worker.clone(),
+                now_ms,
+                // Waits due within half a lease: those it will poll before renewing twice.
+                due_by_ms: now_ms.saturating_add(lease_ms / 2),
+                limit,
+            };
+            Counters::add(&self.stats.store_writes, 1);
+            let claimed = match self.store.claim(&claim).await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    self.report(error);
+                    continue;
+                }
+            };
+            full |= claimed.len() == limit as usize;
+            Counters::add(&self.stats.claimed, claimed.len() as u64);
+            for wait in claimed {
+                let task = wait.state.task_ref.clone();
+                let policy = self.config.policies.0.get(&wait.state.policy).cloned();
+                let options = wait.options.to_options(&wait.state, &self.config.clock, policy);
+                self.held.insert(task.clone(), Held { id: wait.id, state: wait.state.clone() });
+                if let Err(error) = self.waiter.resume(wait.state.clone(), &options) {
+                    // Written as its outcome, so it is not claimed again and again.
+                    self.held.remove(&task);
+                    self.unwritten.push(StoredOutcome::of(wait.id, task, &Err(error), wait.state, now_ms));
+                }
+            }
+        }
+        full
+    }
+
+    /// True when no wait of the client's providers is left unfinished.
+    async fn idle(&mut self, now_ms: u64, lease_ms: u64) -> bool {
+        if now_ms < self.next_idle_check_ms {
+            return false;
+        }
+        self.next_idle_check_ms = now_ms.saturating_add(claim_interval(lease_ms));
+        let providers: Vec<&str> = self.providers.iter().map(|(name, _)| *name).collect();
+        match self.store.unfinished(&providers).await {
+            Ok(count) => count == 0,
+            Err(error) => {
+                self.report(error);
+                false
+            }
+        }
+    }
+
+    /// Cancels every held wait and gives it back to the store with its state.
+    async fn stop(&mut self) {
+        self.waiter.cancel_all();
+        let mut states = Vec::with_capacity(self.held.len());
+        while !self.held.is_empty() {
+            let Some(WaitOutcome { task_ref, result, .. }) = self.waiter.next_outcome().await else { break };
+            let Some(held) = self.held.remove(&task_ref) else { continue };
+            match result {
+                Err(error) if error.is_wait_cancelled() => {
+                    let state = error.wait_state().cloned().unwrap_or(held.state);
+                    states.push((held.id, state));
+                }
+                // Ended before the cancellation reached it: an outcome like any other.
+                result => {
+                    let state = result.as_ref().err().and_then(Error::wait_state).cloned().unwrap_or(held.state);
+                    let outcome = StoredOutcome::of(held.id, task_ref, &result, state, self.now_ms());
+                    self.unwritten.push(outcome);
+                }
+            }
+        }
+        self.write_outcomes().await;
+        if !states.is_empty() {
+            Counters::add(&self.stats.store_writes, 1);
+            if let Err(error) = self.store.release(&self.config.worker, &states).await {
+                self.report(error);
+            }
+        }
+        self.sync_requests();
+    }
+
+    fn report(&self, error: Error) {
+        tracing::warn!(worker = %self.config.worker, %error, "wait store");
+        let _ = self.out.send(Err(error));
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.sync_requests();
+        wall_ms(self.config.clock.as_ref())
+    }
+
+    fn sync_requests(&self) {
+        self.stats.requests.store(self.waiter.requests_sent(), Ordering::Relaxed);
+    }
+}
+
+/// Keeps each provider's schedulers supplied with requests from the budget
+/// the store shares between processes: about half a second's worth at a
+/// time, taken when half is spent and the schedulers keep asking. Its own
+/// task, so that a slow store write of the driver never starves the schedulers.
+async fn top_up(
+    store: Arc<dyn WaitStore>,
+    clock: Arc<dyn Clock>,
+    providers: Vec<(&'static str, RateSpec, Arc<SharedTokens>)>,
+    stats: Arc<Counters>,
+) {
+    let mut asked_before: Vec<u64> = vec![0; providers.len()];
+    loop {
+        for ((provider, rate, tokens), asked_before) in providers.iter().zip(asked_before.iter_mut()) {
+            let asked = tokens.asked();
+            let target = (rate.per_second * TOKEN_WINDOW).ceil().clamp(1.0, f64::from(rate.burst.max(1))) as u64;
+            let available = tokens.available();
+            if asked == *asked_before || available * 2 > target {
+                continue;
+            }
+            *asked_before = asked;
+            let want = u32::try_from(target - available).unwrap_or(u32::MAX);
+            Counters::add(&stats.store_writes, 1);
+            match store.take_tokens(provider, *rate, want, wall_ms(clock.as_ref())).await {
+                Ok(granted) => tokens.grant(u64::from(granted)),
+                Err(error) => tracing::warn!(%error, provider, "wait store: shared rate budget"),
+            }
+        }
+        clock.sleep(TICK).await;
+    }
+}
+
+/// How often to look for new waits when the last claim found none.
+fn claim_interval(lease_ms: u64) -> u64 {
+    (lease_ms / 10).clamp(50, 1_000)
+}
