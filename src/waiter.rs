@@ -64,6 +64,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::{Client, Clock, Error, Policy, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+pub(crate) use budget::SharedGrant;
 pub(crate) use budget::SharedTokens;
 use scheduler::{Command, Entry, Finished, Key, Scheduler};
 use source::ClientSource;

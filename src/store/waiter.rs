@@ -17,13 +17,11 @@ use tokio::sync::mpsc;
 
 use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
-use crate::waiter::{Hooks, SharedTokens};
+use crate::waiter::{Hooks, SharedGrant, SharedTokens};
 use crate::{Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
-/// How much of a provider's rate one process takes from the shared budget at a time.
-const TOKEN_WINDOW: f64 = 0.5;
 /// Outcomes written in one store write, at most.
 const FINISH_BATCH: usize = 1_000;
 
@@ -622,9 +620,12 @@ impl Driver {
 }
 
 /// Keeps each provider's schedulers supplied with requests from the budget
-/// the store shares between processes: about half a second's worth at a
-/// time, taken when half is spent and the schedulers keep asking. Its own
-/// task, so that a slow store write of the driver never starves the schedulers.
+/// the store shares between processes: a grant of at most half a second's
+/// worth ([`SharedGrant`]), taken when the last one is spent or lapsed and the
+/// schedulers keep asking. Grants lapse and the store's bucket leaves room
+/// for them, so every process together stays within `burst + rate × T` in
+/// any window of T seconds. Its own task, so that a slow store write of the
+/// driver never starves the schedulers.
 async fn top_up(
     store: Arc<dyn WaitStore>,
     clock: Arc<dyn Clock>,
@@ -635,16 +636,17 @@ async fn top_up(
     loop {
         for ((provider, rate, tokens), asked_before) in providers.iter().zip(asked_before.iter_mut()) {
             let asked = tokens.asked();
-            let target = (rate.per_second * TOKEN_WINDOW).ceil().clamp(1.0, f64::from(rate.burst.max(1))) as u64;
-            let available = tokens.available();
-            if asked == *asked_before || available * 2 > target {
+            // Taken once the last grant is spent or lapsed: a renewal drops what is left.
+            if asked == *asked_before || tokens.available(clock.now()) > 0 {
                 continue;
             }
             *asked_before = asked;
-            let want = u32::try_from(target - available).unwrap_or(u32::MAX);
+            let grant = SharedGrant::for_rate(*rate);
+            let taken_at = clock.now();
             Counters::add(&stats.store_writes, 1);
-            match store.take_tokens(provider, *rate, want, wall_ms(clock.as_ref())).await {
-                Ok(granted) => tokens.grant(u64::from(granted)),
+            match store.take_tokens(provider, grant.bucket, grant.size, wall_ms(clock.as_ref())).await {
+                // The lifetime counts from the take's start: the bound holds however slow the store is.
+                Ok(granted) => tokens.renew(u64::from(granted), taken_at + grant.lifetime),
                 Err(error) => tracing::warn!(%error, provider, "wait store: shared rate budget"),
             }
         }

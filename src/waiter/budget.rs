@@ -37,25 +37,68 @@ const SHARED_RETRY: Duration = Duration::from_millis(20);
 
 /// Requests a wait store granted this process from a provider's rate budget
 /// shared by every process (see `taskpoll::store`): a scheduler spends them,
-/// the store's driver tops them up.
+/// the store's driver tops them up. A grant lapses: what is not spent by its
+/// expiry is dropped, so no process sits on requests it could spend later on
+/// top of everyone else's (see [`SharedGrant::lifetime`]).
 #[derive(Debug, Default)]
 pub(crate) struct SharedTokens {
-    available: AtomicU64,
+    grant: std::sync::Mutex<Grant>,
     /// Times a scheduler asked for one (spent or not): a process whose
     /// schedulers ask for none does not take from the shared budget.
     asked: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Grant {
+    available: u64,
+    expires: Option<Instant>,
+}
+
+/// How a process takes from a shared budget of `rate`, so that its requests
+/// in any window of T seconds stay within `burst + rate × T` across every
+/// process: grants live at most `lifetime`, and the store's bucket holds
+/// `rate × lifetime` less than the burst (a token taken just before a window
+/// may be spent in it).
+#[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SharedGrant {
+    /// How long a grant may be spent.
+    pub(crate) lifetime: Duration,
+    /// How many requests one take asks for.
+    pub(crate) size: u32,
+    /// The bucket in the store: the rate, with the burst less what a grant may carry over.
+    pub(crate) bucket: RateSpec,
+}
+
+#[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
+impl SharedGrant {
+    /// At most half a second of the rate per grant, and at most half the burst.
+    pub(crate) fn for_rate(rate: RateSpec) -> Self {
+        let per_second = rate.per_second.max(f64::MIN_POSITIVE);
+        let burst = rate.burst.max(1);
+        let seconds = (f64::from(burst) / (2.0 * per_second)).min(0.5);
+        let size = (per_second * seconds).floor().max(1.0) as u32;
+        let carried = (per_second * seconds).ceil() as u32;
+        let bucket = RateSpec { per_second: rate.per_second, burst: burst.saturating_sub(carried).max(1) };
+        Self { lifetime: Duration::from_secs_f64(seconds), size, bucket }
+    }
+}
+
 #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
 impl SharedTokens {
-    /// Adds granted requests.
-    pub(crate) fn grant(&self, n: u64) {
-        self.available.fetch_add(n, Ordering::AcqRel);
+    fn grant(&self) -> std::sync::MutexGuard<'_, Grant> {
+        self.grant.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Requests granted and not yet spent.
-    pub(crate) fn available(&self) -> u64 {
-        self.available.load(Ordering::Acquire)
+    /// Replaces what is left with `n` new requests, spendable until `expires`.
+    pub(crate) fn renew(&self, n: u64, expires: Instant) {
+        *self.grant() = Grant { available: n, expires: Some(expires) };
+    }
+
+    /// Requests granted, not yet spent and not lapsed at `now`.
+    pub(crate) fn available(&self, now: Instant) -> u64 {
+        let grant = self.grant();
+        if grant.expires.is_some_and(|expires| expires > now) { grant.available } else { 0 }
     }
 
     /// Times a scheduler asked for a request so far.
@@ -63,9 +106,18 @@ impl SharedTokens {
         self.asked.load(Ordering::Acquire)
     }
 
-    fn take(&self) -> bool {
+    fn take(&self, now: Instant) -> bool {
         self.asked.fetch_add(1, Ordering::AcqRel);
-        self.available.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+        let mut grant = self.grant();
+        if grant.expires.is_none_or(|expires| expires <= now) {
+            grant.available = 0;
+        }
+        grant.available.checked_sub(1).map(|left| grant.available = left).is_some()
+    }
+
+    /// Gives back a request taken but not sent (the local limiter refused it).
+    fn give_back(&self) {
+        self.grant().available += 1;
     }
 }
 
@@ -88,13 +140,13 @@ impl Budget {
             self.paused_until = None;
         }
         if let Some(shared) = &self.shared
-            && !shared.take()
+            && !shared.take(now)
         {
             return Err(now + SHARED_RETRY);
         }
         self.limiter.check().map_err(|not_until| {
             if let Some(shared) = &self.shared {
-                shared.grant(1);
+                shared.give_back();
             }
             // At least a millisecond, so a sleep always moves the clock on.
             now + not_until.wait_time_from(now).max(Duration::from_millis(1))
@@ -106,5 +158,40 @@ impl Budget {
         if self.paused_until.is_none_or(|current| current < until) {
             self.paused_until = Some(until);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_grant_lapses_and_its_bucket_leaves_room_for_it() {
+        let t0 = Instant::now();
+        let tokens = SharedTokens::default();
+        assert!(!tokens.take(t0), "nothing granted yet");
+        tokens.renew(2, t0 + Duration::from_millis(500));
+        assert!(tokens.take(t0));
+        assert_eq!(tokens.available(t0), 1);
+        tokens.give_back();
+        assert_eq!(tokens.available(t0 + Duration::from_millis(499)), 2);
+        // Lapsed: what was left is gone.
+        assert_eq!(tokens.available(t0 + Duration::from_millis(500)), 0);
+        assert!(!tokens.take(t0 + Duration::from_millis(600)));
+        // A renewal replaces what is left rather than adding to it.
+        tokens.renew(3, t0 + Duration::from_secs(2));
+        tokens.renew(1, t0 + Duration::from_secs(2));
+        assert_eq!(tokens.available(t0 + Duration::from_secs(1)), 1);
+
+        // 50/s with bursts of 50: half a second per grant, 25 requests, a bucket of 25.
+        let grant = SharedGrant::for_rate(RateSpec { per_second: 50.0, burst: 50 });
+        assert_eq!((grant.lifetime, grant.size, grant.bucket.burst), (Duration::from_millis(500), 25, 25));
+        // bucket burst + rate × (T + lifetime) = burst + rate × T, for any window T.
+        let bound = f64::from(grant.bucket.burst) + 50.0 * grant.lifetime.as_secs_f64();
+        assert!(bound <= 50.0 + 1e-9, "{bound}");
+        // A small burst: grants of at most half of it.
+        let grant = SharedGrant::for_rate(RateSpec { per_second: 10.0, burst: 4 });
+        assert_eq!((grant.size, grant.bucket.burst), (2, 2));
+        assert!(f64::from(grant.bucket.burst) + 10.0 * grant.lifetime.as_secs_f64() <= 4.0 + 1e-9);
     }
 }
