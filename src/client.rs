@@ -262,15 +262,9 @@ impl Client {
                             Some(Value::Array(items)) => std::mem::take(items),
                             _ => Vec::new(),
                         };
-                        for item in items {
-                            let id = match item.pointer(many.id) {
-                                Some(Value::String(s)) => s.clone(),
-                                Some(Value::Number(n)) => n.to_string(),
-                                _ => continue,
-                            };
-                            let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { continue };
-                            found.insert(id, observe::task_from_body(spec, task_ref, raw.status, item));
-                        }
+                        found.extend(
+                            items.into_iter().filter_map(|item| observe::item_task(spec, many.id, raw.status, item)),
+                        );
                         next
                     }
                 };

@@ -312,11 +312,11 @@ fn value_text(value: &Value) -> Option<String> {
     }
 }
 
-/// The raw status at the spec's pointer: a string as it is, a number as text.
-fn status_of(found: Option<&Value>) -> Option<String> {
-    match found {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+/// A raw status or an id as text: a string as it is, a number as written.
+fn scalar_text(found: Option<&Value>) -> Option<String> {
+    match found? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -361,17 +361,14 @@ pub(crate) fn batch_item(
 ) -> Option<(String, Task)> {
     use crate::raw_json::value_at;
     let whole = |item: &serde_json::value::RawValue| {
-        let body: Value = serde_json::from_str(item.get()).ok()?;
-        let id = id_text(body.pointer(id_pointer))?;
-        let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
-        Some((id, task_from_body(spec, task_ref, http_status, body)))
+        item_task(spec, id_pointer, http_status, serde_json::from_str(item.get()).ok()?)
     };
     if !slim {
         return whole(item);
     }
     let lean = || -> Result<Option<(String, Task)>, crate::raw_json::Unwalkable> {
-        let Some(id) = id_text(value_at(item, id_pointer)?.as_ref()) else { return Ok(None) };
-        let status = status_of(value_at(item, spec.task.status)?.as_ref());
+        let Some(id) = scalar_text(value_at(item, id_pointer)?.as_ref()) else { return Ok(None) };
+        let status = scalar_text(value_at(item, spec.task.status)?.as_ref());
         let mut when: Vec<(&'static str, Option<Value>)> = Vec::new();
         for rule in spec.rules {
             for (pointer, _) in rule.when {
@@ -391,18 +388,22 @@ pub(crate) fn batch_item(
     lean().unwrap_or_else(|_| whole(item))
 }
 
-/// An id as text: a string as it is, a number as written.
-fn id_text(found: Option<&Value>) -> Option<String> {
-    match found? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+/// One item of a batch answer, built whole: its id (at `id_pointer`) and its
+/// task; `None` for an item without a usable id.
+pub(crate) fn item_task(
+    spec: &'static ProviderSpec,
+    id_pointer: &str,
+    http_status: u16,
+    body: Value,
+) -> Option<(String, Task)> {
+    let id = scalar_text(body.pointer(id_pointer))?;
+    let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
+    Some((id, task_from_body(spec, task_ref, http_status, body)))
 }
 
 /// Maps a task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = status_of(body.pointer(spec.task.status));
+    let status = scalar_text(body.pointer(spec.task.status));
     let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| body.pointer(pointer));
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
