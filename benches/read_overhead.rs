@@ -16,12 +16,13 @@
 //! thread, over one kept-alive connection. The simulator runs on its own
 //! runtime, on threads named `simulator`, so its CPU is left out: the figure
 //! is the client's CPU (user + system time of every other thread of the
-//! process, from `/proc/self/task/*/stat`, 10 ms ticks) per read, and the
+//! process, from `/proc/self/task/*/schedstat`, in nanoseconds) per read, and the
 //! ratio taskpoll / bare. Not a test: it asserts nothing. Goal (issue 12):
 //! ≤ 1.10×.
 //!
 //! Run with `cargo bench --bench read_overhead --all-features`.
-//! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`.
+//! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`,
+//! `PROVIDERS=deepomatic,qolaba` (default: all).
 
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
@@ -38,20 +39,19 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
-/// CPU time (ms) of every thread of this process except the simulator's.
-fn client_cpu_ms() -> u64 {
+/// CPU time (ns) of every thread of this process except the simulator's, from
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU; `stat`'s ticks are
+/// 10 ms, too coarse for a difference of a few microseconds per read).
+fn client_cpu_ns() -> u64 {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
     let mut total = 0;
     for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let Some((head, after_name)) = stat.rsplit_once(')') else { continue };
-        if head.split_once('(').is_some_and(|(_, name)| name.starts_with(SERVER_THREAD)) {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if name.starts_with(SERVER_THREAD) {
             continue;
         }
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        // Fields 14 (utime) and 15 (stime) of proc_pid_stat(5); field 3 is index 0 here.
-        total += (ticks(11) + ticks(12)) * 10;
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        total += schedstat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
     }
     total
 }
@@ -84,7 +84,7 @@ impl Replay {
 
 #[derive(Default)]
 struct Side {
-    cpu_ms: u64,
+    cpu_ns: u64,
     wall: Duration,
     reads: usize,
 }
@@ -117,7 +117,8 @@ fn main() -> BoxResult<()> {
         "  {:<12} {:>16} {:>16} {:>12} {:>16} {:>16}",
         "provider", "taskpoll µs CPU", "bare µs CPU", "CPU ratio", "taskpoll µs wall", "bare µs wall"
     );
-    for spec in providers() {
+    let only = std::env::var("PROVIDERS").unwrap_or_default();
+    for spec in providers().iter().filter(|spec| only.is_empty() || only.split(',').any(|name| name == spec.name)) {
         let client = sim.client()?;
         let task = sim.add_task(spec.name, Lifecycle::new().running_forever())?;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
@@ -141,7 +142,7 @@ fn main() -> BoxResult<()> {
         let (mut taskpoll, mut bare) = (Side::default(), Side::default());
         for _ in 0..rounds {
             sim.clear_requests();
-            let (cpu, t0) = (client_cpu_ms(), Instant::now());
+            let (cpu, t0) = (client_cpu_ns(), Instant::now());
             runtime.block_on(async {
                 for _ in 0..per_round {
                     client.get(&task).await?;
@@ -149,10 +150,10 @@ fn main() -> BoxResult<()> {
                 Ok::<_, taskpoll::Error>(())
             })?;
             taskpoll.wall += t0.elapsed();
-            taskpoll.cpu_ms += client_cpu_ms().saturating_sub(cpu);
+            taskpoll.cpu_ns += client_cpu_ns().saturating_sub(cpu);
             taskpoll.reads += per_round;
 
-            let (cpu, t0) = (client_cpu_ms(), Instant::now());
+            let (cpu, t0) = (client_cpu_ns(), Instant::now());
             runtime.block_on(async {
                 for _ in 0..per_round {
                     replay.read(&http).await?;
@@ -160,11 +161,11 @@ fn main() -> BoxResult<()> {
                 Ok::<_, Box<dyn StdError + Send + Sync>>(())
             })?;
             bare.wall += t0.elapsed();
-            bare.cpu_ms += client_cpu_ms().saturating_sub(cpu);
+            bare.cpu_ns += client_cpu_ns().saturating_sub(cpu);
             bare.reads += per_round;
         }
         sim.remove_task(&task);
-        let cpu = |s: &Side| s.cpu_ms as f64;
+        let cpu = |s: &Side| s.cpu_ns as f64 / 1e6;
         let wall = |s: &Side| s.wall.as_secs_f64() * 1e3;
         let (t_cpu, b_cpu) = (taskpoll.per_read_us(cpu), bare.per_read_us(cpu));
         println!(
