@@ -127,9 +127,15 @@ impl Client {
         let read = |timeout: Duration| {
             let inputs = &inputs;
             async move {
-                let limit = Some((timeout, from_deadline));
-                let (outcome, record) = transport::scoped_by(limit, provider.ops.get(task.id(), inputs)).await;
-                observe::single(provider.spec, provider.spec.get.operation, task, outcome, record)
+                let (spec, ctx) = (provider.spec, &provider.ctx);
+                let call = async {
+                    transport::receive(ctx, spec.get.operation, provider.ops.get(task.id(), inputs).await).await
+                };
+                // One limit for the whole call: connection, request and the answer's body.
+                match tokio::time::timeout(timeout, call).await {
+                    Ok(received) => observe::single(spec, spec.get.operation, task, received, &ctx.base),
+                    Err(_) => Err(observe::timed_out(spec, spec.get.operation, &ctx.base, timeout, from_deadline)),
+                }
             }
         };
         // The whole call, re-authentication included, stays within `timeout`.
@@ -144,10 +150,16 @@ impl Client {
                 Ok(Ok(credential))
                     if provider.spec.scheme(scheme).is_some_and(|s| transport::fits(s.kind, &credential)) =>
                 {
-                    tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
-                    transport::replace_credential(&provider.ctx, scheme, credential);
-                    if !left().is_zero() {
-                        result = read(left()).await;
+                    match transport::replace_credential(&provider.ctx, scheme, credential) {
+                        Ok(()) => {
+                            tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
+                            if !left().is_zero() {
+                                result = read(left()).await;
+                            }
+                        }
+                        Err(reason) => {
+                            tracing::warn!(provider = provider.spec.name, scheme, %reason, "refreshed credential cannot be sent")
+                        }
                     }
                 }
                 Ok(Ok(_)) => {
@@ -239,9 +251,21 @@ impl Client {
                     return Err(observe::no_time_left(spec, &provider.base_url));
                 }
                 let from_deadline = timeout < provider.request_timeout;
-                let (outcome, record) =
-                    transport::scoped_by(Some((timeout, from_deadline)), provider.ops.list(chunk, &page)).await;
-                let raw = observe::answer(spec, many.operation, outcome, record)?;
+                let call = async {
+                    transport::receive(&provider.ctx, many.operation, provider.ops.list(chunk, &page).await).await
+                };
+                let raw = match tokio::time::timeout(timeout, call).await {
+                    Ok(received) => observe::answer(spec, many.operation, received, &provider.ctx.base)?,
+                    Err(_) => {
+                        return Err(observe::timed_out(
+                            spec,
+                            many.operation,
+                            &provider.ctx.base,
+                            timeout,
+                            from_deadline,
+                        ));
+                    }
+                };
                 let walked = (200..300).contains(&raw.status).then(|| walk_page(&raw.body, many.items, many.next));
                 let next = match walked.flatten() {
                     // Items read in place: only what a task needs is built.

@@ -386,6 +386,8 @@ impl ClientBuilder {
                 user_agent: user_agent.clone(),
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
+                base: reqwest::Url::parse(&base_url)
+                    .map_err(|e| Error::config(format!("{}: base URL: {e}", spec.name)))?,
             };
             let ops = (spec.connect)(&base_url, http.clone(), ctx.clone());
             providers.push(Configured {
@@ -404,18 +406,15 @@ impl ClientBuilder {
     }
 }
 
-fn resolve_credentials(
-    spec: &'static ProviderSpec,
-    config: &ProviderConfig,
-) -> Result<Vec<(&'static str, Credential)>> {
-    let mut out: Vec<(&'static str, Credential)> = Vec::new();
+fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<Vec<crate::transport::Held>> {
+    let mut out: Vec<crate::transport::Held> = Vec::new();
     for (selector, credential) in &config.credentials {
         let scheme = resolve_scheme(spec, selector)?;
-        if let Err(reason) = crate::transport::sendable(scheme.kind, credential) {
-            return Err(Error::config(format!("{}: the credential for scheme `{}`: {reason}", spec.name, scheme.name)));
-        }
-        out.retain(|(name, _)| *name != scheme.name);
-        out.push((scheme.name, credential.clone()));
+        let held = crate::transport::Held::new(spec, scheme.name, credential).map_err(|reason| {
+            Error::config(format!("{}: the credential for scheme `{}`: {reason}", spec.name, scheme.name))
+        })?;
+        out.retain(|h| h.scheme != scheme.name);
+        out.push(held);
     }
     if !out.is_empty() {
         check_alternatives(spec, &out)?;
@@ -427,9 +426,9 @@ fn resolve_credentials(
 /// alternatives (Deepomatic's app id without its key): nothing could be sent.
 /// Configuring no credential at all is left to the call, which reports
 /// [`Error::MissingCredentials`] without sending.
-fn check_alternatives(spec: &'static ProviderSpec, configured: &[(&'static str, Credential)]) -> Result<()> {
+fn check_alternatives(spec: &'static ProviderSpec, configured: &[crate::transport::Held]) -> Result<()> {
     let alternatives = spec.get_security();
-    let has = |scheme: &&str| configured.iter().any(|(name, _)| name == scheme);
+    let has = |scheme: &&str| configured.iter().any(|held| held.scheme == *scheme);
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.iter().all(has)) {
         return Ok(());
     }
@@ -437,7 +436,7 @@ fn check_alternatives(spec: &'static ProviderSpec, configured: &[(&'static str, 
         let env = spec.scheme(scheme).map(|s| s.env.join(" + ")).unwrap_or_default();
         if env.is_empty() { scheme.to_string() } else { format!("{scheme} ({env})") }
     };
-    let have: Vec<&str> = configured.iter().map(|(name, _)| *name).collect();
+    let have: Vec<&str> = configured.iter().map(|held| held.scheme).collect();
     let fewest = alternatives.iter().map(|alt| alt.iter().filter(|s| !has(s)).count()).min().unwrap_or(0);
     let mut missing: Vec<String> = Vec::new();
     for alt in alternatives.iter().filter(|alt| alt.iter().filter(|s| !has(s)).count() == fewest) {

@@ -12,7 +12,7 @@ pub use reqwest;
 pub use serde_json;
 
 pub use crate::spec::ProviderOps;
-pub use crate::transport::{exec, pre};
+pub use crate::transport::{Answer, Mode, exec, pre};
 
 use crate::Phase;
 use crate::spec::{
@@ -114,34 +114,8 @@ fields! {
 #[macro_export]
 macro_rules! __generated_glue {
     () => {
-        impl $crate::__private::progenitor_client::ClientHooks<$crate::Ctx> for Client {
-            async fn pre<E>(
-                &self,
-                request: &mut $crate::__private::reqwest::Request,
-                info: &$crate::__private::progenitor_client::OperationInfo,
-            ) -> ::core::result::Result<(), $crate::__private::progenitor_client::Error<E>> {
-                $crate::__private::pre(
-                    $crate::__private::progenitor_client::ClientInfo::inner(self),
-                    request,
-                    info.operation_id,
-                )
-                .map_err($crate::__private::progenitor_client::Error::Custom)
-            }
-
-            async fn exec(
-                &self,
-                request: $crate::__private::reqwest::Request,
-                info: &$crate::__private::progenitor_client::OperationInfo,
-            ) -> $crate::__private::reqwest::Result<$crate::__private::reqwest::Response> {
-                $crate::__private::exec(
-                    $crate::__private::progenitor_client::ClientInfo::client(self),
-                    $crate::__private::progenitor_client::ClientInfo::inner(self),
-                    request,
-                    info.operation_id,
-                )
-                .await
-            }
-        }
+        $crate::__generated_hooks!(Client, Typed);
+        $crate::__generated_hooks!(answer::Client, Answer);
 
         /// This provider's generated client, sharing the unified client's base URL, HTTP client and
         /// credentials (the hooks apply auth, the user agent, the request timeout and the body cap).
@@ -157,7 +131,45 @@ macro_rules! __generated_glue {
             http: $crate::__private::reqwest::Client,
             ctx: $crate::Ctx,
         ) -> ::std::boxed::Box<dyn $crate::__private::ProviderOps> {
-            ::std::boxed::Box::new(Ops(Client::new_with_client(base_url, http, ctx)))
+            ::std::boxed::Box::new(Ops(answer::Client::new_with_client(base_url, http, ctx)))
+        }
+    };
+}
+
+/// The `ClientHooks` impl of one generated client (`$mode`: which one, see `transport::Mode`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __generated_hooks {
+    ($client:ty, $mode:ident) => {
+        impl $crate::__private::progenitor_client::ClientHooks<$crate::Ctx> for $client {
+            async fn pre<E>(
+                &self,
+                request: &mut $crate::__private::reqwest::Request,
+                info: &$crate::__private::progenitor_client::OperationInfo,
+            ) -> ::core::result::Result<(), $crate::__private::progenitor_client::Error<E>> {
+                $crate::__private::pre(
+                    $crate::__private::progenitor_client::ClientInfo::inner(self),
+                    request,
+                    info.operation_id,
+                    $crate::__private::Mode::$mode,
+                )
+                .map_err($crate::__private::progenitor_client::Error::Custom)
+            }
+
+            async fn exec(
+                &self,
+                request: $crate::__private::reqwest::Request,
+                info: &$crate::__private::progenitor_client::OperationInfo,
+            ) -> $crate::__private::reqwest::Result<$crate::__private::reqwest::Response> {
+                $crate::__private::exec(
+                    $crate::__private::progenitor_client::ClientInfo::client(self),
+                    $crate::__private::progenitor_client::ClientInfo::inner(self),
+                    request,
+                    info.operation_id,
+                    $crate::__private::Mode::$mode,
+                )
+                .await
+            }
         }
     };
 }

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::TransportKind;
+use crate::raw_json::pointer as at_pointer;
 use crate::spec::ProviderSpec;
 use crate::task::excerpt;
-use crate::transport::{CallRecord, RawResponse};
+use crate::transport::{RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
 
 /// How a poll loop should treat one observation.
@@ -39,28 +40,27 @@ impl Class {
     }
 }
 
-/// Maps one glue call to a task or an error.
+/// Maps one status read to a task or an error.
 pub(crate) fn single(
     spec: &'static ProviderSpec,
     operation: &'static str,
     task_ref: &TaskRef,
-    outcome: Result<(), progenitor_client::Error>,
-    record: CallRecord,
+    received: Received,
+    base: &reqwest::Url,
 ) -> Result<Task, Error> {
-    let raw = answer(spec, operation, outcome, record)?;
-    from_raw(spec, operation, task_ref, &raw)
+    let raw = answer(spec, operation, received, base)?;
+    from_raw(spec, operation, task_ref, raw)
 }
 
 fn from_raw(
     spec: &'static ProviderSpec,
     operation: &'static str,
     task_ref: &TaskRef,
-    raw: &RawResponse,
+    raw: RawResponse,
 ) -> Result<Task, Error> {
-    let body = task_body(spec, operation, raw)?;
+    let body = task_body(spec, operation, &raw)?;
     check_id(spec, operation, task_ref, &body)?;
-    let hint = retry_after(&raw.headers, SystemTime::now());
-    Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(hint))
+    Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(raw.retry_after))
 }
 
 /// Classifies an answer to a status read that was obtained elsewhere (a
@@ -81,11 +81,11 @@ pub fn decode(spec: &'static ProviderSpec, task_ref: &TaskRef, http_status: u16,
     }
     let raw = RawResponse {
         status: http_status,
-        headers: HeaderMap::new(),
         body: bytes::Bytes::copy_from_slice(body),
+        retry_after: None,
         redirect: None,
     };
-    from_raw(spec, spec.get.operation, task_ref, &raw)
+    from_raw(spec, spec.get.operation, task_ref, raw)
 }
 
 /// Refuses a task body whose id (where the spec says the body carries it) is
@@ -97,7 +97,7 @@ fn check_id(
     task_ref: &TaskRef,
     body: &Value,
 ) -> Result<(), Error> {
-    let answered = match spec.task.id.and_then(|pointer| body.pointer(pointer)) {
+    let answered = match spec.task.id.and_then(|pointer| at_pointer(body, pointer)) {
         // Absent, null or empty (Qolaba documents `task_id: ""`): the body names no task.
         None | Some(Value::Null) => return Ok(()),
         Some(Value::String(s)) if s.is_empty() => return Ok(()),
@@ -119,44 +119,62 @@ fn check_id(
 pub(crate) fn answer(
     spec: &'static ProviderSpec,
     operation: &'static str,
-    outcome: Result<(), progenitor_client::Error>,
-    record: CallRecord,
+    received: Received,
+    base: &reqwest::Url,
 ) -> Result<RawResponse, Error> {
-    if let Some(needed) = record.missing_credentials {
-        return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
-    }
-    if let Some(origin) = record.other_origin {
-        return Err(Error::CrossOriginAnswer { provider: spec.name, operation, origin });
-    }
-    if let Some((status, limit)) = record.too_large {
-        return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
-    }
-    if let Some(raw) = record.response {
-        return Ok(raw);
-    }
-    // No answer was captured: the request never completed.
-    let error = match outcome {
-        Ok(()) => Error::InvalidRequest { provider: spec.name, operation, message: "no answer was recorded".into() },
-        Err(progenitor_client::Error::CommunicationError(e)) | Err(progenitor_client::Error::ResponseBodyError(e)) => {
-            let (timeout, from_deadline) = match record.timeout {
-                Some((timeout, from_deadline)) => (Some(timeout), from_deadline),
-                None => (None, false),
-            };
-            let kind = match transport_kind(&e) {
-                TransportKind::Timeout if from_deadline => TransportKind::DeadlineBudget,
-                kind => kind,
-            };
-            let host = e.url().map(crate::transport::host_of).or(record.host).unwrap_or_else(|| "the server".into());
-            let timeout =
-                if matches!(kind, TransportKind::Timeout | TransportKind::DeadlineBudget) { timeout } else { None };
-            Error::Transport { provider: spec.name, operation, kind, host, timeout, source: Box::new(e.without_url()) }
+    let failure = match received {
+        Received::Answer(raw) => return Ok(raw),
+        Received::MissingCredentials(needed) => {
+            return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
         }
-        Err(progenitor_client::Error::InvalidRequest(message)) | Err(progenitor_client::Error::Custom(message)) => {
+        Received::OtherOrigin(origin) => {
+            return Err(Error::CrossOriginAnswer { provider: spec.name, operation, origin });
+        }
+        Received::TooLarge(status, limit) => {
+            return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
+        }
+        Received::Failed(failure) => failure,
+    };
+    Err(match failure {
+        progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
+            // The unified layer's own limit is applied around the call (see `timed_out`); a
+            // timeout here is one of a caller-supplied HTTP client.
+            let kind = transport_kind(&e);
+            let host = e.url().unwrap_or(base);
+            let host = crate::transport::host_of(host);
+            Error::Transport {
+                provider: spec.name,
+                operation,
+                kind,
+                host,
+                timeout: None,
+                source: Box::new(e.without_url()),
+            }
+        }
+        progenitor_client::Error::InvalidRequest(message) | progenitor_client::Error::Custom(message) => {
             Error::InvalidRequest { provider: spec.name, operation, message }
         }
-        Err(other) => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
-    };
-    Err(error)
+        other => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
+    })
+}
+
+/// The error of a call cut off by its time limit (`from_deadline`: the limit
+/// was the wait's remaining budget, shorter than the request timeout).
+pub(crate) fn timed_out(
+    spec: &'static ProviderSpec,
+    operation: &'static str,
+    base: &reqwest::Url,
+    timeout: Duration,
+    from_deadline: bool,
+) -> Error {
+    Error::Transport {
+        provider: spec.name,
+        operation,
+        kind: if from_deadline { TransportKind::DeadlineBudget } else { TransportKind::Timeout },
+        host: crate::transport::host_of(base),
+        timeout: Some(timeout),
+        source: format!("no answer within {timeout:?}").into(),
+    }
 }
 
 /// What kind of transport failure a reqwest error is, from its chain of sources.
@@ -231,10 +249,12 @@ pub(crate) fn task_body(
         };
     }
     if spec.task.task_body_statuses.contains(&raw.status)
-        && let Some(body @ Value::Object(_)) = &parsed
-        && matches!(body.pointer(spec.task.status), Some(Value::String(s)) if !s.is_empty())
+        && let Some(body @ Value::Object(_)) = parsed
     {
-        return Ok(body.clone());
+        if matches!(at_pointer(&body, spec.task.status), Some(Value::String(s)) if !s.is_empty()) {
+            return Ok(body);
+        }
+        return Err(api_error(spec, operation, raw, Some(&body)));
     }
     Err(api_error(spec, operation, raw, parsed.as_ref()))
 }
@@ -262,7 +282,7 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         },
         body_excerpt: body_excerpt(&raw.body),
         body_is_json: parsed.is_some(),
-        retry_after: retry_after(&raw.headers, SystemTime::now()),
+        retry_after: raw.retry_after,
     }
 }
 
@@ -279,7 +299,10 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
+    // Named once: looking a header up by `&str` parses the name every time.
+    static MILLISECONDS: [HeaderName; 2] =
+        [HeaderName::from_static("retry-after-ms"), HeaderName::from_static("x-ms-retry-after-ms")];
+    for name in &MILLISECONDS {
         if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
             && ms.is_finite()
             && ms >= 0.0
@@ -297,7 +320,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
 pub(crate) fn text_at(body: &Value, pointer: &str) -> Option<String> {
-    value_text(body.pointer(pointer)?)
+    value_text(at_pointer(body, pointer)?)
 }
 
 /// A value as text: a non-empty string as it is, numbers, booleans, objects
@@ -396,15 +419,15 @@ pub(crate) fn item_task(
     http_status: u16,
     body: Value,
 ) -> Option<(String, Task)> {
-    let id = scalar_text(body.pointer(id_pointer))?;
+    let id = scalar_text(at_pointer(&body, id_pointer))?;
     let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
     Some((id, task_from_body(spec, task_ref, http_status, body)))
 }
 
 /// Maps a task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = scalar_text(body.pointer(spec.task.status));
-    let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| body.pointer(pointer));
+    let status = scalar_text(at_pointer(&body, spec.task.status));
+    let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| at_pointer(&body, pointer));
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
             .and_then(|p| text_at(&body, p))

@@ -399,18 +399,10 @@ pub struct Example {
 /// The glue the generator writes for each provider: calls into the generated client.
 #[doc(hidden)]
 pub trait ProviderOps: Send + Sync {
-    /// Reads one task.
-    fn get<'a>(
-        &'a self,
-        id: &'a str,
-        inputs: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<(), progenitor_client::Error>>;
-    /// Reads a page of several tasks.
-    fn list<'a>(
-        &'a self,
-        ids: &'a [String],
-        page: &'a [(String, String)],
-    ) -> BoxFuture<'a, Result<(), progenitor_client::Error>> {
+    /// Reads one task: the answer as it came.
+    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer>;
+    /// Reads a page of several tasks: the answer as it came.
+    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer> {
         let _ = (ids, page);
         Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
     }

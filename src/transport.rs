@@ -4,11 +4,12 @@
 //! timeout, the body size cap, and capturing the raw answer for the unified
 //! layer.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use progenitor_client::{ByteStream, ResponseValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::spec::{ProviderSpec, SchemeKind};
@@ -43,73 +44,178 @@ impl std::fmt::Debug for Credential {
 #[derive(Clone)]
 pub struct Ctx {
     pub(crate) provider: &'static ProviderSpec,
-    /// scheme name -> credential (replaced by a refresher after a 401)
-    pub(crate) credentials: Arc<RwLock<Vec<(&'static str, Credential)>>>,
+    /// scheme name -> the header its credential is sent as, made once (replaced by a refresher after a 401)
+    pub(crate) credentials: Arc<RwLock<Vec<Held>>>,
     pub(crate) user_agent: HeaderValue,
     pub(crate) max_body_bytes: usize,
     /// The provider's request timeout, for calls made outside the unified
     /// layer (through `generated::<provider>::client`), which set none.
     pub(crate) request_timeout: Duration,
+    /// The base URL: answers from any other origin are refused.
+    pub(crate) base: reqwest::Url,
 }
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx")
             .field("provider", &self.provider.name)
-            .field("credentials", &self.credentials)
+            .field("credentials", &self.credentials.read().unwrap_or_else(|e| e.into_inner()))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
 
-/// What one call through the glue saw, filled by the hooks.
-#[derive(Debug, Default)]
-pub(crate) struct CallRecord {
-    pub(crate) response: Option<RawResponse>,
-    pub(crate) missing_credentials: Option<String>,
-    pub(crate) too_large: Option<(u16, usize)>,
-    /// The origin of an answer that came from elsewhere than the request's
-    /// origin (a redirect followed by a caller-supplied HTTP client).
-    pub(crate) other_origin: Option<String>,
-    /// The host and port the request went to (for transport errors).
-    pub(crate) host: Option<String>,
-    /// The time limit of the call, and whether it was the wait's remaining budget.
-    pub(crate) timeout: Option<(Duration, bool)>,
+/// A configured credential, as the header it is sent as (made once, not per
+/// request). Debug shows the scheme only.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) scheme: &'static str,
+    header: (HeaderName, HeaderValue),
 }
 
-/// One HTTP answer, as received (body capped).
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: [redacted]", self.scheme)
+    }
+}
+
+impl Held {
+    /// The credential of `scheme`, ready to send; why not when it cannot be
+    /// (wrong kind, or bytes a header may not carry; never shows the secret).
+    pub(crate) fn new(provider: &ProviderSpec, scheme: &'static str, credential: &Credential) -> Result<Self, String> {
+        let kind = provider.scheme(scheme).ok_or_else(|| format!("no security scheme `{scheme}`"))?.kind;
+        Ok(Held { scheme, header: header_for(kind, credential)? })
+    }
+}
+
+/// What an answer-client call returns (the status and batch reads of the
+/// unified layer): any status with its headers and body stream, or why there
+/// is no answer (a transport failure, a request that could not be built, or a
+/// hook's refusal).
+pub type Answer = Result<ResponseValue<ByteStream>, progenitor_client::Error<ByteStream>>;
+
+/// One HTTP answer, as received (body capped): what classification reads.
+#[derive(Debug)]
 pub(crate) struct RawResponse {
     pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The server's pacing hint (`Retry-After` and its millisecond variants).
+    pub(crate) retry_after: Option<Duration>,
     /// For a 3xx: where its `Location` points (an origin, or "the same origin").
     pub(crate) redirect: Option<String>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct CallScope {
-    /// The per-request timeout, and whether it is the wait's remaining budget.
-    pub(crate) timeout: Option<(Duration, bool)>,
-    pub(crate) record: Mutex<CallRecord>,
+/// What became of one answer-client call.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// An answer, whatever its status.
+    Answer(RawResponse),
+    /// The body is over the cap (status, cap).
+    TooLarge(u16, usize),
+    /// The answer came from another origin (a redirect followed by a caller-supplied client).
+    OtherOrigin(String),
+    /// No credentials satisfy the operation (the alternatives, as text).
+    MissingCredentials(String),
+    /// No answer: the request failed or could not be built.
+    Failed(progenitor_client::Error<ByteStream>),
 }
 
-tokio::task_local! {
-    static CALL: Arc<CallScope>;
+/// Set by `exec_answer` on the (empty) answer it hands back instead of one
+/// from another origin; removed from every real answer, so no server can set it.
+static OTHER_ORIGIN: HeaderName = HeaderName::from_static("x-taskpoll-other-origin");
+
+/// Reads an answer-client call's answer: status, pacing hint and body up to
+/// `ctx.max_body_bytes`, with no copy of a body that arrives in one chunk.
+pub(crate) async fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> Received {
+    use futures_util::StreamExt as _;
+    let (status, mut body) = match answer {
+        Ok(value) | Err(progenitor_client::Error::ErrorResponse(value)) => {
+            if let Some(origin) = value.headers().get(&OTHER_ORIGIN) {
+                return Received::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned());
+            }
+            (Meta::of(value.status().as_u16(), value.headers(), ctx), value.into_inner_stream())
+        }
+        Err(progenitor_client::Error::Custom(message)) => {
+            return match unsatisfied(ctx, operation_id) {
+                Some(needed) => Received::MissingCredentials(needed),
+                None => Received::Failed(progenitor_client::Error::Custom(message)),
+            };
+        }
+        Err(other) => return Received::Failed(other),
+    };
+    let limit = ctx.max_body_bytes;
+    if status.too_large {
+        return Received::TooLarge(status.status, limit);
+    }
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Received::Failed(progenitor_client::Error::ResponseBodyError(e)),
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + more.as_ref().map_or(0, BytesMut::len);
+        if held + chunk.len() > limit {
+            return Received::TooLarge(status.status, limit);
+        }
+        match (&mut first, &mut more) {
+            (None, None) => first = Some(chunk),
+            (Some(_), None) => {
+                let mut joined = BytesMut::from(first.take().unwrap_or_default());
+                joined.extend_from_slice(&chunk);
+                more = Some(joined);
+            }
+            (_, Some(joined)) => joined.extend_from_slice(&chunk),
+        }
+    }
+    let body = more.map(BytesMut::freeze).or(first).unwrap_or_default();
+    Received::Answer(RawResponse {
+        status: status.status,
+        body,
+        retry_after: status.retry_after,
+        redirect: status.redirect,
+    })
 }
 
-/// Runs one glue call with a per-request timeout and returns what the hooks
-/// saw, saying whether the timeout is the wait's remaining budget (shorter than
-/// the request timeout), so a timeout error can say which it was.
-pub(crate) async fn scoped_by<F, T>(timeout: Option<(Duration, bool)>, call: F) -> (T, CallRecord)
-where
-    F: std::future::Future<Output = T>,
-{
-    let scope = Arc::new(CallScope { timeout, record: Mutex::new(CallRecord { timeout, ..CallRecord::default() }) });
-    let out = CALL.scope(scope.clone(), call).await;
-    let record = std::mem::take(&mut *scope.record.lock().unwrap_or_else(|e| e.into_inner()));
-    (out, record)
+/// What classification needs of an answer's status line and headers (so the
+/// headers themselves are neither cloned nor kept).
+struct Meta {
+    status: u16,
+    too_large: bool,
+    retry_after: Option<Duration>,
+    redirect: Option<String>,
+}
+
+impl Meta {
+    fn of(status: u16, headers: &HeaderMap, ctx: &Ctx) -> Self {
+        let length = headers.get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        Meta {
+            status,
+            too_large: length.is_some_and(|len| len > ctx.max_body_bytes as u64),
+            retry_after: crate::observe::retry_after(headers, std::time::SystemTime::now()),
+            redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
+        }
+    }
+}
+
+/// The alternatives of an operation's security when none can be satisfied
+/// with the configured credentials; `None` when one can (or none is needed).
+fn unsatisfied(ctx: &Ctx, operation_id: &str) -> Option<String> {
+    let alternatives = alternatives(ctx, operation_id);
+    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
+        return None;
+    }
+    let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
+    let has = |scheme: &str| credentials.iter().any(|held| held.scheme == scheme);
+    if alternatives.iter().any(|alt| alt.iter().all(|s| has(s))) {
+        return None;
+    }
+    Some(alternatives.iter().map(|alt| alt.join(" + ")).collect::<Vec<_>>().join(" or "))
+}
+
+fn alternatives(ctx: &Ctx, operation_id: &str) -> &'static [&'static [&'static str]] {
+    ctx.provider.security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[])
 }
 
 /// `host:port` of a URL, never its userinfo, path or query.
@@ -121,29 +227,37 @@ pub(crate) fn host_of(url: &reqwest::Url) -> String {
     }
 }
 
-fn with_record(f: impl FnOnce(&mut CallRecord)) {
-    let _ = CALL.try_with(|scope| f(&mut scope.record.lock().unwrap_or_else(|e| e.into_inner())));
+/// Which generated client a hook serves.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The typed client (`generated::<provider>::client`): bodies decoded by progenitor.
+    Typed,
+    /// The answer client of the unified layer: bodies handed over raw.
+    Answer,
 }
 
 /// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
-pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str) -> Result<(), String> {
+pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: Mode) -> Result<(), String> {
     let headers = request.headers_mut();
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
-    headers.remove("api-version");
+    static API_VERSION: HeaderName = HeaderName::from_static("api-version");
+    headers.remove(&API_VERSION);
     headers.insert(USER_AGENT, ctx.user_agent.clone());
-    match CALL.try_with(|scope| scope.timeout) {
-        Ok(Some((timeout, _))) => *request.timeout_mut() = Some(timeout),
-        Ok(None) => {}
-        // No scope: a call through `generated::<provider>::client` gets the provider's request timeout.
-        Err(_) => *request.timeout_mut() = Some(ctx.request_timeout),
+    match mode {
+        // The same request as the typed client's (progenitor sends no Accept for raw bodies). The
+        // unified layer bounds the whole call, answer body included, with the time it has left.
+        Mode::Answer => {
+            headers.entry(ACCEPT).or_insert(HeaderValue::from_static("application/json"));
+        }
+        Mode::Typed => *request.timeout_mut() = Some(ctx.request_timeout),
     }
-    let security = ctx.provider.security;
-    let alternatives: &[&[&str]] = security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[]);
+    let alternatives = alternatives(ctx, operation_id);
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
         return Ok(());
     }
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
-    let has = |scheme: &str| credentials.iter().any(|(name, _)| *name == scheme);
+    let has = |scheme: &str| credentials.iter().any(|held| held.scheme == scheme);
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
     // Ties go to the spec's order (its first alternative is the preferred one).
     let chosen =
@@ -153,16 +267,13 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str) -> Res
         });
     let Some(chosen) = chosen else {
         let needed: Vec<String> = alternatives.iter().map(|alt| alt.join(" + ")).collect();
-        let message = format!("no credentials for `{operation_id}` (needs {})", needed.join(" or "));
-        with_record(|r| r.missing_credentials = Some(needed.join(" or ")));
-        return Err(message);
+        return Err(format!("no credentials for `{operation_id}` (needs {})", needed.join(" or ")));
     };
-    for scheme_name in chosen.iter() {
-        let Some(scheme) = ctx.provider.scheme(scheme_name) else { continue };
-        let Some((_, credential)) = credentials.iter().find(|(name, _)| name == scheme_name) else { continue };
-        let (name, value) =
-            header_for(scheme.kind, credential).map_err(|e| format!("credential for `{scheme_name}`: {e}"))?;
-        request.headers_mut().insert(name, value);
+    for scheme in chosen.iter() {
+        if let Some(held) = credentials.iter().find(|held| held.scheme == *scheme) {
+            let (name, value) = &held.header;
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
     }
     Ok(())
 }
@@ -187,16 +298,17 @@ fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, 
     Ok((name, value))
 }
 
-/// `ClientHooks::exec`: send, read the body up to the cap, keep a copy.
+/// `ClientHooks::exec`: send; refuse an answer from another origin; for the
+/// typed client, read the body up to the cap (the unified layer reads the
+/// answer client's bodies itself, see [`receive`]).
 pub async fn exec(
     http: &reqwest::Client,
     ctx: &Ctx,
     request: reqwest::Request,
     operation_id: &str,
+    mode: Mode,
 ) -> reqwest::Result<reqwest::Response> {
     let method = request.method().clone();
-    let request_url = request.url().clone();
-    with_record(|r| r.host = Some(host_of(&request_url)));
     let started = std::time::Instant::now();
     // Headers are never logged: they carry the credentials.
     let mut response = match http.execute(request).await {
@@ -214,42 +326,39 @@ pub async fn exec(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "response"
     );
-    let status = response.status();
-    let headers = response.headers().clone();
-    let version = response.version();
+    let (status, version) = (response.status(), response.version());
     // A caller-supplied client may follow redirects: never take another origin's answer.
-    if response.url().origin() != request_url.origin() {
+    if !same_origin(response.url(), &ctx.base) {
         let origin = response.url().origin().ascii_serialization();
         tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
-        with_record(|r| r.other_origin = Some(origin));
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(&origin) {
+            headers.insert(OTHER_ORIGIN.clone(), value);
+        }
         return Ok(rebuild(status, version, headers, Bytes::new()));
     }
-    let redirect = status.is_redirection().then(|| redirect_target(&request_url, &headers));
+    response.headers_mut().remove(&OTHER_ORIGIN);
+    if mode == Mode::Answer {
+        return Ok(response);
+    }
     let limit = ctx.max_body_bytes;
+    let headers = std::mem::take(response.headers_mut());
     if response.content_length().is_some_and(|len| len > limit as u64) {
-        with_record(|r| r.too_large = Some((status.as_u16(), limit)));
         return Ok(rebuild(status, version, headers, Bytes::new()));
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = response.chunk().await? {
         if body.len() + chunk.len() > limit {
-            with_record(|r| r.too_large = Some((status.as_u16(), limit)));
             return Ok(rebuild(status, version, headers, Bytes::new()));
         }
         body.extend_from_slice(&chunk);
     }
-    let body = body.freeze();
-    // Inside the unified layer's scope the answer travels in the record and is
-    // decoded there once; progenitor gets an empty body rather than decoding the
-    // same bytes into a typed value nobody reads (its decode error is ignored).
-    // Calls through `generated::<provider>::client` have no scope and get the body.
-    let recorded = CALL
-        .try_with(|scope| {
-            let raw = RawResponse { status: status.as_u16(), headers: headers.clone(), body: body.clone(), redirect };
-            scope.record.lock().unwrap_or_else(|e| e.into_inner()).response = Some(raw);
-        })
-        .is_ok();
-    Ok(rebuild(status, version, headers, if recorded { Bytes::new() } else { body }))
+    Ok(rebuild(status, version, headers, body.freeze()))
+}
+
+/// Whether two URLs share scheme, host and port (no allocation, unlike `Url::origin`).
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// Where a redirect points, as an origin only (no path, query or userinfo).
@@ -287,10 +396,12 @@ pub(crate) fn sendable(kind: SchemeKind, credential: &Credential) -> Result<(), 
 }
 
 /// Replaces one scheme's credential (after a refresher produced a new one).
-pub(crate) fn replace_credential(ctx: &Ctx, scheme: &'static str, credential: Credential) {
+pub(crate) fn replace_credential(ctx: &Ctx, scheme: &'static str, credential: Credential) -> Result<(), String> {
+    let held = Held::new(ctx.provider, scheme, &credential)?;
     let mut credentials = ctx.credentials.write().unwrap_or_else(|e| e.into_inner());
-    credentials.retain(|(name, _)| *name != scheme);
-    credentials.push((scheme, credential));
+    credentials.retain(|held| held.scheme != scheme);
+    credentials.push(held);
+    Ok(())
 }
 
 /// Produces a fresh credential when the provider answers 401 (see

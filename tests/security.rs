@@ -111,6 +111,19 @@ async fn a_caller_supplied_client_that_follows_redirects_gets_no_foreign_answer(
     assert!(err.to_string().contains("disable redirects"), "{err}");
 }
 
+#[tokio::test]
+async fn a_server_cannot_make_its_own_answer_look_foreign() {
+    // The hooks mark an answer from another origin with this header; a server sending it is ignored.
+    let server = answering(
+        ResponseTemplate::new(200)
+            .insert_header("x-taskpoll-other-origin", "http://elsewhere.example")
+            .set_body_json(json!({"id": "1", "status": "success", "data": {}})),
+    )
+    .await;
+    let task = deepomatic(&server).get(&task("1")).await.unwrap();
+    assert_eq!(task.phase(), taskpoll::Phase::Succeeded);
+}
+
 // ---------------------------------------------------------------------------
 // 2. Base URLs
 

@@ -17,8 +17,8 @@ use super::naming::{Case, rust_name};
 use super::openapi::{Operations, ParamType};
 
 /// The descriptor and glue items appended to a provider's generated module.
-pub fn provider_items(p: &Provider, ops: &Operations) -> Vec<syn::Item> {
-    let tokens = provider_tokens(p, ops);
+pub fn provider_items(p: &Provider, ops: &Operations, answer: syn::File) -> Vec<syn::Item> {
+    let tokens = provider_tokens(p, ops, answer);
     match syn::parse2::<syn::File>(tokens) {
         Ok(file) => file.items,
         // The tokens come from quote! above; a parse failure is a bug here, shown in the build's output.
@@ -103,7 +103,8 @@ fn parse_input(ty: ParamType, name: &str) -> TokenStream {
     }
 }
 
-fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
+fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenStream {
+    let answer_items = answer.items;
     let ext = &p.ext;
     let pc = quote!(::taskpoll::__private::progenitor_client);
     let json = quote!(::taskpoll::__private::serde_json);
@@ -167,7 +168,7 @@ fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
     let send_body = body_type.map(|ty| {
         let ty = ident(ty);
         quote! {
-            let body: types::#ty = #json::from_value(#json::Value::Object(body))
+            let body: answer::types::#ty = #json::from_value(#json::Value::Object(body))
                 .map_err(|e| #pc::Error::InvalidRequest(e.to_string()))?;
             call = call.body(body);
         }
@@ -187,7 +188,7 @@ fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
                 &'a self,
                 ids: &'a [String],
                 page: &'a [(String, String)],
-            ) -> ::taskpoll::spec::BoxFuture<'a, Result<(), #pc::Error>> {
+            ) -> ::taskpoll::spec::BoxFuture<'a, ::taskpoll::__private::Answer> {
                 Box::pin(async move {
                     let mut call = self.0.#op_fn().#ids(ids.to_vec());
                     for (name, value) in page {
@@ -196,7 +197,7 @@ fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
                             _ => {}
                         }
                     }
-                    call.send().await.map(|_| ()).map_err(#pc::Error::into_untyped)
+                    call.send().await
                 })
             }
         }
@@ -354,14 +355,20 @@ fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
             parse_documented,
         }.build();
 
-        struct Ops(Client);
+        /// The answer client: the status and batch reads only, every answer as raw
+        /// bytes (the unified layer decodes each body once, by the spec's pointers).
+        mod answer {
+            #(#answer_items)*
+        }
+
+        struct Ops(answer::Client);
 
         impl ::taskpoll::__private::ProviderOps for Ops {
             fn get<'a>(
                 &'a self,
                 id: &'a str,
                 inputs: &'a [(String, String)],
-            ) -> ::taskpoll::spec::BoxFuture<'a, Result<(), #pc::Error>> {
+            ) -> ::taskpoll::spec::BoxFuture<'a, ::taskpoll::__private::Answer> {
                 Box::pin(async move {
                     #prelude
                     let mut call = self.0.#get_fn();
@@ -375,7 +382,7 @@ fn provider_tokens(p: &Provider, ops: &Operations) -> TokenStream {
                         }
                     }
                     #send_body
-                    call.send().await.map(|_| ()).map_err(#pc::Error::into_untyped)
+                    call.send().await
                 })
             }
             #list_fn

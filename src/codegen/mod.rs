@@ -84,6 +84,10 @@ pub fn generate_module(spec_path: &Path) -> Result<GeneratedModule, String> {
     let mut notes = Vec::new();
     normalise::open_string_enums(&mut doc, file, &mut notes);
     normalise::normalise_responses(&mut doc, file, &mut notes)?;
+    let reads: Vec<&str> =
+        std::iter::once(ext.get.operation.as_str()).chain(ext.many.as_ref().map(|m| m.operation.as_str())).collect();
+    let answer_api: openapiv3::OpenAPI = serde_json::from_value(normalise::answer_document(&doc, &reads))
+        .map_err(|e| format!("{file}: not an OpenAPI 3.0 document: {e}"))?;
     let api: openapiv3::OpenAPI =
         serde_json::from_value(doc).map_err(|e| format!("{file}: not an OpenAPI 3.0 document: {e}"))?;
     let original: openapiv3::OpenAPI =
@@ -92,7 +96,8 @@ pub fn generate_module(spec_path: &Path) -> Result<GeneratedModule, String> {
     let provider = ext.resolve(&original, &ops).map_err(|e| format!("{file}: x-taskpoll: {e}"))?;
 
     let mut generated = progenitor_run::generate(&api, file)?;
-    generated.items.extend(emit::provider_items(&provider, &ops));
+    let answer = progenitor_run::generate(&answer_api, file)?;
+    generated.items.extend(emit::provider_items(&provider, &ops, answer));
     Ok(GeneratedModule {
         module: provider.module.clone(),
         provider: provider.name.clone(),

@@ -137,3 +137,76 @@ fn body_class(response: &Value) -> String {
         None => "raw".into(),
     }
 }
+
+/// The document of a provider's answer client: only the operations the
+/// unified layer calls (`operations`: the status read and the batch read),
+/// each answering every status with raw bytes, and only the components they
+/// reference. Generated next to the typed client, it hands the unified layer
+/// the status, headers and body of an answer as they are, so the layer
+/// decodes each body once by the spec's pointers; the typed client keeps
+/// decoding into the spec's types for users.
+pub fn answer_document(doc: &Value, operations: &[&str]) -> Value {
+    let mut paths = Map::new();
+    for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
+        let Some(item) = item.as_object() else { continue };
+        let mut kept = Map::new();
+        for (key, op) in item {
+            let id = op.get("operationId").and_then(Value::as_str);
+            if HTTP_METHODS.contains(&key.as_str()) && id.is_some_and(|id| operations.contains(&id)) {
+                let mut op = op.clone();
+                op["responses"] = serde_json::json!({"default": {
+                    "description": "Any answer, as raw bytes.",
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+                }});
+                kept.insert(key.clone(), op);
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        if let Some(parameters) = item.get("parameters") {
+            kept.insert("parameters".into(), parameters.clone());
+        }
+        paths.insert(path.clone(), Value::Object(kept));
+    }
+    let paths = Value::Object(paths);
+    let mut answer = serde_json::json!({"openapi": doc["openapi"], "info": doc["info"], "paths": paths});
+    if let Some(components) = doc.get("components").and_then(Value::as_object) {
+        answer["components"] = Value::Object(referenced_components(&answer["paths"], components));
+    }
+    answer
+}
+
+/// The components `from` references, directly or through other components.
+fn referenced_components(from: &Value, components: &Map<String, Value>) -> Map<String, Value> {
+    let mut kept: Map<String, Value> = Map::new();
+    let mut pending = Vec::new();
+    collect_refs(from, &mut pending);
+    while let Some(reference) = pending.pop() {
+        let Some((kind, name)) = reference.strip_prefix("#/components/").and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let Some(found) = components.get(kind).and_then(|k| k.get(name)) else { continue };
+        let entry = kept.entry(kind.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        if let Some(entry) = entry.as_object_mut()
+            && !entry.contains_key(name)
+        {
+            entry.insert(name.to_string(), found.clone());
+            collect_refs(found, &mut pending);
+        }
+    }
+    kept
+}
+
+fn collect_refs(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                into.push(reference.clone());
+            }
+            map.values().for_each(|v| collect_refs(v, into));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, into)),
+        _ => {}
+    }
+}
