@@ -65,6 +65,7 @@ mod task;
 mod transport;
 mod wait;
 mod waiter;
+pub mod webhook;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -86,7 +87,7 @@ pub use config::{
 pub use error::{Error, Result, TransportKind};
 pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
 pub use spec::{Jitter, ProviderSpec};
-pub use task::{MAX_ID_LEN, Phase, Task, TaskRef};
+pub use task::{MAX_ID_LEN, Phase, Task, TaskRef, Via};
 pub use transport::{Credential, Ctx};
 pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
