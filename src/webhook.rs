@@ -36,7 +36,7 @@ pub use hub::{Delivery, WebhookHub};
 #[cfg(feature = "webhook")]
 pub use receiver::{WebhookServer, router, serve};
 
-pub(crate) use hub::Subscription;
+pub(crate) use hub::{Registration, Sink, Subscription};
 #[cfg_attr(not(feature = "simulator"), allow(unused_imports))]
 pub(crate) use verify::sign;
 pub(crate) use verify::verify;

@@ -326,7 +326,7 @@ async fn a_webhook_that_arrives_before_the_first_poll_ends_the_wait_without_a_po
 }
 
 #[tokio::test]
-async fn a_failed_delivery_ends_the_wait_as_a_task_failure() -> TestResult {
+async fn a_failed_delivery_ends_the_wait_as_a_task_failure_with_its_message() -> TestResult {
     let sim = Simulator::start().await?;
     let client = sim.client()?;
     let server = taskpoll::webhook::serve(client.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
@@ -335,13 +335,15 @@ async fn a_failed_delivery_ends_the_wait_as_a_task_failure() -> TestResult {
         Lifecycle::new().then_fail("model crashed"),
         Callback::to(server.url("cloudinary")),
     )?;
-    // Polling alone would see a failure with no detail; the webhook carries the message.
+    // The delivery is received (and kept) before the wait starts.
+    let deliveries = recorded_deliveries(&sim).await?;
+    assert_eq!((deliveries[0].phase, deliveries[0].status), (Phase::Failed, Some(204)));
     let error = client.wait(&task, options(Duration::from_secs(30))).await.expect_err("failed");
     assert!(error.is_task_failure(), "{error}");
     let failed = error.task().expect("the final task");
-    if failed.via() == Via::Webhook {
-        assert_eq!(failed.error(), Some("model crashed"));
-    }
+    // The status endpoint has no failure detail; the webhook's `error.message` does.
+    assert_eq!((failed.via(), failed.error()), (Via::Webhook, Some("model crashed")));
+    assert_eq!(sim.reads(&task), 0);
     server.shutdown().await;
     sim.shutdown().await;
     Ok(())
@@ -490,6 +492,52 @@ async fn polling_slows_down_while_the_providers_webhooks_arrive() -> TestResult 
     )?;
     assert_eq!(delivered.phase(), Phase::Running);
     assert_eq!(delays(busy, clock).await, vec![Some(Duration::from_secs(4)); 3]);
+    sim.shutdown().await;
+    Ok(())
+}
+
+// ------------------------------------------------------------- the many-task waiter
+
+#[tokio::test]
+async fn a_waiter_ends_waits_by_webhook_or_by_polling_whichever_first() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = sim.client()?;
+    let server = taskpoll::webhook::serve(client.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    // Delivered before the wait starts: kept, then handed over without a poll.
+    let early = sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new(),
+        Callback::to(server.url("cloudinary")),
+    )?;
+    recorded_deliveries(&sim).await?;
+    // Delivered while the waiter polls (a result only the webhook has).
+    let later = sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new().queued_for_polls(1).then_succeed(),
+        Callback::to(server.url("cloudinary")).delay(Duration::from_millis(100)),
+    )?;
+    // Lost on the way: polling finds the end (FactPulse's status carries the result).
+    let lost = sim.add_task_with_callback(
+        "factpulse",
+        Lifecycle::new().running_for_polls(2).then_succeed(),
+        Callback::to(server.url("factpulse")).drop_rate(1.0),
+    )?;
+    let mut waiter = client.waiter();
+    for task in [&early, &later, &lost] {
+        waiter.add(task.clone(), &options(Duration::from_secs(30)))?;
+    }
+    let mut ended = std::collections::HashMap::new();
+    while let Some((task_ref, outcome)) = waiter.next().await {
+        ended.insert(task_ref, outcome?);
+    }
+    let early_task = &ended[&early];
+    assert_eq!((early_task.via(), sim.reads(&early)), (Via::Webhook, 0));
+    assert_eq!(early_task.result(), Some(&json!({"simulated_result": {"task_id": early.id()}})));
+    assert_eq!(ended[&later].via(), Via::Webhook);
+    assert!(ended[&later].result().is_some());
+    assert_eq!((ended[&lost].via(), ended[&lost].phase()), (Via::Poll, Phase::Succeeded));
+    assert_eq!(client.webhooks().unclaimed(), 0);
+    server.shutdown().await;
     sim.shutdown().await;
     Ok(())
 }
