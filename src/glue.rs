@@ -16,8 +16,8 @@ pub use crate::transport::{exec, pre};
 
 use crate::Phase;
 use crate::spec::{
-    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, OperationSpec, PolicySpec, ProviderSpec, RateSpec, Rule,
-    Scheme, SchemeKind, ServerVariable, TaskShape, WebhookSpec, MessagePart, SignatureAlgorithm, SignatureEncoding,
+    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, MessagePart, OperationSpec, PolicySpec, ProviderSpec,
+    RateSpec, Rule, Scheme, SchemeKind, ServerVariable, SignatureAlgorithm, SignatureEncoding, TaskShape, WebhookSpec,
 };
 
 /// Declares `XFields`, a literal-friendly twin of the descriptor type `X`

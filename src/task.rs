@@ -398,7 +398,7 @@ impl Task {
     }
 
     /// The same observation, marked as delivered by a verified webhook.
-    pub(crate) fn from_webhook(mut self) -> Self {
+    pub(crate) fn delivered_by_webhook(mut self) -> Self {
         self.via = Via::Webhook;
         self
     }

@@ -120,7 +120,12 @@ impl crate::Client {
     /// [`crate::Error::ProviderNotConfigured`] for a provider this client
     /// does not know. Verifying hands nothing to the waits: see
     /// [`crate::Client::accept_webhook`].
-    pub fn verify_webhook(&self, provider: &str, headers: &http::HeaderMap, raw_body: &[u8]) -> crate::Result<crate::Task> {
+    pub fn verify_webhook(
+        &self,
+        provider: &str,
+        headers: &http::HeaderMap,
+        raw_body: &[u8],
+    ) -> crate::Result<crate::Task> {
         let configured = self.configured(provider)?;
         let spec = configured.spec;
         let hook = spec.webhook.as_ref().ok_or_else(|| refused(spec.name, WebhookRefusal::NotDeclared))?;
@@ -139,7 +144,12 @@ impl crate::Client {
     /// What a receiver calls for each delivery.
     ///
     /// [`Client::verify_webhook`]: crate::Client::verify_webhook
-    pub fn accept_webhook(&self, provider: &str, headers: &http::HeaderMap, raw_body: &[u8]) -> crate::Result<crate::Task> {
+    pub fn accept_webhook(
+        &self,
+        provider: &str,
+        headers: &http::HeaderMap,
+        raw_body: &[u8],
+    ) -> crate::Result<crate::Task> {
         let task = self.verify_webhook(provider, headers, raw_body)?;
         self.inner().webhooks.deliver(task.clone());
         Ok(task)

@@ -396,16 +396,28 @@ fn webhook_block_mistakes_are_clear() {
     let cases = [
         ("plain-no-secret.yaml", WEBHOOK.replace("hmac-sha256", "sha256"), "must include `secret`"),
         ("hmac-with-secret.yaml", WEBHOOK.replace("[body]", "[body, secret]"), "must not be a part of the message"),
-        ("no-body.yaml", WEBHOOK.replace("algorithm: hmac-sha256, message: [body]", "algorithm: sha1, message: [secret]"), "must include `body`"),
+        (
+            "no-body.yaml",
+            WEBHOOK.replace("algorithm: hmac-sha256, message: [body]", "algorithm: sha1, message: [secret]"),
+            "must include `body`",
+        ),
         (
             "unsigned-timestamp.yaml",
             WEBHOOK.replace("secret: {", "timestamp: {header: X-Ts, tolerance: 5m}, secret: {"),
             "does not sign it",
         ),
         ("timestamp-missing.yaml", WEBHOOK.replace("[body]", "[body, timestamp]"), "`webhook.timestamp` is missing"),
-        ("two-secrets.yaml", WEBHOOK.replace("{env: PROBE_SECRET}", "{env: PROBE_SECRET, scheme: K}"), "exactly one of"),
+        (
+            "two-secrets.yaml",
+            WEBHOOK.replace("{env: PROBE_SECRET}", "{env: PROBE_SECRET, scheme: K}"),
+            "exactly one of",
+        ),
         ("no-scheme.yaml", WEBHOOK.replace("{env: PROBE_SECRET}", "{scheme: K}"), "no security scheme `K`"),
-        ("status-and-derived.yaml", WEBHOOK.replace("status: /state}", "status: /state, http-status: /code}"), "for payloads without one"),
+        (
+            "status-and-derived.yaml",
+            WEBHOOK.replace("status: /state}", "status: /state, http-status: /code}"),
+            "for payloads without one",
+        ),
         ("slow-factor.yaml", WEBHOOK.replace("secret:", "poll-factor: 0.5, secret:"), "`webhook.poll-factor`"),
         ("grace-alone.yaml", WEBHOOK.replace("secret:", "grace: 5s, secret:"), "`result-only-by-webhook: true`"),
         ("bad-header.yaml", WEBHOOK.replace("X-Sig", "'X Sig'"), "is not a header name"),

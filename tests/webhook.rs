@@ -65,9 +65,7 @@ fn at_unix(seconds: u64) -> Arc<ManualClock> {
 fn vector_client(clock: Arc<ManualClock>) -> Client {
     Client::builder()
         .clock(clock)
-        .provider(
-            ProviderConfig::new("cloudinary").basic("key", CLD_SECRET).server_variable("cloud_name", "demo"),
-        )
+        .provider(ProviderConfig::new("cloudinary").basic("key", CLD_SECRET).server_variable("cloud_name", "demo"))
         .provider(ProviderConfig::new("factpulse").api_key("k").webhook_secret(SecretString::from(FP_SECRET)))
         .provider(ProviderConfig::new("deepomatic").api_key("k"))
         .build()
@@ -287,7 +285,9 @@ fn options(deadline: Duration) -> WaitOptions {
 
 /// The simulator's record of its deliveries, once it has one (it records a
 /// delivery after the receiver answered, which may be after the wait ended).
-async fn recorded_deliveries(sim: &Simulator) -> Result<Vec<taskpoll::simulator::WebhookDelivery>, tokio::time::error::Elapsed> {
+async fn recorded_deliveries(
+    sim: &Simulator,
+) -> Result<Vec<taskpoll::simulator::WebhookDelivery>, tokio::time::error::Elapsed> {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let deliveries = sim.webhook_deliveries();
@@ -437,7 +437,8 @@ async fn the_receiver_refuses_forged_malformed_and_oversized_deliveries() -> Tes
     let forged = format!("sha256={}", hmac_sha256_hex(b"guess", &body));
     let not_json = b"<html>".to_vec();
     let not_json_signed = format!("sha256={}", hmac_sha256_hex(secret.as_bytes(), &not_json));
-    let cases: Vec<(&str, Vec<(&'static str, String)>, Vec<u8>, u16)> = vec![
+    type Case = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("factpulse", vec![("x-webhook-signature", forged)], body.clone(), 401),
         ("factpulse", vec![], body.clone(), 401),
         ("factpulse", vec![("x-webhook-signature", not_json_signed)], not_json, 400),
@@ -504,11 +505,7 @@ async fn a_waiter_ends_waits_by_webhook_or_by_polling_whichever_first() -> TestR
     let client = sim.client()?;
     let server = taskpoll::webhook::serve(client.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     // Delivered before the wait starts: kept, then handed over without a poll.
-    let early = sim.add_task_with_callback(
-        "cloudinary",
-        Lifecycle::new(),
-        Callback::to(server.url("cloudinary")),
-    )?;
+    let early = sim.add_task_with_callback("cloudinary", Lifecycle::new(), Callback::to(server.url("cloudinary")))?;
     recorded_deliveries(&sim).await?;
     // Delivered while the waiter polls (a result only the webhook has).
     let later = sim.add_task_with_callback(

@@ -91,7 +91,13 @@ fn decode(hook: &WebhookSpec, header: &str) -> Option<Vec<u8>> {
 }
 
 /// The digest of the message the spec describes.
-fn digest(algorithm: SignatureAlgorithm, parts: &[MessagePart], secret: &[u8], body: &[u8], timestamp: &[u8]) -> Vec<u8> {
+fn digest(
+    algorithm: SignatureAlgorithm,
+    parts: &[MessagePart],
+    secret: &[u8],
+    body: &[u8],
+    timestamp: &[u8],
+) -> Vec<u8> {
     let pieces = parts.iter().map(|part| match part {
         MessagePart::Body => body,
         MessagePart::Timestamp => timestamp,
@@ -127,6 +133,7 @@ fn digest(algorithm: SignatureAlgorithm, parts: &[MessagePart], secret: &[u8], b
 /// The headers that sign `body` as the provider would (the first declared
 /// algorithm): the signature header, and the timestamp header when the
 /// scheme has one (`timestamp` in Unix seconds). For the simulator and tests.
+#[cfg_attr(not(feature = "simulator"), allow(dead_code))]
 pub(crate) fn sign(
     hook: &WebhookSpec,
     secret: &SecretString,
@@ -176,5 +183,5 @@ fn task_of(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> O
     } else {
         None
     };
-    Some(Task::new(task_ref, phase, status, error, hook.result, 200, payload).from_webhook())
+    Some(Task::new(task_ref, phase, status, error, hook.result, 200, payload).delivered_by_webhook())
 }
