@@ -39,6 +39,8 @@
 //! ([`ClientBuilder::register`]).
 //! With `store-sqlite` or `store-postgres`, [`store`] keeps waits in a
 //! database, so they survive a restart and several processes share them.
+//! Providers that call back race their signed webhooks against polling
+//! ([`webhook`], [`Client::verify_webhook`]; the `webhook` feature adds a receiver).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.

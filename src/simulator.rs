@@ -294,8 +294,10 @@ impl Simulator {
         if spec.webhook.is_none() {
             return Err(Error::config(format!("simulator: {} declares no webhooks", spec.name)));
         }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("simulator: callbacks need a tokio runtime (none is running)"))?;
         let task = self.add_task(spec.name, lifecycle)?;
-        tokio::spawn(webhooks::watch_and_send(self.shared.clone(), spec, task.id().to_string(), callback));
+        runtime.spawn(webhooks::watch_and_send(self.shared.clone(), spec, task.id().to_string(), callback));
         Ok(task)
     }
 

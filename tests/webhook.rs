@@ -538,3 +538,25 @@ async fn a_waiter_ends_waits_by_webhook_or_by_polling_whichever_first() -> TestR
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn without_its_webhook_a_polled_success_ends_after_the_grace_in_virtual_time() -> TestResult {
+    let sim = Simulator::start().await?;
+    let clock = Arc::new(ManualClock::new());
+    let client = Client::builder().clock(clock.clone()).provider(sim.client_config("cloudinary")).build()?;
+    // Listening, but the webhook never comes.
+    client.webhooks().set_listening(true);
+    let task = sim.add_task("cloudinary", Lifecycle::new())?;
+    let options = |deadline| WaitOptions::new(deadline).policy(fast_policy()).clock(clock.clone());
+    let started = clock.elapsed();
+    let done = client.wait(&task, options(Duration::from_secs(300))).await?;
+    assert_eq!((done.phase(), done.via(), done.result()), (Phase::Succeeded, Via::Poll, None));
+    // The spec's grace (30 s), on the wait's virtual clock.
+    assert_eq!(clock.elapsed() - started, Duration::from_secs(30));
+    // Never past the deadline.
+    let started = clock.elapsed();
+    client.wait(&task, options(Duration::from_secs(10))).await?;
+    assert_eq!(clock.elapsed() - started, Duration::from_secs(10));
+    sim.shutdown().await;
+    Ok(())
+}

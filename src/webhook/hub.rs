@@ -259,3 +259,57 @@ impl Subscription {
         &self.hub
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{Phase, TokioClock};
+
+    fn task(id: &str, phase: Phase) -> Task {
+        let task_ref = TaskRef::new("factpulse", id).expect("ref");
+        Task::new(task_ref, phase, None, None, None, 200, Value::Null).delivered_by_webhook()
+    }
+
+    #[test]
+    fn the_store_stays_bounded_through_claims_and_replacements() {
+        let hub = WebhookHub::new(3, Arc::new(TokioClock));
+        for n in 0..10 {
+            assert_eq!(hub.deliver(task(&format!("t{n}"), Phase::Succeeded)), Delivery::Stored);
+        }
+        assert_eq!((hub.unclaimed(), hub.evicted()), (3, 7));
+        // Claimed and replaced entries leave order entries behind: they are compacted.
+        for round in 0..200 {
+            let id = format!("r{}", round % 5);
+            hub.deliver(task(&id, Phase::Running));
+            hub.deliver(task(&id, Phase::Succeeded));
+            if round % 2 == 0 {
+                let seen = Arc::new(AtomicUsize::new(0));
+                let counter = seen.clone();
+                let sink: Sink = Arc::new(move |_: &Task| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
+                drop(hub.register(&TaskRef::new("factpulse", &id).expect("ref"), sink));
+                assert_eq!(seen.load(Ordering::Relaxed), 1, "a kept delivery is handed to the first wait");
+            }
+            let state = hub.lock();
+            assert!(state.unclaimed.len() <= 3 && state.order.len() <= 2 * 3 + 1, "{}", state.order.len());
+        }
+        assert!(hub.lock().waiting.is_empty(), "dropped registrations are gone");
+    }
+
+    #[tokio::test]
+    async fn a_wait_keeps_a_finished_delivery_over_a_late_in_progress_one() {
+        let hub = WebhookHub::new(10, Arc::new(TokioClock));
+        let mut subscription = hub.subscribe(&TaskRef::new("factpulse", "t").expect("ref"));
+        assert_eq!(hub.deliver(task("t", Phase::Running)), Delivery::HandedOver(1));
+        assert_eq!(hub.deliver(task("t", Phase::Failed)), Delivery::HandedOver(1));
+        assert_eq!(hub.deliver(task("t", Phase::Running)), Delivery::HandedOver(1));
+        assert_eq!(subscription.terminal().await.phase(), Phase::Failed);
+        drop(subscription);
+        assert_eq!(hub.deliver(task("t", Phase::Succeeded)), Delivery::Stored);
+    }
+}

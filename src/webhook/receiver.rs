@@ -40,7 +40,8 @@ async fn receive(State(client): State<Client>, Path(provider): Path<String>, req
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            tracing::info!(provider = %crate::task::excerpt(&provider, 40), "webhook refused: body over the cap or cut short");
+            // Debug-formatted: the name comes from the request path (untrusted, control characters escaped).
+            tracing::info!(provider = ?crate::task::excerpt(&provider, 40), "webhook refused: body over the cap or cut short");
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
     };
