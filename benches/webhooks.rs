@@ -61,9 +61,7 @@ fn main() {
     for size in [1_024, 16 * 1_024, 256 * 1_024] {
         let cld = padded(r#"{"task_id":"t1","http_status":200,"data":{"tags":["a"]}"#, size);
         let fp = padded(r#"{"taskId":"t1","status":"SUCCESS","result":{"status":"SUCCESS"}"#, size);
-        for (provider, body, headers) in
-            [("cloudinary", &cld, cloudinary(&cld)), ("factpulse", &fp, factpulse(&fp))]
-        {
+        for (provider, body, headers) in [("cloudinary", &cld, cloudinary(&cld)), ("factpulse", &fp, factpulse(&fp))] {
             client.verify_webhook(provider, &headers, body).expect("valid");
             let rounds = (64 * 1024 * 1024 / size).clamp(200, 20_000);
             let started = Instant::now();

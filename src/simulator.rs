@@ -31,6 +31,12 @@
 //!
 //! Time-based steps and slow answers use tokio time, so tests with paused
 //! time are deterministic.
+//!
+//! A provider whose spec declares webhooks (`x-taskpoll.webhook`) can call
+//! back: [`Simulator::add_task_with_callback`] sends the task's signed
+//! delivery to a URL when it finishes (signed with the same demo secrets the
+//! simulator's client and [`Simulator::credentials`] use), optionally late or
+//! lost ([`Callback`]); [`Simulator::webhook_deliveries`] records them.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};

@@ -231,7 +231,9 @@ impl WaitState {
     }
 }
 
-/// One poll, reported as soon as it returns.
+/// One poll, reported as soon as it returns; or the verified webhook
+/// delivery that ended the wait (its `task`'s [`Task::via`] says so; it
+/// counts no poll and `took` is zero; see [`crate::webhook`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PollEvent {
