@@ -224,7 +224,11 @@ impl Scheduler {
     }
 
     fn cancel(&mut self, key: Key) {
-        if let Some(entry) = self.remove(key) {
+        if let Some(mut entry) = self.remove(key) {
+            // A success already polled (held for its webhook's result) is reported as such.
+            if let Some(task) = entry.held.take() {
+                return self.finish(&entry.poller, Ok(*task));
+            }
             let state = entry.poller.state().clone();
             let error = Error::WaitCancelled {
                 task_ref: Box::new(state.task_ref.clone()),
