@@ -30,6 +30,8 @@ pub struct Client {
 pub(crate) struct ClientInner {
     pub(crate) providers: Vec<Configured>,
     pub(crate) concurrency: usize,
+    /// Verified webhook deliveries, handed to the waits (see `webhook.rs`).
+    pub(crate) webhooks: crate::webhook::WebhookHub,
 }
 
 pub(crate) struct Configured {
@@ -45,6 +47,8 @@ pub(crate) struct Configured {
     pub(crate) rate: crate::spec::RateSpec,
     /// Status requests a waiter keeps in flight at once.
     pub(crate) max_in_flight: usize,
+    /// A separate webhook secret (`ProviderConfig::webhook_secret`).
+    pub(crate) webhook_secret: Option<secrecy::SecretString>,
 }
 
 impl std::fmt::Debug for Client {
@@ -74,6 +78,10 @@ impl Client {
     /// URL keeps the spec's path, e.g. `/v0.7`). No provider set is an error.
     pub fn from_env() -> Result<Self> {
         ClientBuilder::default().from_env()?.build()
+    }
+
+    pub(crate) fn inner(&self) -> &ClientInner {
+        &self.inner
     }
 
     pub(crate) fn from_inner(inner: ClientInner) -> Self {

@@ -56,6 +56,7 @@ pub struct ProviderConfig {
     refresh: Option<(Selector, Refresher)>,
     rate: Option<RateSpec>,
     max_in_flight: Option<usize>,
+    webhook_secret: Option<SecretString>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -68,6 +69,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("variables", &self.variables)
             .field("request_timeout", &self.request_timeout)
             .field("refresh", &self.refresh)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -84,7 +86,18 @@ impl ProviderConfig {
             refresh: None,
             rate: None,
             max_in_flight: None,
+            webhook_secret: None,
         }
+    }
+
+    /// The secret that signs this provider's webhooks, when its spec says it
+    /// is a separate one (`x-taskpoll.webhook.secret.env`, e.g. FactPulse's
+    /// `FACTPULSE_WEBHOOK_SECRET`, read by [`ClientBuilder::from_env`]). A
+    /// provider whose webhooks are signed with an API credential (Cloudinary's
+    /// API secret) needs nothing more; this overrides it.
+    pub fn webhook_secret(mut self, secret: SecretString) -> Self {
+        self.webhook_secret = Some(secret);
+        self
     }
 
     /// Username and password for the provider's `http basic` scheme.
@@ -210,6 +223,8 @@ pub struct ClientBuilder {
     max_in_flight: Option<usize>,
     /// Why a [`ClientBuilder::register`] failed, reported by `build`.
     register_error: Option<String>,
+    clock: Option<Arc<dyn crate::Clock>>,
+    webhook_capacity: usize,
 }
 
 impl Default for ClientBuilder {
@@ -225,11 +240,27 @@ impl Default for ClientBuilder {
             rate: None,
             max_in_flight: None,
             register_error: None,
+            clock: None,
+            webhook_capacity: crate::webhook::DEFAULT_UNCLAIMED_CAPACITY,
         }
     }
 }
 
 impl ClientBuilder {
+    /// The clock that webhook timestamps are checked against and that times
+    /// webhook activity (default: [`crate::TokioClock`]).
+    pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// How many webhook deliveries are kept for tasks nobody waits on yet
+    /// (default [`crate::webhook::DEFAULT_UNCLAIMED_CAPACITY`]; the oldest go first).
+    pub fn webhook_capacity(mut self, deliveries: usize) -> Self {
+        self.webhook_capacity = deliveries;
+        self
+    }
+
     /// Adds (or replaces) a provider's settings.
     pub fn provider(mut self, config: ProviderConfig) -> Self {
         self.providers.retain(|p| !p.name.eq_ignore_ascii_case(&config.name));
@@ -400,9 +431,12 @@ impl ClientBuilder {
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
                 rate,
                 max_in_flight,
+                webhook_secret: config.webhook_secret.clone(),
             });
         }
-        Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency }))
+        let clock = self.clock.unwrap_or_else(|| Arc::new(crate::TokioClock));
+        let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock);
+        Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency, webhooks }))
     }
 }
 
@@ -568,6 +602,9 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
             }
             _ => {}
         }
+    }
+    if let Some(secret) = spec.webhook.and_then(|w| w.secret_env).and_then(get) {
+        config = config.webhook_secret(SecretString::from(secret));
     }
     // A provider that needs credentials is configured when they are set; one
     // whose spec declares no security at all is always available.

@@ -333,6 +333,17 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A webhook delivery was refused (bad or missing signature, stale or
+    /// future timestamp, oversized or malformed body, no scheme or secret to
+    /// check it with); nothing was handed to a wait. Never shows the secret,
+    /// the signature or the body.
+    #[error("webhook from {provider} refused: {reason}")]
+    WebhookRefused {
+        /// The provider the delivery claimed to come from (an excerpt).
+        provider: String,
+        /// Why.
+        reason: crate::webhook::WebhookRefusal,
+    },
     /// A wait store (`taskpoll::store`) could not be opened, read or written.
     #[error("wait store: {message}")]
     Store {
@@ -539,6 +550,19 @@ impl Error {
     /// The pending-forever guard tripped.
     pub fn is_still_pending(&self) -> bool {
         matches!(self, Error::StillPending { .. })
+    }
+
+    /// A webhook delivery was refused ([`Error::WebhookRefused`]).
+    pub fn is_webhook_refused(&self) -> bool {
+        matches!(self, Error::WebhookRefused { .. })
+    }
+
+    /// Why a webhook delivery was refused, when it was.
+    pub fn webhook_refusal(&self) -> Option<crate::webhook::WebhookRefusal> {
+        match self {
+            Error::WebhookRefused { reason, .. } => Some(*reason),
+            _ => None,
+        }
     }
 
     /// A wait store could not be opened, read or written ([`Error::Store`]).

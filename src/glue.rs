@@ -16,8 +16,8 @@ pub use crate::transport::{Answer, Mode, exec, pre};
 
 use crate::Phase;
 use crate::spec::{
-    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, OperationSpec, PolicySpec, ProviderSpec, RateSpec, Rule,
-    Scheme, SchemeKind, ServerVariable, TaskShape,
+    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, MessagePart, OperationSpec, PolicySpec, ProviderSpec,
+    RateSpec, Rule, Scheme, SchemeKind, ServerVariable, SignatureAlgorithm, SignatureEncoding, TaskShape, WebhookSpec,
 };
 
 /// Declares `XFields`, a literal-friendly twin of the descriptor type `X`
@@ -64,6 +64,7 @@ fields! {
         security: &'static [(Str, &'static [&'static [Str]])],
         operations: &'static [OperationSpec],
         examples: &'static [Example],
+        webhook: Option<WebhookSpec>,
         connect: fn(&str, reqwest::Client, crate::Ctx) -> Box<dyn ProviderOps>,
         parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
     }
@@ -102,6 +103,28 @@ fields! {
     }
     SchemeFields => Scheme { name: Str, kind: SchemeKind, env: &'static [Str] }
     OperationSpecFields => OperationSpec { id: Str, method: Str, path: Str, responses: &'static [(Str, Str)] }
+    WebhookSpecFields => WebhookSpec {
+        signature_header: Str,
+        algorithms: &'static [SignatureAlgorithm],
+        encoding: SignatureEncoding,
+        prefix: Str,
+        message: &'static [MessagePart],
+        timestamp_header: Option<Str>,
+        tolerance_ms: u64,
+        secret_scheme: Option<Str>,
+        secret_env: Option<Str>,
+        max_body_bytes: usize,
+        id: Str,
+        status: Option<Str>,
+        result: Option<Str>,
+        error: &'static [Str],
+        failed_if_present: &'static [Str],
+        http_status: Option<Str>,
+        result_only_by_webhook: bool,
+        grace_ms: u64,
+        poll_factor: f64,
+        active_window_ms: u64,
+    }
     ExampleFields => Example { operation: Str, status: Str, schema: Str, name: Str, json: Str }
 }
 

@@ -39,6 +39,8 @@
 //! ([`ClientBuilder::register`]).
 //! With `store-sqlite` or `store-postgres`, [`store`] keeps waits in a
 //! database, so they survive a restart and several processes share them.
+//! Providers that call back race their signed webhooks against polling
+//! ([`webhook`], [`Client::verify_webhook`]; the `webhook` feature adds a receiver).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 // Generated code names `::taskpoll::…`, here as in a crate that declares its own providers.
@@ -65,6 +67,7 @@ mod task;
 mod transport;
 mod wait;
 mod waiter;
+pub mod webhook;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
@@ -86,7 +89,7 @@ pub use config::{
 pub use error::{Error, Result, TransportKind};
 pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
 pub use spec::{Jitter, ProviderSpec};
-pub use task::{MAX_ID_LEN, Phase, Task, TaskRef};
+pub use task::{MAX_ID_LEN, Phase, Task, TaskRef, Via};
 pub use transport::{Credential, Ctx};
 pub use wait::{
     DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,

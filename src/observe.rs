@@ -345,7 +345,7 @@ fn scalar_text(found: Option<&Value>) -> Option<String> {
 }
 
 /// The rule that matches (its `when` values read through `at`), and the phase.
-fn phase_of<'v>(
+pub(crate) fn phase_of<'v>(
     spec: &'static ProviderSpec,
     status: Option<&str>,
     at: impl Fn(&str) -> Option<&'v Value>,

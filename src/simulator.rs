@@ -31,6 +31,12 @@
 //!
 //! Time-based steps and slow answers use tokio time, so tests with paused
 //! time are deterministic.
+//!
+//! A provider whose spec declares webhooks (`x-taskpoll.webhook`) can call
+//! back: [`Simulator::add_task_with_callback`] sends the task's signed
+//! delivery to a URL when it finishes (signed with the same demo secrets the
+//! simulator's client and [`Simulator::credentials`] use), optionally late or
+//! lost ([`Callback`]); [`Simulator::webhook_deliveries`] records them.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -47,12 +53,14 @@ mod fault;
 mod lifecycle;
 mod record;
 mod server;
+mod webhooks;
 
 pub use auth::EnvVar;
 pub use bodies::served_phase;
 pub use fault::{Fault, FaultTarget};
 pub use lifecycle::{Answer, Lasts, Lifecycle, Step};
 pub use record::RecordedRequest;
+pub use webhooks::{Callback, WebhookDelivery};
 
 use server::{Paging, Shared, SimState, TaskEntry};
 
@@ -180,6 +188,9 @@ impl Simulator {
             for var in spec.server_variables {
                 config = config.server_variable(var.name, "simulator");
             }
+            if spec.webhook.is_some_and(|w| w.secret_env.is_some()) {
+                config = config.webhook_secret(secrecy::SecretString::from(webhooks::demo_webhook_secret(spec)));
+            }
         }
         config
     }
@@ -217,6 +228,10 @@ impl Simulator {
                     }
                     _ => {}
                 }
+            }
+            if let Some(var) = spec.webhook.and_then(|w| w.secret_env) {
+                let value = webhooks::demo_webhook_secret(spec);
+                out.push(EnvVar { provider: spec.name, name: var.to_string(), value, secret: true });
             }
             for var in spec.server_variables {
                 if let Some(name) = var.env {
@@ -272,6 +287,29 @@ impl Simulator {
         let entry = TaskEntry { progress: lifecycle::Progress::new(lifecycle), reads: 0 };
         self.shared.lock().tasks.insert((spec.name, id.to_string()), entry);
         Ok(task)
+    }
+
+    /// Adds a task whose webhook is sent to `callback` when it finishes,
+    /// signed as its spec's `x-taskpoll.webhook` block says with the demo
+    /// secret the simulator's client uses (the demo API secret for
+    /// Cloudinary, a demo webhook secret for FactPulse). A lifecycle moves on
+    /// with reads and (tokio) time, as without a callback. Fails for a
+    /// provider whose spec declares no webhooks.
+    pub fn add_task_with_callback(&self, provider: &str, lifecycle: Lifecycle, callback: Callback) -> Result<TaskRef> {
+        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        if spec.webhook.is_none() {
+            return Err(Error::config(format!("simulator: {} declares no webhooks", spec.name)));
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("simulator: callbacks need a tokio runtime (none is running)"))?;
+        let task = self.add_task(spec.name, lifecycle)?;
+        runtime.spawn(webhooks::watch_and_send(self.shared.clone(), spec, task.id().to_string(), callback));
+        Ok(task)
+    }
+
+    /// The webhooks sent or dropped so far, in order.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.shared.lock().webhooks.clone()
     }
 
     /// Removes a task (later reads get what the provider answers for an unknown id).

@@ -65,6 +65,9 @@ pub struct ProviderSpec {
     pub operations: &'static [OperationSpec],
     /// Every documented example body of the spec.
     pub examples: &'static [Example],
+    /// How the provider signs the webhooks it sends, and what they carry
+    /// (`x-taskpoll.webhook`); `None`: it sends none taskpoll can verify.
+    pub webhook: Option<WebhookSpec>,
     #[doc(hidden)]
     pub connect: fn(&str, reqwest::Client, crate::transport::Ctx) -> Box<dyn ProviderOps>,
     #[doc(hidden)]
@@ -165,6 +168,95 @@ impl ProviderSpec {
         let status = status.to_string();
         self.examples.iter().filter(move |e| e.operation == operation && e.status == status)
     }
+}
+
+/// How a provider's webhooks are signed and read (`x-taskpoll.webhook`,
+/// specs/README.md "Webhooks"). [`crate::Client::verify_webhook`] is driven by
+/// it alone: a new provider's scheme needs no code.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct WebhookSpec {
+    /// The header that carries the signature (`X-Cld-Signature`).
+    pub signature_header: &'static str,
+    /// The algorithms a signature may use; one that matches is enough
+    /// (Cloudinary signs with SHA-1 or SHA-256).
+    pub algorithms: &'static [SignatureAlgorithm],
+    /// How the digest is written in the header.
+    pub encoding: SignatureEncoding,
+    /// Text before the digest in the header (`sha256=`); empty for none.
+    pub prefix: &'static str,
+    /// What is signed, in order (for an HMAC the secret is the key, not a part).
+    pub message: &'static [MessagePart],
+    /// The header with the Unix time (seconds) of the delivery, when signed.
+    pub timestamp_header: Option<&'static str>,
+    /// How far a delivery's timestamp may be from now, either way.
+    pub tolerance_ms: u64,
+    /// The security scheme whose credential is the secret (the password of a
+    /// basic scheme, the token of another), when it is one.
+    pub secret_scheme: Option<&'static str>,
+    /// The environment variable holding a separate webhook secret, when it is one
+    /// (also given with [`crate::ProviderConfig::webhook_secret`]).
+    pub secret_env: Option<&'static str>,
+    /// The largest body read.
+    pub max_body_bytes: usize,
+    /// Pointer to the task id in the payload.
+    pub id: &'static str,
+    /// Pointer to the raw status, mapped with the provider's `phases` and
+    /// `rules` (read from the payload); `None`: the outcome is derived.
+    pub status: Option<&'static str>,
+    /// Pointer to the result.
+    pub result: Option<&'static str>,
+    /// Pointers tried in order for the failure message.
+    pub error: &'static [&'static str],
+    /// Without a status: failed when any of these is present and not null.
+    pub failed_if_present: &'static [&'static str],
+    /// Without a status: failed when the number here is 400 or more.
+    pub http_status: Option<&'static str>,
+    /// The status endpoint never carries the result: a wait that polls a
+    /// success first keeps waiting for the webhook up to `grace_ms`.
+    pub result_only_by_webhook: bool,
+    /// See `result_only_by_webhook`.
+    pub grace_ms: u64,
+    /// Poll delays are multiplied by this while the provider's webhooks arrive.
+    pub poll_factor: f64,
+    /// How long after a verified delivery the provider counts as delivering.
+    pub active_window_ms: u64,
+}
+
+/// A signature algorithm of a [`WebhookSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureAlgorithm {
+    /// SHA-1 of the message (the secret is one of its parts).
+    Sha1,
+    /// SHA-256 of the message (the secret is one of its parts).
+    Sha256,
+    /// HMAC-SHA1 of the message, keyed with the secret.
+    HmacSha1,
+    /// HMAC-SHA256 of the message, keyed with the secret.
+    HmacSha256,
+}
+
+/// How a signature's digest is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureEncoding {
+    /// Hexadecimal (either case).
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
+/// A part of a signed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessagePart {
+    /// The raw body, byte for byte.
+    Body,
+    /// The timestamp header's value, as sent.
+    Timestamp,
+    /// The secret.
+    Secret,
 }
 
 /// A variable of the provider's server URL.

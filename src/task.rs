@@ -228,7 +228,8 @@ impl FromStr for TaskRef {
 ///
 /// Serialises as one JSON object: the task reference's fields, `phase`,
 /// `status`, `error`, `result`, `http_status`, `retry_after_ms` (when set) and
-/// `body`; it reads back from the same object.
+/// `body`, and `"via": "webhook"` for a verified webhook delivery; it reads
+/// back from the same object.
 #[derive(Debug, Clone)]
 pub struct Task {
     task_ref: TaskRef,
@@ -240,6 +241,29 @@ pub struct Task {
     /// The answer's `Retry-After`, in milliseconds (an in-progress answer may pace the client).
     retry_after_ms: Option<u64>,
     body: Value,
+    via: Via,
+}
+
+/// Where an observation of a task came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Via {
+    /// A status read (a poll).
+    #[default]
+    Poll,
+    /// A verified webhook delivery ([`crate::Client::verify_webhook`]).
+    Webhook,
+}
+
+impl Via {
+    /// `poll` or `webhook`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Poll => "poll",
+            Via::Webhook => "webhook",
+        }
+    }
 }
 
 /// Where a task's result is. An answer's result is a part of its body, read
@@ -265,6 +289,12 @@ struct TaskOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_ms: Option<u64>,
     body: &'a Value,
+    #[serde(skip_serializing_if = "is_poll")]
+    via: Via,
+}
+
+fn is_poll(via: &Via) -> bool {
+    *via == Via::Poll
 }
 
 /// [`Task`]'s serialised form, read back; also its JSON Schema.
@@ -288,6 +318,9 @@ struct TaskIn {
     retry_after_ms: Option<u64>,
     /// The whole body as received.
     body: Value,
+    /// Where the observation came from (absent: a poll).
+    #[serde(default)]
+    via: Via,
 }
 
 impl Serialize for Task {
@@ -301,6 +334,7 @@ impl Serialize for Task {
             http_status: self.http_status,
             retry_after_ms: self.retry_after_ms,
             body: &self.body,
+            via: self.via,
         }
         .serialize(serializer)
     }
@@ -318,6 +352,7 @@ impl<'de> Deserialize<'de> for Task {
             http_status: read.http_status,
             retry_after_ms: read.retry_after_ms,
             body: read.body,
+            via: read.via,
         })
     }
 }
@@ -343,6 +378,7 @@ impl PartialEq for Task {
             && self.http_status == other.http_status
             && self.retry_after_ms == other.retry_after_ms
             && self.body == other.body
+            && self.via == other.via
     }
 }
 
@@ -358,7 +394,18 @@ impl Task {
         body: Value,
     ) -> Self {
         let result = result_at.map_or(TaskResult::Owned(None), TaskResult::At);
-        Self { task_ref, phase, status, error, result, http_status, retry_after_ms: None, body }
+        Self { task_ref, phase, status, error, result, http_status, retry_after_ms: None, body, via: Via::Poll }
+    }
+
+    /// The same observation, marked as delivered by a verified webhook.
+    pub(crate) fn delivered_by_webhook(mut self) -> Self {
+        self.via = Via::Webhook;
+        self
+    }
+
+    /// Whether this observation came from a poll or a verified webhook.
+    pub fn via(&self) -> Via {
+        self.via
     }
 
     /// The observation without its body and result, for a task still queued

@@ -71,6 +71,8 @@ impl std::fmt::Debug for Ctx {
 #[derive(Clone)]
 pub(crate) struct Held {
     pub(crate) scheme: &'static str,
+    /// The credential itself (a webhook's secret may be its password).
+    pub(crate) credential: Credential,
     header: (HeaderName, HeaderValue),
 }
 
@@ -85,7 +87,7 @@ impl Held {
     /// (wrong kind, or bytes a header may not carry; never shows the secret).
     pub(crate) fn new(provider: &ProviderSpec, scheme: &'static str, credential: &Credential) -> Result<Self, String> {
         let kind = provider.scheme(scheme).ok_or_else(|| format!("no security scheme `{scheme}`"))?.kind;
-        Ok(Held { scheme, header: header_for(kind, credential)? })
+        Ok(Held { scheme, credential: credential.clone(), header: header_for(kind, credential)? })
     }
 }
 

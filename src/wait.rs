@@ -231,7 +231,9 @@ impl WaitState {
     }
 }
 
-/// One poll, reported as soon as it returns.
+/// One poll, reported as soon as it returns; or the verified webhook
+/// delivery that ended the wait (its `task`'s [`Task::via`] says so; it
+/// counts no poll and `took` is zero; see [`crate::webhook`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PollEvent {
@@ -286,16 +288,21 @@ impl Client {
     /// [`Error::DeadlineExceeded`] (elapsed time, polls, last observation and
     /// the [`WaitState`] to re-attach) when time ran out; a permanent error
     /// (401/403/404, bad request) unchanged, at once.
+    ///
+    /// When the provider's spec declares webhooks, verified deliveries handed
+    /// to this client ([`Client::accept_webhook`], the `webhook` feature's
+    /// receiver) race the polls: the first finished observation ends the wait
+    /// (see [`crate::webhook`]).
     pub async fn wait(&self, task: &TaskRef, options: WaitOptions) -> Result<Task> {
         self.configured(task.provider())?;
-        Poller::new(task.clone(), &options)?.wait_with(self.reader(task)).await
+        self.run(Poller::new(task.clone(), &options)?, task).until_done().await
     }
 
     /// The same wait as [`Client::wait`], as a stream of [`PollEvent`]s
     /// (see [`Watch`]; [`Watch::transitions`] keeps only phase changes).
     pub fn watch(&self, task: &TaskRef, options: WaitOptions) -> Watch {
         match self.configured(task.provider()).and_then(|_| Poller::new(task.clone(), &options)) {
-            Ok(poller) => poller.watch_with(self.reader(task)),
+            Ok(poller) => Watch::from_run(self.run(poller, task)),
             Err(error) => Watch::failed(error),
         }
     }
@@ -307,16 +314,21 @@ impl Client {
     pub async fn resume(&self, state: WaitState, options: WaitOptions) -> Result<Task> {
         let task = state.task_ref.clone();
         self.configured(task.provider())?;
-        Poller::resume(state, &options)?.wait_with(self.reader(&task)).await
+        self.run(Poller::resume(state, &options)?, &task).until_done().await
     }
 
     /// [`Client::resume`] as a stream of [`PollEvent`]s.
     pub fn watch_resumed(&self, state: WaitState, options: WaitOptions) -> Watch {
         let task = state.task_ref.clone();
         match self.configured(task.provider()).and_then(|_| Poller::resume(state, &options)) {
-            Ok(poller) => poller.watch_with(self.reader(&task)),
+            Ok(poller) => Watch::from_run(self.run(poller, &task)),
             Err(error) => Watch::failed(error),
         }
+    }
+
+    /// The wait loop on `task`: polls, raced against the webhooks its provider declares.
+    fn run(&self, poller: Poller, task: &TaskRef) -> watch::Run {
+        watch::Run::new(poller, watch::boxed(self.reader(task))).with_webhook(self.webhook_subscription(task))
     }
 
     fn reader(

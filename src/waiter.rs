@@ -124,6 +124,8 @@ struct Registry {
     polite: HashMap<&'static str, Arc<Policy>>,
     /// The waits not yet reported, to route cancellations and end the stream.
     waiting: HashMap<TaskRef, (&'static str, Key)>,
+    /// Each wait's registration with the client's webhook hub (providers that declare webhooks).
+    webhooks: HashMap<TaskRef, crate::webhook::Registration>,
 }
 
 /// One provider's scheduler.
@@ -278,9 +280,21 @@ impl Shared {
             let lane = self.start_lane(provider)?;
             registry.lanes.insert(provider, lane);
         }
-        let sent = registry.lanes.get(provider).map(|lane| lane.commands.send(Command::Add(key, Entry::new(poller))));
-        if !matches!(sent, Some(Ok(()))) {
+        let Some(commands) = registry.lanes.get(provider).map(|lane| lane.commands.clone()) else {
             return Err(Error::config(format!("the {provider} scheduler has stopped")));
+        };
+        if commands.send(Command::Add(key, Entry::new(poller))).is_err() {
+            return Err(Error::config(format!("the {provider} scheduler has stopped")));
+        }
+        // After the add: a delivery kept for the task is handed over at once, as a command after it.
+        if self.client.configured(provider).is_ok_and(|p| p.spec.webhook.is_some()) {
+            let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
+                if task.is_terminal() {
+                    let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
+                }
+            });
+            let registration = self.client.webhooks().register(&task, sink);
+            registry.webhooks.insert(task.clone(), registration);
         }
         registry.waiting.insert(task, (provider, key));
         Ok(())
@@ -302,7 +316,8 @@ impl Shared {
             self.finished.clone(),
             self.requests.clone(),
             (self.hooks.tokens.get(provider).cloned(), self.hooks.progress.clone()),
-        );
+        )
+        .with_webhooks(configured.spec.webhook.as_ref().map(|hook| (self.client.webhooks().clone(), hook)));
         Ok(Lane { commands, task: runtime.spawn(scheduler.run()) })
     }
 
@@ -329,7 +344,10 @@ impl Waiter {
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Option<WaitOutcome>> {
         match self.finished.poll_recv(cx) {
             Poll::Ready(Some(done)) => {
-                self.shared.registry().waiting.remove(&done.task_ref);
+                let mut registry = self.shared.registry();
+                registry.waiting.remove(&done.task_ref);
+                registry.webhooks.remove(&done.task_ref);
+                drop(registry);
                 Poll::Ready(Some(WaitOutcome { task_ref: done.task_ref, result: done.result, polls: done.polls }))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -367,6 +385,7 @@ impl Drop for Waiter {
             lane.task.abort();
         }
         registry.waiting.clear();
+        registry.webhooks.clear();
     }
 }
 

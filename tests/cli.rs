@@ -927,3 +927,42 @@ fn tempdir() -> std::io::Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_with_a_webhook_listener_says_how_each_task_ended() -> TestResult {
+    use std::time::Duration;
+    use taskpoll::simulator::Callback;
+    let sim = Simulator::start().await?;
+    let env = sim_env(&sim);
+    // A free port for the CLI's receiver.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
+    // Cloudinary's result comes only by webhook: sent a moment after the task finishes.
+    let hooked = sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new().running_for(Duration::from_millis(1500)).then_succeed(),
+        Callback::to(format!("http://{listen}/cloudinary")).delay(Duration::from_millis(200)),
+    )?;
+    // FactPulse's webhook is lost: polling finds the end.
+    let lost = sim.add_task_with_callback(
+        "factpulse",
+        Lifecycle::new().running_for_polls(1).then_succeed(),
+        Callback::to(format!("http://{listen}/factpulse")).drop_rate(1.0),
+    )?;
+    let args = ["wait", "--timeout", "60s", "--webhook-listen", &listen, &hooked.to_string(), &lost.to_string()];
+    let out = taskpoll(&args, &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("receiving webhooks at http://{listen}/")), "{}", stderr(&out));
+    let ended = lines(&out);
+    let line = |id: &str| ended.iter().find(|l| l["id"].as_str() == Some(id)).cloned().ok_or("no line");
+    let hooked_line = line(hooked.id())?;
+    assert_eq!((hooked_line["outcome"].as_str(), hooked_line["via"].as_str()), (Some("succeeded"), Some("webhook")));
+    assert_eq!(hooked_line["result"]["simulated_result"]["task_id"].as_str(), Some(hooked.id()));
+    let lost_line = line(lost.id())?;
+    assert_eq!((lost_line["outcome"].as_str(), lost_line["via"].as_str()), (Some("succeeded"), Some("poll")));
+    // Without a listener the line still says how the wait ended.
+    let plain = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+    let out = taskpoll(&["wait", "--timeout", "20s", &plain.to_string()], &env).await;
+    assert_eq!(lines(&out)[0]["via"].as_str(), Some("poll"));
+    Ok(())
+}

@@ -31,6 +31,14 @@ paths:
         "404": {description: missing, content: {application/json: {schema: {$ref: '#/components/schemas/Problem'}}}}
 "#;
 
+/// A valid `webhook` block for `BASE` (HMAC-SHA256 of the body, a separate secret).
+const WEBHOOK: &str = "  webhook: {signature: {header: X-Sig, algorithm: hmac-sha256, message: [body]}, secret: {env: PROBE_SECRET}, payload: {id: /id, status: /state}}\n";
+
+/// `BASE` with a `webhook` block.
+fn with_webhook(block: &str) -> String {
+    BASE.replace("  phases:", &format!("{block}  phases:"))
+}
+
 fn generate(name: &str, text: &str) -> Result<codegen::GeneratedModule, String> {
     let dir = std::env::temp_dir().join(format!("taskpoll-codegen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -291,6 +299,55 @@ fn a_typo_anywhere_in_the_extension_names_the_path_and_the_accepted_keys() {
             "unknown field `pasword`",
             "`password`",
         ),
+        (
+            "webhook-signature-typo.yaml",
+            with_webhook(&WEBHOOK.replace("algorithm:", "algoritm:")),
+            "x-taskpoll.webhook.signature",
+            "unknown field `algoritm`",
+            "`algorithm`",
+        ),
+        (
+            "webhook-algorithm-typo.yaml",
+            with_webhook(&WEBHOOK.replace("hmac-sha256", "hmac-sha265")),
+            "x-taskpoll.webhook.signature.algorithm",
+            "unknown variant `hmac-sha265`",
+            "`hmac-sha256`",
+        ),
+        (
+            "webhook-part-typo.yaml",
+            with_webhook(&WEBHOOK.replace("message: [body]", "message: [bdy]")),
+            "x-taskpoll.webhook.signature.message",
+            "unknown variant `bdy`",
+            "`timestamp`",
+        ),
+        (
+            "webhook-payload-typo.yaml",
+            with_webhook(&WEBHOOK.replace("status: /state}", "status: /state, resut: /out}")),
+            "x-taskpoll.webhook.payload",
+            "unknown field `resut`",
+            "`result`",
+        ),
+        (
+            "webhook-secret-typo.yaml",
+            with_webhook(&WEBHOOK.replace("{env: PROBE_SECRET}", "{evn: PROBE_SECRET}")),
+            "x-taskpoll.webhook.secret",
+            "unknown field `evn`",
+            "`env`",
+        ),
+        (
+            "webhook-key-typo.yaml",
+            with_webhook(&WEBHOOK.replace("secret:", "poll-facter: 2, secret:")),
+            "x-taskpoll.webhook",
+            "unknown field `poll-facter`",
+            "`poll-factor`",
+        ),
+        (
+            "webhook-encoding-typo.yaml",
+            with_webhook(&WEBHOOK.replace("message: [body]", "message: [body], encoding: hexa")),
+            "x-taskpoll.webhook.signature.encoding",
+            "unknown variant `hexa`",
+            "`base64`",
+        ),
     ];
     for (name, text, path, what, accepted) in cases {
         let e = error(name, &text);
@@ -322,4 +379,51 @@ fn two_specs_with_one_name_fail_the_build() {
     let e = codegen::Build::new().spec_dir("specs").generate(&dir, &out).unwrap_err();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(e.contains("b.yaml") && e.contains("`probe` is taken"), "{e}");
+}
+
+#[test]
+fn a_webhook_block_alone_declares_a_providers_scheme() {
+    let module = generate("hooked.yaml", &with_webhook(WEBHOOK)).expect("generates");
+    for wanted in ["WebhookSpecFields", "\"X-Sig\"", "SignatureAlgorithm::HmacSha256", "Some(\"PROBE_SECRET\")"] {
+        assert!(module.code.contains(wanted), "{wanted} in the descriptor");
+    }
+}
+
+/// What the block's types cannot say: a scheme that could be forged or
+/// replayed, one secret, numbers that fit.
+#[test]
+fn webhook_block_mistakes_are_clear() {
+    let cases = [
+        ("plain-no-secret.yaml", WEBHOOK.replace("hmac-sha256", "sha256"), "must include `secret`"),
+        ("hmac-with-secret.yaml", WEBHOOK.replace("[body]", "[body, secret]"), "must not be a part of the message"),
+        (
+            "no-body.yaml",
+            WEBHOOK.replace("algorithm: hmac-sha256, message: [body]", "algorithm: sha1, message: [secret]"),
+            "must include `body`",
+        ),
+        (
+            "unsigned-timestamp.yaml",
+            WEBHOOK.replace("secret: {", "timestamp: {header: X-Ts, tolerance: 5m}, secret: {"),
+            "does not sign it",
+        ),
+        ("timestamp-missing.yaml", WEBHOOK.replace("[body]", "[body, timestamp]"), "`webhook.timestamp` is missing"),
+        (
+            "two-secrets.yaml",
+            WEBHOOK.replace("{env: PROBE_SECRET}", "{env: PROBE_SECRET, scheme: K}"),
+            "exactly one of",
+        ),
+        ("no-scheme.yaml", WEBHOOK.replace("{env: PROBE_SECRET}", "{scheme: K}"), "no security scheme `K`"),
+        (
+            "status-and-derived.yaml",
+            WEBHOOK.replace("status: /state}", "status: /state, http-status: /code}"),
+            "for payloads without one",
+        ),
+        ("slow-factor.yaml", WEBHOOK.replace("secret:", "poll-factor: 0.5, secret:"), "`webhook.poll-factor`"),
+        ("grace-alone.yaml", WEBHOOK.replace("secret:", "grace: 5s, secret:"), "`result-only-by-webhook: true`"),
+        ("bad-header.yaml", WEBHOOK.replace("X-Sig", "'X Sig'"), "is not a header name"),
+    ];
+    for (name, block, wanted) in cases {
+        let e = error(name, &with_webhook(&block));
+        assert!(e.starts_with(name) && e.contains(wanted), "{name}: expected `{wanted}` in: {e}");
+    }
 }

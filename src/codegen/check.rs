@@ -6,7 +6,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::extension::{AllowedIdChar, DurationText, Extension, Jitter, Location, PhaseName, PolicyDoc};
+use super::extension::{
+    AllowedIdChar, DurationText, Extension, Jitter, Location, MessagePart, PhaseName, PolicyDoc, Webhook,
+};
 use super::naming::{is_snake_ident, module_name};
 use super::openapi::{Operations, ParamLocation, ParamType};
 
@@ -176,6 +178,23 @@ pub(crate) struct Provider {
     pub presets: Vec<(String, Policy)>,
     /// Security schemes, by name.
     pub schemes: Vec<Scheme>,
+    /// `webhook` with its defaults applied.
+    pub webhook: Option<WebhookResolved>,
+}
+
+/// `webhook`'s numbers with their defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WebhookResolved {
+    /// `timestamp.tolerance`, in milliseconds (0 without a timestamp).
+    pub tolerance_ms: u64,
+    /// `max-body`.
+    pub max_body_bytes: u64,
+    /// `grace`, in milliseconds.
+    pub grace_ms: u64,
+    /// `poll-factor`.
+    pub poll_factor: f64,
+    /// `active-window`, in milliseconds.
+    pub active_window_ms: u64,
 }
 
 impl Extension {
@@ -277,7 +296,13 @@ impl Extension {
             presets.push((preset.clone(), policy(doc, &format!("poll.presets.{preset}"))?));
         }
 
+        let webhook = match &self.webhook {
+            Some(webhook) => Some(check_webhook(webhook, &schemes)?),
+            None => None,
+        };
+
         Ok(Provider {
+            webhook,
             title: self.title.clone().unwrap_or_else(|| name.clone()),
             module: module_name(&name),
             description: api.info.title.clone(),
@@ -356,6 +381,108 @@ impl Extension {
         }
         Ok(())
     }
+}
+
+/// What the webhook block's types cannot say: a scheme that can be verified
+/// (a plain digest must sign the secret, an HMAC must not put it in the
+/// message, a timestamp header exactly when the message names it), one
+/// secret, and numbers that fit.
+fn check_webhook(webhook: &Webhook, schemes: &[Scheme]) -> Result<WebhookResolved, String> {
+    let signature = &webhook.signature;
+    if !is_header_name(&signature.header) {
+        return Err(format!("`webhook.signature.header`: `{}` is not a header name", signature.header));
+    }
+    if signature.algorithm.0.is_empty() {
+        return Err("`webhook.signature.algorithm` must name at least one algorithm".into());
+    }
+    let parts = &signature.message.0;
+    if !parts.contains(&MessagePart::Body) {
+        return Err("`webhook.signature.message` must include `body` (otherwise the payload is not signed)".into());
+    }
+    let secret_in_message = parts.contains(&MessagePart::Secret);
+    for algorithm in &signature.algorithm.0 {
+        match (algorithm.is_hmac(), secret_in_message) {
+            (true, true) => {
+                return Err(format!(
+                    "`webhook.signature.message`: {algorithm:?} is keyed with the secret; `secret` must not be a part of the message"
+                ));
+            }
+            (false, false) => {
+                return Err(format!(
+                    "`webhook.signature.message`: a plain {algorithm:?} digest must include `secret`, or anyone could sign"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let names_timestamp = parts.contains(&MessagePart::Timestamp);
+    match (&webhook.timestamp, names_timestamp) {
+        (None, true) => {
+            return Err("`webhook.signature.message` names `timestamp` but `webhook.timestamp` is missing".into());
+        }
+        (Some(_), false) => {
+            return Err(
+                "`webhook.timestamp` is set but `webhook.signature.message` does not sign it (a replayed delivery could carry any timestamp)"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
+    let tolerance_ms = match &webhook.timestamp {
+        Some(timestamp) => {
+            if !is_header_name(&timestamp.header) {
+                return Err(format!("`webhook.timestamp.header`: `{}` is not a header name", timestamp.header));
+            }
+            if timestamp.tolerance.0 == 0 {
+                return Err("`webhook.timestamp.tolerance` must be positive".into());
+            }
+            timestamp.tolerance.0
+        }
+        None => 0,
+    };
+    match (&webhook.secret.scheme, &webhook.secret.env) {
+        (Some(scheme), None) => {
+            if !schemes.iter().any(|s| &s.name == scheme) {
+                return Err(format!("`webhook.secret.scheme`: no security scheme `{scheme}`"));
+            }
+        }
+        (None, Some(var)) => {
+            if var.is_empty() {
+                return Err("`webhook.secret.env` must name a variable".into());
+            }
+        }
+        _ => return Err("`webhook.secret` needs exactly one of `scheme` and `env`".into()),
+    }
+    let payload = &webhook.payload;
+    if payload.status.is_some() && (!payload.failed_if_present.0.is_empty() || payload.http_status.is_some()) {
+        return Err(
+            "`webhook.payload`: with `status`, the phase comes from `phases` and `rules`; `failed-if-present` and `http-status` are for payloads without one"
+                .into(),
+        );
+    }
+    let max_body_bytes = webhook.max_body.unwrap_or(1 << 20);
+    if !(1..=(64 << 20)).contains(&max_body_bytes) {
+        return Err("`webhook.max-body` must be from 1 to 67108864 bytes".into());
+    }
+    let poll_factor = webhook.poll_factor.unwrap_or(1.0);
+    if !poll_factor.is_finite() || !(1.0..=1000.0).contains(&poll_factor) {
+        return Err("`webhook.poll-factor` must be a number from 1 to 1000".into());
+    }
+    let grace_ms = webhook.grace.map_or(30_000, |g| g.0);
+    if webhook.grace.is_some() && !webhook.result_only_by_webhook {
+        return Err("`webhook.grace` applies only with `result-only-by-webhook: true`".into());
+    }
+    Ok(WebhookResolved {
+        tolerance_ms,
+        max_body_bytes,
+        grace_ms,
+        poll_factor,
+        active_window_ms: webhook.active_window.map_or(600_000, |w| w.0),
+    })
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn placeholders(url: &str) -> Vec<String> {

@@ -12,7 +12,7 @@ use quote::quote;
 
 use super::GeneratedModule;
 use super::check::{Policy, Provider, SchemeKind};
-use super::extension::{Jitter, Location, PhaseName};
+use super::extension::{Jitter, Location, MessagePart, PhaseName, SignatureAlgorithm, SignatureEncoding};
 use super::naming::{Case, rust_name};
 use super::openapi::{Operations, ParamType};
 
@@ -279,6 +279,67 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
             }.build()
         }
     };
+    let webhook = opt(ext.webhook.as_ref().zip(p.webhook.as_ref()).map(|(w, resolved)| {
+        let spec = quote!(::taskpoll::spec);
+        let header = &w.signature.header;
+        let algorithms = w.signature.algorithm.0.iter().map(|a| match a {
+            SignatureAlgorithm::Sha1 => quote!(#spec::SignatureAlgorithm::Sha1),
+            SignatureAlgorithm::Sha256 => quote!(#spec::SignatureAlgorithm::Sha256),
+            SignatureAlgorithm::HmacSha1 => quote!(#spec::SignatureAlgorithm::HmacSha1),
+            SignatureAlgorithm::HmacSha256 => quote!(#spec::SignatureAlgorithm::HmacSha256),
+        });
+        let encoding = match w.signature.encoding {
+            SignatureEncoding::Hex => quote!(#spec::SignatureEncoding::Hex),
+            SignatureEncoding::Base64 => quote!(#spec::SignatureEncoding::Base64),
+        };
+        let prefix = &w.signature.prefix;
+        let message = w.signature.message.0.iter().map(|part| match part {
+            MessagePart::Body => quote!(#spec::MessagePart::Body),
+            MessagePart::Timestamp => quote!(#spec::MessagePart::Timestamp),
+            MessagePart::Secret => quote!(#spec::MessagePart::Secret),
+        });
+        let timestamp_header = opt(w.timestamp.as_ref().map(|t| &t.header));
+        let secret_scheme = opt(w.secret.scheme.as_ref());
+        let secret_env = opt(w.secret.env.as_ref());
+        let payload = &w.payload;
+        let id = &payload.id.0;
+        let status = opt(payload.status.as_ref().map(|p| &p.0));
+        let result = opt(payload.result.as_ref().map(|p| &p.0));
+        let error: Vec<&str> = payload.error.0.iter().map(|p| p.0.as_str()).collect();
+        let error = strs(&error);
+        let failed_if_present: Vec<&str> = payload.failed_if_present.0.iter().map(|p| p.0.as_str()).collect();
+        let failed_if_present = strs(&failed_if_present);
+        let http_status = opt(payload.http_status.as_ref().map(|p| &p.0));
+        let only = w.result_only_by_webhook;
+        let (tolerance, grace, window) =
+            (u64_lit(resolved.tolerance_ms), u64_lit(resolved.grace_ms), u64_lit(resolved.active_window_ms));
+        let max_body = Literal::usize_unsuffixed(usize::try_from(resolved.max_body_bytes).unwrap_or(1 << 20));
+        let factor = Literal::f64_unsuffixed(resolved.poll_factor);
+        quote! {
+            ::taskpoll::__private::WebhookSpecFields {
+                signature_header: #header,
+                algorithms: &[#(#algorithms),*],
+                encoding: #encoding,
+                prefix: #prefix,
+                message: &[#(#message),*],
+                timestamp_header: #timestamp_header,
+                tolerance_ms: #tolerance,
+                secret_scheme: #secret_scheme,
+                secret_env: #secret_env,
+                max_body_bytes: #max_body,
+                id: #id,
+                status: #status,
+                result: #result,
+                error: #error,
+                failed_if_present: #failed_if_present,
+                http_status: #http_status,
+                result_only_by_webhook: #only,
+                grace_ms: #grace,
+                poll_factor: #factor,
+                active_window_ms: #window,
+            }.build()
+        }
+    }));
     let error_message: Vec<&str> = ext.error_message.0.iter().map(|p| p.0.as_str()).collect();
     let error_message = strs(&error_message);
     let phases = p.phases.iter().map(|(raw, ph)| {
@@ -351,6 +412,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
             security: security::SECURITY,
             operations: &[#(#operations),*],
             examples: &[#(#examples),*],
+            webhook: #webhook,
             connect,
             parse_documented,
         }.build();

@@ -57,6 +57,138 @@ pub struct Extension {
     /// Polling policies.
     #[serde(default)]
     pub poll: Poll,
+    /// How the provider signs its webhooks and what they carry.
+    pub webhook: Option<Webhook>,
+}
+
+/// `webhook`: how the provider signs its webhooks and what they carry
+/// (specs/README.md, "Webhooks").
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Webhook {
+    /// Where the signature is and how it is made.
+    pub signature: WebhookSignature,
+    /// The signed timestamp header, when the provider sends one.
+    pub timestamp: Option<WebhookTimestamp>,
+    /// Which secret signs.
+    pub secret: WebhookSecret,
+    /// The largest body read, in bytes (default 1048576).
+    pub max_body: Option<u64>,
+    /// Where the task's fields are in a delivery.
+    pub payload: WebhookPayload,
+    /// The status endpoint never carries the result: a wait that polls a
+    /// success first keeps waiting for the webhook up to `grace`.
+    #[serde(default)]
+    pub result_only_by_webhook: bool,
+    /// How long to wait for the webhook after polling saw a success (default 30s).
+    pub grace: Option<DurationText>,
+    /// Poll delays are multiplied by this while the provider's webhooks arrive (default 1, at least 1).
+    pub poll_factor: Option<f64>,
+    /// How long after a verified delivery the provider counts as delivering (default 10m).
+    pub active_window: Option<DurationText>,
+}
+
+/// `webhook.signature`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookSignature {
+    /// The header that carries it.
+    pub header: String,
+    /// The algorithm, or several accepted ones.
+    pub algorithm: OneOrMany<SignatureAlgorithm>,
+    /// How the digest is written (default hex).
+    #[serde(default)]
+    pub encoding: SignatureEncoding,
+    /// Text before the digest (`sha256=`).
+    #[serde(default)]
+    pub prefix: String,
+    /// What is signed, in order.
+    pub message: OneOrMany<MessagePart>,
+}
+
+/// A signature algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAlgorithm {
+    /// SHA-1 of the message, which must include the secret.
+    Sha1,
+    /// SHA-256 of the message, which must include the secret.
+    Sha256,
+    /// HMAC-SHA1 keyed with the secret.
+    HmacSha1,
+    /// HMAC-SHA256 keyed with the secret.
+    HmacSha256,
+}
+
+impl SignatureAlgorithm {
+    /// Whether the secret is the key (not a part of the message).
+    pub fn is_hmac(self) -> bool {
+        matches!(self, SignatureAlgorithm::HmacSha1 | SignatureAlgorithm::HmacSha256)
+    }
+}
+
+/// How a digest is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Hexadecimal.
+    #[default]
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// A part of the signed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagePart {
+    /// The raw body.
+    Body,
+    /// The timestamp header's value.
+    Timestamp,
+    /// The secret.
+    Secret,
+}
+
+/// `webhook.timestamp`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookTimestamp {
+    /// The header (Unix seconds).
+    pub header: String,
+    /// How far from now a timestamp may be, either way.
+    pub tolerance: DurationText,
+}
+
+/// `webhook.secret`: exactly one of `scheme` and `env`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookSecret {
+    /// A security scheme whose credential is the secret (a basic scheme's password).
+    pub scheme: Option<String>,
+    /// A variable holding a separate webhook secret.
+    pub env: Option<String>,
+}
+
+/// `webhook.payload`: where a delivery's fields are (JSON pointers).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookPayload {
+    /// The task id.
+    pub id: Pointer,
+    /// The raw status, mapped with `phases` and `rules`; absent: the outcome
+    /// is derived from `failed-if-present` and `http-status`.
+    pub status: Option<Pointer>,
+    /// The result.
+    pub result: Option<Pointer>,
+    /// Candidates for the failure message.
+    #[serde(default)]
+    pub error: OneOrMany<Pointer>,
+    /// Without `status`: failed when any of these is present and not null.
+    #[serde(default)]
+    pub failed_if_present: OneOrMany<Pointer>,
+    /// Without `status`: failed when the number here is 400 or more.
+    pub http_status: Option<Pointer>,
 }
 
 /// `credentials-url-env`: one variable holding `scheme://user:pass@host`.

@@ -55,6 +55,8 @@ pub(crate) struct SimState {
     pub(crate) task_faults: HashMap<(&'static str, String), FaultQueue>,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_id: u64,
+    /// Webhooks sent or dropped, in order.
+    pub(crate) webhooks: Vec<super::webhooks::WebhookDelivery>,
 }
 
 impl Shared {

@@ -84,6 +84,8 @@ pub struct Poller {
     last_http_status: u16,
     last_error: Option<Box<Error>>,
     state: WaitState,
+    /// Planned delays are multiplied by this (a provider's webhooks arriving slow polling down).
+    delay_factor: f64,
 }
 
 impl Poller {
@@ -184,6 +186,7 @@ impl Poller {
             last_http_status: 0,
             last_error: None,
             state,
+            delay_factor: 1.0,
         }
     }
 
@@ -485,13 +488,51 @@ impl Poller {
     }
 
     fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
-        let wanted = self.policy.delay(self.state.attempts, &mut self.rng);
+        let mut wanted = self.policy.delay(self.state.attempts, &mut self.rng);
+        if self.delay_factor > 1.0 {
+            wanted = Duration::try_from_secs_f64(wanted.as_secs_f64() * self.delay_factor).unwrap_or(MAX_DEADLINE);
+        }
         let placed = policy::place(&self.policy, received, wanted, floor.unwrap_or_default(), self.deadline);
         self.finish_plan(placed.map(|at| (at, at - received)));
         match placed {
             Some(at) => Decision::Poll { at: self.instant(at), delay: at - received },
             None => Decision::Expire { at: self.deadline() },
         }
+    }
+
+    /// Multiplies the delays planned from now on (at least 1): polling slows
+    /// down while the provider's webhooks arrive, and still reconciles.
+    pub(crate) fn set_delay_factor(&mut self, factor: f64) {
+        self.delay_factor = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
+    }
+
+    /// Takes a finished task from a verified webhook delivery at `at`: the
+    /// wait ends with it as it would on a poll that saw it (no poll is counted).
+    pub(crate) fn observe_webhook(&mut self, at: Instant, task: Task) -> (PollEvent, Decision) {
+        let elapsed = self.elapsed(at);
+        let mut event = PollEvent {
+            attempt: self.state.attempts,
+            elapsed,
+            took: Duration::ZERO,
+            phase: None,
+            changed: false,
+            status: None,
+            task: None,
+            error: None,
+            next_delay: None,
+            state: self.state.clone(),
+        };
+        self.note(Some(&mut event), &task, elapsed);
+        self.last_error = None;
+        self.finish_plan(None);
+        event.state = self.state.clone();
+        tracing::debug!(elapsed_ms = millis(elapsed), phase = task.phase().as_str(), "webhook ended the wait");
+        let decision = match task.phase() {
+            Phase::Succeeded => Decision::Done(task),
+            Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
+            _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
+        };
+        (event, decision)
     }
 
     fn finish_plan(&mut self, next: Option<(Duration, Duration)>) {

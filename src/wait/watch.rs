@@ -13,7 +13,8 @@ use tracing::Instrument as _;
 
 use super::PollEvent;
 use super::poller::{Decision, Poller, millis};
-use crate::spec::BoxFuture;
+use crate::spec::{BoxFuture, WebhookSpec};
+use crate::webhook::Subscription;
 use crate::{Error, Phase, Result, Task};
 
 /// Reads the task once with the given budget (time left before the deadline).
@@ -31,6 +32,20 @@ pub(crate) struct Run {
     read: Read,
     next: Option<Decision>,
     span: tracing::Span,
+    /// The provider's webhook scheme and this task's deliveries, raced against the polls.
+    webhook: Option<(&'static WebhookSpec, Subscription)>,
+}
+
+/// A future's output, or the finished task a webhook delivered first.
+async fn race<T>(webhook: Option<&mut Subscription>, work: impl Future<Output = T>) -> std::result::Result<T, Task> {
+    match webhook {
+        None => Ok(work.await),
+        Some(subscription) => tokio::select! {
+            biased;
+            task = subscription.terminal() => Err(task),
+            output = work => Ok(output),
+        },
+    }
 }
 
 impl Run {
@@ -47,7 +62,48 @@ impl Run {
             outcome = tracing::field::Empty,
         );
         let next = Some(poller.start());
-        Self { poller, read, next, span }
+        Self { poller, read, next, span, webhook: None }
+    }
+
+    /// Races the polls against verified webhook deliveries for the task.
+    pub(crate) fn with_webhook(mut self, webhook: Option<(&'static WebhookSpec, Subscription)>) -> Self {
+        self.webhook = webhook;
+        self
+    }
+
+    /// The event of a webhook's finished task; the wait ends with it next.
+    fn webhook_event(&mut self, task: Task) -> Step {
+        let (event, next) = self.poller.observe_webhook(self.poller.clock().now(), task);
+        self.next = Some(next);
+        Step::Event(Box::new(event))
+    }
+
+    /// While the provider's webhooks arrive, polls are spaced by the spec's factor.
+    fn pace(&mut self) {
+        if let Some((hook, subscription)) = &self.webhook {
+            let window = Duration::from_millis(hook.active_window_ms);
+            let active = subscription.hub().active(self.poller.task_ref().provider(), window);
+            self.poller.set_delay_factor(if active { hook.poll_factor } else { 1.0 });
+        }
+    }
+
+    /// After a polled success without a result at a provider whose results
+    /// come only by webhook, with a receiver listening: the webhook's task if
+    /// it comes within the spec's grace (never past the deadline).
+    async fn await_result(&mut self, task: &Task) -> Option<Task> {
+        let (hook, subscription) = self.webhook.as_mut()?;
+        let wanted = hook.result_only_by_webhook
+            && task.result().is_none()
+            && task.via() == crate::Via::Poll
+            && subscription.hub().is_listening();
+        if !wanted {
+            return None;
+        }
+        let clock = self.poller.clock().clone();
+        let now = clock.now();
+        let grace = Duration::from_millis(hook.grace_ms).min(self.poller.remaining(now));
+        tracing::debug!(grace_ms = millis(grace), "polled success without a result; waiting for the webhook");
+        race(Some(subscription), clock.sleep(grace)).await.err()
     }
 
     /// Sleeps until the next poll, makes it and observes it; or ends the wait.
@@ -56,24 +112,37 @@ impl Run {
         let step = match self.next.take() {
             None => return Step::Ended,
             Some(Decision::Poll { at, .. }) => {
-                clock.sleep_until(at).await;
+                if let Err(task) = race(self.webhook.as_mut().map(|(_, s)| s), clock.sleep_until(at)).await {
+                    return self.webhook_event(task);
+                }
                 let sent = clock.now();
                 let budget = self.poller.remaining(sent);
                 if budget.is_zero() {
                     Step::Failed(self.poller.expire(sent))
                 } else {
-                    let result = (self.read)(budget).await;
+                    let read = (self.read)(budget);
+                    let result = match race(self.webhook.as_mut().map(|(_, s)| s), read).await {
+                        Ok(result) => result,
+                        // The webhook won: the read in flight is dropped.
+                        Err(task) => return self.webhook_event(task),
+                    };
                     let received = clock.now();
+                    self.pace();
                     let (event, next) = self.poller.observe(sent, received, result);
                     self.next = Some(next);
                     return Step::Event(Box::new(event));
                 }
             }
             Some(Decision::Expire { at }) => {
-                clock.sleep_until(at).await;
+                if let Err(task) = race(self.webhook.as_mut().map(|(_, s)| s), clock.sleep_until(at)).await {
+                    return self.webhook_event(task);
+                }
                 Step::Failed(self.poller.expire(clock.now()))
             }
-            Some(Decision::Done(task)) => Step::Done(task),
+            Some(Decision::Done(task)) => match self.await_result(&task).await {
+                Some(delivered) => return self.webhook_event(delivered),
+                None => Step::Done(task),
+            },
             Some(Decision::Fail(error)) => Step::Failed(error),
         };
         let outcome = match &step {

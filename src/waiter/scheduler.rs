@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use super::budget::{Budget, SharedTokens};
 use super::source::Source;
-use crate::spec::{BoxFuture, RateSpec};
+use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
+use crate::webhook::WebhookHub;
 use crate::{Clock, Decision, Error, Poller, Result, Task, TaskRef, WaitState};
 
 /// A wait's number within its waiter.
@@ -29,6 +30,8 @@ pub(super) enum Command {
     Cancel(Key),
     /// Stop every wait.
     CancelAll,
+    /// A verified webhook delivery reported the wait's task finished.
+    Webhook(Key, Box<Task>),
 }
 
 /// A wait that ended.
@@ -57,12 +60,15 @@ pub(super) struct Entry {
     in_flight: bool,
     /// A batch answer left it out once (it was then read singly).
     missing_once: bool,
+    /// A polled success without a result, held until the webhook brings it
+    /// or the grace ends (`end`), when the provider's results come only by webhook.
+    held: Option<Box<Task>>,
 }
 
 impl Entry {
     pub(super) fn new(poller: Poller) -> Box<Self> {
         let end = poller.deadline();
-        Box::new(Entry { due: None, early: end, end, in_flight: false, missing_once: false, poller })
+        Box::new(Entry { due: None, early: end, end, in_flight: false, missing_once: false, held: None, poller })
     }
 }
 
@@ -96,6 +102,8 @@ pub(super) struct Scheduler {
     requests: Arc<AtomicU64>,
     /// Where each wait's state goes after every poll that plans another (a wait store saves it).
     progress: Option<mpsc::UnboundedSender<WaitState>>,
+    /// The client's webhook hub and the provider's scheme, when it declares one.
+    webhook: Option<(WebhookHub, &'static WebhookSpec)>,
 }
 
 impl Scheduler {
@@ -127,7 +135,14 @@ impl Scheduler {
             finished,
             requests,
             progress,
+            webhook: None,
         }
+    }
+
+    /// Paces polls and holds webhook-only results as the provider's webhook scheme says.
+    pub(super) fn with_webhooks(mut self, webhook: Option<(WebhookHub, &'static WebhookSpec)>) -> Self {
+        self.webhook = webhook;
+        self
     }
 
     /// Runs until the waiter is dropped (its command channel closes).
@@ -186,6 +201,19 @@ impl Scheduler {
                 self.entries.insert(key, entry);
             }
             Command::Cancel(key) => self.cancel(key),
+            Command::Webhook(key, task) => {
+                // A read in flight for it lands on no entry and is dropped.
+                if let Some(mut entry) = self.remove(key) {
+                    let (_, decision) = entry.poller.observe_webhook(self.clock.now(), *task);
+                    let result = match decision {
+                        Decision::Done(task) => Ok(task),
+                        Decision::Fail(error) => Err(error),
+                        // Only finished tasks are handed over.
+                        Decision::Poll { .. } | Decision::Expire { .. } => Err(entry.poller.expire(self.clock.now())),
+                    };
+                    self.finish(&entry.poller, result);
+                }
+            }
             Command::CancelAll => {
                 let keys: Vec<Key> = self.entries.keys().copied().collect();
                 for key in keys {
@@ -196,7 +224,11 @@ impl Scheduler {
     }
 
     fn cancel(&mut self, key: Key) {
-        if let Some(entry) = self.remove(key) {
+        if let Some(mut entry) = self.remove(key) {
+            // A success already polled (held for its webhook's result) is reported as such.
+            if let Some(task) = entry.held.take() {
+                return self.finish(&entry.poller, Ok(*task));
+            }
             let state = entry.poller.state().clone();
             let error = Error::WaitCancelled {
                 task_ref: Box::new(state.task_ref.clone()),
@@ -214,8 +246,12 @@ impl Scheduler {
                 break;
             }
             if let Some(mut entry) = self.remove(key) {
-                let error = entry.poller.expire(now);
-                self.finish(&entry.poller, Err(error));
+                // A held success whose webhook did not come within the grace ends as polled.
+                let result = match entry.held.take() {
+                    Some(task) => Ok(*task),
+                    None => Err(entry.poller.expire(now)),
+                };
+                self.finish(&entry.poller, result);
             } else {
                 self.by_end.pop_first();
             }
@@ -371,6 +407,10 @@ impl Scheduler {
             Ok(task) => task.retry_after().is_some(),
             Err(error) => error.retry_after().is_some(),
         };
+        if let Some((hub, hook)) = &self.webhook {
+            let active = hub.active(self.provider, Duration::from_millis(hook.active_window_ms));
+            entry.poller.set_delay_factor(if active { hook.poll_factor } else { 1.0 });
+        }
         let decision = entry.poller.observe_quietly(sent, received, result);
         match decision {
             Decision::Poll { at, delay } => {
@@ -389,7 +429,12 @@ impl Scheduler {
                 self.by_end.insert((entry.end, key));
             }
             Decision::Done(task) => {
-                if let Some(entry) = self.entries.remove(&key) {
+                if let Some(grace) = grace_for(self.webhook.as_ref(), &task) {
+                    // Wait for the webhook's result: no more polls, end at the grace or the deadline.
+                    entry.end = entry.end.min(received.checked_add(grace).unwrap_or(entry.end));
+                    entry.held = Some(Box::new(task));
+                    self.by_end.insert((entry.end, key));
+                } else if let Some(entry) = self.entries.remove(&key) {
                     self.finish(&entry.poller, Ok(task));
                 }
             }
@@ -417,6 +462,14 @@ impl Scheduler {
         // The receiver lives as long as the waiter; if it is gone, nobody is listening.
         let _ = self.finished.send(Finished { task_ref, result, polls });
     }
+}
+
+/// How long to hold a polled success for its webhook: a success without a
+/// result, at a provider whose results come only by webhook, while the hub listens.
+fn grace_for(webhook: Option<&(WebhookHub, &'static WebhookSpec)>, task: &Task) -> Option<Duration> {
+    let (hub, hook) = webhook?;
+    let wanted = hook.result_only_by_webhook && task.result().is_none() && hub.is_listening();
+    wanted.then(|| Duration::from_millis(hook.grace_ms))
 }
 
 /// Runs a read as its own task on a multi-thread runtime, so answers are

@@ -110,9 +110,13 @@ impl Scripted {
     }
 }
 
+/// Sets `value` at `pointer`, objects made on the way (`/data/status`).
 fn set(body: &mut Value, pointer: &str, value: Value) {
-    let key = pointer.trim_start_matches('/');
-    body[key] = value;
+    let mut here = body;
+    for key in pointer.trim_start_matches('/').split('/') {
+        here = &mut here[key];
+    }
+    *here = value;
 }
 
 impl Source for Arc<Scripted> {
@@ -415,4 +419,65 @@ async fn requests_in_flight_are_bounded_per_provider() {
     let mut run = Run::start(&scripted, &clock, LOOSE, 3, waits);
     run.collect(12).await;
     assert_eq!(scripted.most_open.load(Ordering::SeqCst), 3);
+}
+
+/// A scheduler for Cloudinary (results only by webhook) with the hub listening.
+fn webhook_run(source: &Arc<Scripted>, clock: &Arc<dyn Clock>, hub: &crate::webhook::WebhookHub) -> Run {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let (sender, finished) = mpsc::unbounded_channel();
+    let hook = source.spec.webhook.as_ref().expect("cloudinary declares webhooks");
+    let scheduler = Scheduler::new(
+        source.spec.name,
+        Arc::new(source.clone()),
+        clock.clone(),
+        LOOSE,
+        4,
+        receiver,
+        sender,
+        Arc::new(AtomicU64::new(0)),
+        (None, None),
+    )
+    .with_webhooks(Some((hub.clone(), hook)));
+    tokio::spawn(scheduler.run());
+    Run { commands, finished, next_key: 0 }
+}
+
+#[tokio::test]
+async fn a_polled_success_without_its_webhook_result_is_held_for_the_grace() {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+    let mut source = Scripted::new("cloudinary", clock.clone());
+    source.done_at.insert("t1".into(), Duration::from_secs(2));
+    let source = Arc::new(source);
+    let hub = crate::webhook::WebhookHub::new(10, clock.clone());
+    hub.set_listening(true);
+    let mut run = webhook_run(&source, &clock, &hub);
+    let fixed = Policy::builder().initial_delay(Duration::from_secs(1)).factor(1.0).max_delay(Duration::from_secs(1));
+    let options = options(&clock, Duration::from_secs(300)).policy(fixed.build().expect("policy"));
+    run.add("cloudinary", "t1", &options);
+    let done = run.next().await;
+    let task = done.result.expect("succeeded");
+    assert_eq!((task.phase(), task.via(), task.result()), (Phase::Succeeded, crate::Via::Poll, None));
+    // Polls at 0, 1 and 2 s; none while held; ended at 2 s + the spec's 30 s grace.
+    let at: Vec<Duration> = source.reads().iter().map(|r| r.at).collect();
+    assert_eq!(at, [0, 1, 2].map(Duration::from_secs));
+    assert_eq!(clock.now() - source.start, Duration::from_secs(32));
+}
+
+#[tokio::test]
+async fn a_webhook_command_ends_a_wait_with_the_delivered_task() {
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+    let source = Arc::new(Scripted::new("cloudinary", clock.clone()));
+    let hub = crate::webhook::WebhookHub::new(10, clock.clone());
+    let mut run = webhook_run(&source, &clock, &hub);
+    run.add("cloudinary", "t2", &options(&clock, Duration::from_secs(300)));
+    let task_ref = TaskRef::new("cloudinary", "t2").expect("ref");
+    let body = json!({"task_id": "t2", "data": {"tags": ["cat"]}});
+    let delivered = Task::new(task_ref, Phase::Succeeded, None, None, Some("/data"), 200, body).delivered_by_webhook();
+    run.commands.send(Command::Webhook(0, Box::new(delivered))).expect("running");
+    let done = run.next().await;
+    let task = done.result.expect("succeeded");
+    assert_eq!((task.via(), task.result()), (crate::Via::Webhook, Some(&json!({"tags": ["cat"]}))));
+    // Another delivery for an ended wait is ignored.
+    run.commands.send(Command::Webhook(0, Box::new(task))).expect("running");
+    assert!(run.finished.try_recv().is_err());
 }

@@ -169,6 +169,12 @@ pub struct WaitManyArgs {
     /// With --store: the most waits this worker holds at once (lower it to share the waits between workers).
     #[arg(long, value_name = "N", requires = "store", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_held: Option<u32>,
+    /// Receive the providers' signed webhooks on ADDR (e.g. `0.0.0.0:8080`) while
+    /// waiting, at `POST /<provider>` (give `http://HOST:PORT/<provider>` as the
+    /// task's callback URL): a verified delivery ends its task's wait at once,
+    /// polling goes on as the fallback. Each line says how the task ended (`"via"`).
+    #[arg(long, value_name = "ADDR", conflicts_with = "store")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
 }
 
 /// The many-task waiter's settings, and where unfinished waits are saved.

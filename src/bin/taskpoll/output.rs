@@ -115,6 +115,13 @@ pub fn outcome_json(
     }
     if let Some(polls) = polls {
         line["polls"] = json!(polls);
+        // How a wait ended: by a poll or a verified webhook; `null` when no observation ended it.
+        let ended_by = match result {
+            Ok(task) => Some(task.via()),
+            Err(error) if error.is_task_failure() => error.task().map(Task::via),
+            Err(_) => None,
+        };
+        line["via"] = json!(ended_by.map(|via| via.as_str()));
     }
     if let Some(elapsed) = elapsed {
         line["elapsed_ms"] = json!(elapsed.as_millis() as u64);

@@ -253,6 +253,15 @@ pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     let tasks = &args.wait.tasks;
     let refs = tasks.task_refs()?;
     let client = many_client(&tasks.settings, &args.many, &refs)?;
+    // Listening before the first wait starts, so no delivery is missed.
+    let receiver = match args.webhook_listen {
+        Some(addr) => {
+            let server = taskpoll::webhook::serve(client.clone(), addr).await?;
+            err_line(&format!("taskpoll: receiving webhooks at http://{}/<provider>", server.addr()));
+            Some(server)
+        }
+        None => None,
+    };
     let mut saved = SavedStates::new(args.many.save_state.as_deref());
     // Before the first task is added: a Ctrl-C from then on gets its lines.
     let interrupts = Interrupts::listen()?;
@@ -266,6 +275,9 @@ pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
             wait_many(&client, &args.wait.options, starts, interrupts, &mut saved).await?
         }
     };
+    if let Some(server) = receiver {
+        server.shutdown().await;
+    }
     saved.write()?;
     Ok(exit)
 }

@@ -1,0 +1,111 @@
+//! The webhook receiver on axum (feature `webhook`): `POST /{provider}`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Client, Error, Result};
+
+/// A router that receives webhooks at `POST /{provider}` (`/cloudinary`,
+/// `/factpulse`) and hands each verified delivery to `client`'s waits
+/// ([`Client::accept_webhook`]). Mount it in your own server under any
+/// prefix (`Router::new().nest("/hooks", taskpoll::webhook::router(client))`).
+///
+/// Answers 204 to a verified delivery; 401 (bad or missing signature, stale
+/// or future timestamp), 400 (not JSON, no task id), 413 (over the spec's
+/// `max-body`), 404 (unknown provider, or no scheme declared), 503 (no
+/// secret configured) to a refused one, which is never handed over. The
+/// answer's body is empty: a sender learns nothing about why.
+///
+/// Marks the client's hub as listening ([`super::WebhookHub::set_listening`]).
+pub fn router(client: Client) -> Router {
+    client.webhooks().set_listening(true);
+    Router::new().route("/{provider}", axum::routing::post(receive)).with_state(client)
+}
+
+async fn receive(State(client): State<Client>, Path(provider): Path<String>, request: Request) -> Response {
+    let limit = match client.configured(&provider) {
+        Ok(configured) => match configured.spec.webhook.as_ref() {
+            Some(hook) => hook.max_body_bytes,
+            None => return StatusCode::NOT_FOUND.into_response(),
+        },
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            // Debug-formatted: the name comes from the request path (untrusted, control characters escaped).
+            tracing::info!(provider = ?crate::task::excerpt(&provider, 40), "webhook refused: body over the cap or cut short");
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+    };
+    match client.accept_webhook(&provider, &parts.headers, &bytes) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(Error::WebhookRefused { reason, .. }) => {
+            StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::BAD_REQUEST).into_response()
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// A receiver running on its own ([`serve`]). Dropping it stops it.
+#[derive(Debug)]
+pub struct WebhookServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl WebhookServer {
+    /// The address it listens on (the real port when asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The callback URL for a provider's deliveries (`http://addr/provider`).
+    pub fn url(&self, provider: &str) -> String {
+        format!("http://{}/{provider}", self.addr)
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Runs [`router`] on `addr` (port 0: any free port) until the returned
+/// server is shut down or dropped.
+pub async fn serve(client: Client, addr: SocketAddr) -> Result<WebhookServer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::config(format!("webhook receiver: cannot listen on {addr}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::config(format!("webhook receiver: no local address: {e}")))?;
+    let (stop, mut stopped) = watch::channel(false);
+    let app = router(client.clone());
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "webhook receiver stopped");
+        }
+        client.webhooks().set_listening(false);
+    });
+    tracing::debug!(%addr, "webhook receiver listening");
+    Ok(WebhookServer { addr, stop, server: Some(server) })
+}
