@@ -48,10 +48,8 @@ impl Respond for Chaos {
 /// server said, and give each request the client's own timeout.
 async fn naive_wait(client: &Client, task_ref: &TaskRef, policy: &Policy, deadline: Duration) -> Duration {
     let start = Instant::now();
-    let mut rng = policy.rng();
-    let mut n = 0;
+    let mut delays = policy.backoff();
     loop {
-        n += 1;
         if let Ok(task) = client.get(task_ref).await
             && task.is_terminal()
         {
@@ -60,7 +58,7 @@ async fn naive_wait(client: &Client, task_ref: &TaskRef, policy: &Policy, deadli
         if start.elapsed() >= deadline {
             break;
         }
-        tokio::time::sleep(policy.delay(n, &mut rng)).await;
+        tokio::time::sleep(delays.next().unwrap_or(Duration::ZERO)).await;
     }
     start.elapsed()
 }

@@ -108,14 +108,6 @@ impl Client {
         }
     }
 
-    /// What a provider's generated client needs to share this client's
-    /// settings (used by `taskpoll::generated::<provider>::client`).
-    #[doc(hidden)]
-    pub fn generated_parts(&self, provider: &str) -> Result<(String, reqwest::Client, transport::Ctx)> {
-        let p = self.configured(provider)?;
-        Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
-    }
-
     /// Reads a task's status once.
     pub async fn get(&self, task: &TaskRef) -> Result<Task> {
         self.get_within(task, None).await

@@ -12,7 +12,14 @@ pub use reqwest;
 pub use serde_json;
 
 pub use crate::spec::ProviderOps;
-pub use crate::transport::{Answer, Mode, exec, pre};
+pub use crate::transport::{Answer, Ctx, Mode, exec, pre};
+
+/// What a provider's generated client needs to share a unified client's
+/// settings (used by `taskpoll::generated::<provider>::client`).
+pub fn generated_parts(client: &crate::Client, provider: &str) -> crate::Result<(String, reqwest::Client, Ctx)> {
+    let p = client.configured(provider)?;
+    Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
+}
 
 use crate::Phase;
 use crate::spec::{
@@ -65,7 +72,7 @@ fields! {
         operations: &'static [OperationSpec],
         examples: &'static [Example],
         webhook: Option<WebhookSpec>,
-        connect: fn(&str, reqwest::Client, crate::Ctx) -> Box<dyn ProviderOps>,
+        connect: fn(&str, reqwest::Client, Ctx) -> Box<dyn ProviderOps>,
         parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
     }
     ServerVariableFields => ServerVariable { name: Str, default: Str, env: Option<Str>, required: bool }
@@ -145,14 +152,14 @@ macro_rules! __generated_glue {
         /// For the operations the unified layer does not call, such as a provider's typed status
         /// siblings; a call's error converts into `taskpoll::Error` with `?`.
         pub fn client(unified: &$crate::Client) -> ::core::result::Result<Client, $crate::Error> {
-            let (base_url, http, ctx) = unified.generated_parts(PROVIDER.name)?;
+            let (base_url, http, ctx) = $crate::__private::generated_parts(unified, PROVIDER.name)?;
             ::core::result::Result::Ok(Client::new_with_client(&base_url, http, ctx))
         }
 
         fn connect(
             base_url: &str,
             http: $crate::__private::reqwest::Client,
-            ctx: $crate::Ctx,
+            ctx: $crate::__private::Ctx,
         ) -> ::std::boxed::Box<dyn $crate::__private::ProviderOps> {
             ::std::boxed::Box::new(Ops(answer::Client::new_with_client(base_url, http, ctx)))
         }
@@ -164,7 +171,7 @@ macro_rules! __generated_glue {
 #[macro_export]
 macro_rules! __generated_hooks {
     ($client:ty, $mode:ident) => {
-        impl $crate::__private::progenitor_client::ClientHooks<$crate::Ctx> for $client {
+        impl $crate::__private::progenitor_client::ClientHooks<$crate::__private::Ctx> for $client {
             async fn pre<E>(
                 &self,
                 request: &mut $crate::__private::reqwest::Request,

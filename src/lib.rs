@@ -55,7 +55,7 @@ mod clock;
 pub mod codegen;
 mod config;
 mod error;
-pub mod observe;
+mod observe;
 mod policy;
 mod raw_json;
 #[cfg(feature = "simulator")]
@@ -65,7 +65,7 @@ pub mod spec;
 pub mod store;
 mod task;
 mod transport;
-mod wait;
+pub mod wait;
 mod waiter;
 pub mod webhook;
 
@@ -90,10 +90,8 @@ pub use error::{Error, Result, TransportKind};
 pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
 pub use spec::{Jitter, ProviderSpec};
 pub use task::{MAX_ID_LEN, Phase, Task, TaskRef, Via};
-pub use transport::{Credential, Ctx};
-pub use wait::{
-    DEFAULT_RETRY_AFTER_CEILING, Decision, PollEvent, Poller, UnknownStatusPolicy, WaitOptions, WaitState, Watch,
-};
+pub use transport::Credential;
+pub use wait::{DEFAULT_RETRY_AFTER_CEILING, PollEvent, UnknownStatusPolicy, WaitOptions, WaitState, Watch};
 pub use waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to

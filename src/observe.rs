@@ -17,7 +17,7 @@ use crate::{Error, Phase, Task, TaskRef};
 /// How a poll loop should treat one observation.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Class {
+pub(crate) enum Class {
     /// Finished: succeeded, failed or cancelled.
     Terminal(Task),
     /// Not finished yet (queued, running or unknown).
@@ -30,7 +30,7 @@ pub enum Class {
 
 impl Class {
     /// Classifies the result of one status read.
-    pub fn of(result: Result<Task, Error>) -> Self {
+    pub(crate) fn of(result: Result<Task, Error>) -> Self {
         match result {
             Ok(task) if task.phase().is_terminal() => Class::Terminal(task),
             Ok(task) => Class::Pending(task),
@@ -63,19 +63,13 @@ fn from_raw(
     Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(raw.retry_after))
 }
 
-/// Classifies an answer to a status read that was obtained elsewhere (a
-/// recorded answer, a webhook body) exactly as [`crate::Client::get`] would:
-/// the task, or the error the answer is. Never panics, whatever the bytes.
-///
-/// ```
-/// let spec = taskpoll::spec::provider("deepomatic").unwrap();
-/// let task_ref = taskpoll::TaskRef::new("deepomatic", "42")?;
-/// let task = taskpoll::observe::decode(spec, &task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
-/// assert_eq!(task.phase(), taskpoll::Phase::Succeeded);
-/// assert!(taskpoll::observe::decode(spec, &task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
-/// # Ok::<(), taskpoll::Error>(())
-/// ```
-pub fn decode(spec: &'static ProviderSpec, task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+/// Classifies an answer obtained elsewhere exactly as a read would (see [`Task::decode`]).
+pub(crate) fn decode(
+    spec: &'static ProviderSpec,
+    task_ref: &TaskRef,
+    http_status: u16,
+    body: &[u8],
+) -> Result<Task, Error> {
     if !task_ref.provider().eq_ignore_ascii_case(spec.name) {
         return Err(Error::config(format!("task {task_ref} is not a {} task", spec.name)));
     }
@@ -298,7 +292,7 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
 }
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     // Named once: looking a header up by `&str` parses the name every time.
     static MILLISECONDS: [HeaderName; 2] =
         [HeaderName::from_static("retry-after-ms"), HeaderName::from_static("x-ms-retry-after-ms")];
@@ -440,10 +434,73 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use proptest::prelude::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
     use serde_json::{Value, json};
 
-    use super::batch_item;
+    use super::{batch_item, retry_after};
     use crate::Phase;
+
+    #[test]
+    fn retry_after_variants_parse() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(3)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_millis(250)));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_millis(1500)));
+        let mut headers = HeaderMap::new();
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    proptest! {
+    /// `Retry-After` in seconds is read as is (capped), an HTTP date as the
+    /// time until it (never negative), and any other text never panics.
+    #[test]
+    fn retry_after_parses_seconds_dates_and_survives_anything(
+        seconds in any::<u64>(),
+        ahead in 0u64..100_000,
+        text in "\\PC{0,40}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let now = SystemTime::now();
+        let header = |value: HeaderValue| {
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", value);
+            headers
+        };
+        let hint = retry_after(&header(HeaderValue::from(seconds)), now);
+        prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
+
+        let at = now + Duration::from_secs(ahead);
+        let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
+        let hint = retry_after(&header(date), now).unwrap();
+        // HTTP dates have whole seconds.
+        prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
+
+        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
+        prop_assert_eq!(retry_after(&header(past), now), Some(Duration::ZERO));
+
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            let _ = retry_after(&header(value), now);
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+            let mut headers = header(value.clone());
+            headers.insert("retry-after-ms", value);
+            let _ = retry_after(&headers, now);
+        }
+    }
+
+    }
 
     /// `body` with `value` set at `pointer`, objects made on the way.
     fn set(body: &mut Value, pointer: &str, value: Value) {

@@ -184,8 +184,24 @@ impl Policy {
         self.seed
     }
 
+    /// The delay after each poll (the 1st, 2nd, …), without the deadline's
+    /// clipping: jitter is drawn from the policy's seed (random without one),
+    /// as one wait draws it. Endless; take what you need.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let policy = taskpoll::Policy::builder().initial_delay(Duration::from_secs(1)).factor(2.0).build()?;
+    /// let first: Vec<Duration> = policy.backoff().take(3).collect();
+    /// assert_eq!(first, [1, 2, 4].map(Duration::from_secs));
+    /// # Ok::<(), taskpoll::Error>(())
+    /// ```
+    pub fn backoff(&self) -> impl Iterator<Item = Duration> + '_ {
+        let mut rng = self.rng();
+        (1..=u32::MAX).map(move |n| self.delay(n, &mut rng))
+    }
+
     /// A fresh RNG for one wait: seeded when the policy has a seed.
-    pub fn rng(&self) -> fastrand::Rng {
+    pub(crate) fn rng(&self) -> fastrand::Rng {
         match self.seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
@@ -194,7 +210,7 @@ impl Policy {
 
     /// The delay after poll `n` (1-based), drawing jitter from `rng` (jittered
     /// delays are whole milliseconds).
-    pub fn delay(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
+    pub(crate) fn delay(&self, n: u32, rng: &mut fastrand::Rng) -> Duration {
         let index = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
         if let Some(fixed) = self.delays.get(index) {
             return *fixed;
@@ -441,6 +457,60 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    // The jitter formulas, replayed with the policy's own RNG (not public: it is fastrand's).
+    #[test]
+    fn deepomatic_client_is_50ms_then_100ms_plus_full_jitter_on_a_doubling_cap() {
+        let policy = Policy::deepomatic_client().expect("preset").to_builder().seed(7).build().expect("seeded");
+        assert_eq!(policy.suggested_deadline(), Some(secs(60.0)));
+        // Replay the formula with the same RNG: 0.1 + U(0, min(1, 0.05·2^(n−1))) for n ≥ 2.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut policy_rng = policy.rng();
+        assert_eq!(policy.delay(1, &mut policy_rng), Duration::from_millis(50));
+        for n in 2..=12u32 {
+            let cap = (0.05 * 2f64.powi(n as i32 - 1)).min(1.0);
+            let expected = 0.1 + rng.f64() * cap;
+            let got = policy.delay(n, &mut policy_rng).as_secs_f64();
+            assert!((got - expected).abs() <= 0.0005, "n={n}: {got} vs {expected} (whole milliseconds)");
+        }
+        // Bounds over many unseeded draws, as in the official client's measurements.
+        let policy = Policy::deepomatic_client().expect("preset");
+        let mut rng = fastrand::Rng::new();
+        for _ in 0..2000 {
+            for n in 2..=8u32 {
+                let d = policy.delay(n, &mut rng).as_secs_f64();
+                let cap = (0.05 * 2f64.powi(n as i32 - 1)).min(1.0);
+                assert!((0.1..=0.1 + cap + 1e-9).contains(&d), "n={n}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn seeded_schedules_repeat_and_jitter_stays_within_its_bounds() {
+        let base = Policy::builder().initial_delay(secs(1.0)).factor(2.0).max_delay(secs(8.0));
+        let full = base.clone().jitter(Jitter::Full).seed(3).build().expect("policy");
+        assert_eq!(full.schedule(secs(600.0)), full.schedule(secs(600.0)));
+        let other = full.to_builder().seed(4).build().expect("policy");
+        assert_ne!(full.schedule(secs(600.0)), other.schedule(secs(600.0)));
+
+        let equal = base.clone().jitter(Jitter::Equal).offset(secs(0.5)).build().expect("policy");
+        let mut rng = fastrand::Rng::with_seed(1);
+        for _ in 0..500 {
+            for n in 1..=10u32 {
+                let d = 2f64.powi(n as i32 - 1).min(8.0);
+                let full_d = full.delay(n, &mut rng).as_secs_f64();
+                assert!((0.0..=d).contains(&full_d), "full n={n}: {full_d}");
+                let equal_d = equal.delay(n, &mut rng).as_secs_f64() - 0.5;
+                assert!((d / 2.0..=d).contains(&equal_d), "equal n={n}: {equal_d}");
+            }
+        }
+        // Jitter is applied before the (final) cap: never more than max + offset.
+        assert!(equal.schedule(secs(3600.0)).iter().all(|d| *d <= secs(8.5)));
     }
 
     fn reserve(r: u64) -> Policy {

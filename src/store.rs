@@ -54,7 +54,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{BoxFuture, RateSpec};
-use crate::{Clock, Error, Phase, Policy, Poller, Result, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
+use crate::wait::Poller;
+use crate::{Clock, Error, Phase, Policy, Result, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 
 #[cfg(feature = "store-postgres")]
 pub use postgres::PostgresStore;

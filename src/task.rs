@@ -383,6 +383,25 @@ impl PartialEq for Task {
 }
 
 impl Task {
+    /// Classifies an answer to a status read that was obtained elsewhere (a
+    /// recorded answer, a test fixture, a body from a queue) exactly as
+    /// [`crate::Client::get`] would: the task, or the error the answer is.
+    /// Never panics, whatever the bytes.
+    ///
+    /// ```
+    /// use taskpoll::{Phase, Task, TaskRef};
+    /// let task_ref = TaskRef::new("deepomatic", "42")?;
+    /// let task = Task::decode(&task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
+    /// assert_eq!(task.phase(), Phase::Succeeded);
+    /// assert!(Task::decode(&task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
+    /// # Ok::<(), taskpoll::Error>(())
+    /// ```
+    pub fn decode(task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+        let spec =
+            crate::spec::provider(task_ref.provider()).ok_or_else(|| Error::unknown_provider(task_ref.provider()))?;
+        crate::observe::decode(spec, task_ref, http_status, body)
+    }
+
     /// `result_at`: where the result is in `body` (the spec's pointer).
     pub(crate) fn new(
         task_ref: TaskRef,

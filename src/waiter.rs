@@ -63,7 +63,8 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::{Client, Clock, Error, Policy, Poller, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+use crate::wait::Poller;
+use crate::{Client, Clock, Error, Policy, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub(crate) use budget::SharedGrant;
 pub(crate) use budget::SharedTokens;

@@ -450,7 +450,7 @@ fn bodies(spec: &'static ProviderSpec, task_ref: &TaskRef, other_origin: String)
         if let Some(slot) = spec.task.id.and_then(|p| body.pointer_mut(p)) {
             *slot = json!(task_ref.id());
         }
-        match taskpoll::observe::decode(spec, task_ref, 200, body.to_string().as_bytes()).map(|t| t.phase()) {
+        match taskpoll::Task::decode(task_ref, 200, body.to_string().as_bytes()).map(|t| t.phase()) {
             Ok(Phase::Succeeded) if succeeded.is_none() => succeeded = Some(body),
             Ok(Phase::Queued | Phase::Running) if pending.is_none() => pending = Some(body),
             _ => {}

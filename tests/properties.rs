@@ -1,15 +1,14 @@
 //! Property tests (proptest): task references, polling policies,
-//! `Retry-After` parsing and answer classification hold for any input.
+//! and answer classification hold for any input (`Retry-After` parsing: in
+//! `src/observe.rs`).
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use taskpoll::observe::{Class, decode, retry_after};
-use taskpoll::{Jitter, Policy, TaskRef};
+use taskpoll::{Jitter, Policy, Task, TaskRef};
 
 const PROVIDERS: &[&str] = &["cloudinary", "qolaba", "factpulse", "deepomatic"];
 
@@ -100,9 +99,7 @@ proptest! {
             .seed(seed)
             .build()
             .unwrap();
-        let mut rng = policy.rng();
-        for n in 1..60u32 {
-            let delay = policy.delay(n, &mut rng);
+        for (delay, n) in policy.backoff().zip(1..60u32) {
             match fixed.get(n as usize - 1) {
                 Some(fixed) => prop_assert_eq!(delay, *fixed),
                 None => prop_assert!(delay >= offset && delay <= max + offset, "delay {} = {:?}", n, delay),
@@ -114,43 +111,6 @@ proptest! {
         prop_assert!(times.windows(2).all(|w| w[0] <= w[1]));
     }
 
-    /// `Retry-After` in seconds is read as is (capped), an HTTP date as the
-    /// time until it (never negative), and any other text never panics.
-    #[test]
-    fn retry_after_parses_seconds_dates_and_survives_anything(
-        seconds in any::<u64>(),
-        ahead in 0u64..100_000,
-        text in "\\PC{0,40}",
-        bytes in proptest::collection::vec(any::<u8>(), 0..40),
-    ) {
-        let now = SystemTime::now();
-        let header = |value: HeaderValue| {
-            let mut headers = HeaderMap::new();
-            headers.insert("retry-after", value);
-            headers
-        };
-        let hint = retry_after(&header(HeaderValue::from(seconds)), now);
-        prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
-
-        let at = now + Duration::from_secs(ahead);
-        let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
-        let hint = retry_after(&header(date), now).unwrap();
-        // HTTP dates have whole seconds.
-        prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
-
-        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
-        prop_assert_eq!(retry_after(&header(past), now), Some(Duration::ZERO));
-
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            let _ = retry_after(&header(value), now);
-        }
-        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-            let mut headers = header(value.clone());
-            headers.insert("retry-after-ms", value);
-            let _ = retry_after(&headers, now);
-        }
-    }
-
     /// Any JSON body, at any status, classifies without a panic for every
     /// provider; a task is only ever the requested one.
     #[test]
@@ -158,12 +118,13 @@ proptest! {
         for spec in taskpoll::spec::providers() {
             let task_ref = TaskRef::new(spec.name, "t-1").unwrap();
             let bytes = if as_text { body.to_string().into_bytes() } else { serde_json::to_vec_pretty(&body).unwrap() };
-            let result = decode(spec, &task_ref, status, &bytes);
-            if let Ok(task) = &result {
-                prop_assert_eq!(task.task_ref(), &task_ref);
-                prop_assert_eq!(task.http_status(), status);
+            match Task::decode(&task_ref, status, &bytes) {
+                Ok(task) => {
+                    prop_assert_eq!(task.task_ref(), &task_ref);
+                    prop_assert_eq!(task.http_status(), status);
+                }
+                Err(e) => _ = (e.is_retryable(), e.to_string()),
             }
-            let _ = Class::of(result);
         }
     }
 
@@ -176,7 +137,9 @@ proptest! {
             for pointer in std::iter::once(spec.task.status).chain(spec.task.id) {
                 set(&mut body, pointer, if Some(pointer) == spec.task.id { id.clone() } else { status_value.clone() });
             }
-            let _ = Class::of(decode(spec, &task_ref, 200, body.to_string().as_bytes()));
+            if let Err(e) = Task::decode(&task_ref, 200, body.to_string().as_bytes()) {
+                _ = (e.is_retryable(), e.to_string());
+            }
         }
     }
 }

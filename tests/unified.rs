@@ -76,26 +76,6 @@ async fn rate_limit_carries_retry_after_as_http_date() {
     assert!(hint > Duration::from_secs(100) && hint <= Duration::from_secs(120), "{hint:?}");
 }
 
-#[test]
-fn retry_after_variants_parse() {
-    use reqwest::header::{HeaderMap, HeaderValue};
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let mut headers = HeaderMap::new();
-    headers.insert("retry-after", HeaderValue::from_static("3"));
-    assert_eq!(taskpoll::observe::retry_after(&headers, now), Some(Duration::from_secs(3)));
-    headers.insert("retry-after-ms", HeaderValue::from_static("250"));
-    assert_eq!(taskpoll::observe::retry_after(&headers, now), Some(Duration::from_millis(250)));
-    let mut headers = HeaderMap::new();
-    headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
-    assert_eq!(taskpoll::observe::retry_after(&headers, now), Some(Duration::from_millis(1500)));
-    let mut headers = HeaderMap::new();
-    let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-    headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
-    assert_eq!(taskpoll::observe::retry_after(&headers, now), Some(Duration::from_secs(30)));
-    headers.insert("retry-after", HeaderValue::from_static("soon"));
-    assert_eq!(taskpoll::observe::retry_after(&headers, now), None);
-}
-
 fn httpdate_in(d: Duration) -> String {
     httpdate::fmt_http_date(SystemTime::now() + d)
 }
@@ -122,7 +102,6 @@ async fn not_found_is_permanent() {
     answer(&server, ResponseTemplate::new(404).set_body_json(json!({"detail": "Not found."}))).await;
     let err = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap_err();
     assert!(err.is_not_found() && !err.is_retryable());
-    assert!(matches!(taskpoll::observe::Class::of(Err(err)), taskpoll::observe::Class::Permanent(_)));
 }
 
 #[tokio::test]
@@ -560,10 +539,9 @@ fn public_types_and_futures_are_send() {
 
 #[test]
 fn a_task_round_trips_through_json_with_its_result() -> Result<(), Box<dyn std::error::Error>> {
-    let spec = taskpoll::spec::provider("deepomatic").ok_or("no deepomatic")?;
     let task_ref = taskpoll::TaskRef::new("deepomatic", "42")?;
     let body = br#"{"id": 42, "status": "success", "data": {"outputs": [{"labels": {"predicted": []}}]}}"#;
-    let task = taskpoll::observe::decode(spec, &task_ref, 200, body)?;
+    let task = taskpoll::Task::decode(&task_ref, 200, body)?;
     // The result is the body's `data`, read in place.
     assert_eq!(task.result(), task.body().pointer("/data"));
     let line = serde_json::to_value(&task)?;
@@ -574,7 +552,7 @@ fn a_task_round_trips_through_json_with_its_result() -> Result<(), Box<dyn std::
     assert_eq!(back.result(), task.result());
     assert_eq!(serde_json::to_value(&back)?, line);
     // A null result is none, whichever way the task was made.
-    let pending = taskpoll::observe::decode(spec, &task_ref, 200, br#"{"id": 42, "status": "pending", "data": null}"#)?;
+    let pending = taskpoll::Task::decode(&task_ref, 200, br#"{"id": 42, "status": "pending", "data": null}"#)?;
     assert_eq!(pending.result(), None);
     assert_eq!(serde_json::from_value::<taskpoll::Task>(serde_json::to_value(&pending)?)?.result(), None);
     Ok(())

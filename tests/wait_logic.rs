@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde_json::json;
+use taskpoll::wait::Poller;
 use taskpoll::{
-    Error, Jitter, ManualClock, Phase, Policy, PollEvent, Poller, Task, TaskRef, TransportKind, UnknownStatusPolicy,
+    Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, TransportKind, UnknownStatusPolicy,
     WaitOptions, WaitState,
 };
 
@@ -205,32 +206,6 @@ fn factpulse_helper_without_reserve_stops_like_the_official_helper() {
 }
 
 #[test]
-fn deepomatic_client_is_50ms_then_100ms_plus_full_jitter_on_a_doubling_cap() {
-    let policy = Policy::deepomatic_client().expect("preset").to_builder().seed(7).build().expect("seeded");
-    assert_eq!(policy.suggested_deadline(), Some(secs(60.0)));
-    // Replay the formula with the same RNG: 0.1 + U(0, min(1, 0.05·2^(n−1))) for n ≥ 2.
-    let mut rng = fastrand::Rng::with_seed(7);
-    let mut policy_rng = policy.rng();
-    assert_eq!(policy.delay(1, &mut policy_rng), Duration::from_millis(50));
-    for n in 2..=12u32 {
-        let cap = (0.05 * 2f64.powi(n as i32 - 1)).min(1.0);
-        let expected = 0.1 + rng.f64() * cap;
-        let got = policy.delay(n, &mut policy_rng).as_secs_f64();
-        assert!((got - expected).abs() <= 0.0005, "n={n}: {got} vs {expected} (whole milliseconds)");
-    }
-    // Bounds over many unseeded draws, as in the official client's measurements.
-    let policy = Policy::deepomatic_client().expect("preset");
-    let mut rng = fastrand::Rng::new();
-    for _ in 0..2000 {
-        for n in 2..=8u32 {
-            let d = policy.delay(n, &mut rng).as_secs_f64();
-            let cap = (0.05 * 2f64.powi(n as i32 - 1)).min(1.0);
-            assert!((0.1..=0.1 + cap + 1e-9).contains(&d), "n={n}: {d}");
-        }
-    }
-}
-
-#[test]
 fn polite_factpulse_polls_every_2_to_3_seconds() {
     let policy = Policy::polite("factpulse").expect("polite");
     assert_eq!(policy.name(), "factpulse:polite");
@@ -242,29 +217,6 @@ fn polite_factpulse_polls_every_2_to_3_seconds() {
     for provider in taskpoll::spec::providers() {
         Policy::polite(provider.name).expect("valid polite policy");
     }
-}
-
-#[test]
-fn seeded_schedules_repeat_and_jitter_stays_within_its_bounds() {
-    let base = Policy::builder().initial_delay(secs(1.0)).factor(2.0).max_delay(secs(8.0));
-    let full = base.clone().jitter(Jitter::Full).seed(3).build().expect("policy");
-    assert_eq!(full.schedule(secs(600.0)), full.schedule(secs(600.0)));
-    let other = full.to_builder().seed(4).build().expect("policy");
-    assert_ne!(full.schedule(secs(600.0)), other.schedule(secs(600.0)));
-
-    let equal = base.clone().jitter(Jitter::Equal).offset(secs(0.5)).build().expect("policy");
-    let mut rng = fastrand::Rng::with_seed(1);
-    for _ in 0..500 {
-        for n in 1..=10u32 {
-            let d = 2f64.powi(n as i32 - 1).min(8.0);
-            let full_d = full.delay(n, &mut rng).as_secs_f64();
-            assert!((0.0..=d).contains(&full_d), "full n={n}: {full_d}");
-            let equal_d = equal.delay(n, &mut rng).as_secs_f64() - 0.5;
-            assert!((d / 2.0..=d).contains(&equal_d), "equal n={n}: {equal_d}");
-        }
-    }
-    // Jitter is applied before the (final) cap: never more than max + offset.
-    assert!(equal.schedule(secs(3600.0)).iter().all(|d| *d <= secs(8.5)));
 }
 
 #[test]
@@ -721,11 +673,11 @@ fn resuming_keeps_the_saved_preset_by_name() {
     let helper = taskpoll::Policy::factpulse_helper().expect("preset");
     let task = taskpoll::TaskRef::new("factpulse", "t-1").expect("ref");
     let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(120)).policy(helper.clone());
-    let poller = taskpoll::Poller::new(task, &options).expect("poller");
+    let poller = Poller::new(task, &options).expect("poller");
     let state = poller.state().clone();
     assert_eq!(state.policy, helper.name());
     let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(60));
-    let resumed = taskpoll::Poller::resume(state, &options).expect("resumed");
+    let resumed = Poller::resume(state, &options).expect("resumed");
     assert_eq!(resumed.policy().name(), "factpulse_helper");
     assert_eq!(resumed.policy().initial_delay(), helper.initial_delay());
 }

@@ -14,7 +14,7 @@ pub fn settings() -> progenitor::GenerationSettings {
         .with_interface(progenitor::InterfaceStyle::Builder)
         .with_tag(progenitor::TagStyle::Merged)
         .with_hooks(progenitor::HooksMode::Expected)
-        .with_inner_type(quote::quote!(::taskpoll::Ctx))
+        .with_inner_type(quote::quote!(::taskpoll::__private::Ctx))
         .with_derive("PartialEq")
         .with_derive("schemars::JsonSchema");
     settings

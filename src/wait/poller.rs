@@ -50,7 +50,8 @@ pub enum Decision {
 /// ```
 /// use std::time::Duration;
 /// use std::sync::Arc;
-/// use taskpoll::{ManualClock, Decision, Policy, Poller, WaitOptions};
+/// use taskpoll::wait::{Decision, Poller};
+/// use taskpoll::{ManualClock, Policy, WaitOptions};
 /// let clock = Arc::new(ManualClock::new());
 /// let options = WaitOptions::new(Duration::from_secs(10))
 ///     .policy(Policy::factpulse_helper()?)

@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use super::budget::{Budget, SharedTokens};
 use super::source::Source;
 use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
+use crate::wait::{Decision, Poller};
 use crate::webhook::WebhookHub;
-use crate::{Clock, Decision, Error, Poller, Result, Task, TaskRef, WaitState};
+use crate::{Clock, Error, Result, Task, TaskRef, WaitState};
 
 /// A wait's number within its waiter.
 pub(super) type Key = u64;

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use super::scheduler::{Command, Entry, Finished, Scheduler};
 use super::source::Source;
 use crate::spec::{BoxFuture, ProviderSpec, RateSpec};
-use crate::{Clock, Error, ManualClock, Phase, Policy, Poller, Result, Task, TaskRef, WaitOptions};
+use crate::wait::Poller;
+use crate::{Clock, Error, ManualClock, Phase, Policy, Result, Task, TaskRef, WaitOptions};
 
 /// One read the scripted provider received.
 #[derive(Debug, Clone)]

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use taskpoll::{Client, Error, Phase, PollEvent, Poller, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
+use taskpoll::wait::Poller;
+use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
 
 use crate::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
 use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
