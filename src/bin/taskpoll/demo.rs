@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 use taskpoll::{Error, Phase, Policy, TaskRef, WaitOptions};
 
-use crate::output::{Exit, err_line, out_line};
-use crate::waiting::{Outcome, Progress, wait_all};
+use super::output::{Exit, err_line, out_line};
+use super::waiting::{Outcome, Progress, wait_all};
 
 fn sim_error(e: Error) -> Error {
     Error::Config { message: format!("cannot start the simulator: {e}") }

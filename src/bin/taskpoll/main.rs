@@ -20,7 +20,16 @@ use args::{Cli, Command};
 use output::Exit;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    run_with(std::env::args_os())
+}
+
+/// Runs the command line `args` (the program name first); `examples/demo.rs` calls it too.
+pub(crate) fn run_with<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

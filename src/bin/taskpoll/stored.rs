@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use taskpoll::store::{OutcomeKind, PostgresStore, SqliteStore, StoredOutcome, StoredWaiter, WaitId, WaitStore};
 use taskpoll::{Error, TaskRef, WaitOptions};
 
-use crate::args::{OutcomesArgs, WaitManyArgs};
-use crate::output::{Exit, err_line, print_line, task_json};
-use crate::waiting::Interrupts;
+use super::args::{OutcomesArgs, WaitManyArgs};
+use super::output::{Exit, err_line, print_line, task_json};
+use super::waiting::Interrupts;
 
 /// Opens the store a `--store` URL names.
 pub async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {

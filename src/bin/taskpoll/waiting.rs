@@ -13,9 +13,9 @@ use serde_json::json;
 use taskpoll::wait::Poller;
 use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
 
-use crate::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
-use crate::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
-use crate::state_file;
+use super::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
+use super::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
+use super::state_file;
 
 /// Reads every task once and prints one line per ID, in input order. IDs of
 /// the same provider go through [`Client::get_many`] (the provider's batch
@@ -249,7 +249,7 @@ fn exit_for(outcome: &Outcome) -> Exit {
 /// reads are reported and polls counted); several through one [`taskpoll::Waiter`].
 pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     if let Some(url) = &args.store {
-        return crate::stored::wait(&args, url).await;
+        return super::stored::wait(&args, url).await;
     }
     let tasks = &args.wait.tasks;
     let refs = tasks.task_refs()?;
