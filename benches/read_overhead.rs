@@ -24,6 +24,8 @@
 //! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`,
 //! `PROVIDERS=deepomatic,qolaba` (default: all).
 
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
+
 use std::error::Error as StdError;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,8 @@
 //! `cargo bench --bench store_workers --features cli` (with
 //! `TASKPOLL_TEST_POSTGRES_URL` set for the PostgreSQL rows; see README).
 
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -77,7 +77,7 @@ impl Client {
     /// can also be overridden with `TASKPOLL_<PROVIDER>_BASE_URL` (a host-only
     /// URL keeps the spec's path, e.g. `/v0.7`). No provider set is an error.
     pub fn from_env() -> Result<Self> {
-        ClientBuilder::default().from_env()?.build()
+        ClientBuilder::default().providers_from_env()?.build()
     }
 
     pub(crate) fn inner(&self) -> &ClientInner {
@@ -115,7 +115,7 @@ impl Client {
 
     /// Reads a task's status once, with the request timeout clipped to `budget`
     /// (the polling engine passes the time left before its deadline).
-    pub async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
+    pub(crate) async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
         let provider = self.configured(task.provider())?;
         validate_id(provider.spec, task.id())?;
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
@@ -139,6 +139,8 @@ impl Client {
             }
         };
         // The whole call, re-authentication included, stays within `timeout`.
+        // The call's own elapsed time, on tokio's timer like the timeouts it bounds.
+        #[allow(clippy::disallowed_methods)]
         let started = tokio::time::Instant::now();
         let left = || timeout.saturating_sub(started.elapsed());
         let mut result = read(timeout).await;
@@ -238,6 +240,8 @@ impl Client {
         let Some(many) = spec.many else { return Ok(HashMap::new()) };
         let mut seen = HashSet::with_capacity(ids.len());
         let unique: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        // The call's own elapsed time, on tokio's timer like the timeouts it bounds.
+        #[allow(clippy::disallowed_methods)]
         let started = tokio::time::Instant::now();
         let mut found = HashMap::with_capacity(unique.len());
         let chunk_size = usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1);

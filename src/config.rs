@@ -92,7 +92,7 @@ impl ProviderConfig {
 
     /// The secret that signs this provider's webhooks, when its spec says it
     /// is a separate one (`x-taskpoll.webhook.secret.env`, e.g. FactPulse's
-    /// `FACTPULSE_WEBHOOK_SECRET`, read by [`ClientBuilder::from_env`]). A
+    /// `FACTPULSE_WEBHOOK_SECRET`, read by [`ClientBuilder::providers_from_env`]). A
     /// provider whose webhooks are signed with an API credential (Cloudinary's
     /// API secret) needs nothing more; this overrides it.
     pub fn webhook_secret(mut self, secret: SecretString) -> Self {
@@ -247,7 +247,7 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The clock that webhook timestamps are checked against and that times
+    /// The clock that webhook timestamps and `Retry-After` dates are read against and that times
     /// webhook activity (default: [`crate::TokioClock`]).
     pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
         self.clock = Some(clock);
@@ -330,7 +330,7 @@ impl ClientBuilder {
     /// Makes a provider generated in another crate known, so that
     /// [`Self::provider`], task references and the simulator find it by name
     /// (see [`crate::spec::register`] and the README, "Your own provider, in
-    /// your own crate"). Register before [`Self::from_env`] for the
+    /// your own crate"). Register before [`Self::providers_from_env`] for the
     /// environment to configure it. A name already taken fails [`Self::build`].
     pub fn register(mut self, spec: &'static ProviderSpec) -> Self {
         if let Err(e) = crate::spec::register(spec) {
@@ -344,12 +344,12 @@ impl ClientBuilder {
     }
 
     /// Adds every provider configured in the environment (see [`Client::from_env`]).
-    pub fn from_env(self) -> Result<Self> {
-        self.from_env_with(|name| std::env::var(name).ok())
+    pub fn providers_from_env(self) -> Result<Self> {
+        self.providers_from_env_with(|name| std::env::var(name).ok())
     }
 
-    /// Like [`Self::from_env`], reading variables through `lookup` (for tests).
-    pub fn from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    /// Like [`Self::providers_from_env`], reading variables through `lookup` (for tests).
+    pub fn providers_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
         for spec in crate::spec::providers() {
             if let Some(config) = env_config(spec, &lookup)? {
                 self = self.provider(config);
@@ -391,6 +391,7 @@ impl ClientBuilder {
                 .build()
                 .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(crate::TokioClock));
         let mut providers = Vec::new();
         for config in self.providers {
             let spec = crate::spec::provider(&config.name).ok_or_else(|| Error::unknown_provider(&config.name))?;
@@ -417,6 +418,7 @@ impl ClientBuilder {
                 user_agent: user_agent.clone(),
                 max_body_bytes: self.max_body_bytes,
                 request_timeout: config.request_timeout.unwrap_or(self.request_timeout),
+                clock: clock.clone(),
                 base: reqwest::Url::parse(&base_url)
                     .map_err(|e| Error::config(format!("{}: base URL: {e}", spec.name)))?,
             };
@@ -434,7 +436,6 @@ impl ClientBuilder {
                 webhook_secret: config.webhook_secret.clone(),
             });
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(crate::TokioClock));
         let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock);
         Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency, webhooks }))
     }

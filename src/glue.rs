@@ -11,7 +11,6 @@ pub use progenitor_client;
 pub use reqwest;
 pub use serde_json;
 
-pub use crate::spec::ProviderOps;
 pub use crate::transport::{Answer, Ctx, Mode, exec, pre};
 
 /// What a provider's generated client needs to share a unified client's
@@ -20,6 +19,9 @@ pub fn generated_parts(client: &crate::Client, provider: &str) -> crate::Result<
     let p = client.configured(provider)?;
     Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
 }
+
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::Phase;
 use crate::spec::{
@@ -32,7 +34,7 @@ use crate::spec::{
 macro_rules! fields {
     ($($fields:ident => $target:ident { $($field:ident: $ty:ty),* $(,)? })*) => {$(
         #[doc = concat!("The fields of [`", stringify!($target), "`], for generated code.")]
-        #[allow(missing_docs)]
+        #[allow(missing_docs, missing_debug_implementations)]
         pub struct $fields {
             $(pub $field: $ty,)*
         }
@@ -202,4 +204,18 @@ macro_rules! __generated_hooks {
             }
         }
     };
+}
+
+/// A boxed, sendable future (the glue's return type).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The glue the generator writes for each provider: calls into the generated client.
+pub trait ProviderOps: Send + Sync {
+    /// Reads one task: the answer as it came.
+    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer>;
+    /// Reads a page of several tasks: the answer as it came.
+    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer> {
+        let _ = (ids, page);
+        Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
+    }
 }

@@ -433,6 +433,7 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // property tests of `Retry-After` dates against the real clock
 mod tests {
     use std::time::{Duration, SystemTime};
 

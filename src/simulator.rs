@@ -38,6 +38,8 @@
 //! simulator's client and [`Simulator::credentials`] use), optionally late or
 //! lost ([`Callback`]); [`Simulator::webhook_deliveries`] records them.
 
+#![allow(clippy::disallowed_methods)] // the simulated server keeps real time (its lifecycles, its signing timestamps)
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 

@@ -3,17 +3,13 @@
 //! simulator and the CLI are all driven by these tables and never name a
 //! provider.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::__private::{BoxFuture, ProviderOps};
 use crate::Phase;
-
-/// A boxed, sendable future (the glue's return type).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Everything taskpoll knows about one provider, generated from its spec.
 #[derive(Debug)]
@@ -486,18 +482,6 @@ pub struct Example {
     pub name: &'static str,
     /// The body, as JSON text.
     pub json: &'static str,
-}
-
-/// The glue the generator writes for each provider: calls into the generated client.
-#[doc(hidden)]
-pub trait ProviderOps: Send + Sync {
-    /// Reads one task: the answer as it came.
-    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer>;
-    /// Reads a page of several tasks: the answer as it came.
-    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer> {
-        let _ = (ids, page);
-        Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
-    }
 }
 
 /// The providers registered at run time ([`register`]) after the built-in

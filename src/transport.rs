@@ -53,6 +53,8 @@ pub struct Ctx {
     pub(crate) request_timeout: Duration,
     /// The base URL: answers from any other origin are refused.
     pub(crate) base: reqwest::Url,
+    /// The client's clock: a `Retry-After` HTTP date is read against its wall time.
+    pub(crate) clock: Arc<dyn crate::Clock>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -195,7 +197,7 @@ impl Meta {
         Meta {
             status,
             too_large: length.is_some_and(|len| len > ctx.max_body_bytes as u64),
-            retry_after: crate::observe::retry_after(headers, std::time::SystemTime::now()),
+            retry_after: crate::observe::retry_after(headers, ctx.clock.wall()),
             redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
         }
     }
@@ -302,7 +304,7 @@ fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, 
 
 /// `ClientHooks::exec`: send; refuse an answer from another origin; for the
 /// typed client, read the body up to the cap (the unified layer reads the
-/// answer client's bodies itself, see [`receive`]).
+/// answer client's bodies itself, see `receive`).
 pub async fn exec(
     http: &reqwest::Client,
     ctx: &Ctx,
@@ -311,7 +313,7 @@ pub async fn exec(
     mode: Mode,
 ) -> reqwest::Result<reqwest::Response> {
     let method = request.method().clone();
-    let started = std::time::Instant::now();
+    let started = ctx.clock.now();
     // Headers are never logged: they carry the credentials.
     let mut response = match http.execute(request).await {
         Ok(response) => response,
@@ -325,7 +327,7 @@ pub async fn exec(
         operation = operation_id,
         %method,
         status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = ctx.clock.now().saturating_duration_since(started).as_millis() as u64,
         "response"
     );
     let (status, version) = (response.status(), response.version());
@@ -409,7 +411,7 @@ pub(crate) fn replace_credential(ctx: &Ctx, scheme: &'static str, credential: Cr
 /// Produces a fresh credential when the provider answers 401 (see
 /// [`crate::ProviderConfig::refresh_credential`]).
 #[derive(Clone)]
-pub struct Refresher(
+pub(crate) struct Refresher(
     pub(crate) Arc<dyn Fn() -> crate::spec::BoxFuture<'static, Result<Credential, String>> + Send + Sync>,
 );
 

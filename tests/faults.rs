@@ -10,6 +10,7 @@
 //! another origin. The counts are printed at the end (`--nocapture`).
 
 #![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};

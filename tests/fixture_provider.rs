@@ -121,7 +121,7 @@ async fn get_many_chunks_ids_and_follows_a_string_cursor() {
 fn from_env_uses_the_variables_the_spec_names() {
     let vars = [("ACME_TOKEN", "t"), ("ACME_REGION", "us")];
     let client = Client::builder()
-        .from_env_with(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+        .providers_from_env_with(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
         .expect("env")
         .build()
         .expect("client");

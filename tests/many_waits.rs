@@ -1,6 +1,7 @@
 //! The many-task waiter end to end, against the simulator: a thousand tasks
 //! across every provider, batch reads, cancellation, resuming, dropping.
 #![cfg(feature = "simulator")]
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -152,7 +152,7 @@ fn a_base_url_from_the_environment_with_userinfo_is_refused_without_echoing_it()
             n if n == var => Some("https://me:s3cr3t-pw@api.example".to_string()),
             _ => None,
         };
-        let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+        let err = Client::builder().providers_from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
         assert!(err.is_config(), "{var}: {err:?}");
         assert!(!format!("{err} {err:?}").contains("s3cr3t-pw"), "{var}: {err}");
     }
@@ -177,7 +177,7 @@ fn a_base_url_with_a_query_or_fragment_is_refused() {
         "DEEPOMATIC_API_URL" => Some("http://127.0.0.1:9#frag".to_string()),
         _ => None,
     };
-    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    let err = Client::builder().providers_from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
 
@@ -192,7 +192,7 @@ fn an_empty_base_url_is_refused_but_an_empty_variable_is_unset() {
         "DEEPOMATIC_API_URL" | "TASKPOLL_DEEPOMATIC_BASE_URL" => Some(String::new()),
         _ => None,
     };
-    let client = Client::builder().from_env_with(lookup).unwrap().build().unwrap();
+    let client = Client::builder().providers_from_env_with(lookup).unwrap().build().unwrap();
     assert_eq!(client.base_url("deepomatic"), Some("https://api.deepomatic.com/v0.7"));
 }
 
@@ -281,14 +281,14 @@ fn a_credential_that_cannot_be_a_header_is_a_config_error_at_build() {
     }
     // Through the environment as well (a key pasted with a trailing `\r`).
     let lookup = |name: &str| (name == "DEEPOMATIC_API_KEY").then(|| "key\rX: y".to_string());
-    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    let err = Client::builder().providers_from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
     assert!(err.is_config(), "{err:?}");
 }
 
 #[test]
 fn the_app_id_without_the_key_is_a_config_error_naming_what_is_missing() {
     let lookup = |name: &str| (name == "DEEPOMATIC_APP_ID").then(|| APP.to_string());
-    let err = Client::builder().from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
+    let err = Client::builder().providers_from_env_with(lookup).and_then(|b| b.build()).unwrap_err();
     assert!(err.is_config(), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("AppId") && text.contains("ApiKey (DEEPOMATIC_API_KEY)"), "{text}");
@@ -325,7 +325,7 @@ fn each_env_alternative_suffices_and_every_variable_in_it_is_needed() {
             let usable = |vars: &[&str]| {
                 let lookup = |name: &str| vars.contains(&name).then(|| value(name));
                 Client::builder()
-                    .from_env_with(lookup)
+                    .providers_from_env_with(lookup)
                     .and_then(|b| b.build())
                     .is_ok_and(|c| c.base_url(spec.name).is_some())
             };

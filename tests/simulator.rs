@@ -3,6 +3,7 @@
 //! against the specs' generated types. Every test iterates over all providers,
 //! so a new spec in `specs/` is covered without touching this file.
 #![cfg(feature = "simulator")]
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
 use std::time::Duration;
 
@@ -485,7 +486,7 @@ async fn credentials_and_configs_cover_every_provider() -> TestResult {
         // The printed variables alone configure a working client.
         {
             let lookup = |name: &str| env.iter().find(|v| v.name == name).map(|v| v.value.clone());
-            let client = Client::builder().from_env_with(lookup)?.build()?;
+            let client = Client::builder().providers_from_env_with(lookup)?.build()?;
             let task = sim.add_task(spec.name, Lifecycle::new().then_succeed())?;
             assert_eq!(client.get(&task).await?.phase(), Phase::Succeeded, "{}", spec.name);
         }

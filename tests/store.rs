@@ -2,6 +2,7 @@
 //! time is an argument), the shared rate budget, concurrent claims, and the
 //! stored waiter continuing after a crash.
 #![cfg(all(feature = "store-sqlite", feature = "store-postgres", feature = "simulator"))]
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
 mod store_common;
 

@@ -1,6 +1,8 @@
 //! The unified layer against a loopback server: configuration, task mapping,
 //! error classification, safety limits and batch reads.
 
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
+
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
@@ -74,6 +76,22 @@ async fn rate_limit_carries_retry_after_as_http_date() {
     let err = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap_err();
     let hint = err.retry_after().expect("a hint");
     assert!(hint > Duration::from_secs(100) && hint <= Duration::from_secs(120), "{hint:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_date_is_read_against_the_clients_clock() {
+    // A wall clock far from the real one: the hint is 30 s only if the date is read against it.
+    let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let server = MockServer::start().await;
+    let date = httpdate::fmt_http_date(wall + Duration::from_secs(30));
+    answer(&server, ResponseTemplate::new(429).insert_header("Retry-After", date.as_str())).await;
+    let client = Client::builder()
+        .clock(std::sync::Arc::new(taskpoll::ManualClock::starting_at(wall)))
+        .provider(ProviderConfig::new("deepomatic").api_key("secret-key-1").base_url(server.uri()))
+        .build()
+        .expect("client");
+    let err = client.get(&task("deepomatic", "1")).await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)), "{err:?}");
 }
 
 fn httpdate_in(d: Duration) -> String {
@@ -252,13 +270,13 @@ async fn from_env_reads_each_providers_variables() {
     let base = format!("{}/{{cloud_name}}-x", server.uri());
     // CLOUDINARY_URL gives key, secret and cloud name; the base URL override keeps the placeholder.
     let client = Client::builder()
-        .from_env_with(env(&[("CLOUDINARY_URL", "cloudinary://k%40y:s3cr%2Ft@democloud")]))
+        .providers_from_env_with(env(&[("CLOUDINARY_URL", "cloudinary://k%40y:s3cr%2Ft@democloud")]))
         .expect("env")
         .build()
         .expect("client");
     assert_eq!(client.base_url("cloudinary"), Some("https://api.cloudinary.com/v2/analysis/democloud"));
     let client = Client::builder()
-        .from_env_with(env(&[
+        .providers_from_env_with(env(&[
             ("CLOUDINARY_CLOUD_NAME", "demo"),
             ("CLOUDINARY_API_KEY", "key"),
             ("CLOUDINARY_API_SECRET", "secret"),
@@ -270,7 +288,7 @@ async fn from_env_reads_each_providers_variables() {
     let _ = base;
 
     let client = Client::builder()
-        .from_env_with(env(&[
+        .providers_from_env_with(env(&[
             ("FACTPULSE_API_KEY", "fk"),
             ("QOLABA_API_KEY", "qk"),
             ("DEEPOMATIC_API_KEY", "dk"),
@@ -286,7 +304,7 @@ async fn from_env_reads_each_providers_variables() {
     // A host-only URL keeps the spec's `/v0.7`, as the official client does with DEEPOMATIC_API_URL.
     assert_eq!(client.base_url("deepomatic"), Some(format!("{}/v0.7", server.uri()).as_str()));
     let client = Client::builder()
-        .from_env_with(env(&[
+        .providers_from_env_with(env(&[
             ("DEEPOMATIC_API_KEY", "dk"),
             ("DEEPOMATIC_API_URL", "http://proxy.invalid/deepomatic/v1/"),
         ]))
@@ -295,9 +313,9 @@ async fn from_env_reads_each_providers_variables() {
         .expect("client");
     assert_eq!(client.base_url("deepomatic"), Some("http://proxy.invalid/deepomatic/v1"), "a path is kept as given");
 
-    let err = Client::builder().from_env_with(env(&[])).expect("env").build().unwrap_err();
+    let err = Client::builder().providers_from_env_with(env(&[])).expect("env").build().unwrap_err();
     assert!(err.is_config());
-    let err = Client::builder().from_env_with(env(&[("CLOUDINARY_URL", "not a url")])).unwrap_err();
+    let err = Client::builder().providers_from_env_with(env(&[("CLOUDINARY_URL", "not a url")])).unwrap_err();
     assert!(err.to_string().contains("CLOUDINARY_URL"), "{err}");
 }
 

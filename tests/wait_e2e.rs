@@ -5,6 +5,8 @@
 //! server can record when (in virtual seconds) each poll was sent. A few run
 //! in real time with millisecond delays and assert no durations.
 
+#![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

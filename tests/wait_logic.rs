@@ -1,6 +1,9 @@
 //! The polling engine's logic in virtual time: policies and their schedules,
 //! the poll step, deadlines, `Retry-After`, guards, streams and resuming.
 //! Reads are scripted closures; time is tokio's paused clock or a `ManualClock`.
+#![allow(clippy::disallowed_methods)]
+// reads real time: a test's or benchmark's own timing
+
 // Scripted reads return `taskpoll::Result<Task>`, like the real ones.
 #![allow(clippy::result_large_err)]
 

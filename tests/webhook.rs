@@ -227,7 +227,7 @@ fn the_webhook_secret_comes_from_the_variable_the_spec_declares() {
         "FACTPULSE_WEBHOOK_SECRET" => Some(FP_SECRET.to_string()),
         _ => None,
     };
-    let client = Client::builder().from_env_with(env).expect("env").build().expect("client");
+    let client = Client::builder().providers_from_env_with(env).expect("env").build().expect("client");
     let signed = headers(&[("X-Webhook-Signature", &format!("sha256={FP_HMAC}"))]);
     client.verify_webhook("factpulse", &signed, FP_BODY.as_bytes()).expect("verified with the env secret");
     // The secret never shows in Debug.

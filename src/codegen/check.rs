@@ -23,7 +23,7 @@ const PLACES: &[(&str, &str)] = &[
 /// Refuses an `x-taskpoll…` key anywhere it has no meaning (a typo such as
 /// `x-taskpoll-evn`, or `x-taskpoll-env` on the wrong object), naming where
 /// such keys are accepted.
-pub fn check_placement(doc: &Value) -> Result<(), String> {
+pub(super) fn check_placement(doc: &Value) -> Result<(), String> {
     fn walk(value: &Value, at: &mut Vec<String>) -> Result<(), String> {
         match value {
             Value::Object(map) => {

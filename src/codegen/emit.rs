@@ -17,7 +17,7 @@ use super::naming::{Case, rust_name};
 use super::openapi::{Operations, ParamType};
 
 /// The descriptor and glue items appended to a provider's generated module.
-pub fn provider_items(p: &Provider, ops: &Operations, answer: syn::File) -> Vec<syn::Item> {
+pub(super) fn provider_items(p: &Provider, ops: &Operations, answer: syn::File) -> Vec<syn::Item> {
     let tokens = provider_tokens(p, ops, answer);
     match syn::parse2::<syn::File>(tokens) {
         Ok(file) => file.items,
@@ -188,7 +188,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
                 &'a self,
                 ids: &'a [String],
                 page: &'a [(String, String)],
-            ) -> ::taskpoll::spec::BoxFuture<'a, ::taskpoll::__private::Answer> {
+            ) -> ::taskpoll::__private::BoxFuture<'a, ::taskpoll::__private::Answer> {
                 Box::pin(async move {
                     let mut call = self.0.#op_fn().#ids(ids.to_vec());
                     for (name, value) in page {
@@ -430,7 +430,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
                 &'a self,
                 id: &'a str,
                 inputs: &'a [(String, String)],
-            ) -> ::taskpoll::spec::BoxFuture<'a, ::taskpoll::__private::Answer> {
+            ) -> ::taskpoll::__private::BoxFuture<'a, ::taskpoll::__private::Answer> {
                 Box::pin(async move {
                     #prelude
                     let mut call = self.0.#get_fn();
@@ -460,7 +460,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
 }
 
 /// The index: one `pub mod` per provider, named after it, and `ALL`.
-pub fn index(modules: &[GeneratedModule]) -> syn::File {
+pub(super) fn index(modules: &[GeneratedModule]) -> syn::File {
     let mods = modules.iter().map(|m| {
         let module = ident(&m.module);
         let file = format!("/{}.rs", m.module);
@@ -469,7 +469,8 @@ pub fn index(modules: &[GeneratedModule]) -> syn::File {
             #[doc = #doc]
             #[allow(
                 clippy::all, clippy::pedantic, clippy::unwrap_used, unreachable_patterns, missing_docs,
-                unused_imports, unused_mut, unused_variables, dead_code, rustdoc::all
+                unused_imports, unused_mut, unused_variables, dead_code, unreachable_pub,
+                missing_debug_implementations, rustdoc::all
             )]
             pub mod #module {
                 include!(concat!(env!("OUT_DIR"), #file));

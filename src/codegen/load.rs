@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 /// A spec as read from disk.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(super) struct Loaded {
     /// The file name, used in every message about this spec.
     pub file: String,
     /// The document, as JSON.
@@ -15,7 +15,7 @@ pub struct Loaded {
 }
 
 /// Reads a spec file.
-pub fn load(path: &Path) -> Result<Loaded, String> {
+pub(super) fn load(path: &Path) -> Result<Loaded, String> {
     let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
     let doc = parse(&text).map_err(|e| format!("{file}: {e}"))?;
@@ -23,7 +23,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 }
 
 /// Parses spec text (YAML or JSON).
-pub fn parse(text: &str) -> Result<Value, String> {
+pub(super) fn parse(text: &str) -> Result<Value, String> {
     let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
     yaml_to_json(yaml)
 }

@@ -3,7 +3,7 @@
 
 /// Identifier case, as progenitor names things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Case {
+pub(super) enum Case {
     /// Methods and setters (`get_task`, `task_id`).
     Snake,
     /// Types (`TaskStatusResponse`).
@@ -11,7 +11,7 @@ pub enum Case {
 }
 
 /// The Rust name progenitor gives a spec name.
-pub fn rust_name(input: &str, case: Case) -> String {
+pub(super) fn rust_name(input: &str, case: Case) -> String {
     use heck::{ToPascalCase, ToSnakeCase};
     let to_case = |s: &str| match case {
         Case::Snake => s.to_snake_case(),
@@ -41,7 +41,7 @@ const KEYWORDS: &[&str] = &[
 ];
 
 /// Whether `s` is a snake_case identifier (preset names).
-pub fn is_snake_ident(s: &str) -> bool {
+pub(super) fn is_snake_ident(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
@@ -49,7 +49,7 @@ pub fn is_snake_ident(s: &str) -> bool {
 
 /// The module under `generated::` for a provider: its name, with `-` as `_`
 /// (provider names are lower-case ascii letters, digits, `-` and `_`).
-pub fn module_name(provider: &str) -> String {
+pub(super) fn module_name(provider: &str) -> String {
     let module = provider.replace('-', "_");
     let starts_with_letter = module.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let module = if starts_with_letter { module } else { format!("_{module}") };

@@ -6,11 +6,11 @@
 use serde_json::{Map, Value};
 
 /// The HTTP methods of a path item.
-pub const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+pub(super) const HTTP_METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 /// Turns every string `enum` into an open string, so that an unknown status
 /// value (`REVOKED`, `queued`) parses instead of failing the whole response.
-pub fn open_string_enums(doc: &mut Value, file: &str, notes: &mut Vec<String>) {
+pub(super) fn open_string_enums(doc: &mut Value, file: &str, notes: &mut Vec<String>) {
     let mut opened = Vec::new();
     walk_schemas(doc, "#", &mut opened);
     if !opened.is_empty() {
@@ -60,7 +60,7 @@ fn walk_schemas(value: &mut Value, at: &str, opened: &mut Vec<String>) {
 /// progenitor 0.15 allows one success body type and one error body type per
 /// operation, and counts `default` as both (shared/notes/progenitor.md §7).
 /// Checking this here also keeps progenitor from panicking on such specs.
-pub fn normalise_responses(doc: &mut Value, file: &str, notes: &mut Vec<String>) -> Result<(), String> {
+pub(super) fn normalise_responses(doc: &mut Value, file: &str, notes: &mut Vec<String>) -> Result<(), String> {
     let components = doc.get("components").cloned().unwrap_or(Value::Null);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return Err(format!("{file}: no `paths`"));
@@ -145,7 +145,7 @@ fn body_class(response: &Value) -> String {
 /// the status, headers and body of an answer as they are, so the layer
 /// decodes each body once by the spec's pointers; the typed client keeps
 /// decoding into the spec's types for users.
-pub fn answer_document(doc: &Value, operations: &[&str]) -> Value {
+pub(super) fn answer_document(doc: &Value, operations: &[&str]) -> Value {
     let mut paths = Map::new();
     for (path, item) in doc.get("paths").and_then(Value::as_object).into_iter().flatten() {
         let Some(item) = item.as_object() else { continue };

@@ -12,7 +12,7 @@ use super::naming::{Case, rust_name};
 
 /// Where a parameter goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamLocation {
+pub(crate) enum ParamLocation {
     /// `in: path`.
     Path,
     /// `in: query`.
@@ -25,7 +25,7 @@ pub enum ParamLocation {
 
 /// The Rust type a parameter's generated setter takes, as far as the glue cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamType {
+pub(crate) enum ParamType {
     /// `i64`.
     Integer,
     /// `f64`.
@@ -40,7 +40,7 @@ pub enum ParamType {
 
 /// One parameter.
 #[derive(Debug, Clone, Copy)]
-pub struct Param {
+pub(crate) struct Param {
     /// Where it goes.
     pub location: ParamLocation,
     /// Its type.
@@ -49,7 +49,7 @@ pub struct Param {
 
 /// One documented response.
 #[derive(Debug, Clone, Default)]
-pub struct DocumentedResponse {
+pub(crate) struct DocumentedResponse {
     /// The component schema of its JSON body, when it names one.
     pub schema: Option<String>,
     /// Its documented examples: (name, JSON text), by name, then `example`.
@@ -58,7 +58,7 @@ pub struct DocumentedResponse {
 
 /// One operation of the spec.
 #[derive(Debug, Clone)]
-pub struct Operation {
+pub(crate) struct Operation {
     /// HTTP method, lower case.
     pub method: String,
     /// Path template.
@@ -78,11 +78,11 @@ pub struct Operation {
 
 /// Every operation, by operationId.
 #[derive(Debug, Clone)]
-pub struct Operations(pub BTreeMap<String, Operation>);
+pub(crate) struct Operations(pub BTreeMap<String, Operation>);
 
 impl Operations {
     /// Reads the operations of a document.
-    pub fn read(api: &OpenAPI, file: &str) -> Result<Self, String> {
+    pub(crate) fn read(api: &OpenAPI, file: &str) -> Result<Self, String> {
         let mut ops = BTreeMap::new();
         for (path, item) in api.paths.iter() {
             let ReferenceOr::Item(item) = item else {
@@ -200,7 +200,7 @@ impl Operations {
     }
 
     /// The operation with this id.
-    pub fn get(&self, id: &str) -> Result<&Operation, String> {
+    pub(crate) fn get(&self, id: &str) -> Result<&Operation, String> {
         self.0.get(id).ok_or_else(|| {
             let known: Vec<&str> = self.0.keys().map(String::as_str).collect();
             format!("no operation `{id}` in `paths` (operations: {})", known.join(", "))

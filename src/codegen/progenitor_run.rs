@@ -8,7 +8,7 @@ use std::sync::Once;
 use openapiv3::{OpenAPI, PathItem, ReferenceOr};
 
 /// The progenitor settings for every provider.
-pub fn settings() -> progenitor::GenerationSettings {
+pub(super) fn settings() -> progenitor::GenerationSettings {
     let mut settings = progenitor::GenerationSettings::default();
     settings
         .with_interface(progenitor::InterfaceStyle::Builder)
@@ -21,7 +21,7 @@ pub fn settings() -> progenitor::GenerationSettings {
 }
 
 /// The generated client of a (normalised) document, as a Rust file.
-pub fn generate(api: &OpenAPI, file: &str) -> Result<syn::File, String> {
+pub(super) fn generate(api: &OpenAPI, file: &str) -> Result<syn::File, String> {
     let tokens = run(api).map_err(|e| {
         let culprit = failing_operation(api);
         format!("{file}: progenitor cannot generate this spec{culprit}: {e}")

@@ -65,7 +65,7 @@ impl JsonSchema for DurationText {
 }
 
 /// Parses `50ms`, `1s`, `1.5s`, `2m`, `1h` into milliseconds.
-pub fn duration_ms(text: &str) -> Result<u64, String> {
+pub(super) fn duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| c.is_ascii_alphabetic())

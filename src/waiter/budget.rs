@@ -162,6 +162,7 @@ impl Budget {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // instants as plain values
 mod tests {
     use super::*;
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use sqlx::Connection as _;
 use taskpoll::store::{PostgresStore, SqliteStore, WaitStore};
 
-pub const POSTGRES_ENV: &str = "TASKPOLL_TEST_POSTGRES_URL";
+pub(crate) const POSTGRES_ENV: &str = "TASKPOLL_TEST_POSTGRES_URL";
 
 /// The server's URL; `None` (with a note) when it is not set, except in CI,
 /// where a PostgreSQL test that cannot run fails.
-pub fn postgres_url() -> Option<String> {
+pub(crate) fn postgres_url() -> Option<String> {
     match std::env::var(POSTGRES_ENV) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ if std::env::var_os("CI").is_some() => {
@@ -26,7 +26,7 @@ pub fn postgres_url() -> Option<String> {
 }
 
 /// A new, empty database on the test server, so tests do not see each other's waits.
-pub async fn fresh_postgres(url: &str) -> Result<String, Box<dyn std::error::Error>> {
+pub(crate) async fn fresh_postgres(url: &str) -> Result<String, Box<dyn std::error::Error>> {
     let name = format!("taskpoll_{:016x}", fastrand::u64(..));
     let mut conn = sqlx::PgConnection::connect(url).await?;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
@@ -37,7 +37,7 @@ pub async fn fresh_postgres(url: &str) -> Result<String, Box<dyn std::error::Err
 }
 
 /// A store under test: its name (for messages), its URL and the store.
-pub struct TestStore {
+pub(crate) struct TestStore {
     pub name: &'static str,
     pub url: String,
     pub store: Arc<dyn WaitStore>,
@@ -45,14 +45,14 @@ pub struct TestStore {
     _dir: Option<tempfile::TempDir>,
 }
 
-pub async fn sqlite() -> Result<TestStore, Box<dyn std::error::Error>> {
+pub(crate) async fn sqlite() -> Result<TestStore, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite:{}", dir.path().join("waits.db").display());
     let store = Arc::new(SqliteStore::connect(&url).await?);
     Ok(TestStore { name: "sqlite", url, store, _dir: Some(dir) })
 }
 
-pub async fn postgres() -> Result<Option<TestStore>, Box<dyn std::error::Error>> {
+pub(crate) async fn postgres() -> Result<Option<TestStore>, Box<dyn std::error::Error>> {
     let Some(url) = postgres_url() else { return Ok(None) };
     let url = fresh_postgres(&url).await?;
     let store = Arc::new(PostgresStore::connect(&url).await?);
@@ -60,7 +60,7 @@ pub async fn postgres() -> Result<Option<TestStore>, Box<dyn std::error::Error>>
 }
 
 /// Every store that can run here.
-pub async fn every_store() -> Result<Vec<TestStore>, Box<dyn std::error::Error>> {
+pub(crate) async fn every_store() -> Result<Vec<TestStore>, Box<dyn std::error::Error>> {
     let mut stores = vec![sqlite().await?];
     stores.extend(postgres().await?);
     Ok(stores)

@@ -12,7 +12,7 @@ use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolic
 /// Read and wait on long-running tasks at HTTP providers.
 #[derive(Debug, Parser)]
 #[command(name = "taskpoll", version, about, after_help = AFTER_HELP)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
@@ -38,7 +38,7 @@ Exit codes: 0 all succeeded, 1 a task failed or was cancelled, 2 the deadline pa
 first, 3 usage or configuration error, 4 API, auth or transport error, 130 interrupted.";
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Read each task's status once; one JSON line per task on stdout.
     Get(TaskArgs),
     /// Wait until every task finishes or the deadline passes; each task's
@@ -66,7 +66,7 @@ pub enum Command {
 
 /// `outcomes`: where to read them.
 #[derive(Debug, Args)]
-pub struct OutcomesArgs {
+pub(crate) struct OutcomesArgs {
     /// The wait store: `sqlite:PATH` or `postgres://USER@HOST/DB` (see `wait --store`).
     #[arg(long, value_name = "URL", env = "TASKPOLL_STORE", hide_env_values = true)]
     pub store: String,
@@ -78,7 +78,7 @@ pub struct OutcomesArgs {
 /// Which provider, with which credentials and server: the flags every
 /// command that reads tasks takes.
 #[derive(Debug, Args)]
-pub struct ProviderArgs {
+pub(crate) struct ProviderArgs {
     /// The provider (`deepomatic`, `factpulse`, …). Without it, each ID must be
     /// a full task reference such as `deepomatic:269999729`.
     #[arg(long, short)]
@@ -105,7 +105,7 @@ pub struct ProviderArgs {
 
 /// Which tasks, at which provider, with which settings.
 #[derive(Debug, Args)]
-pub struct TaskArgs {
+pub(crate) struct TaskArgs {
     #[command(flatten)]
     pub settings: ProviderArgs,
     /// An extra input of the status call, e.g. `--input refID=order-7` (Qolaba).
@@ -121,7 +121,7 @@ pub struct TaskArgs {
 
 /// Waiting settings.
 #[derive(Debug, Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     #[command(flatten)]
     pub tasks: TaskArgs,
     #[command(flatten)]
@@ -130,7 +130,7 @@ pub struct WaitArgs {
 
 /// How to wait: deadline, policy and guards.
 #[derive(Debug, Args)]
-pub struct OptionArgs {
+pub(crate) struct OptionArgs {
     /// The deadline for the whole wait, e.g. `60s`, `5m` (default: the provider's suggested one).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -148,7 +148,7 @@ pub struct OptionArgs {
 /// `wait`: the waiting settings, and the request budget the many-task waiter
 /// holds each provider to.
 #[derive(Debug, Args)]
-pub struct WaitManyArgs {
+pub(crate) struct WaitManyArgs {
     #[command(flatten)]
     pub wait: WaitArgs,
     #[command(flatten)]
@@ -179,7 +179,7 @@ pub struct WaitManyArgs {
 
 /// The many-task waiter's settings, and where unfinished waits are saved.
 #[derive(Debug, Args)]
-pub struct ManyArgs {
+pub(crate) struct ManyArgs {
     /// Status reads per second per provider, with bursts of BURST (default: each
     /// provider's own budget, e.g. 10:20 for Deepomatic), e.g. `50` or `50:100`.
     #[arg(long, value_name = "PER_SECOND[:BURST]", value_parser = parse_rate)]
@@ -196,7 +196,7 @@ pub struct ManyArgs {
 
 /// `resume`: continue saved waits with a fresh deadline.
 #[derive(Debug, Args)]
-pub struct ResumeArgs {
+pub(crate) struct ResumeArgs {
     /// A file written by `--save-state` (one wait state per line; `-` reads standard input).
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
@@ -210,7 +210,7 @@ pub struct ResumeArgs {
 
 /// A request budget from the command line.
 #[derive(Debug, Clone, Copy)]
-pub struct Rate {
+pub(crate) struct Rate {
     pub per_second: f64,
     pub burst: u32,
 }
@@ -240,7 +240,7 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
 
 /// A pending-forever budget from the command line.
 #[derive(Debug, Clone, Copy)]
-pub enum Budget {
+pub(crate) enum Budget {
     Off,
     For(Duration),
 }
@@ -251,7 +251,7 @@ const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// `50ms`, `1.5s`, `1m30s`, `2h` (humantime), or a bare number of seconds.
 /// clap names the flag in front of the message.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let too_large = || format!("`{text}` is too large (at most 10 years)");
     let duration = match text.parse::<f64>() {
@@ -299,7 +299,7 @@ fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), Error
 impl TaskArgs {
     /// The task references named on the command line, on standard input
     /// (`-`) or in the `--from` file.
-    pub fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
+    pub(crate) fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
         match (&self.from, self.ids.as_slice()) {
             (Some(path), _) => {
                 let file = std::fs::File::open(path)
@@ -384,12 +384,12 @@ impl TaskArgs {
 impl ProviderArgs {
     /// A client from the environment, with this command's flags layered on
     /// top of the selected provider's variables (flags win).
-    pub fn client(&self, refs: &[TaskRef]) -> Result<Client, Error> {
+    pub(crate) fn client(&self, refs: &[TaskRef]) -> Result<Client, Error> {
         self.client_with(refs, |builder| builder)
     }
 
     /// [`Self::client`], with more settings applied to the builder.
-    pub fn client_with(
+    pub(crate) fn client_with(
         &self,
         refs: &[TaskRef],
         tune: impl FnOnce(ClientBuilder) -> ClientBuilder,
@@ -423,7 +423,7 @@ impl ProviderArgs {
                 check_credentials(spec, &lookup, &overlay)?;
             }
         }
-        let mut builder = Client::builder().from_env_with(lookup)?;
+        let mut builder = Client::builder().providers_from_env_with(lookup)?;
         if let Some(timeout) = self.request_timeout {
             builder = builder.request_timeout(timeout);
         }
@@ -498,13 +498,13 @@ impl ProviderArgs {
 
 impl OptionArgs {
     /// Wait options for one task.
-    pub fn options(&self, task: &TaskRef) -> Result<WaitOptions, Error> {
+    pub(crate) fn options(&self, task: &TaskRef) -> Result<WaitOptions, Error> {
         self.options_with(task, None)
     }
 
     /// Wait options for a saved wait: its own policy unless `--policy` names
     /// one (a custom policy, which a file cannot carry, becomes the polite one).
-    pub fn resumed(&self, state: &WaitState) -> Result<WaitOptions, Error> {
+    pub(crate) fn resumed(&self, state: &WaitState) -> Result<WaitOptions, Error> {
         self.options_with(&state.task_ref, Some(&state.policy))
     }
 

@@ -14,7 +14,7 @@ fn sim_error(e: Error) -> Error {
     Error::Config { message: format!("cannot start the simulator: {e}") }
 }
 
-pub async fn simulate(port: u16) -> Result<Exit, Error> {
+pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {
     let sim = Simulator::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.map_err(sim_error)?;
     out_line(&format!("taskpoll simulator listening on {}", sim.url()));
     out_line("");
@@ -102,7 +102,7 @@ fn scenes(sim: &Simulator) -> Result<Vec<Scene>, Error> {
     Ok(scenes)
 }
 
-pub async fn demo() -> Result<Exit, Error> {
+pub(crate) async fn demo() -> Result<Exit, Error> {
     let started = Instant::now();
     let sim = Simulator::start().await.map_err(sim_error)?;
     let client = sim.client()?;

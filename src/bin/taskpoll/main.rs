@@ -5,6 +5,8 @@
 //! deadline passed first, 3 usage or configuration error, 4 API, auth or
 //! transport error, 130 interrupted by Ctrl-C.
 
+#![allow(clippy::disallowed_methods)] // reads real time: the command line's progress display
+
 mod args;
 mod demo;
 mod output;

@@ -9,7 +9,7 @@ use taskpoll::{Error, Phase, Task, TaskRef};
 
 /// The process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// Every task succeeded.
     Ok = 0,
     /// A task failed or was cancelled.
@@ -26,7 +26,7 @@ pub enum Exit {
 
 impl Exit {
     /// The exit code for a wait or read that ended with this error.
-    pub fn for_error(error: &Error) -> Self {
+    pub(crate) fn for_error(error: &Error) -> Self {
         if error.is_task_failure() {
             Exit::TaskFailed
         } else if error.is_wait_cancelled() {
@@ -47,12 +47,12 @@ impl Exit {
 
     /// For several tasks: an interruption wins (the run is incomplete), then a
     /// usage error, a failure, an API error, the deadline.
-    pub fn combine(codes: impl IntoIterator<Item = Exit>) -> Exit {
+    pub(crate) fn combine(codes: impl IntoIterator<Item = Exit>) -> Exit {
         codes.into_iter().fold(Exit::Ok, Exit::worse)
     }
 
     /// The one of two codes that [`Exit::combine`] keeps.
-    pub fn worse(self, other: Exit) -> Exit {
+    pub(crate) fn worse(self, other: Exit) -> Exit {
         const ORDER: [Exit; 6] =
             [Exit::Interrupted, Exit::Usage, Exit::TaskFailed, Exit::Api, Exit::Deadline, Exit::Ok];
         let rank = |code: Exit| ORDER.iter().position(|c| *c == code).unwrap_or(ORDER.len());
@@ -61,7 +61,7 @@ impl Exit {
 }
 
 /// The JSON object of a task observation.
-pub fn task_json(task: &Task) -> Value {
+pub(crate) fn task_json(task: &Task) -> Value {
     json!({
         "provider": task.provider(),
         "id": task.id(),
@@ -75,7 +75,7 @@ pub fn task_json(task: &Task) -> Value {
 
 /// What one task's read or wait ended with, as one JSON object. `polls` is
 /// written for waits (`null` when the waiter does not say, e.g. for a success).
-pub fn outcome_json(
+pub(crate) fn outcome_json(
     task_ref: &TaskRef,
     result: Result<&Task, &Error>,
     polls: Option<Option<u32>>,
@@ -147,7 +147,7 @@ fn outcome_name(error: &Error) -> &'static str {
 /// What the CLI says about an error: the library's text, except when the
 /// deadline ended the wait, where it names the last cause and the one way
 /// the CLI can continue. `elapsed` is the wait's own length, when known.
-pub fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
+pub(crate) fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
     // Resuming from a saved wait state is a library feature the CLI does not offer yet.
     const CONTINUE: &str = "run the same `taskpoll wait` again to keep waiting (a new wait with a new deadline)";
     let cause = || {
@@ -217,7 +217,7 @@ fn needs_escape(c: char) -> bool {
 /// escapes) and bidirectional controls, so that text from a server can
 /// neither move the cursor nor forge a line. Every line the CLI writes goes
 /// through it; the CLI's own text has no such characters.
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
@@ -235,7 +235,7 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 /// One JSON value as one line. serde_json escapes C0 controls but passes DEL,
 /// C1 and bidirectional controls through raw; they are escaped here as
 /// `\uXXXX` (all are in the BMP), which is still the same JSON string.
-pub fn json_line(value: &Value) -> String {
+pub(crate) fn json_line(value: &Value) -> String {
     let text = value.to_string();
     if !text.chars().any(needs_escape) {
         return text;
@@ -252,17 +252,17 @@ pub fn json_line(value: &Value) -> String {
 }
 
 /// Prints one JSON line on stdout.
-pub fn print_line(value: &Value) {
+pub(crate) fn print_line(value: &Value) {
     write_line(&mut std::io::stdout().lock(), &json_line(value));
 }
 
 /// Prints a line of text on stdout, escaped.
-pub fn out_line(text: &str) {
+pub(crate) fn out_line(text: &str) {
     write_line(&mut std::io::stdout().lock(), &escape_controls(text));
 }
 
 /// Prints a line on stderr, escaped.
-pub fn err_line(text: &str) {
+pub(crate) fn err_line(text: &str) {
     write_line(&mut std::io::stderr().lock(), &escape_controls(text));
 }
 

@@ -10,7 +10,7 @@ use taskpoll::{Error, TaskRef, WaitState};
 /// Writes the states, replacing the file as a whole: they go to a temporary
 /// file next to it, which is then renamed, so an interrupted write never
 /// leaves half a file where a previous one was.
-pub fn save(path: &Path, states: &[WaitState]) -> Result<(), Error> {
+pub(crate) fn save(path: &Path, states: &[WaitState]) -> Result<(), Error> {
     let failed = |e: std::io::Error| Error::Config { message: format!("--save-state {}: {e}", path.display()) };
     let mut text = String::new();
     for state in states {
@@ -31,7 +31,7 @@ pub fn save(path: &Path, states: &[WaitState]) -> Result<(), Error> {
 /// Reads the states of a file (`-`: standard input). Blank lines are
 /// skipped; every task reference is checked again as if it were typed, since
 /// the file may have been edited.
-pub fn load(path: &Path) -> Result<Vec<WaitState>, Error> {
+pub(crate) fn load(path: &Path) -> Result<Vec<WaitState>, Error> {
     let source = path.display().to_string();
     if path.as_os_str() == "-" {
         return read(std::io::stdin().lock(), "standard input");

@@ -13,7 +13,7 @@ use super::output::{Exit, err_line, print_line, task_json};
 use super::waiting::Interrupts;
 
 /// Opens the store a `--store` URL names.
-pub async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
+pub(crate) async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -27,7 +27,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
 /// `wait --store`: adds the IDs to the store, then works on every wait in it
 /// (its own and any other process's) until none is left, printing each
 /// outcome once written.
-pub async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> {
+pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> {
     let tasks = &args.wait.tasks;
     let refs = if tasks.ids.is_empty() && tasks.from.is_none() { Vec::new() } else { tasks.task_refs()? };
     let worker = args.worker.clone().unwrap_or_else(|| format!("{}-{:08x}", std::process::id(), fastrand::u32(..)));
@@ -113,7 +113,7 @@ async fn consume(store: &dyn WaitStore, printed: &mut Vec<WaitId>) {
 }
 
 /// `outcomes`: every outcome not yet consumed, oldest first.
-pub async fn outcomes(args: OutcomesArgs) -> Result<Exit, Error> {
+pub(crate) async fn outcomes(args: OutcomesArgs) -> Result<Exit, Error> {
     let store = open(&args.store).await?;
     let mut exit = Exit::Ok;
     let mut seen: Vec<WaitId> = Vec::new();

@@ -20,7 +20,7 @@ use super::state_file;
 /// Reads every task once and prints one line per ID, in input order. IDs of
 /// the same provider go through [`Client::get_many`] (the provider's batch
 /// read, where its spec has one); a task with inputs is read on its own.
-pub async fn get(args: TaskArgs) -> Result<Exit, Error> {
+pub(crate) async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
     let client = args.settings.client(&refs)?;
     let reads = read_all(&client, &refs).await;
@@ -106,7 +106,7 @@ async fn read_all(client: &Client, refs: &[TaskRef]) -> Vec<Read> {
 }
 
 /// How one task's wait ended.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub task_ref: TaskRef,
     pub result: Result<Task, Error>,
     pub polls: u32,
@@ -118,7 +118,7 @@ pub struct Outcome {
 
 /// How progress is shown on stderr.
 #[derive(Clone)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Spinners (stderr is a terminal).
     Bars(MultiProgress),
     /// One plain line per phase change or retried read.
@@ -126,13 +126,13 @@ pub enum Progress {
 }
 
 impl Progress {
-    pub fn for_stderr() -> Self {
+    pub(crate) fn for_stderr() -> Self {
         if std::io::stderr().is_terminal() { Progress::Bars(MultiProgress::new()) } else { Progress::Lines }
     }
 }
 
 /// Waits on every task at once; `on_event` sees each poll as it returns.
-pub async fn wait_all(
+pub(crate) async fn wait_all(
     client: &Client,
     tasks: Vec<(TaskRef, WaitOptions)>,
     progress: &Progress,
@@ -247,7 +247,7 @@ fn exit_for(outcome: &Outcome) -> Exit {
 
 /// `wait`: one task through its own watch (every poll is seen, so retried
 /// reads are reported and polls counted); several through one [`taskpoll::Waiter`].
-pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
+pub(crate) async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     if let Some(url) = &args.store {
         return super::stored::wait(&args, url).await;
     }
@@ -285,7 +285,7 @@ pub async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
 
 /// `resume`: every wait saved in the file continues with a fresh deadline,
 /// through one [`taskpoll::Waiter`], printed as `wait` prints.
-pub async fn resume(args: ResumeArgs) -> Result<Exit, Error> {
+pub(crate) async fn resume(args: ResumeArgs) -> Result<Exit, Error> {
     let states = state_file::load(&args.file)?;
     let refs: Vec<TaskRef> = states.iter().map(|state| state.task_ref.clone()).collect();
     let client = many_client(&args.settings, &args.many, &refs)?;
@@ -486,13 +486,13 @@ async fn wait_many(
 
 /// Ctrl-C (SIGINT), listened for from creation on, so one that comes while
 /// tasks are being added is not lost, nor kills the process without its lines.
-pub struct Interrupts {
+pub(crate) struct Interrupts {
     #[cfg(unix)]
     sigint: tokio::signal::unix::Signal,
 }
 
 impl Interrupts {
-    pub fn listen() -> Result<Self, Error> {
+    pub(crate) fn listen() -> Result<Self, Error> {
         #[cfg(unix)]
         {
             let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -504,7 +504,7 @@ impl Interrupts {
     }
 
     /// The next Ctrl-C.
-    pub async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         #[cfg(unix)]
         let listening = self.sigint.recv().await.is_some();
         #[cfg(not(unix))]
@@ -622,7 +622,7 @@ impl Board {
     }
 }
 
-pub async fn watch(args: WaitArgs) -> Result<Exit, Error> {
+pub(crate) async fn watch(args: WaitArgs) -> Result<Exit, Error> {
     let refs = args.tasks.task_refs()?;
     let client = args.tasks.settings.client(&refs)?;
     let tasks = refs.into_iter().map(|r| args.options.options(&r).map(|o| (r, o))).collect::<Result<Vec<_>, _>>()?;
