@@ -7,7 +7,8 @@ use crate::{Task, TaskRef, WaitState};
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a transport-level request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TransportKind {
     /// Could not connect, for a reason not listed below.

@@ -43,7 +43,6 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[cfg(doc)]
 use crate::Error;
 use crate::clock::{Clock, TokioClock};
 use crate::policy::Policy;
@@ -231,10 +230,48 @@ impl WaitState {
     }
 }
 
+/// Why one poll failed (the wait went on, or ended with the [`Error`] the
+/// stream yields next): the error's kind and context, serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PollError {
+    /// The error's one-line message (server text escaped, never a credential).
+    pub message: String,
+    /// The HTTP status, when the provider answered.
+    pub http_status: Option<u16>,
+    /// The kind of transport failure, when no answer came.
+    pub transport: Option<crate::TransportKind>,
+    /// Whether polling again may help.
+    pub retryable: bool,
+    /// The server's pacing hint, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl PollError {
+    pub(crate) fn of(error: &Error) -> Self {
+        PollError {
+            message: error.to_string(),
+            http_status: error.status(),
+            transport: match error {
+                Error::Transport { kind, .. } => Some(*kind),
+                _ => None,
+            },
+            retryable: error.is_retryable(),
+            retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// One poll, reported as soon as it returns; or the verified webhook
 /// delivery that ended the wait (its `task`'s [`Task::via`] says so; it
 /// counts no poll and `took` is zero; see [`crate::webhook`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct PollEvent {
     /// Its number (1 for the first poll of the wait, counting across resumes).
@@ -252,7 +289,7 @@ pub struct PollEvent {
     /// The whole observation (`None` when the read failed).
     pub task: Option<Task>,
     /// Why the read failed, when it did (the wait retries transient failures).
-    pub error: Option<String>,
+    pub error: Option<PollError>,
     /// The delay until the next poll (`None` when the wait ends after this one).
     pub next_delay: Option<Duration>,
     /// Where the wait stands after this poll: save it to resume the wait later.

@@ -255,10 +255,31 @@ async fn transient_503s_are_retried_within_the_budget() {
     let events: Vec<_> = server.client("deepomatic").watch(&deepomatic_ref(), options).collect().await;
     let events: Vec<_> = events.into_iter().map(|e| e.expect("no error")).collect();
     assert_eq!(events.len(), 4);
-    assert!(events[0].error.as_deref().is_some_and(|e| e.contains("HTTP 503")), "{:?}", events[0]);
+    let error = events[0].error.as_ref().expect("the first poll failed");
+    assert!(error.message.contains("HTTP 503"), "{error:?}");
+    assert_eq!((error.http_status, error.transport, error.retryable), (Some(503), None, true));
     assert_eq!(events[0].phase, None);
     assert_eq!(events[3].phase, Some(Phase::Succeeded));
     assert_eq!(server.polls(), [0.0, 1.0, 2.0, 3.0]);
+    // Events serialise: the typed error and the task as JSON.
+    let json = serde_json::to_value(&events[0]).expect("serialises");
+    assert_eq!(json["error"]["http_status"], 503);
+    assert_eq!(serde_json::to_value(&events[3]).expect("serialises")["phase"], "succeeded");
+}
+
+#[tokio::test]
+async fn one_watch_handle_polls_once_then_runs_until_done() {
+    let clock = manual();
+    let answers = vec![deepomatic("pending"), deepomatic("running"), deepomatic("success")];
+    let server = Server::start(DEEPOMATIC_PATH, answers, Some(clock.clone())).await;
+    let options = WaitOptions::new(secs(60.0)).policy(every_second()).clock(clock);
+    let mut watch = server.client("deepomatic").watch(&deepomatic_ref(), options);
+    let first = watch.poll().await.expect("an event").expect("no error");
+    assert_eq!((first.attempt, first.phase), (1, Some(Phase::Queued)));
+    assert_eq!(server.polls(), [0.0], "one poll, nothing more until asked");
+    let done = watch.until_done().await.expect("succeeds");
+    assert_eq!(done.phase(), Phase::Succeeded);
+    assert_eq!(server.polls(), [0.0, 1.0, 2.0]);
 }
 
 #[tokio::test]

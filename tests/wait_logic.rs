@@ -536,7 +536,7 @@ async fn a_transient_failure_is_reported_as_an_event_without_a_phase() {
     let first = watch.next().await.expect("item").expect("event");
     assert_eq!(first.phase, None);
     assert!(!first.changed);
-    assert!(first.error.as_deref().is_some_and(|e| e.contains("503")), "{first:?}");
+    assert!(first.error.as_ref().is_some_and(|e| e.message.contains("503") && e.http_status == Some(503)), "{first:?}");
     assert_eq!(first.next_delay, Some(secs(1.0)));
     let task = watch.until_done().await.expect("succeeded");
     assert_eq!(task.phase(), Phase::Succeeded);

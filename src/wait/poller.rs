@@ -11,7 +11,7 @@ use crate::policy::{self, Policy};
 use crate::spec::ProviderSpec;
 use crate::{Error, Phase, Result, Task, TaskRef};
 
-use super::{PollEvent, UnknownStatusPolicy, WaitOptions, WaitState};
+use super::{PollError, PollEvent, UnknownStatusPolicy, WaitOptions, WaitState};
 
 /// The longest deadline a wait takes (longer ones are shortened to it).
 const MAX_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -298,7 +298,7 @@ impl Poller {
             phase = event.phase.map(Phase::as_str),
             status = event.status.as_deref(),
             changed = event.changed,
-            error = event.error.as_deref(),
+            error = event.error.as_ref().map(|e| e.message.as_str()),
             next_delay_ms = event.next_delay.map(millis),
             "poll"
         );
@@ -351,7 +351,7 @@ impl Poller {
             }
             Class::Transient(error) => {
                 if let Some(event) = event.as_deref_mut() {
-                    event.error = Some(error.to_string());
+                    event.error = Some(PollError::of(&error));
                 }
                 let hint = error.retry_after();
                 match self.past_deadline(received, hint) {
@@ -366,7 +366,7 @@ impl Poller {
             }
             Class::Permanent(error) => {
                 if let Some(event) = event {
-                    event.error = Some(error.to_string());
+                    event.error = Some(PollError::of(&error));
                 }
                 self.finish_plan(None);
                 Decision::Fail(error)

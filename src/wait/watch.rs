@@ -215,6 +215,15 @@ impl Watch {
         Self { inner: Box::pin(futures_util::stream::once(std::future::ready(Err(error)))) }
     }
 
+    /// Polls once (or takes the delivery that ends the wait): the next event,
+    /// or the error that ended the wait; `None` once the wait is over. The
+    /// first of the three ways to drive a wait, as google-cloud-rust's
+    /// `Poller` has them: [`Self::poll`], [`Self::until_done`], and the
+    /// `Stream` this is.
+    pub async fn poll(&mut self) -> Option<Result<PollEvent>> {
+        self.inner.next().await
+    }
+
     /// Only the events where the phase changed (the first observation
     /// counts as a change), plus the final error if any.
     pub fn transitions(self) -> Watch {
