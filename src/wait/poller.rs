@@ -270,18 +270,7 @@ impl Poller {
     /// whose answer arrived at `received_at`. Returns what happened (for
     /// progress streams and traces) and what to do next.
     pub fn observe(&mut self, sent_at: Instant, received_at: Instant, result: Result<Task>) -> (PollEvent, Decision) {
-        let mut event = PollEvent {
-            attempt: self.state.attempts.saturating_add(1),
-            elapsed: Duration::ZERO,
-            took: Duration::ZERO,
-            phase: None,
-            changed: false,
-            status: None,
-            task: None,
-            error: None,
-            next_delay: None,
-            state: self.state.clone(),
-        };
+        let mut event = self.event(self.state.attempts.saturating_add(1), Duration::ZERO);
         let next = self.step(sent_at, received_at, result, Some(&mut event));
         let sent = self.elapsed(sent_at);
         event.elapsed = sent;
@@ -507,12 +496,10 @@ impl Poller {
         self.delay_factor = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
     }
 
-    /// Takes a finished task from a verified webhook delivery at `at`: the
-    /// wait ends with it as it would on a poll that saw it (no poll is counted).
-    pub(crate) fn observe_webhook(&mut self, at: Instant, task: Task) -> (PollEvent, Decision) {
-        let elapsed = self.elapsed(at);
-        let mut event = PollEvent {
-            attempt: self.state.attempts,
+    /// An event with nothing observed yet, filled in by the caller.
+    fn event(&self, attempt: u32, elapsed: Duration) -> PollEvent {
+        PollEvent {
+            attempt,
             elapsed,
             took: Duration::ZERO,
             phase: None,
@@ -522,7 +509,14 @@ impl Poller {
             error: None,
             next_delay: None,
             state: self.state.clone(),
-        };
+        }
+    }
+
+    /// Takes a finished task from a verified webhook delivery at `at`: the
+    /// wait ends with it as it would on a poll that saw it (no poll is counted).
+    pub(crate) fn observe_webhook(&mut self, at: Instant, task: Task) -> (PollEvent, Decision) {
+        let elapsed = self.elapsed(at);
+        let mut event = self.event(self.state.attempts, elapsed);
         self.note(Some(&mut event), &task, elapsed);
         self.last_error = None;
         self.finish_plan(None);

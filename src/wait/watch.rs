@@ -22,6 +22,8 @@ pub(crate) type Read = Box<dyn FnMut(Duration) -> BoxFuture<'static, Result<Task
 
 pub(crate) enum Step {
     Event(Box<PollEvent>),
+    /// A poll observed with no event built (nobody watches: `until_done`).
+    Polled,
     Done(Task),
     Failed(Error),
     Ended,
@@ -34,6 +36,9 @@ pub(crate) struct Run {
     span: tracing::Span,
     /// The provider's webhook scheme and this task's deliveries, raced against the polls.
     webhook: Option<(&'static WebhookSpec, Subscription)>,
+    /// Nobody watches the events (`until_done`): polls are observed without
+    /// building a `PollEvent` (a clone of the task and the wait state each).
+    quiet: bool,
 }
 
 /// A future's output, or the finished task a webhook delivered first.
@@ -62,7 +67,7 @@ impl Run {
             outcome = tracing::field::Empty,
         );
         let next = Some(poller.start());
-        Self { poller, read, next, span, webhook: None }
+        Self { poller, read, next, span, webhook: None, quiet: false }
     }
 
     /// Races the polls against verified webhook deliveries for the task.
@@ -128,6 +133,19 @@ impl Run {
                     };
                     let received = clock.now();
                     self.pace();
+                    if self.quiet {
+                        self.next = Some(self.poller.observe_quietly(sent, received, result));
+                        let state = self.poller.state();
+                        tracing::debug!(
+                            parent: &self.span,
+                            attempt = state.attempts,
+                            phase = state.last_phase.map(Phase::as_str),
+                            status = state.last_status.as_deref(),
+                            next_delay_ms = state.next_delay_ms,
+                            "poll"
+                        );
+                        return Step::Polled;
+                    }
                     let (event, next) = self.poller.observe(sent, received, result);
                     self.next = Some(next);
                     return Step::Event(Box::new(event));
@@ -162,11 +180,12 @@ impl Run {
     }
 
     pub(crate) async fn until_done(mut self) -> Result<Task> {
+        self.quiet = true;
         let span = self.span.clone();
         async move {
             loop {
                 match self.step().await {
-                    Step::Event(_) => continue,
+                    Step::Event(_) | Step::Polled => continue,
                     Step::Done(task) => return Ok(task),
                     Step::Failed(error) => return Err(error),
                     Step::Ended => {
@@ -202,10 +221,14 @@ impl Watch {
         let stream = futures_util::stream::unfold(Some(run), |state| async move {
             let mut run = state?;
             let span = run.span.clone();
-            match run.step().instrument(span).await {
-                Step::Event(event) => Some((Ok(*event), Some(run))),
-                Step::Failed(error) => Some((Err(error), None)),
-                Step::Done(_) | Step::Ended => None,
+            loop {
+                match run.step().instrument(span.clone()).await {
+                    Step::Event(event) => return Some((Ok(*event), Some(run))),
+                    // Not produced for a stream (it is not quiet).
+                    Step::Polled => continue,
+                    Step::Failed(error) => return Some((Err(error), None)),
+                    Step::Done(_) | Step::Ended => return None,
+                }
             }
         });
         Self { inner: Box::pin(stream) }
