@@ -14,12 +14,15 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::Connection as _;
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::store::{PostgresStore, SqliteStore, StoredWaiter, WaitStore};
 use taskpoll::{Client, WaitOptions};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
+
+// The tests' store helpers (a fresh PostgreSQL database per run).
+#[path = "../tests/store_common/mod.rs"]
+mod store_common;
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
@@ -53,10 +56,10 @@ async fn run() -> BenchResult {
     let sqlite_url = format!("sqlite:{}", dir.path().join("bench.db").display());
     let sqlite: Arc<dyn WaitStore> = Arc::new(SqliteStore::connect(&sqlite_url).await?);
     measure("sqlite", &sqlite_url, sqlite, 1).await?;
-    match std::env::var("TASKPOLL_TEST_POSTGRES_URL") {
+    match std::env::var(store_common::POSTGRES_ENV) {
         Ok(base) if !base.trim().is_empty() => {
             for workers in [1, 2, 4] {
-                let url = fresh_database(&base).await?;
+                let url = store_common::fresh_postgres(&base).await?;
                 let store: Arc<dyn WaitStore> = Arc::new(PostgresStore::connect(&url).await?);
                 measure("postgres", &url, store, workers).await?;
             }
@@ -64,16 +67,6 @@ async fn run() -> BenchResult {
         _ => println!("postgres: skipped: set TASKPOLL_TEST_POSTGRES_URL (see README)"),
     }
     Ok(())
-}
-
-async fn fresh_database(url: &str) -> BenchResult<String> {
-    let name = format!("taskpoll_bench_{:016x}", fastrand::u64(..));
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
-    conn.close().await?;
-    let mut fresh = reqwest::Url::parse(url)?;
-    fresh.set_path(&format!("/{name}"));
-    Ok(fresh.to_string())
 }
 
 async fn measure(label: &str, url: &str, store: Arc<dyn WaitStore>, workers: usize) -> BenchResult {

@@ -120,7 +120,7 @@ impl Client {
         validate_id(provider.spec, task.id())?;
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
         if timeout.is_zero() {
-            return Err(observe::no_time_left(provider.spec, &provider.base_url));
+            return Err(observe::no_time_left(provider.spec, &provider.ctx.base));
         }
         let from_deadline = timeout < provider.request_timeout;
         let inputs = task.input_pairs();
@@ -149,24 +149,18 @@ impl Client {
         {
             // One-shot re-authentication: one refresh, one retry.
             match tokio::time::timeout(left(), (refresher.0)()).await {
-                Ok(Ok(credential))
-                    if provider.spec.scheme(scheme).is_some_and(|s| transport::fits(s.kind, &credential)) =>
-                {
-                    match transport::replace_credential(&provider.ctx, scheme, credential) {
-                        Ok(()) => {
-                            tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
-                            if !left().is_zero() {
-                                result = read(left()).await;
-                            }
-                        }
-                        Err(reason) => {
-                            tracing::warn!(provider = provider.spec.name, scheme, %reason, "refreshed credential cannot be sent")
+                // Refused when of the wrong kind or not sendable in a header (the reason says which).
+                Ok(Ok(credential)) => match transport::replace_credential(&provider.ctx, scheme, credential) {
+                    Ok(()) => {
+                        tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
+                        if !left().is_zero() {
+                            result = read(left()).await;
                         }
                     }
-                }
-                Ok(Ok(_)) => {
-                    tracing::warn!(provider = provider.spec.name, scheme, "refreshed credential is of the wrong kind")
-                }
+                    Err(reason) => {
+                        tracing::warn!(provider = provider.spec.name, scheme, %reason, "refreshed credential cannot be sent")
+                    }
+                },
                 Ok(Err(message)) => {
                     tracing::warn!(provider = provider.spec.name, scheme, %message, "credential refresh failed")
                 }
@@ -252,7 +246,7 @@ impl Client {
             for _ in 0..MAX_PAGES {
                 let timeout = provider.request_timeout.min(budget.saturating_sub(started.elapsed()));
                 if timeout.is_zero() {
-                    return Err(observe::no_time_left(spec, &provider.base_url));
+                    return Err(observe::no_time_left(spec, &provider.ctx.base));
                 }
                 let from_deadline = timeout < provider.request_timeout;
                 let call = async {

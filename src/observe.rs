@@ -212,9 +212,8 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
 }
 
 /// The error of a read that had no time left to send its request.
-pub(crate) fn no_time_left(spec: &'static ProviderSpec, base_url: &str) -> Error {
-    let host =
-        reqwest::Url::parse(base_url).map_or_else(|_| "the server".into(), |url| crate::transport::host_of(&url));
+pub(crate) fn no_time_left(spec: &'static ProviderSpec, base: &reqwest::Url) -> Error {
+    let host = crate::transport::host_of(base);
     Error::Transport {
         provider: spec.name,
         operation: spec.get.operation,

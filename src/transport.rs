@@ -125,7 +125,7 @@ pub(crate) enum Received {
     Failed(progenitor_client::Error<ByteStream>),
 }
 
-/// Set by `exec_answer` on the (empty) answer it hands back instead of one
+/// Set by [`exec`] on the (empty) answer it hands back instead of one
 /// from another origin; removed from every real answer, so no server can set it.
 static OTHER_ORIGIN: HeaderName = HeaderName::from_static("x-taskpoll-other-origin");
 
@@ -133,7 +133,7 @@ static OTHER_ORIGIN: HeaderName = HeaderName::from_static("x-taskpoll-other-orig
 /// `ctx.max_body_bytes`, with no copy of a body that arrives in one chunk.
 pub(crate) async fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> Received {
     use futures_util::StreamExt as _;
-    let (status, mut body) = match answer {
+    let (meta, mut chunks) = match answer {
         Ok(value) | Err(progenitor_client::Error::ErrorResponse(value)) => {
             if let Some(origin) = value.headers().get(&OTHER_ORIGIN) {
                 return Received::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned());
@@ -149,37 +149,32 @@ pub(crate) async fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> Re
         Err(other) => return Received::Failed(other),
     };
     let limit = ctx.max_body_bytes;
-    if status.too_large {
-        return Received::TooLarge(status.status, limit);
+    if meta.too_large {
+        return Received::TooLarge(meta.status, limit);
     }
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<BytesMut> = None;
-    while let Some(chunk) = body.next().await {
+    // The first chunk is kept as it came; a second one starts a copy.
+    let mut first = Bytes::new();
+    let mut joined: Option<BytesMut> = None;
+    while let Some(chunk) = chunks.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(e) => return Received::Failed(progenitor_client::Error::ResponseBodyError(e)),
         };
-        let held = first.as_ref().map_or(0, Bytes::len) + more.as_ref().map_or(0, BytesMut::len);
-        if held + chunk.len() > limit {
-            return Received::TooLarge(status.status, limit);
+        if joined.as_ref().map_or(first.len(), BytesMut::len) + chunk.len() > limit {
+            return Received::TooLarge(meta.status, limit);
         }
-        match (&mut first, &mut more) {
-            (None, None) => first = Some(chunk),
-            (Some(_), None) => {
-                let mut joined = BytesMut::from(first.take().unwrap_or_default());
-                joined.extend_from_slice(&chunk);
-                more = Some(joined);
+        match &mut joined {
+            Some(joined) => joined.extend_from_slice(&chunk),
+            None if first.is_empty() => first = chunk,
+            None => {
+                let mut copy = BytesMut::from(std::mem::take(&mut first));
+                copy.extend_from_slice(&chunk);
+                joined = Some(copy);
             }
-            (_, Some(joined)) => joined.extend_from_slice(&chunk),
         }
     }
-    let body = more.map(BytesMut::freeze).or(first).unwrap_or_default();
-    Received::Answer(RawResponse {
-        status: status.status,
-        body,
-        retry_after: status.retry_after,
-        redirect: status.redirect,
-    })
+    let body = joined.map_or(first, BytesMut::freeze);
+    Received::Answer(RawResponse { status: meta.status, body, retry_after: meta.retry_after, redirect: meta.redirect })
 }
 
 /// What classification needs of an answer's status line and headers (so the
@@ -215,7 +210,12 @@ fn unsatisfied(ctx: &Ctx, operation_id: &str) -> Option<String> {
     if alternatives.iter().any(|alt| alt.iter().all(|s| has(s))) {
         return None;
     }
-    Some(alternatives.iter().map(|alt| alt.join(" + ")).collect::<Vec<_>>().join(" or "))
+    Some(needed(alternatives))
+}
+
+/// The alternatives as text: `key + app_id or token`.
+fn needed(alternatives: &[&[&str]]) -> String {
+    alternatives.iter().map(|alt| alt.join(" + ")).collect::<Vec<_>>().join(" or ")
 }
 
 fn alternatives(ctx: &Ctx, operation_id: &str) -> &'static [&'static [&'static str]] {
@@ -270,8 +270,7 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
             _ => Some(alt),
         });
     let Some(chosen) = chosen else {
-        let needed: Vec<String> = alternatives.iter().map(|alt| alt.join(" + ")).collect();
-        return Err(format!("no credentials for `{operation_id}` (needs {})", needed.join(" or ")));
+        return Err(format!("no credentials for `{operation_id}` (needs {})", needed(alternatives)));
     };
     for scheme in chosen.iter() {
         if let Some(held) = credentials.iter().find(|held| held.scheme == *scheme) {
@@ -386,17 +385,6 @@ fn rebuild(
     *response.version_mut() = version;
     *response.headers_mut() = headers;
     reqwest::Response::from(response)
-}
-
-/// Whether a credential is of the kind a scheme sends and can be sent in a header.
-pub(crate) fn fits(kind: SchemeKind, credential: &Credential) -> bool {
-    sendable(kind, credential).is_ok()
-}
-
-/// Why a credential cannot be sent for a scheme (wrong kind, or bytes a
-/// header may not carry, such as a newline). The reason never shows the secret.
-pub(crate) fn sendable(kind: SchemeKind, credential: &Credential) -> Result<(), String> {
-    header_for(kind, credential).map(|_| ())
 }
 
 /// Replaces one scheme's credential (after a refresher produced a new one).
