@@ -119,8 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let result = client.wait(&task_ref, WaitOptions::new(deadline).policy(policy)).await;
                     let took = start.elapsed();
                     let (kind, polls) = match &result {
-                        Err(Error::DeadlineExceeded { polls, .. }) => ("deadline", *polls),
-                        Err(Error::RetryAfterPastDeadline { polls, .. }) => ("retry-after past deadline", *polls),
+                        Err(Error::DeadlineExceeded(e)) => ("deadline", e.polls()),
+                        Err(Error::RetryAfterPastDeadline(e)) => ("retry-after past deadline", e.polls()),
                         Ok(_) => ("succeeded", 0),
                         Err(_) => ("other error", 0),
                     };

@@ -102,7 +102,9 @@ impl Client {
         match self.inner.providers.iter().find(|p| p.spec.name.eq_ignore_ascii_case(provider)) {
             Some(p) => Ok(p),
             None if crate::spec::provider(provider).is_some() => {
-                Err(Error::ProviderNotConfigured { provider: provider.to_string() })
+                Err(Error::ProviderNotConfigured(crate::error::ProviderNotConfigured {
+                    provider: provider.to_string(),
+                }))
             }
             None => Err(Error::unknown_provider(provider)),
         }
@@ -210,9 +212,11 @@ impl Client {
                     repeated.insert(task_ref.id().to_string(), task.clone());
                     return Ok(task);
                 }
-                repeated.get(task_ref.id()).cloned().ok_or_else(|| Error::MissingFromBatch {
-                    provider: configured.spec.name,
-                    id: task_ref.id().to_string(),
+                repeated.get(task_ref.id()).cloned().ok_or_else(|| {
+                    Error::MissingFromBatch(crate::error::MissingFromBatch {
+                        provider: configured.spec.name,
+                        id: task_ref.id().to_string(),
+                    })
                 })
             })
             .collect())

@@ -335,7 +335,7 @@ impl ClientBuilder {
     pub fn register(mut self, spec: &'static ProviderSpec) -> Self {
         if let Err(e) = crate::spec::register(spec) {
             let message = match e {
-                Error::Config { message } => message,
+                Error::Config(crate::error::ConfigError { message }) => message,
                 other => other.to_string(),
             };
             self.register_error.get_or_insert(message);
@@ -361,7 +361,7 @@ impl ClientBuilder {
     /// Checks everything and builds the client.
     pub fn build(self) -> Result<Client> {
         if let Some(message) = self.register_error {
-            return Err(Error::Config { message });
+            return Err(Error::Config(crate::error::ConfigError { message }));
         }
         if self.providers.is_empty() {
             return Err(Error::config(

@@ -1,8 +1,24 @@
-//! The one error type.
+//! The one error type, [`Error`], and the context each of its variants wraps.
 
 use std::time::Duration;
 
 use crate::{Task, TaskRef, WaitState};
+
+mod call;
+mod input;
+mod wait;
+
+pub use call::{
+    ApiError, BodyTooLarge, CrossOriginAnswer, GeneratedCallError, InvalidBody, InvalidRequest, MissingCredentials,
+    MissingFromBatch, TaskIdMismatch, TransportError,
+};
+pub use input::{
+    ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, UnknownProvider,
+    WebhookRefused,
+};
+pub use wait::{
+    DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus, WaitCancelled,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -48,30 +64,16 @@ impl TransportKind {
     }
 }
 
-fn transport_message(kind: TransportKind, host: &str, timeout: Option<Duration>) -> String {
-    let what = kind.describe(host);
-    match (kind, timeout) {
-        (TransportKind::Timeout, Some(t)) => format!("{what} (request timeout of {})", seconds(t)),
-        (TransportKind::DeadlineBudget, Some(t)) => format!("{what} ({} were left)", seconds(t)),
-        _ => what,
-    }
-}
-
 fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// The end of a wait's deadline message: the last cause and how to continue.
-fn deadline_message(last: Option<&Task>, last_error: Option<&Error>) -> String {
-    let cause = match (last_error, last) {
-        (Some(error), _) => format!("last poll: {}", error.summary()),
-        (None, Some(task)) => format!("last seen {}", task.phase()),
-        (None, None) => "no poll was answered".to_string(),
-    };
-    format!("{cause}; it may still finish: resume with its wait state (Client::resume)")
-}
-
 /// Everything that can go wrong, with the context to act on it.
+///
+/// Each variant wraps a context type (in [`taskpoll::error`](crate::error))
+/// whose accessors give the details, so details can be added without
+/// breaking a `match`. The `is_*` predicates and the accessors on `Error`
+/// answer the common questions whatever the variant.
 ///
 /// Display gives one line and does not repeat the source; walk
 /// [`std::error::Error::source`] for the underlying reqwest or progenitor error.
@@ -79,292 +81,88 @@ fn deadline_message(last: Option<&Task>, last_error: Option<&Error>) -> String {
 #[non_exhaustive]
 pub enum Error {
     /// The client configuration is unusable (bad URL, bad variable, nothing configured).
-    #[error("configuration: {message}")]
-    Config {
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Config(ConfigError),
     /// No provider of that name is built into this crate.
-    #[error("unknown provider `{name}` (known: {known})")]
-    UnknownProvider {
-        /// The name asked for.
-        name: String,
-        /// The names that exist.
-        known: String,
-    },
+    #[error(transparent)]
+    UnknownProvider(UnknownProvider),
     /// The provider exists but this client was not configured for it.
-    #[error("provider `{provider}` is not configured on this client")]
-    ProviderNotConfigured {
-        /// The provider.
-        provider: String,
-    },
+    #[error(transparent)]
+    ProviderNotConfigured(ProviderNotConfigured),
     /// No credential satisfies the operation's security; nothing was sent.
-    #[error("{provider}: no credentials for `{operation}` (needs {needed})")]
-    MissingCredentials {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The scheme alternatives, e.g. `basicAuth or OAuth2`.
-        needed: String,
-    },
+    #[error(transparent)]
+    MissingCredentials(MissingCredentials),
     /// The task id cannot be sent safely; nothing was sent.
-    #[error("invalid task id {id:?}: {reason}")]
-    InvalidTaskId {
-        /// The id (an excerpt).
-        id: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    InvalidTaskId(InvalidTaskId),
     /// A task reference string or input is malformed.
-    #[error("invalid task reference {input:?}: {reason}")]
-    InvalidTaskRef {
-        /// The input (an excerpt).
-        input: String,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    InvalidTaskRef(InvalidTaskRef),
     /// The request could not be built (e.g. a header value with bad bytes).
-    #[error("{provider} {operation}: invalid request: {message}")]
-    InvalidRequest {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// What progenitor or reqwest refused.
-        message: String,
-    },
+    #[error(transparent)]
+    InvalidRequest(InvalidRequest),
     /// Connecting, sending or reading failed, or the request timed out.
-    #[error("{provider} {operation}: {}", transport_message(*kind, host, *timeout))]
-    Transport {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// What kind of failure.
-        kind: TransportKind,
-        /// The host (and port) the request went to; never userinfo, path or query.
-        host: String,
-        /// The time limit that applied, for [`TransportKind::Timeout`] and
-        /// [`TransportKind::DeadlineBudget`].
-        timeout: Option<Duration>,
-        /// The reqwest error.
-        #[source]
-        source: BoxError,
-    },
+    #[error(transparent)]
+    Transport(TransportError),
     /// The provider answered with an HTTP error that is not a task.
-    #[error("{provider} {operation}: HTTP {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Api {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The HTTP status.
-        status: u16,
-        /// The provider's error message, when the body had one.
-        message: Option<String>,
-        /// The start of the body (at most 512 characters).
-        body_excerpt: String,
-        /// Whether the body was JSON.
-        body_is_json: bool,
-        /// The `Retry-After` hint, if the answer had one.
-        retry_after: Option<Duration>,
-    },
+    #[error(transparent)]
+    Api(ApiError),
     /// A success answer whose body is not a task (HTML, malformed JSON, a non-object).
-    #[error("{provider} {operation}: HTTP {status} body is not a task ({reason})")]
-    InvalidBody {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The HTTP status.
-        status: u16,
-        /// What was wrong.
-        reason: String,
-        /// The start of the body.
-        body_excerpt: String,
-    },
+    #[error(transparent)]
+    InvalidBody(InvalidBody),
     /// The body was larger than the configured cap and was not read.
-    #[error("{provider} {operation}: HTTP {status} body exceeds the {limit}-byte cap")]
-    BodyTooLarge {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The HTTP status.
-        status: u16,
-        /// The cap.
-        limit: usize,
-    },
-    /// The answer came from another origin than the request's (a redirect
-    /// followed by a caller-supplied HTTP client); it was not read.
-    #[error(
-        "{provider} {operation}: refused an answer from another origin ({origin}); disable redirects on the HTTP client given to ClientBuilder::http_client"
-    )]
-    CrossOriginAnswer {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The origin that answered (`scheme://host:port`).
-        origin: String,
-    },
-    /// The answer is about another task than the one asked for (the body's
-    /// id, where the spec says it is, differs); it is not taken as the task.
-    #[error("{provider} {operation}: asked for task {requested:?} but the answer is about task {answered:?}")]
-    TaskIdMismatch {
-        /// The provider.
-        provider: &'static str,
-        /// The operation.
-        operation: &'static str,
-        /// The id asked for (an excerpt).
-        requested: String,
-        /// The id in the answer, as text (an excerpt).
-        answered: String,
-    },
+    #[error(transparent)]
+    BodyTooLarge(BodyTooLarge),
+    /// The answer came from another origin than the request's; it was not read.
+    #[error(transparent)]
+    CrossOriginAnswer(CrossOriginAnswer),
+    /// The answer is about another task than the one asked for.
+    #[error(transparent)]
+    TaskIdMismatch(TaskIdMismatch),
     /// A batch answer did not include this id.
-    #[error("{provider}: task {id:?} is missing from the batch answer")]
-    MissingFromBatch {
-        /// The provider.
-        provider: &'static str,
-        /// The id asked for.
-        id: String,
-    },
+    #[error(transparent)]
+    MissingFromBatch(MissingFromBatch),
     /// The task failed; the final observation is kept.
-    #[error("task {} failed{}", task.task_ref(), task.error().map(|e| format!(": {e}")).unwrap_or_default())]
-    TaskFailed {
-        /// The final observation.
-        task: Box<Task>,
-    },
+    #[error(transparent)]
+    TaskFailed(TaskFailed),
     /// The task was cancelled; the final observation is kept.
-    #[error("task {} was cancelled", task.task_ref())]
-    TaskCancelled {
-        /// The final observation.
-        task: Box<Task>,
-    },
+    #[error(transparent)]
+    TaskCancelled(TaskCancelled),
     /// The task reported a status the spec does not list, and the unknown-status policy said stop.
-    #[error("task {} reported unknown status {:?}", task.task_ref(), task.status().unwrap_or(""))]
-    UnknownStatus {
-        /// The observation with the unknown status.
-        task: Box<Task>,
-        /// Where the wait was, to resume it.
-        state: Box<WaitState>,
-    },
+    #[error(transparent)]
+    UnknownStatus(UnknownStatus),
     /// The deadline passed before the task finished.
-    #[error(
-        "task {task_ref} not finished at the deadline ({elapsed:?}, {polls} polls); {}",
-        deadline_message(last.as_deref(), last_error.as_deref())
-    )]
-    DeadlineExceeded {
-        /// The task, to re-attach.
-        task_ref: Box<TaskRef>,
-        /// Time spent waiting.
-        elapsed: Duration,
-        /// Polls made.
-        polls: u32,
-        /// The last observation, if any poll succeeded.
-        last: Option<Box<Task>>,
-        /// The last error, if the last poll failed.
-        #[source]
-        last_error: Option<Box<Error>>,
-        /// Where the wait was, to resume it.
-        state: Box<WaitState>,
-    },
+    #[error(transparent)]
+    DeadlineExceeded(DeadlineExceeded),
     /// The server asked to come back after the deadline; the wait ended at once.
-    #[error("task {task_ref}: server asked to retry after {retry_after:?}, past the deadline ({remaining:?} left)")]
-    RetryAfterPastDeadline {
-        /// The task, to re-attach.
-        task_ref: Box<TaskRef>,
-        /// The hint.
-        retry_after: Duration,
-        /// Time that was left.
-        remaining: Duration,
-        /// Polls made.
-        polls: u32,
-        /// The error answer that carried the hint (`None` when an in-progress task answer carried it).
-        source: Option<Box<Error>>,
-        /// The last observation of the task, if any.
-        last: Option<Box<Task>>,
-        /// Where the wait was, to resume it.
-        state: Box<WaitState>,
-    },
-    /// The task stayed queued longer than the pending-forever budget (at
-    /// Celery-backed providers an unknown or expired id looks like this).
-    #[error("task {task_ref} still queued after {queued_for:?} (unknown or expired id?)")]
-    StillPending {
-        /// The task, to re-attach.
-        task_ref: Box<TaskRef>,
-        /// Time spent queued.
-        queued_for: Duration,
-        /// Polls made.
-        polls: u32,
-        /// The last observation.
-        last: Box<Task>,
-        /// Where the wait was, to resume it.
-        state: Box<WaitState>,
-    },
-    /// The wait was cancelled by the caller (a many-task waiter's `cancel`);
-    /// the task may still finish: resume it from its wait state.
-    #[error("wait on task {task_ref} cancelled after {polls} polls; resume it from its wait state")]
-    WaitCancelled {
-        /// The task, to re-attach.
-        task_ref: Box<TaskRef>,
-        /// Polls made.
-        polls: u32,
-        /// Where the wait was, to resume it.
-        state: Box<WaitState>,
-    },
+    #[error(transparent)]
+    RetryAfterPastDeadline(RetryAfterPastDeadline),
+    /// The task stayed queued longer than the pending-forever budget.
+    #[error(transparent)]
+    StillPending(StillPending),
+    /// The wait was cancelled by the caller; the task may still finish.
+    #[error(transparent)]
+    WaitCancelled(WaitCancelled),
     /// A polling policy was rejected by its builder.
-    #[error("invalid policy: {message}")]
-    InvalidPolicy {
-        /// What is wrong.
-        message: String,
-    },
-    /// A call through a generated client (`taskpoll::generated::<provider>::client`)
-    /// failed; `?` converts progenitor's error into this one.
-    #[error("generated client: {message}")]
-    GeneratedCall {
-        /// The HTTP status, when the server answered.
-        status: Option<u16>,
-        /// What went wrong (never the body or a credential).
-        message: String,
-        /// The kind of transport failure, when the request did not get an answer.
-        kind: Option<TransportKind>,
-        /// The reqwest or serde error, when there is one.
-        #[source]
-        source: Option<BoxError>,
-    },
-    /// A webhook delivery was refused (bad or missing signature, stale or
-    /// future timestamp, oversized or malformed body, no scheme or secret to
-    /// check it with); nothing was handed to a wait. Never shows the secret,
-    /// the signature or the body.
-    #[error("webhook from {provider} refused: {reason}")]
-    WebhookRefused {
-        /// The provider the delivery claimed to come from (an excerpt).
-        provider: String,
-        /// Why.
-        reason: crate::webhook::WebhookRefusal,
-    },
-    /// A wait store (`taskpoll::store`) could not be opened, read or written.
-    #[error("wait store: {message}")]
-    Store {
-        /// What was being done.
-        message: String,
-        /// The database driver's error, when there is one.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
+    #[error(transparent)]
+    InvalidPolicy(InvalidPolicy),
+    /// A call through a generated client failed.
+    #[error(transparent)]
+    GeneratedCall(GeneratedCallError),
+    /// A webhook delivery was refused; nothing was handed to a wait.
+    #[error(transparent)]
+    WebhookRefused(WebhookRefused),
+    /// A wait store could not be opened, read or written.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl<E> From<progenitor_client::Error<E>> for Error {
     fn from(error: progenitor_client::Error<E>) -> Self {
         use progenitor_client::Error as P;
         let status = error.status().map(|s| s.as_u16());
-        let generated = |message: String, kind: Option<TransportKind>, source: Option<BoxError>| Error::GeneratedCall {
-            status,
-            message,
-            kind,
-            source,
+        let generated = |message: String, kind: Option<TransportKind>, source: Option<BoxError>| {
+            Error::GeneratedCall(GeneratedCallError { status, message, kind, source })
         };
         match error {
             P::InvalidRequest(message) => generated(format!("invalid request: {message}"), None, None),
@@ -392,78 +190,44 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub(crate) fn unknown_provider(name: &str) -> Self {
         let known: Vec<&str> = crate::spec::providers().iter().map(|p| p.name).collect();
-        Error::UnknownProvider { name: crate::task::excerpt(name, 40), known: known.join(", ") }
+        Error::UnknownProvider(UnknownProvider { name: crate::task::excerpt(name, 40), known: known.join(", ") })
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
-        Error::Config { message: message.into() }
+        Error::Config(ConfigError { message: message.into() })
     }
 
     /// A store error with its driver's error as the source.
     #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
     pub(crate) fn store(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Error::Store { message: message.into(), source: Some(Box::new(source)) }
+        Error::Store(StoreError { message: message.into(), source: Some(Box::new(source)) })
     }
 
     /// A copy of a read error, for each task of a batch read that failed as
     /// a whole. Sources are not `Clone`: a copy keeps the source's text.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::Api { provider, operation, status, message, body_excerpt, body_is_json, retry_after } => {
-                Error::Api {
-                    provider,
-                    operation,
-                    status: *status,
-                    message: message.clone(),
-                    body_excerpt: body_excerpt.clone(),
-                    body_is_json: *body_is_json,
-                    retry_after: *retry_after,
-                }
-            }
-            Error::InvalidBody { provider, operation, status, reason, body_excerpt } => Error::InvalidBody {
-                provider,
-                operation,
-                status: *status,
-                reason: reason.clone(),
-                body_excerpt: body_excerpt.clone(),
-            },
-            Error::BodyTooLarge { provider, operation, status, limit } => {
-                Error::BodyTooLarge { provider, operation, status: *status, limit: *limit }
-            }
-            Error::MissingCredentials { provider, operation, needed } => {
-                Error::MissingCredentials { provider, operation, needed: needed.clone() }
-            }
-            Error::InvalidRequest { provider, operation, message } => {
-                Error::InvalidRequest { provider, operation, message: message.clone() }
-            }
-            Error::Transport { provider, operation, kind, host, timeout, source } => Error::Transport {
-                provider,
-                operation,
-                kind: *kind,
-                host: host.clone(),
-                timeout: *timeout,
-                source: source.to_string().into(),
-            },
-            Error::CrossOriginAnswer { provider, operation, origin } => {
-                Error::CrossOriginAnswer { provider, operation, origin: origin.clone() }
-            }
-            Error::Config { message } => Error::Config { message: message.clone() },
+            Error::Api(e) => Error::Api(e.clone()),
+            Error::InvalidBody(e) => Error::InvalidBody(e.clone()),
+            Error::BodyTooLarge(e) => Error::BodyTooLarge(e.clone()),
+            Error::MissingCredentials(e) => Error::MissingCredentials(e.clone()),
+            Error::InvalidRequest(e) => Error::InvalidRequest(e.clone()),
+            Error::Transport(e) => Error::Transport(e.duplicate()),
+            Error::CrossOriginAnswer(e) => Error::CrossOriginAnswer(e.clone()),
+            Error::Config(e) => Error::Config(e.clone()),
             // Not read errors; kept as their text, classified as a permanent failure.
-            other => Error::Config { message: other.to_string() },
+            other => Error::config(other.to_string()),
         }
     }
 
     /// The HTTP status, when the error came from an answer.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Api { status, .. } | Error::InvalidBody { status, .. } | Error::BodyTooLarge { status, .. } => {
-                Some(*status)
-            }
-            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
-                Some(task.http_status())
-            }
-            Error::GeneratedCall { status, .. } => *status,
-            _ => None,
+            Error::Api(e) => Some(e.status),
+            Error::InvalidBody(e) => Some(e.status),
+            Error::BodyTooLarge(e) => Some(e.status),
+            Error::GeneratedCall(e) => e.status,
+            other => other.ended_task().map(Task::http_status),
         }
     }
 
@@ -472,60 +236,74 @@ impl Error {
     /// a broken body.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
-            Error::Api { status, body_is_json, .. } => {
-                matches!(status, 408 | 425 | 429 | 502 | 503 | 504) || (*status >= 500 && !body_is_json)
+            Error::Transport(_) => true,
+            Error::Api(e) => {
+                matches!(e.status, 408 | 425 | 429 | 502 | 503 | 504) || (e.status >= 500 && !e.body_is_json)
             }
-            Error::InvalidBody { status, .. } => *status < 300 || *status >= 500,
-            Error::GeneratedCall { kind: Some(_), .. } => true,
-            Error::GeneratedCall { status: Some(status), .. } => matches!(status, 408 | 425 | 429 | 502 | 503 | 504),
+            Error::InvalidBody(e) => e.status < 300 || e.status >= 500,
+            Error::GeneratedCall(e) => {
+                e.kind.is_some() || e.status.is_some_and(|status| matches!(status, 408 | 425 | 429 | 502 | 503 | 504))
+            }
             _ => false,
+        }
+    }
+
+    /// The status of an answer that was an HTTP error (not a task).
+    fn error_status(&self) -> Option<u16> {
+        match self {
+            Error::Api(e) => Some(e.status),
+            Error::GeneratedCall(e) => e.status,
+            _ => None,
         }
     }
 
     /// 401 or 403, or no credentials configured for the operation.
     pub fn is_auth(&self) -> bool {
-        matches!(
-            self,
-            Error::Api { status: 401 | 403, .. }
-                | Error::MissingCredentials { .. }
-                | Error::GeneratedCall { status: Some(401 | 403), .. }
-        )
+        matches!(self, Error::MissingCredentials(_)) || matches!(self.error_status(), Some(401 | 403))
     }
 
     /// 404: the provider does not know the task.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Api { status: 404, .. } | Error::GeneratedCall { status: Some(404), .. })
+        self.error_status() == Some(404)
     }
 
     /// 429: rate limited.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self, Error::Api { status: 429, .. } | Error::GeneratedCall { status: Some(429), .. })
+        self.error_status() == Some(429)
     }
 
     /// A connect error, timeout or broken connection.
     pub fn is_transport(&self) -> bool {
-        matches!(self, Error::Transport { .. } | Error::GeneratedCall { kind: Some(_), .. })
+        self.transport_kind().is_some()
+    }
+
+    /// The kind of transport failure, when the request got no (complete) answer.
+    pub fn transport_kind(&self) -> Option<TransportKind> {
+        match self {
+            Error::Transport(e) => Some(e.kind),
+            Error::GeneratedCall(e) => e.kind,
+            _ => None,
+        }
     }
 
     /// A request that timed out (its own timeout, or the wait's deadline budget).
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Error::Transport { kind: TransportKind::Timeout | TransportKind::DeadlineBudget, .. }
-                | Error::GeneratedCall { kind: Some(TransportKind::Timeout), .. }
-        )
+        match self {
+            Error::Transport(e) => matches!(e.kind, TransportKind::Timeout | TransportKind::DeadlineBudget),
+            Error::GeneratedCall(e) => e.kind == Some(TransportKind::Timeout),
+            _ => false,
+        }
     }
 
     /// A short cause without server text: `HTTP 503`, `connection refused by host:port`.
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
-            Error::Transport { kind, host, timeout, .. } => transport_message(*kind, host, *timeout),
-            Error::TaskIdMismatch { .. } => "an answer about another task".to_string(),
-            Error::CrossOriginAnswer { origin, .. } => format!("an answer from another origin ({origin})"),
-            Error::MissingCredentials { .. } => "no credentials".to_string(),
-            Error::InvalidBody { status, reason, .. } => format!("HTTP {status} body is not a task ({reason})"),
-            Error::BodyTooLarge { status, limit, .. } => format!("HTTP {status} body over the {limit}-byte cap"),
+            Error::Transport(e) => e.describe(),
+            Error::TaskIdMismatch(_) => "an answer about another task".to_string(),
+            Error::CrossOriginAnswer(e) => format!("an answer from another origin ({})", e.origin),
+            Error::MissingCredentials(_) => "no credentials".to_string(),
+            Error::InvalidBody(e) => format!("HTTP {} body is not a task ({})", e.status, e.reason),
+            Error::BodyTooLarge(e) => format!("HTTP {} body over the {}-byte cap", e.status, e.limit),
             other => match other.status() {
                 Some(status) => format!("HTTP {status}"),
                 None => "error".to_string(),
@@ -535,60 +313,76 @@ impl Error {
 
     /// The wait ran out of time (deadline passed, or a `Retry-After` pointed past it).
     pub fn is_deadline(&self) -> bool {
-        matches!(self, Error::DeadlineExceeded { .. } | Error::RetryAfterPastDeadline { .. })
+        matches!(self, Error::DeadlineExceeded(_) | Error::RetryAfterPastDeadline(_))
     }
 
     /// The task itself failed or was cancelled.
     pub fn is_task_failure(&self) -> bool {
-        matches!(self, Error::TaskFailed { .. } | Error::TaskCancelled { .. })
+        matches!(self, Error::TaskFailed(_) | Error::TaskCancelled(_))
     }
 
     /// The caller cancelled the wait before it ended (see [`crate::Waiter::cancel`]).
     pub fn is_wait_cancelled(&self) -> bool {
-        matches!(self, Error::WaitCancelled { .. })
+        matches!(self, Error::WaitCancelled(_))
     }
 
     /// The pending-forever guard tripped.
     pub fn is_still_pending(&self) -> bool {
-        matches!(self, Error::StillPending { .. })
+        matches!(self, Error::StillPending(_))
+    }
+
+    /// The task reported a status the spec does not list, and the policy said stop.
+    pub fn is_unknown_status(&self) -> bool {
+        matches!(self, Error::UnknownStatus(_))
     }
 
     /// A webhook delivery was refused ([`Error::WebhookRefused`]).
     pub fn is_webhook_refused(&self) -> bool {
-        matches!(self, Error::WebhookRefused { .. })
+        matches!(self, Error::WebhookRefused(_))
     }
 
     /// Why a webhook delivery was refused, when it was.
     pub fn webhook_refusal(&self) -> Option<crate::webhook::WebhookRefusal> {
         match self {
-            Error::WebhookRefused { reason, .. } => Some(*reason),
+            Error::WebhookRefused(e) => Some(e.reason),
             _ => None,
         }
     }
 
     /// A wait store could not be opened, read or written ([`Error::Store`]).
     pub fn is_store(&self) -> bool {
-        matches!(self, Error::Store { .. })
+        matches!(self, Error::Store(_))
     }
 
     /// Bad configuration, input or usage (nothing was sent).
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            Error::Config { .. }
-                | Error::UnknownProvider { .. }
-                | Error::ProviderNotConfigured { .. }
-                | Error::InvalidTaskId { .. }
-                | Error::InvalidTaskRef { .. }
-                | Error::InvalidPolicy { .. }
+            Error::Config(_)
+                | Error::UnknownProvider(_)
+                | Error::ProviderNotConfigured(_)
+                | Error::InvalidTaskId(_)
+                | Error::InvalidTaskRef(_)
+                | Error::InvalidPolicy(_)
         )
     }
 
     /// The server's `Retry-After` hint.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::Api { retry_after, .. } => *retry_after,
-            Error::RetryAfterPastDeadline { retry_after, .. } => Some(*retry_after),
+            Error::Api(e) => e.retry_after,
+            Error::RetryAfterPastDeadline(e) => Some(e.retry_after),
+            _ => None,
+        }
+    }
+
+    /// The task's final observation when the task failed, was cancelled or
+    /// reported an unknown status.
+    fn ended_task(&self) -> Option<&Task> {
+        match self {
+            Error::TaskFailed(e) => Some(&e.task),
+            Error::TaskCancelled(e) => Some(&e.task),
+            Error::UnknownStatus(e) => Some(&e.task),
             _ => None,
         }
     }
@@ -596,34 +390,29 @@ impl Error {
     /// The final or last observation of the task, when there is one.
     pub fn task(&self) -> Option<&Task> {
         match self {
-            Error::TaskFailed { task } | Error::TaskCancelled { task } | Error::UnknownStatus { task, .. } => {
-                Some(task)
-            }
-            Error::DeadlineExceeded { last, .. } | Error::RetryAfterPastDeadline { last, .. } => last.as_deref(),
-            Error::StillPending { last, .. } => Some(last),
-            _ => None,
+            Error::DeadlineExceeded(e) => e.last_task(),
+            Error::RetryAfterPastDeadline(e) => e.last_task(),
+            Error::StillPending(e) => Some(e.last_task()),
+            other => other.ended_task(),
         }
     }
 
     /// The task to re-attach to after a wait ended early.
     pub fn task_ref(&self) -> Option<&TaskRef> {
-        match self {
-            Error::DeadlineExceeded { task_ref, .. }
-            | Error::RetryAfterPastDeadline { task_ref, .. }
-            | Error::StillPending { task_ref, .. }
-            | Error::WaitCancelled { task_ref, .. } => Some(task_ref.as_ref()),
-            other => other.task().map(Task::task_ref),
+        match self.wait_state() {
+            Some(state) => Some(&state.task_ref),
+            None => self.task().map(Task::task_ref),
         }
     }
 
     /// Where a wait stood when it ended, to continue it (see [`crate::Client::resume`]).
     pub fn wait_state(&self) -> Option<&WaitState> {
         match self {
-            Error::DeadlineExceeded { state, .. }
-            | Error::RetryAfterPastDeadline { state, .. }
-            | Error::StillPending { state, .. }
-            | Error::UnknownStatus { state, .. }
-            | Error::WaitCancelled { state, .. } => Some(state),
+            Error::DeadlineExceeded(e) => Some(e.wait_state()),
+            Error::RetryAfterPastDeadline(e) => Some(e.wait_state()),
+            Error::StillPending(e) => Some(e.wait_state()),
+            Error::UnknownStatus(e) => Some(e.wait_state()),
+            Error::WaitCancelled(e) => Some(e.wait_state()),
             _ => None,
         }
     }

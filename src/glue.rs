@@ -1,6 +1,7 @@
 //! What generated provider modules use and nothing else does (the serde
 //! `__private` pattern): hidden from the documented API, stable only for the
-//! code `taskpoll::codegen` emits.
+//! code `taskpoll::codegen` emits (and for the `taskpoll` CLI, which builds
+//! its usage errors with the constructors at the end).
 //!
 //! The descriptor types of [`crate::spec`] are `#[non_exhaustive]`, so no
 //! other crate can write them as struct literals; the `*Fields` twins here
@@ -218,4 +219,57 @@ pub trait ProviderOps: Send + Sync {
         let _ = (ids, page);
         Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
     }
+}
+
+/// A configuration or usage error (the CLI's flags and files).
+pub fn config_error(message: impl Into<String>) -> crate::Error {
+    crate::Error::config(message)
+}
+
+/// A malformed task reference (the CLI's ids).
+pub fn invalid_task_ref(input: &str, reason: impl Into<String>) -> crate::Error {
+    crate::Error::InvalidTaskRef(crate::error::InvalidTaskRef {
+        input: crate::task::excerpt(input, 80),
+        reason: reason.into(),
+    })
+}
+
+/// No provider of that name.
+pub fn unknown_provider(name: &str) -> crate::Error {
+    crate::Error::unknown_provider(name)
+}
+
+/// A wait the caller stopped (the CLI's Ctrl-C), with where it stood.
+pub fn wait_cancelled(state: crate::WaitState) -> crate::Error {
+    crate::Error::WaitCancelled(crate::error::WaitCancelled { state: Box::new(state) })
+}
+
+/// An HTTP error answer, as a read would return it (tests of wait logic).
+pub fn api_error(
+    provider: &'static str,
+    operation: &'static str,
+    status: u16,
+    retry_after: Option<std::time::Duration>,
+) -> crate::Error {
+    crate::Error::Api(crate::error::ApiError {
+        provider,
+        operation,
+        status,
+        message: None,
+        body_excerpt: String::new(),
+        body_is_json: false,
+        retry_after,
+    })
+}
+
+/// A request that timed out, as a read would return it (tests of wait logic).
+pub fn timeout_error(provider: &'static str, operation: &'static str, timeout: std::time::Duration) -> crate::Error {
+    crate::Error::Transport(crate::error::TransportError {
+        provider,
+        operation,
+        kind: crate::TransportKind::Timeout,
+        host: "127.0.0.1:1".into(),
+        timeout: Some(timeout),
+        source: "request timed out".into(),
+    })
 }

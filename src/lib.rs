@@ -13,7 +13,7 @@ mod clock;
 #[cfg(feature = "codegen")]
 pub mod codegen;
 mod config;
-mod error;
+pub mod error;
 mod observe;
 mod policy;
 mod raw_json;

@@ -7,7 +7,10 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, HeaderName, RETRY_AFTER};
 use serde_json::Value;
 
-use crate::error::TransportKind;
+use crate::error::{
+    ApiError, BodyTooLarge, CrossOriginAnswer, InvalidBody, InvalidRequest, MissingCredentials, TaskIdMismatch,
+    TransportError, TransportKind,
+};
 use crate::raw_json::pointer as at_pointer;
 use crate::spec::ProviderSpec;
 use crate::task::excerpt;
@@ -101,12 +104,12 @@ fn check_id(
     if answered == task_ref.id() {
         return Ok(());
     }
-    Err(Error::TaskIdMismatch {
+    Err(Error::TaskIdMismatch(TaskIdMismatch {
         provider: spec.name,
         operation,
         requested: excerpt(task_ref.id(), 80),
         answered: excerpt(&answered, 80),
-    })
+    }))
 }
 
 /// The raw answer of a call, or the error that prevented one.
@@ -119,13 +122,13 @@ pub(crate) fn answer(
     let failure = match received {
         Received::Answer(raw) => return Ok(raw),
         Received::MissingCredentials(needed) => {
-            return Err(Error::MissingCredentials { provider: spec.name, operation, needed });
+            return Err(Error::MissingCredentials(MissingCredentials { provider: spec.name, operation, needed }));
         }
         Received::OtherOrigin(origin) => {
-            return Err(Error::CrossOriginAnswer { provider: spec.name, operation, origin });
+            return Err(Error::CrossOriginAnswer(CrossOriginAnswer { provider: spec.name, operation, origin }));
         }
         Received::TooLarge(status, limit) => {
-            return Err(Error::BodyTooLarge { provider: spec.name, operation, status, limit });
+            return Err(Error::BodyTooLarge(BodyTooLarge { provider: spec.name, operation, status, limit }));
         }
         Received::Failed(failure) => failure,
     };
@@ -136,19 +139,19 @@ pub(crate) fn answer(
             let kind = transport_kind(&e);
             let host = e.url().unwrap_or(base);
             let host = crate::transport::host_of(host);
-            Error::Transport {
+            Error::Transport(TransportError {
                 provider: spec.name,
                 operation,
                 kind,
                 host,
                 timeout: None,
                 source: Box::new(e.without_url()),
-            }
+            })
         }
         progenitor_client::Error::InvalidRequest(message) | progenitor_client::Error::Custom(message) => {
-            Error::InvalidRequest { provider: spec.name, operation, message }
+            Error::InvalidRequest(InvalidRequest { provider: spec.name, operation, message })
         }
-        other => Error::InvalidRequest { provider: spec.name, operation, message: other.to_string() },
+        other => Error::InvalidRequest(InvalidRequest { provider: spec.name, operation, message: other.to_string() }),
     })
 }
 
@@ -161,14 +164,14 @@ pub(crate) fn timed_out(
     timeout: Duration,
     from_deadline: bool,
 ) -> Error {
-    Error::Transport {
+    Error::Transport(TransportError {
         provider: spec.name,
         operation,
         kind: if from_deadline { TransportKind::DeadlineBudget } else { TransportKind::Timeout },
         host: crate::transport::host_of(base),
         timeout: Some(timeout),
         source: format!("no answer within {timeout:?}").into(),
-    }
+    })
 }
 
 /// What kind of transport failure a reqwest error is, from its chain of sources.
@@ -214,14 +217,14 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
 /// The error of a read that had no time left to send its request.
 pub(crate) fn no_time_left(spec: &'static ProviderSpec, base: &reqwest::Url) -> Error {
     let host = crate::transport::host_of(base);
-    Error::Transport {
+    Error::Transport(TransportError {
         provider: spec.name,
         operation: spec.get.operation,
         kind: TransportKind::DeadlineBudget,
         host,
         timeout: Some(std::time::Duration::ZERO),
         source: "no time left for the request".into(),
-    }
+    })
 }
 
 /// The JSON body of an answer that carries a task (2xx, or a status the spec
@@ -253,17 +256,17 @@ pub(crate) fn task_body(
 }
 
 fn invalid_body(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, reason: &str) -> Error {
-    Error::InvalidBody {
+    Error::InvalidBody(InvalidBody {
         provider: spec.name,
         operation,
         status: raw.status,
         reason: reason.into(),
         body_excerpt: body_excerpt(&raw.body),
-    }
+    })
 }
 
 fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, parsed: Option<&Value>) -> Error {
-    Error::Api {
+    Error::Api(ApiError {
         provider: spec.name,
         operation,
         status: raw.status,
@@ -276,7 +279,7 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         body_excerpt: body_excerpt(&raw.body),
         body_is_json: parsed.is_some(),
         retry_after: raw.retry_after,
-    }
+    })
 }
 
 /// The message of an error answer: where the spec says (`x-taskpoll.error-message`),

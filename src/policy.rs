@@ -124,7 +124,9 @@ impl Policy {
             .ok_or_else(|| {
                 let known: Vec<&str> =
                     crate::spec::providers().iter().flat_map(|p| p.presets.iter().map(|(n, _)| *n)).collect();
-                Error::InvalidPolicy { message: format!("no preset named `{name}` (known: {})", known.join(", ")) }
+                Error::InvalidPolicy(crate::error::InvalidPolicy {
+                    message: format!("no preset named `{name}` (known: {})", known.join(", ")),
+                })
             })
             .and_then(|(n, spec)| Self::from_spec(*n, spec))
     }
@@ -265,7 +267,9 @@ impl Policy {
     }
 
     fn validate(&self) -> Result<()> {
-        let invalid = |message: String| Err(Error::InvalidPolicy { message: format!("{}: {message}", self.name) });
+        let invalid = |message: String| {
+            Err(Error::InvalidPolicy(crate::error::InvalidPolicy { message: format!("{}: {message}", self.name) }))
+        };
         if !self.factor.is_finite() || self.factor < 1.0 {
             return invalid(format!("factor must be a finite number >= 1 (got {})", self.factor));
         }

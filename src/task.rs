@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Error;
+use crate::error::{InvalidTaskId, InvalidTaskRef};
 use crate::spec::ProviderSpec;
 
 /// Where a task is in its life, whatever the provider calls it.
@@ -85,7 +86,7 @@ pub(crate) fn validate_id(spec: &ProviderSpec, id: &str) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidTaskId { id: excerpt(id, 80), reason })
+    Err(Error::InvalidTaskId(InvalidTaskId { id: excerpt(id, 80), reason }))
 }
 
 pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
@@ -136,27 +137,27 @@ impl TaskRef {
         let spec = crate::spec::provider(&self.provider).ok_or_else(|| Error::unknown_provider(&self.provider))?;
         let Some(input) = spec.get.inputs.iter().find(|i| i.name == name) else {
             let known: Vec<&str> = spec.get.inputs.iter().map(|i| i.name).collect();
-            return Err(Error::InvalidTaskRef {
+            return Err(Error::InvalidTaskRef(InvalidTaskRef {
                 input: self.to_string(),
                 reason: format!(
                     "{} takes no input `{name}` (it takes: {})",
                     spec.name,
                     if known.is_empty() { "none".to_string() } else { known.join(", ") }
                 ),
-            });
+            }));
         };
         let value = value.into();
         if value.is_empty() {
-            return Err(Error::InvalidTaskRef {
+            return Err(Error::InvalidTaskRef(InvalidTaskRef {
                 input: self.to_string(),
                 reason: format!("input `{name}` is empty (leave it out instead)"),
-            });
+            }));
         }
         if value.chars().any(char::is_control) || value.len() > MAX_ID_LEN {
-            return Err(Error::InvalidTaskRef {
+            return Err(Error::InvalidTaskRef(InvalidTaskRef {
                 input: excerpt(&value, 80),
                 reason: format!("input `{name}` contains control characters or is too long"),
-            });
+            }));
         }
         self.inputs.insert(input.name.to_string(), value);
         Ok(self)
@@ -197,7 +198,8 @@ impl FromStr for TaskRef {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason: &str| Error::InvalidTaskRef { input: excerpt(s, 80), reason: reason.to_string() };
+        let bad =
+            |reason: &str| Error::InvalidTaskRef(InvalidTaskRef { input: excerpt(s, 80), reason: reason.to_string() });
         let (provider, rest) = s.split_once(':').ok_or_else(|| bad("expected `provider:id`"))?;
         let (id, query) = match rest.split_once('?') {
             Some((id, query)) => (id, Some(query)),

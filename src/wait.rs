@@ -252,10 +252,7 @@ impl PollError {
         PollError {
             message: error.to_string(),
             http_status: error.status(),
-            transport: match error {
-                Error::Transport { kind, .. } => Some(*kind),
-                _ => None,
-            },
+            transport: error.transport_kind(),
             retryable: error.is_retryable(),
             retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
@@ -402,14 +399,13 @@ mod tests {
         let state = WaitState::new(TaskRef::new("deepomatic", "1").expect("ref"), "p", 0, 1000);
         assert_eq!(state.remaining_at(400), Duration::from_millis(600));
         assert_eq!(state.provider(), "deepomatic");
-        let error = Error::DeadlineExceeded {
-            task_ref: Box::new(state.task_ref.clone()),
+        let error = Error::DeadlineExceeded(crate::error::DeadlineExceeded {
+            deadline: Duration::from_secs(1),
             elapsed: Duration::from_secs(1),
-            polls: 0,
             last: None,
             last_error: None,
             state: Box::new(state),
-        };
+        });
         assert!(error.is_deadline());
         assert!(error.wait_state().is_some());
     }

@@ -106,7 +106,7 @@ impl WebhookRefusal {
 }
 
 pub(crate) fn refused(provider: &str, reason: WebhookRefusal) -> crate::Error {
-    crate::Error::WebhookRefused { provider: crate::task::excerpt(provider, 40), reason }
+    crate::Error::WebhookRefused(crate::error::WebhookRefused { provider: crate::task::excerpt(provider, 40), reason })
 }
 
 impl crate::Client {

@@ -123,15 +123,15 @@ fn swap_case(text: &str) -> String {
 }
 
 fn is_transport(result: &Result<Task, Error>, kinds: &[TransportKind]) -> bool {
-    matches!(result, Err(Error::Transport { kind, .. }) if kinds.contains(kind))
+    matches!(result, Err(Error::Transport(e)) if kinds.contains(&e.kind()))
 }
 
 fn is_api(result: &Result<Task, Error>, status: u16) -> bool {
-    matches!(result, Err(Error::Api { status: s, .. }) if *s == status)
+    matches!(result, Err(Error::Api(e)) if e.status() == status)
 }
 
 fn is_invalid_body(result: &Result<Task, Error>) -> bool {
-    matches!(result, Err(e @ Error::InvalidBody { .. }) if e.is_retryable())
+    matches!(result, Err(e @ Error::InvalidBody(_)) if e.is_retryable())
 }
 
 fn faults() -> Vec<Fault> {
@@ -282,7 +282,7 @@ fn faults() -> Vec<Fault> {
                 let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
                 Reply::Bytes(http("200 OK", &[("content-type", "application/json".into())], deep.as_bytes()))
             },
-            get: |r| matches!(r, Err(Error::BodyTooLarge { .. })) || is_invalid_body(r),
+            get: |r| matches!(r, Err(Error::BodyTooLarge(_))) || is_invalid_body(r),
             wait: Ending::Deadline,
         },
         Fault {
@@ -303,7 +303,7 @@ fn faults() -> Vec<Fault> {
         Fault {
             name: "body over the cap, with a length",
             reply: |_| Reply::Bytes(http("200 OK", &[], &vec![b' '; BODY_CAP * 4])),
-            get: |r| matches!(r, Err(Error::BodyTooLarge { .. })),
+            get: |r| matches!(r, Err(Error::BodyTooLarge(_))),
             wait: Ending::AtOnce,
         },
         Fault {
@@ -313,7 +313,7 @@ fn faults() -> Vec<Fault> {
                 head.extend(chunked(&vec![b' '; BODY_CAP * 4]));
                 Reply::Bytes(head)
             },
-            get: |r| matches!(r, Err(Error::BodyTooLarge { .. })),
+            get: |r| matches!(r, Err(Error::BodyTooLarge(_))),
             wait: Ending::AtOnce,
         },
         Fault {

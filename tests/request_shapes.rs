@@ -624,13 +624,13 @@ async fn backslash_ids_stay_in_one_segment() {
         );
         let task_ref = match TaskRef::new("deepomatic", id) {
             Ok(task_ref) => task_ref,
-            Err(Error::InvalidTaskId { .. }) => continue,
+            Err(Error::InvalidTaskId(_)) => continue,
             Err(other) => panic!("{id:?}: {other:?}"),
         };
         let result = client.get(&task_ref).await;
         let sent = requests(&server).await;
         match result {
-            Err(Error::InvalidTaskId { .. }) => assert!(sent.is_empty()),
+            Err(Error::InvalidTaskId(_)) => assert!(sent.is_empty()),
             _ => {
                 let path = sent[0].url.path().to_string();
                 let segment = path.strip_prefix("/v0.7/tasks/").and_then(|p| p.strip_suffix('/'));
@@ -656,21 +656,18 @@ async fn unsafe_ids_are_refused_before_sending() {
         let client = client(full_config(provider, &server));
         for id in refused {
             let built = TaskRef::new(provider, id);
-            assert!(
-                matches!(built, Err(Error::InvalidTaskId { .. })),
-                "{provider}: TaskRef::new({id:?}) gave {built:?}"
-            );
+            assert!(matches!(built, Err(Error::InvalidTaskId(_))), "{provider}: TaskRef::new({id:?}) gave {built:?}");
             let unchecked: TaskRef = serde_json::from_value(json!({"provider": provider, "id": id})).unwrap();
             let read = client.get(&unchecked).await;
-            assert!(matches!(read, Err(Error::InvalidTaskId { .. })), "{provider}: get({id:?}) gave {read:?}");
+            assert!(matches!(read, Err(Error::InvalidTaskId(_))), "{provider}: get({id:?}) gave {read:?}");
         }
         if provider == "qolaba" {
             let bad_input = TaskRef::new(provider, "t-1").unwrap().with_input("refID", "a\nb");
-            assert!(matches!(bad_input, Err(Error::InvalidTaskRef { .. })), "{bad_input:?}");
+            assert!(matches!(bad_input, Err(Error::InvalidTaskRef(_))), "{bad_input:?}");
         }
         if provider == "deepomatic" {
             let many = client.get_many(provider, &refused).await.unwrap();
-            assert!(many.iter().all(|r| matches!(r, Err(Error::InvalidTaskId { .. }))), "{many:?}");
+            assert!(many.iter().all(|r| matches!(r, Err(Error::InvalidTaskId(_)))), "{many:?}");
         }
         let sent = requests(&server).await;
         assert!(
@@ -706,7 +703,7 @@ async fn missing_credentials_fail_before_sending() {
         }
         let client = client(config);
         let error = client.get(&TaskRef::new(provider, "t-1").unwrap()).await.unwrap_err();
-        assert!(matches!(error, Error::MissingCredentials { .. }), "{provider}: {error:?}");
+        assert!(matches!(error, Error::MissingCredentials(_)), "{provider}: {error:?}");
         assert!(error.is_auth() && !error.is_retryable());
         let expected_needed = match provider {
             "cloudinary" => "basicAuth or OAuth2",
@@ -717,7 +714,7 @@ async fn missing_credentials_fail_before_sending() {
         assert!(error.to_string().contains(expected_needed), "{provider}: {error}");
         if provider == "deepomatic" {
             let batch = client.get_many(provider, &["1", "2"]).await;
-            assert!(matches!(batch, Err(Error::MissingCredentials { .. })), "{batch:?}");
+            assert!(matches!(batch, Err(Error::MissingCredentials(_))), "{batch:?}");
         }
         assert!(requests(&server).await.is_empty(), "{provider}: a request left without credentials");
     }
@@ -846,5 +843,5 @@ async fn factpulse_typed_siblings() {
     }
     // A provider the unified client does not have gives a typed error, not a client.
     let unified = client(ProviderConfig::new("deepomatic").api_key("k"));
-    assert!(matches!(factpulse::client(&unified), Err(taskpoll::Error::ProviderNotConfigured { .. })));
+    assert!(matches!(factpulse::client(&unified), Err(taskpoll::Error::ProviderNotConfigured(_))));
 }

@@ -221,8 +221,8 @@ async fn wrong_or_missing_credentials_get_the_documented_401() -> TestResult {
         }
         let wrong_client = Client::builder().provider(config).build()?;
         match wrong_client.get(&task).await {
-            Err(Error::Api { status: 401, body_excerpt, .. }) => {
-                assert_eq!(serde_json::from_str::<Value>(&body_excerpt)?, expected, "{}", spec.name);
+            Err(Error::Api(e)) if e.status() == 401 => {
+                assert_eq!(serde_json::from_str::<Value>(e.body_excerpt())?, expected, "{}", spec.name);
             }
             other => panic!("{}: expected a 401, got {other:?}", spec.name),
         }
@@ -258,7 +258,9 @@ async fn every_fault_is_the_right_error() -> TestResult {
 
         sim.inject(&task, Fault::Html502, 1)?;
         match client.get(&task).await {
-            Err(e @ Error::Api { status: 502, body_is_json: false, .. }) => assert!(e.is_retryable()),
+            Err(e) if e.status() == Some(502) && matches!(&e, Error::Api(api) if !api.body_is_json()) => {
+                assert!(e.is_retryable())
+            }
             other => panic!("{}: expected an HTML 502, got {other:?}", spec.name),
         }
 
@@ -272,7 +274,7 @@ async fn every_fault_is_the_right_error() -> TestResult {
 
         sim.inject(&task, Fault::MalformedJson, 1)?;
         match client.get(&task).await {
-            Err(e @ Error::InvalidBody { .. }) => assert!(e.is_retryable()),
+            Err(e @ Error::InvalidBody(_)) => assert!(e.is_retryable()),
             other => panic!("{}: expected InvalidBody, got {other:?}", spec.name),
         }
 
@@ -386,7 +388,7 @@ async fn batch_reads_page_through_every_id() -> TestResult {
             spec.name
         );
         if !spec.celery_backed {
-            assert!(matches!(results[5], Err(Error::MissingFromBatch { .. })));
+            assert!(matches!(results[5], Err(Error::MissingFromBatch(_))));
         }
         for (task, result) in tasks.iter().zip(&results) {
             assert_eq!(result.as_ref().map(|t| t.id()).ok(), Some(task.id()));

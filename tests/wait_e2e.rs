@@ -151,7 +151,8 @@ async fn a_failed_task_ends_the_wait_with_its_body_kept() {
         Server::start(DEEPOMATIC_PATH, vec![deepomatic("pending"), deepomatic("error")], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(60.0)).policy(every_second()).clock(clock);
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("failed");
-    let Error::TaskFailed { task } = &err else { panic!("{err:?}") };
+    let Error::TaskFailed(failed) = &err else { panic!("{err:?}") };
+    let task = failed.task();
     assert_eq!(task.error(), Some("model crashed"));
     assert_eq!(task.body()["status"], "error");
     assert_eq!(task.body()["id"], "42");
@@ -166,7 +167,7 @@ async fn a_business_error_inside_success_is_a_failure() {
     let server = Server::start(FACTPULSE_PATH, vec![factpulse("SUCCESS", body)], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(60.0)).policy(helper()).clock(clock);
     let err = server.client("factpulse").wait(&factpulse_ref(), options).await.expect_err("failed");
-    assert!(matches!(&err, Error::TaskFailed { task } if task.error() == Some("invalid SIRET")), "{err:?}");
+    assert!(matches!(&err, Error::TaskFailed(e) if e.task().error() == Some("invalid SIRET")), "{err:?}");
 }
 
 // ---------------------------------------------------------------- server hints and transient failures
@@ -198,8 +199,8 @@ async fn retry_after_on_an_in_progress_answer_is_a_floor() {
     let server = Server::start(DEEPOMATIC_PATH, vec![paced], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(30.0)).policy(every_second()).clock(clock.clone());
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("past deadline");
-    let Error::RetryAfterPastDeadline { retry_after, source, .. } = &err else { panic!("{err:?}") };
-    assert_eq!((*retry_after, source.is_none()), (secs(90.0), true));
+    let Error::RetryAfterPastDeadline(ended) = &err else { panic!("{err:?}") };
+    assert_eq!((ended.retry_after(), ended.hint_error().is_none()), (secs(90.0), true));
     assert_eq!(err.task().map(|t| t.phase()), Some(Phase::Queued));
     assert_eq!(clock.elapsed(), secs(0.0), "no sleeping towards the deadline");
 }
@@ -234,14 +235,12 @@ async fn retry_after_beyond_the_deadline_ends_the_wait_at_once() {
     let server = Server::start(DEEPOMATIC_PATH, vec![deepomatic("pending"), limited], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(30.0)).policy(every_second()).clock(clock.clone());
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("past deadline");
-    let Error::RetryAfterPastDeadline { retry_after, remaining, polls, source, state, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(*retry_after, secs(120.0));
-    assert_eq!(*remaining, secs(29.0));
-    assert_eq!(*polls, 2);
-    assert_eq!(source.as_ref().and_then(|s| s.status()), Some(429));
-    assert_eq!(state.last_phase, Some(Phase::Queued));
+    let Error::RetryAfterPastDeadline(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.retry_after(), secs(120.0));
+    assert_eq!(ended.remaining(), secs(29.0));
+    assert_eq!(ended.polls(), 2);
+    assert_eq!(ended.hint_error().and_then(|s| s.status()), Some(429));
+    assert_eq!(ended.wait_state().last_phase, Some(Phase::Queued));
     assert_eq!(clock.elapsed(), secs(1.0), "no sleeping towards the deadline");
     assert_eq!(server.requests().await, 2);
 }
@@ -288,11 +287,11 @@ async fn transient_failures_until_the_deadline_end_with_the_last_error() {
     let server = Server::start(DEEPOMATIC_PATH, vec![unavailable()], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(3.0)).policy(every_second()).clock(clock.clone());
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("deadline");
-    let Error::DeadlineExceeded { polls, last, last_error, .. } = &err else { panic!("{err:?}") };
-    assert_eq!(*polls, 4);
-    assert!(last.is_none());
+    let Error::DeadlineExceeded(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.polls(), 4);
+    assert!(ended.last_task().is_none());
     // The 503 (or, on a very slow machine, the final poll's 250 ms request timeout).
-    assert!(last_error.as_ref().is_some_and(|e| e.is_retryable()), "{last_error:?}");
+    assert!(ended.last_error().is_some_and(|e| e.is_retryable()), "{err:?}");
     assert_eq!(server.polls(), [0.0, 1.0, 2.0, 2.75]);
     assert_eq!(clock.elapsed(), secs(3.0));
 }
@@ -315,9 +314,9 @@ async fn a_provider_that_is_not_configured_fails_before_any_sleep() {
     let server = Server::start(DEEPOMATIC_PATH, vec![deepomatic("success")], None).await;
     let options = WaitOptions::new(secs(60.0)).clock(clock.clone());
     let err = server.client("deepomatic").wait(&factpulse_ref(), options.clone()).await.expect_err("not configured");
-    assert!(matches!(err, Error::ProviderNotConfigured { .. }), "{err:?}");
+    assert!(matches!(err, Error::ProviderNotConfigured(_)), "{err:?}");
     let mut watch = server.client("deepomatic").watch(&factpulse_ref(), options);
-    assert!(matches!(watch.next().await, Some(Err(Error::ProviderNotConfigured { .. }))));
+    assert!(matches!(watch.next().await, Some(Err(Error::ProviderNotConfigured(_)))));
     assert!(watch.next().await.is_none());
 }
 
@@ -341,7 +340,8 @@ async fn unknown_statuses_under_each_policy() {
         match fails_at {
             None => assert_eq!(result.expect("succeeded").phase(), Phase::Succeeded),
             Some(n) => {
-                let Err(Error::UnknownStatus { task, state }) = &result else { panic!("{policy:?}: {result:?}") };
+                let Err(Error::UnknownStatus(ended)) = &result else { panic!("{policy:?}: {result:?}") };
+                let (task, state) = (ended.task(), ended.wait_state());
                 assert_eq!(task.status(), Some("rebooting"));
                 assert_eq!(task.phase(), Phase::Unknown);
                 assert_eq!(state.unknown_count as usize, n, "{policy:?}");
@@ -360,10 +360,11 @@ async fn the_pending_forever_guard_is_on_for_celery_backed_providers() {
     let server = Server::start(FACTPULSE_PATH, vec![factpulse("PENDING", json!(null))], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(3600.0)).policy(helper()).clock(clock.clone());
     let err = server.client("factpulse").wait(&factpulse_ref(), options).await.expect_err("still pending");
-    let Error::StillPending { queued_for, polls, last, .. } = &err else { panic!("{err:?}") };
-    assert!(*queued_for > secs(600.0) && *queued_for <= secs(610.0), "{queued_for:?}");
-    assert_eq!(last.status(), Some("PENDING"));
-    assert_eq!(*polls as usize, server.requests().await);
+    let Error::StillPending(ended) = &err else { panic!("{err:?}") };
+    let queued_for = ended.queued_for();
+    assert!(queued_for > secs(600.0) && queued_for <= secs(610.0), "{queued_for:?}");
+    assert_eq!(ended.last_task().status(), Some("PENDING"));
+    assert_eq!(ended.polls() as usize, server.requests().await);
     assert!(err.is_still_pending());
     assert!(err.wait_state().is_some());
 
@@ -372,7 +373,7 @@ async fn the_pending_forever_guard_is_on_for_celery_backed_providers() {
     let server = Server::start(FACTPULSE_PATH, vec![factpulse("PENDING", json!(null))], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(900.0)).policy(helper()).pending_budget(None).clock(clock.clone());
     let err = server.client("factpulse").wait(&factpulse_ref(), options).await.expect_err("deadline");
-    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err:?}");
     assert_eq!(clock.elapsed(), secs(900.0));
 }
 
@@ -382,13 +383,13 @@ async fn the_guard_is_off_by_default_elsewhere_and_can_be_turned_on() {
     let server = Server::start(DEEPOMATIC_PATH, vec![deepomatic("pending")], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(10.0)).policy(every_second()).clock(clock.clone());
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("deadline");
-    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+    assert!(matches!(err, Error::DeadlineExceeded(_)), "{err:?}");
 
     let clock = manual();
     let server = Server::start(DEEPOMATIC_PATH, vec![deepomatic("pending")], Some(clock.clone())).await;
     let options = WaitOptions::new(secs(10.0)).policy(every_second()).pending_budget(Some(secs(2.0))).clock(clock);
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("still pending");
-    assert!(matches!(err, Error::StillPending { polls: 4, .. }), "{err:?}");
+    assert!(matches!(&err, Error::StillPending(e) if e.polls() == 4), "{err:?}");
 }
 
 // ---------------------------------------------------------------- resuming
@@ -465,6 +466,8 @@ async fn real_time_a_slow_server_cannot_hold_the_wait_past_its_deadline() {
     let server = Server::start(DEEPOMATIC_PATH, vec![slow], None).await;
     let options = WaitOptions::new(Duration::from_millis(200)).policy(every_second());
     let err = server.client("deepomatic").wait(&deepomatic_ref(), options).await.expect_err("deadline");
-    let Error::DeadlineExceeded { polls: 1, last_error: Some(e), .. } = &err else { panic!("{err:?}") };
+    let Error::DeadlineExceeded(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.polls(), 1);
+    let e = ended.last_error().expect("the last cause");
     assert!(e.is_timeout(), "the request was cut at the deadline: {e:?}");
 }

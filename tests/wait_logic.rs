@@ -15,8 +15,7 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use taskpoll::wait::Poller;
 use taskpoll::{
-    Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, TransportKind, UnknownStatusPolicy,
-    WaitOptions, WaitState,
+    Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -65,26 +64,11 @@ fn unknown() -> taskpoll::Result<Task> {
 }
 
 fn api(status: u16, retry_after: Option<Duration>) -> taskpoll::Result<Task> {
-    Err(Error::Api {
-        provider: "factpulse",
-        operation: "get_task_status",
-        status,
-        message: None,
-        body_excerpt: String::new(),
-        body_is_json: false,
-        retry_after,
-    })
+    Err(taskpoll::__private::api_error("factpulse", "get_task_status", status, retry_after))
 }
 
 fn timeout() -> Error {
-    Error::Transport {
-        provider: "factpulse",
-        operation: "get_task_status",
-        kind: TransportKind::Timeout,
-        host: "127.0.0.1:1".into(),
-        timeout: Some(Duration::from_secs(30)),
-        source: "request timed out".into(),
-    }
+    taskpoll::__private::timeout_error("factpulse", "get_task_status", Duration::from_secs(30))
 }
 
 type Script = Arc<Mutex<VecDeque<taskpoll::Result<Task>>>>;
@@ -252,13 +236,13 @@ fn the_builder_rejects_unusable_numbers() {
     ];
     for case in cases {
         let err = case.expect_err("invalid");
-        assert!(matches!(err, Error::InvalidPolicy { .. }), "{err:?}");
+        assert!(matches!(err, Error::InvalidPolicy(_)), "{err:?}");
         assert!(err.is_config());
     }
     // A zero initial delay is fine with an offset (a constant cadence).
     Policy::builder().initial_delay(Duration::ZERO).max_delay(Duration::ZERO).offset(secs(1.0)).build().expect("ok");
-    assert!(matches!(Policy::preset("nope"), Err(Error::InvalidPolicy { .. })));
-    assert!(matches!(Policy::polite("nope"), Err(Error::UnknownProvider { .. })));
+    assert!(matches!(Policy::preset("nope"), Err(Error::InvalidPolicy(_))));
+    assert!(matches!(Policy::polite("nope"), Err(Error::UnknownProvider(_))));
 }
 
 // ---------------------------------------------------------------- the wait loop, paused tokio time
@@ -281,24 +265,27 @@ async fn the_deadline_ends_the_wait_exactly_with_the_last_observation() {
     let err = result.expect_err("deadline");
     assert_eq!(reader.times(), [0.0, 1.0, 2.5, 4.75, 8.125, 9.75], "last sleep clipped, final poll 250 ms early");
     assert_eq!(took, secs(10.0), "returns on the deadline");
-    let Error::DeadlineExceeded { task_ref, elapsed, polls, last, last_error, state } = &err else { panic!("{err:?}") };
-    assert_eq!(task_ref.id(), "t-1");
-    assert_eq!(*elapsed, secs(10.0));
-    assert_eq!(*polls, 6);
-    assert_eq!(last.as_ref().map(|t| t.status()), Some(Some("PENDING")));
-    assert!(last_error.is_none());
+    let Error::DeadlineExceeded(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.task_ref().id(), "t-1");
+    assert_eq!(ended.elapsed(), secs(10.0));
+    assert_eq!(ended.deadline(), secs(10.0), "the configured deadline");
+    assert_eq!(ended.polls(), 6);
+    assert_eq!(ended.last_task().map(|t| t.status()), Some(Some("PENDING")));
+    assert!(ended.last_error().is_none());
+    let state = ended.wait_state();
     assert_eq!(state.attempts, 6);
     assert_eq!(state.last_phase, Some(Phase::Queued));
     assert_eq!(state.deadline_at_ms - state.started_at_ms, 10_000);
     assert!(err.is_deadline());
-    assert_eq!(err.task_ref(), Some(task_ref.as_ref()));
+    assert_eq!(err.task_ref(), Some(ended.task_ref()));
+    assert!(err.to_string().contains("deadline of 10.0 s"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_a_reserve_the_last_sleep_runs_to_the_deadline_and_nothing_is_sent_there() {
     let policy = helper().to_builder().final_poll_reserve(Duration::ZERO).build().expect("policy");
     let (result, reader, took) = wait_paused(WaitOptions::new(secs(3.0)).policy(policy), vec![], pending).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { polls: 3, .. })), "{result:?}");
+    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 3), "{result:?}");
     assert_eq!(reader.times(), [0.0, 1.0, 2.5]);
     assert_eq!(took, secs(3.0));
 }
@@ -312,9 +299,10 @@ async fn a_server_that_hangs_cannot_push_the_wait_past_its_deadline() {
     let result = poller.wait_with(reader.tokio(pending, secs(3600.0))).await;
     assert_eq!(start.elapsed(), secs(5.0));
     assert_eq!(reader.times(), [0.0]);
-    let Err(Error::DeadlineExceeded { polls: 1, last: None, last_error: Some(e), .. }) = &result else {
-        panic!("{result:?}")
-    };
+    let Err(Error::DeadlineExceeded(ended)) = &result else { panic!("{result:?}") };
+    assert_eq!((ended.polls(), ended.last_task().is_none()), (1, true));
+    let e = ended.last_error().expect("the last cause");
+    assert!(std::error::Error::source(&result.as_ref().unwrap_err()).is_some(), "the last cause is the source");
     assert!(e.is_timeout());
 }
 
@@ -357,13 +345,12 @@ async fn retry_after_past_the_deadline_ends_the_wait_at_once() {
     assert_eq!(reader.times(), [0.0, 1.0]);
     assert_eq!(took, secs(1.0), "no sleeping towards a deadline that cannot be met");
     let err = result.expect_err("past deadline");
-    let Error::RetryAfterPastDeadline { retry_after, remaining, polls, source, state, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(*retry_after, secs(30.0));
-    assert_eq!(*remaining, secs(9.0));
-    assert_eq!(*polls, 2);
-    assert!(source.as_ref().is_some_and(|s| s.is_rate_limited()));
+    let Error::RetryAfterPastDeadline(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.retry_after(), secs(30.0));
+    assert_eq!(ended.remaining(), secs(9.0));
+    assert_eq!(ended.polls(), 2);
+    assert!(ended.hint_error().is_some_and(|s| s.is_rate_limited()));
+    let state = ended.wait_state();
     assert_eq!(state.next_poll_ms, Some(31_000), "when the server allows the next poll");
     assert!(err.is_deadline());
     assert_eq!(err.retry_after(), Some(secs(30.0)));
@@ -372,7 +359,7 @@ async fn retry_after_past_the_deadline_ends_the_wait_at_once() {
     // first poll waits until the server allows it (31 s after the first start).
     let reader = Reader::new(vec![]);
     let start = tokio::time::Instant::now();
-    let poller = Poller::resume((**state).clone(), &opts(60.0)).expect("resume");
+    let poller = Poller::resume(state.clone(), &opts(60.0)).expect("resume");
     let result = poller.wait_with(reader.tokio(success, Duration::ZERO)).await;
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(reader.times().len(), 1);
@@ -397,13 +384,14 @@ async fn permanent_errors_stop_at_once() {
 async fn failed_and_cancelled_tasks_end_with_the_final_observation() {
     let failed = || Ok(task("factpulse", "failed", "FAILURE"));
     let (result, _, _) = wait_paused(opts(60.0), vec![pending()], failed).await;
-    let Err(Error::TaskFailed { task: last }) = &result else { panic!("{result:?}") };
+    let Err(Error::TaskFailed(failed)) = &result else { panic!("{result:?}") };
+    let last = failed.task();
     assert_eq!(last.error(), Some("boom"));
     assert_eq!(last.body()["detail"], "kept");
 
     let cancelled = || Ok(task("factpulse", "cancelled", "REVOKED"));
     let (result, _, _) = wait_paused(opts(60.0), vec![], cancelled).await;
-    assert!(matches!(result, Err(Error::TaskCancelled { .. })), "{result:?}");
+    assert!(matches!(result, Err(Error::TaskCancelled(_))), "{result:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -416,23 +404,23 @@ async fn unknown_statuses_follow_the_chosen_policy() {
     // Fail fast.
     let options = opts(60.0).unknown_status(UnknownStatusPolicy::FailFast);
     let (result, reader, _) = wait_paused(options, vec![pending()], unknown).await;
-    let Err(Error::UnknownStatus { task, state }) = &result else { panic!("{result:?}") };
-    assert_eq!(task.status(), Some("WEIRD"));
-    assert_eq!(state.unknown_count, 1);
+    let Err(Error::UnknownStatus(ended)) = &result else { panic!("{result:?}") };
+    assert_eq!(ended.task().status(), Some("WEIRD"));
+    assert_eq!(ended.wait_state().unknown_count, 1);
     assert_eq!(reader.times(), [0.0, 1.0]);
 
     // At most 2 in a row: the third consecutive one fails; a known status resets the count.
     let options = opts(60.0).unknown_status(UnknownStatusPolicy::AtMost(2));
     let (result, reader, _) =
         wait_paused(options, vec![unknown(), unknown(), pending(), unknown(), unknown()], unknown).await;
-    assert!(matches!(result, Err(Error::UnknownStatus { .. })), "{result:?}");
+    assert!(matches!(result, Err(Error::UnknownStatus(_))), "{result:?}");
     assert_eq!(reader.times().len(), 6);
 
     // At most 2 s: polls at 0, 1, 2.5 → the one at 2.5 s is 2.5 s into the run.
     let options = opts(60.0).unknown_status(UnknownStatusPolicy::AtMostFor(secs(2.0)));
     let (result, reader, _) = wait_paused(options, vec![], unknown).await;
-    let Err(Error::UnknownStatus { state, .. }) = &result else { panic!("{result:?}") };
-    assert_eq!(state.unknown_ms, 2500);
+    let Err(Error::UnknownStatus(ended)) = &result else { panic!("{result:?}") };
+    assert_eq!(ended.wait_state().unknown_ms, 2500);
     assert_eq!(reader.times(), [0.0, 1.0, 2.5]);
 }
 
@@ -441,11 +429,11 @@ async fn the_pending_forever_guard_ends_a_wait_stuck_in_the_queue() {
     let options = opts(60.0).pending_budget(Some(secs(2.0)));
     let (result, reader, took) = wait_paused(options, vec![], pending).await;
     let err = result.expect_err("still pending");
-    let Error::StillPending { queued_for, polls, last, state, .. } = &err else { panic!("{err:?}") };
-    assert_eq!(*queued_for, secs(2.5));
-    assert_eq!(*polls, 3);
-    assert_eq!(last.status(), Some("PENDING"));
-    assert_eq!(state.queued_ms, 2500);
+    let Error::StillPending(ended) = &err else { panic!("{err:?}") };
+    assert_eq!(ended.queued_for(), secs(2.5));
+    assert_eq!(ended.polls(), 3);
+    assert_eq!(ended.last_task().status(), Some("PENDING"));
+    assert_eq!(ended.wait_state().queued_ms, 2500);
     assert_eq!(reader.times(), [0.0, 1.0, 2.5]);
     assert_eq!(took, secs(2.5));
     assert!(err.is_still_pending());
@@ -471,7 +459,7 @@ fn the_pending_guard_is_on_by_default_only_for_celery_backed_providers() {
 #[tokio::test(start_paused = true)]
 async fn a_zero_deadline_ends_at_once_without_polling() {
     let (result, reader, took) = wait_paused(opts(0.0), vec![], success).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { polls: 0, .. })), "{result:?}");
+    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 0), "{result:?}");
     assert!(reader.times().is_empty());
     assert_eq!(took, Duration::ZERO);
 }
@@ -525,7 +513,7 @@ async fn transitions_keep_only_phase_changes_and_the_final_error() {
     let items: Vec<_> = poller.watch_with(reader.tokio(failed, Duration::ZERO)).transitions().collect().await;
     let phases: Vec<Option<Phase>> = items.iter().filter_map(|i| i.as_ref().ok()).map(|e| e.phase).collect();
     assert_eq!(phases, [Some(Phase::Queued), Some(Phase::Running), Some(Phase::Failed)]);
-    assert!(matches!(items.last(), Some(Err(Error::TaskFailed { .. }))));
+    assert!(matches!(items.last(), Some(Err(Error::TaskFailed(_)))));
 }
 
 #[tokio::test(start_paused = true)]
@@ -555,7 +543,7 @@ async fn a_manual_clock_gives_exact_instants_including_read_latency() {
     assert_eq!(reader.times(), [0.0, 1.5, 3.5]);
     // The last read had 0.5 s of budget and used it; the wait ends on the deadline.
     assert_eq!(reader.budgets(), [4.0, 2.5, 0.5]);
-    assert!(matches!(result, Err(Error::DeadlineExceeded { polls: 3, .. })), "{result:?}");
+    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 3), "{result:?}");
     assert_eq!(clock.elapsed(), secs(4.0));
 }
 
@@ -587,9 +575,11 @@ async fn a_resumed_wait_continues_with_a_fresh_deadline_and_its_history() {
     assert_eq!(reader.times(), [4.75, 8.125, 8.25]);
     let attempts: Vec<u32> = events.iter().filter_map(|e| e.as_ref().ok()).map(|e| e.attempt).collect();
     assert_eq!(attempts, [4, 5, 6]);
-    let Some(Err(Error::DeadlineExceeded { elapsed, polls, state, .. })) = events.last() else { panic!("{events:?}") };
-    assert_eq!(*elapsed, secs(8.5));
-    assert_eq!(*polls, 6);
+    let Some(Err(Error::DeadlineExceeded(ended))) = events.last() else { panic!("{events:?}") };
+    assert_eq!(ended.elapsed(), secs(8.5));
+    assert_eq!(ended.deadline(), secs(5.0), "the continuation's own deadline");
+    assert_eq!(ended.polls(), 6);
+    let state = ended.wait_state();
     assert_eq!(state.deadline_at_ms - state.started_at_ms, 8500);
     assert_eq!(state.queued_ms, 8250, "queued time carries across the restart");
     assert_eq!(clock.elapsed(), secs(8.5));
@@ -619,7 +609,7 @@ async fn resuming_after_the_deadline_continues_instead_of_ending_at_once() {
     let options = WaitOptions::new(Duration::ZERO).policy(helper()).clock(clock.clone());
     let poller = Poller::resume(state, &options).expect("resume");
     let result = poller.wait_with(reader.manual(clock.clone(), success, Duration::ZERO)).await;
-    assert!(matches!(result, Err(Error::DeadlineExceeded { .. })), "{result:?}");
+    assert!(matches!(result, Err(Error::DeadlineExceeded(_))), "{result:?}");
     assert!(reader.times().is_empty());
 }
 

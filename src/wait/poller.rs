@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::clock::Clock;
+use crate::error::{DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus};
 use crate::observe::Class;
 use crate::policy::{self, Policy};
 use crate::spec::ProviderSpec;
@@ -318,8 +319,8 @@ impl Poller {
                 self.finish_plan(None);
                 match task.phase() {
                     Phase::Succeeded => Decision::Done(task),
-                    Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
-                    _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
+                    Phase::Cancelled => Decision::Fail(Error::TaskCancelled(TaskCancelled { task: Box::new(task) })),
+                    _ => Decision::Fail(Error::TaskFailed(TaskFailed { task: Box::new(task) })),
                 }
             }
             Class::Pending(task) => {
@@ -371,14 +372,13 @@ impl Poller {
     /// last observation and error, and the state to re-attach).
     pub fn expire(&mut self, now: Instant) -> Error {
         self.finish_plan(None);
-        Error::DeadlineExceeded {
-            task_ref: Box::new(self.state.task_ref.clone()),
+        Error::DeadlineExceeded(DeadlineExceeded {
+            deadline: self.deadline.saturating_sub(self.base),
             elapsed: self.elapsed(now),
-            polls: self.state.attempts,
             last: self.last_task.take().or_else(|| self.described_last_task()),
             last_error: self.last_error.take(),
             state: Box::new(self.state.clone()),
-        }
+        })
     }
 
     /// Records a task observation on the event and the state, updating the
@@ -427,23 +427,21 @@ impl Poller {
             };
             if stop {
                 self.finish_plan(None);
-                return Some(Error::UnknownStatus {
+                return Some(Error::UnknownStatus(UnknownStatus {
                     task: Box::new(task.clone()),
                     state: Box::new(self.state.clone()),
-                });
+                }));
             }
         }
         if task.phase() == Phase::Queued {
             let queued_for = sent.saturating_sub(self.queued_since.unwrap_or(sent));
             if self.pending_budget.is_some_and(|budget| queued_for > budget) {
                 self.finish_plan(None);
-                return Some(Error::StillPending {
-                    task_ref: Box::new(self.state.task_ref.clone()),
+                return Some(Error::StillPending(StillPending {
                     queued_for,
-                    polls: self.state.attempts,
                     last: Box::new(task.clone()),
                     state: Box::new(self.state.clone()),
-                });
+                }));
             }
         }
         None
@@ -466,15 +464,13 @@ impl Poller {
     }
 
     fn retry_after_error(&self, hint: Duration, remaining: Duration, source: Option<Box<Error>>) -> Error {
-        Error::RetryAfterPastDeadline {
-            task_ref: Box::new(self.state.task_ref.clone()),
+        Error::RetryAfterPastDeadline(RetryAfterPastDeadline {
             retry_after: hint,
             remaining,
-            polls: self.state.attempts,
             source,
             last: self.last_task.clone().or_else(|| self.described_last_task()),
             state: Box::new(self.state.clone()),
-        }
+        })
     }
 
     fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
@@ -524,8 +520,8 @@ impl Poller {
         tracing::debug!(elapsed_ms = millis(elapsed), phase = task.phase().as_str(), "webhook ended the wait");
         let decision = match task.phase() {
             Phase::Succeeded => Decision::Done(task),
-            Phase::Cancelled => Decision::Fail(Error::TaskCancelled { task: Box::new(task) }),
-            _ => Decision::Fail(Error::TaskFailed { task: Box::new(task) }),
+            Phase::Cancelled => Decision::Fail(Error::TaskCancelled(TaskCancelled { task: Box::new(task) })),
+            _ => Decision::Fail(Error::TaskFailed(TaskFailed { task: Box::new(task) })),
         };
         (event, decision)
     }

@@ -264,7 +264,9 @@ impl Watch {
         }
         match last {
             Some(task) if task.phase() == Phase::Succeeded => Ok(task),
-            _ => Err(Error::Config { message: "the watch ended without a succeeded task".into() }),
+            _ => Err(Error::Config(crate::error::ConfigError {
+                message: "the watch ended without a succeeded task".into(),
+            })),
         }
     }
 }

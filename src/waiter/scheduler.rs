@@ -231,11 +231,7 @@ impl Scheduler {
                 return self.finish(&entry.poller, Ok(*task));
             }
             let state = entry.poller.state().clone();
-            let error = Error::WaitCancelled {
-                task_ref: Box::new(state.task_ref.clone()),
-                polls: state.attempts,
-                state: Box::new(state),
-            };
+            let error = Error::WaitCancelled(crate::error::WaitCancelled { state: Box::new(state) });
             self.finish(&entry.poller, Err(error));
         }
     }
@@ -369,7 +365,10 @@ impl Scheduler {
                         None => {
                             let id = entry.poller.task_ref().id().to_string();
                             if let Some(entry) = self.remove(key) {
-                                let error = Error::MissingFromBatch { provider: self.provider, id };
+                                let error = Error::MissingFromBatch(crate::error::MissingFromBatch {
+                                    provider: self.provider,
+                                    id,
+                                });
                                 self.finish(&entry.poller, Err(error));
                             }
                         }

@@ -47,8 +47,8 @@ async fn receive(State(client): State<Client>, Path(provider): Path<String>, req
     };
     match client.accept_webhook(&provider, &parts.headers, &bytes) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(Error::WebhookRefused { reason, .. }) => {
-            StatusCode::from_u16(reason.http_status()).unwrap_or(StatusCode::BAD_REQUEST).into_response()
+        Err(Error::WebhookRefused(refused)) => {
+            StatusCode::from_u16(refused.reason().http_status()).unwrap_or(StatusCode::BAD_REQUEST).into_response()
         }
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use taskpoll::__private::{config_error, invalid_task_ref, unknown_provider};
 use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
 use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 
@@ -293,7 +294,7 @@ fn parse_budget(text: &str) -> Result<Budget, String> {
 fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), Error> {
     text.split_once('=')
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| Error::Config { message: format!("{what} must be NAME=VALUE, got `{text}`") })
+        .ok_or_else(|| config_error(format!("{what} must be NAME=VALUE, got `{text}`")))
 }
 
 impl TaskArgs {
@@ -302,16 +303,14 @@ impl TaskArgs {
     pub(crate) fn task_refs(&self) -> Result<Vec<TaskRef>, Error> {
         match (&self.from, self.ids.as_slice()) {
             (Some(path), _) => {
-                let file = std::fs::File::open(path)
-                    .map_err(|e| Error::Config { message: format!("--from {}: {e}", path.display()) })?;
+                let file =
+                    std::fs::File::open(path).map_err(|e| config_error(format!("--from {}: {e}", path.display())))?;
                 self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
             (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
-            (None, []) => {
-                Err(Error::Config { message: "no task: give IDs, `-` (standard input) or --from FILE".into() })
-            }
+            (None, []) => Err(config_error("no task: give IDs, `-` (standard input) or --from FILE")),
             (None, ids) if ids.iter().any(|id| id == "-") => {
-                Err(Error::Config { message: "`-` (read the IDs from standard input) must be the only ID".into() })
+                Err(config_error("`-` (read the IDs from standard input) must be the only ID"))
             }
             (None, ids) => ids.iter().map(|id| self.task_ref(id)).collect(),
         }
@@ -327,11 +326,11 @@ impl TaskArgs {
             line.clear();
             let read = input
                 .read_until(b'\n', &mut line)
-                .map_err(|e| Error::Config { message: format!("{source}, line {number}: cannot read: {e}") })?;
+                .map_err(|e| config_error(format!("{source}, line {number}: cannot read: {e}")))?;
             if read == 0 {
                 break;
             }
-            let bad = |reason: String| Error::Config { message: format!("{source}, line {number}: {reason}") };
+            let bad = |reason: String| config_error(format!("{source}, line {number}: {reason}"));
             let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
             let text = text.trim();
             if text.is_empty() || text.starts_with('#') {
@@ -340,7 +339,7 @@ impl TaskArgs {
             refs.push(self.task_ref(text).map_err(|e| bad(e.to_string()))?);
         }
         if refs.is_empty() {
-            return Err(Error::Config { message: format!("{source} names no task") });
+            return Err(config_error(format!("{source} names no task")));
         }
         Ok(refs)
     }
@@ -352,16 +351,13 @@ impl TaskArgs {
                 // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
                 Some(named) if named == provider => id.parse::<TaskRef>()?,
                 Some(named) => {
-                    return Err(Error::InvalidTaskRef {
-                        input: id.to_string(),
-                        reason: format!("a {named} task, but --provider is {provider}"),
-                    });
+                    return Err(invalid_task_ref(id, format!("a {named} task, but --provider is {provider}")));
                 }
                 None => TaskRef::new(provider, id)?,
             },
             None => id.parse::<TaskRef>().map_err(|e| match e {
-                Error::InvalidTaskRef { input, .. } if !id.contains(':') => {
-                    Error::InvalidTaskRef { input, reason: "expected `provider:id` (or pass --provider)".into() }
+                Error::InvalidTaskRef(_) if !id.contains(':') => {
+                    invalid_task_ref(id, "expected `provider:id` (or pass --provider)")
                 }
                 other => other,
             })?,
@@ -369,11 +365,11 @@ impl TaskArgs {
         for input in &self.inputs {
             let (name, value) = split_pair(input, "--input")?;
             if value.is_empty() {
-                return Err(Error::Config { message: format!("--input {name}= has no value") });
+                return Err(config_error(format!("--input {name}= has no value")));
             }
             // A second value would silently replace the first (or both be sent).
             if task.inputs().contains_key(name) {
-                return Err(Error::Config { message: format!("--input {name} is given more than once for {task}") });
+                return Err(config_error(format!("--input {name} is given more than once for {task}")));
             }
             task = task.with_input(name, value)?;
         }
@@ -403,11 +399,12 @@ impl ProviderArgs {
         if has_flags {
             // Without --provider, the tasks' one provider (all of them at the same one).
             let only = refs.first().map(TaskRef::provider).filter(|p| refs.iter().all(|r| r.provider() == *p));
-            let provider = self.provider.as_deref().or(only).ok_or_else(|| Error::Config {
-                message: "--base-url, --api-key, --token, --basic and --var need --provider".into(),
-            })?;
-            let spec = taskpoll::spec::provider(provider)
-                .ok_or_else(|| Error::UnknownProvider { name: provider.into(), known: known_providers() })?;
+            let provider = self
+                .provider
+                .as_deref()
+                .or(only)
+                .ok_or_else(|| config_error("--base-url, --api-key, --token, --basic and --var need --provider"))?;
+            let spec = taskpoll::spec::provider(provider).ok_or_else(|| unknown_provider(provider))?;
             self.flag_overlay(spec, &mut overlay)?;
         }
         let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
@@ -427,18 +424,18 @@ impl ProviderArgs {
         if let Some(timeout) = self.request_timeout {
             builder = builder.request_timeout(timeout);
         }
-        let not_configured = |provider: &str| Error::Config {
-            message: format!(
+        let not_configured = |provider: &str| {
+            config_error(format!(
                 "{provider} is not configured: set {} in the environment, or pass --provider {provider} with credentials",
                 env_hint(provider)
-            ),
+            ))
         };
         let client = match tune(builder).build() {
             Ok(client) => client,
-            Err(Error::Config { message }) if message.starts_with("no provider configured") => {
+            Err(Error::Config(e)) if e.message().starts_with("no provider configured") => {
                 return Err(match refs.first() {
                     Some(task) => not_configured(task.provider()),
-                    None => Error::Config { message },
+                    None => Error::Config(e),
                 });
             }
             Err(other) => return Err(other),
@@ -452,7 +449,7 @@ impl ProviderArgs {
 
     /// Translates flags into the environment variables the spec names.
     fn flag_overlay(&self, spec: &ProviderSpec, overlay: &mut HashMap<String, String>) -> Result<(), Error> {
-        let missing = |what: &str| Error::Config { message: format!("{} has no {what} scheme", spec.name) };
+        let missing = |what: &str| config_error(format!("{} has no {what} scheme", spec.name));
         let scheme_env = |kind: &dyn Fn(SchemeKind) -> bool| spec.schemes.iter().find(|s| kind(s.kind)).map(|s| s.env);
         if let Some(key) = &self.api_key {
             let env = scheme_env(&|k| matches!(k, SchemeKind::ApiKeyHeader(_))).ok_or_else(|| missing("API-key"))?;
@@ -465,8 +462,7 @@ impl ProviderArgs {
             overlay.insert((*var).to_string(), token.clone());
         }
         if let Some(basic) = &self.basic {
-            let (user, secret) =
-                basic.split_once(':').ok_or_else(|| Error::Config { message: "--basic must be USER:SECRET".into() })?;
+            let (user, secret) = basic.split_once(':').ok_or_else(|| config_error("--basic must be USER:SECRET"))?;
             let env = scheme_env(&|k| k == SchemeKind::Basic).ok_or_else(|| missing("basic"))?;
             let [user_var, secret_var] = env else { return Err(missing("basic (with environment variables)")) };
             overlay.insert((*user_var).to_string(), user.to_string());
@@ -474,19 +470,20 @@ impl ProviderArgs {
         }
         for pair in &self.vars {
             let (name, value) = split_pair(pair, "--var")?;
-            let var =
-                spec.server_variables.iter().find(|v| v.name == name).ok_or_else(|| Error::Config {
-                    message: format!("{} has no server variable `{name}`", spec.name),
-                })?;
-            let env = var.env.ok_or_else(|| Error::Config {
-                message: format!("{}: server variable `{name}` has no environment variable", spec.name),
+            let var = spec
+                .server_variables
+                .iter()
+                .find(|v| v.name == name)
+                .ok_or_else(|| config_error(format!("{} has no server variable `{name}`", spec.name)))?;
+            let env = var.env.ok_or_else(|| {
+                config_error(format!("{}: server variable `{name}` has no environment variable", spec.name))
             })?;
             overlay.insert(env.to_string(), value.to_string());
         }
         if let Some(url) = &self.base_url {
             // An empty value would read as unset: production, over DEEPOMATIC_API_URL and the like.
             if url.trim().is_empty() {
-                return Err(Error::Config { message: "--base-url is empty (leave it out to use the default)".into() });
+                return Err(config_error("--base-url is empty (leave it out to use the default)"));
             }
             let var =
                 spec.base_url_env.map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name));
@@ -509,8 +506,7 @@ impl OptionArgs {
     }
 
     fn options_with(&self, task: &TaskRef, saved_policy: Option<&str>) -> Result<WaitOptions, Error> {
-        let spec = taskpoll::spec::provider(task.provider())
-            .ok_or_else(|| Error::UnknownProvider { name: task.provider().into(), known: known_providers() })?;
+        let spec = taskpoll::spec::provider(task.provider()).ok_or_else(|| unknown_provider(task.provider()))?;
         let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite.deadline_ms));
         let policy = match (self.policy.as_deref(), saved_policy) {
             (None | Some("polite"), None) => Policy::polite(spec.name)?,
@@ -529,10 +525,6 @@ impl OptionArgs {
         }
         Ok(options)
     }
-}
-
-fn known_providers() -> String {
-    taskpoll::spec::providers().iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The prefix of a full task reference (`deepomatic:1`) when it names a provider.
@@ -569,13 +561,11 @@ fn check_credentials(
         }
         for var in scheme.env {
             if value(var).is_some_and(|v| http::HeaderValue::from_str(&v).is_err()) {
-                return Err(Error::Config {
-                    message: format!(
-                        "{}: {} contains characters not allowed in an HTTP header (a newline or control character?)",
-                        spec.name,
-                        source(var)
-                    ),
-                });
+                return Err(config_error(format!(
+                    "{}: {} contains characters not allowed in an HTTP header (a newline or control character?)",
+                    spec.name,
+                    source(var)
+                )));
             }
         }
     }
@@ -592,13 +582,11 @@ fn check_credentials(
     }
     present.sort_unstable();
     present.dedup();
-    Err(Error::Config {
-        message: format!(
-            "{}: {} {} not enough: set {}",
-            spec.name,
-            present.join(" and "),
-            if present.len() == 1 { "alone is" } else { "are" },
-            env_hint(spec.name)
-        ),
-    })
+    Err(config_error(format!(
+        "{}: {} {} not enough: set {}",
+        spec.name,
+        present.join(" and "),
+        if present.len() == 1 { "alone is" } else { "are" },
+        env_hint(spec.name)
+    )))
 }

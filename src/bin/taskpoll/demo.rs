@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use taskpoll::__private::config_error;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 use taskpoll::{Error, Phase, Policy, TaskRef, WaitOptions};
 
@@ -11,7 +12,7 @@ use super::output::{Exit, err_line, out_line};
 use super::waiting::{Outcome, Progress, wait_all};
 
 fn sim_error(e: Error) -> Error {
-    Error::Config { message: format!("cannot start the simulator: {e}") }
+    config_error(format!("cannot start the simulator: {e}"))
 }
 
 pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {

@@ -34,11 +34,10 @@ impl Exit {
             Exit::Interrupted
         } else if error.is_deadline() || error.is_still_pending() {
             Exit::Deadline
-        } else if error.is_config() || matches!(error, Error::MissingCredentials { .. } | Error::InvalidRequest { .. })
-        {
+        } else if error.is_config() || matches!(error, Error::MissingCredentials(_) | Error::InvalidRequest(_)) {
             // Found before anything was sent: the configuration, not the server, is at fault.
             Exit::Usage
-        } else if matches!(error, Error::UnknownStatus { .. }) {
+        } else if error.is_unknown_status() {
             Exit::TaskFailed
         } else {
             Exit::Api
@@ -137,7 +136,7 @@ fn outcome_name(error: &Error) -> &'static str {
         _ if error.is_wait_cancelled() => "interrupted",
         _ if error.is_deadline() => "deadline",
         _ if error.is_still_pending() => "still_pending",
-        _ if matches!(error, Error::UnknownStatus { .. }) => "unknown_status",
+        _ if error.is_unknown_status() => "unknown_status",
         _ if error.is_auth() => "auth_error",
         _ if error.is_config() => "usage_error",
         _ => "error",
@@ -164,24 +163,29 @@ pub(crate) fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
         }
     };
     match error {
-        Error::DeadlineExceeded { task_ref, elapsed: waited, polls, .. } => format!(
-            "task {task_ref} not finished at the deadline ({:.1}s, {polls} polls{}); it may still finish: {CONTINUE}",
-            elapsed.unwrap_or(*waited).as_secs_f64(),
+        Error::DeadlineExceeded(e) => format!(
+            "task {} not finished at the deadline ({:.1}s, {} polls{}); it may still finish: {CONTINUE}",
+            e.task_ref(),
+            elapsed.unwrap_or(e.elapsed()).as_secs_f64(),
+            e.polls(),
             cause()
         ),
-        Error::WaitCancelled { task_ref, polls, state } => format!(
-            "task {task_ref}: interrupted after {polls} polls ({:.1}s{}); it may still finish: {CONTINUE}",
+        Error::WaitCancelled(e) => format!(
+            "task {}: interrupted after {} polls ({:.1}s{}); it may still finish: {CONTINUE}",
+            e.task_ref(),
+            e.polls(),
             elapsed.map_or(0.0, |e| e.as_secs_f64()),
-            match (state.last_phase, &state.last_status) {
+            match (e.wait_state().last_phase, &e.wait_state().last_status) {
                 (Some(phase), status) => format!(", last seen {phase} ({})", status.as_deref().unwrap_or("no status")),
                 (None, _) => String::new(),
             },
         ),
-        Error::RetryAfterPastDeadline { task_ref, retry_after, remaining, .. } => format!(
-            "task {task_ref}: the server asked to retry after {:.1}s, past the deadline ({:.1}s left{}); \
+        Error::RetryAfterPastDeadline(e) => format!(
+            "task {}: the server asked to retry after {:.1}s, past the deadline ({:.1}s left{}); \
              it may still finish: {CONTINUE}, later",
-            retry_after.as_secs_f64(),
-            remaining.as_secs_f64(),
+            e.task_ref(),
+            e.retry_after().as_secs_f64(),
+            e.remaining().as_secs_f64(),
             cause()
         ),
         other => other.to_string(),
@@ -192,8 +196,8 @@ pub(crate) fn error_text(error: &Error, elapsed: Option<Duration>) -> String {
 /// status of the last answer (of that error, else of the last observation).
 fn last_cause(error: &Error) -> (Option<&Error>, Option<u16>) {
     let last_error = match error {
-        Error::DeadlineExceeded { last_error, .. } => last_error.as_deref(),
-        Error::RetryAfterPastDeadline { source, .. } => source.as_deref(),
+        Error::DeadlineExceeded(e) => e.last_error(),
+        Error::RetryAfterPastDeadline(e) => e.hint_error(),
         _ => None,
     };
     let http_status = match last_error {

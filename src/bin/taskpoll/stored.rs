@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use taskpoll::__private::config_error;
 use taskpoll::store::{OutcomeKind, PostgresStore, SqliteStore, StoredOutcome, StoredWaiter, WaitId, WaitStore};
 use taskpoll::{Error, TaskRef, WaitOptions};
 
@@ -20,7 +21,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
         Ok(Arc::new(PostgresStore::connect(url).await?))
     } else {
         // The value is not echoed: a URL may hold a password.
-        Err(Error::Config { message: "--store must be sqlite:PATH or postgres://USER@HOST/DB".into() })
+        Err(config_error("--store must be sqlite:PATH or postgres://USER@HOST/DB"))
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
+use taskpoll::__private::{config_error, wait_cancelled};
 use taskpoll::wait::Poller;
 use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
 
@@ -99,9 +100,7 @@ async fn read_all(client: &Client, refs: &[TaskRef]) -> Vec<Read> {
     }
     reads
         .into_iter()
-        .map(|read| {
-            read.unwrap_or_else(|| Read::Own(Err(Error::Config { message: "the read returned no answer".into() })))
-        })
+        .map(|read| read.unwrap_or_else(|| Read::Own(Err(config_error("the read returned no answer")))))
         .collect()
 }
 
@@ -157,7 +156,7 @@ pub(crate) async fn wait_all(
             let mut watch = client.watch(&task_ref, options);
             let mut outcome = Outcome {
                 task_ref: task_ref.clone(),
-                result: Err(Error::Config { message: "the wait ended without an answer".into() }),
+                result: Err(config_error("the wait ended without an answer")),
                 polls: 0,
                 elapsed: Duration::ZERO,
                 retried: 0,
@@ -391,7 +390,7 @@ async fn wait_one(
             let state = state.or_else(|| Poller::new(task_ref.clone(), &options).ok().map(|p| p.state().clone()));
             if let Some(state) = state {
                 let polls = state.attempts;
-                let error = Error::WaitCancelled { task_ref: Box::new(task_ref.clone()), polls, state: Box::new(state) };
+                let error = wait_cancelled(state);
                 if let Progress::Bars(multi) = &progress {
                     let _ = multi.clear();
                 }
@@ -496,7 +495,7 @@ impl Interrupts {
         #[cfg(unix)]
         {
             let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| Error::Config { message: format!("cannot listen for Ctrl-C: {e}") })?;
+                .map_err(|e| config_error(format!("cannot listen for Ctrl-C: {e}")))?;
             Ok(Self { sigint })
         }
         #[cfg(not(unix))]
