@@ -699,27 +699,27 @@ mod bench {
         let value = |name: &str| env.get(name).cloned().unwrap_or_default();
         let mut builder = Client::builder();
         for spec in providers() {
-            let base = if spec.name == "deepomatic" && !deepomatic_url.is_empty() {
+            let base = if spec.name() == "deepomatic" && !deepomatic_url.is_empty() {
                 deepomatic_url.to_string()
             } else {
-                format!("{simulator_url}/{}", spec.name)
+                format!("{simulator_url}/{}", spec.name())
             };
-            let mut config = ProviderConfig::new(spec.name)
+            let mut config = ProviderConfig::new(spec.name())
                 .base_url(base)
                 .rate_limit(RATE_PER_SECOND, RATE_BURST)
                 .max_in_flight(max_in_flight());
             // The simulator's demo credentials, from the variables it documents.
-            for scheme in spec.schemes {
+            for scheme in spec.schemes() {
                 let secret = |name: &str| secrecy::SecretString::from(value(name));
-                config = match (scheme.kind, scheme.env) {
+                config = match (scheme.kind(), scheme.env()) {
                     (SchemeKind::Basic, [user, pass]) => config
-                        .credential(scheme.name, Credential::Basic { username: value(user), password: secret(pass) }),
-                    (_, [var]) => config.credential(scheme.name, Credential::Token(secret(var))),
+                        .credential(scheme.name(), Credential::Basic { username: value(user), password: secret(pass) }),
+                    (_, [var]) => config.credential(scheme.name(), Credential::Token(secret(var))),
                     _ => config,
                 };
             }
-            for var in spec.server_variables {
-                config = config.server_variable(var.name, "simulator");
+            for var in spec.server_variables() {
+                config = config.server_variable(var.name(), "simulator");
             }
             builder = builder.provider(config);
         }

@@ -120,9 +120,9 @@ fn main() -> BoxResult<()> {
         "provider", "taskpoll µs CPU", "bare µs CPU", "CPU ratio", "taskpoll µs wall", "bare µs wall"
     );
     let only = std::env::var("PROVIDERS").unwrap_or_default();
-    for spec in providers().iter().filter(|spec| only.is_empty() || only.split(',').any(|name| name == spec.name)) {
+    for spec in providers().iter().filter(|spec| only.is_empty() || only.split(',').any(|name| name == spec.name())) {
         let client = sim.client()?;
-        let task = sim.add_task(spec.name, Lifecycle::new().running_forever())?;
+        let task = sim.add_task(spec.name(), Lifecycle::new().running_forever())?;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         let replay = runtime.block_on(async {
             // One read each way first: it opens the connections and records the request to replay.
@@ -132,12 +132,12 @@ fn main() -> BoxResult<()> {
             let replay = Replay {
                 method: recorded.method.parse()?,
                 url: format!("{}{}{query}", sim.url(), recorded.path),
-                headers: sim.auth_headers(spec.name, recorded.operation.unwrap_or(spec.get.operation)),
+                headers: sim.auth_headers(spec.name(), recorded.operation.unwrap_or(spec.get().operation())),
                 body: (!recorded.body.is_empty()).then(|| recorded.body.clone()),
-                status_pointer: spec.task.status,
+                status_pointer: spec.task().status(),
             };
             if !replay.read(&http).await? {
-                return Err(format!("{}: the bare read got no status", spec.name).into());
+                return Err(format!("{}: the bare read got no status", spec.name()).into());
             }
             Ok::<_, Box<dyn StdError + Send + Sync>>(replay)
         })?;
@@ -172,7 +172,7 @@ fn main() -> BoxResult<()> {
         let (t_cpu, b_cpu) = (taskpoll.per_read_us(cpu), bare.per_read_us(cpu));
         println!(
             "  {:<12} {:>16.1} {:>16.1} {:>11.2}x {:>16.1} {:>16.1}   goal ≤ 1.10x",
-            spec.name,
+            spec.name(),
             t_cpu,
             b_cpu,
             t_cpu / b_cpu.max(f64::MIN_POSITIVE),

@@ -3,9 +3,9 @@
 //! code `taskpoll::codegen` emits (and for the `taskpoll` CLI, which builds
 //! its usage errors with the constructors at the end).
 //!
-//! The descriptor types of [`crate::spec`] are `#[non_exhaustive]`, so no
-//! other crate can write them as struct literals; the `*Fields` twins here
-//! can be, and `build()` (a `const fn`) turns them into the real thing, so a
+//! The descriptor types of [`crate::spec`] keep their fields to the crate
+//! (users read them through accessors), so no other crate can write them as
+//! struct literals; the `*Fields` twins re-exported here can be, and `build()` (a `const fn`) turns them into the real thing, so a
 //! provider generated in another crate is still a `static`.
 
 pub use progenitor_client;
@@ -24,119 +24,11 @@ pub fn generated_parts(client: &crate::Client, provider: &str) -> crate::Result<
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::Phase;
-use crate::spec::{
-    CredentialsUrl, Example, GetSpec, InputSpec, ManySpec, MessagePart, OperationSpec, PolicySpec, ProviderSpec,
-    RateSpec, Rule, Scheme, SchemeKind, ServerVariable, SignatureAlgorithm, SignatureEncoding, TaskShape, WebhookSpec,
+pub use crate::spec::{
+    CredentialsUrlFields, ExampleFields, GetSpecFields, InputSpecFields, ManySpecFields, OperationSpecFields,
+    PolicySpecFields, ProviderSpecFields, RateSpecFields, RuleFields, SchemeFields, ServerVariableFields,
+    TaskShapeFields, WebhookSpecFields,
 };
-
-/// Declares `XFields`, a literal-friendly twin of the descriptor type `X`
-/// with the same fields, and its `const fn build(self) -> X`.
-macro_rules! fields {
-    ($($fields:ident => $target:ident { $($field:ident: $ty:ty),* $(,)? })*) => {$(
-        #[doc = concat!("The fields of [`", stringify!($target), "`], for generated code.")]
-        #[allow(missing_docs, missing_debug_implementations)]
-        pub struct $fields {
-            $(pub $field: $ty,)*
-        }
-        impl $fields {
-            #[doc = concat!("The [`", stringify!($target), "`].")]
-            pub const fn build(self) -> $target {
-                $target { $($field: self.$field,)* }
-            }
-        }
-    )*};
-}
-
-type Str = &'static str;
-
-fields! {
-    ProviderSpecFields => ProviderSpec {
-        name: Str,
-        title: Str,
-        module: Str,
-        default_base_url: Str,
-        server_variables: &'static [ServerVariable],
-        base_url_env: Option<Str>,
-        credentials_url: Option<CredentialsUrl>,
-        celery_backed: bool,
-        get: GetSpec,
-        many: Option<ManySpec>,
-        rate: Option<RateSpec>,
-        task: TaskShape,
-        error_message: &'static [Str],
-        phases: &'static [(Str, Phase)],
-        rules: &'static [Rule],
-        polite: PolicySpec,
-        pending_budget_ms: Option<u64>,
-        presets: &'static [(Str, PolicySpec)],
-        schemes: &'static [Scheme],
-        security: &'static [(Str, &'static [&'static [Str]])],
-        operations: &'static [OperationSpec],
-        examples: &'static [Example],
-        webhook: Option<WebhookSpec>,
-        connect: fn(&str, reqwest::Client, Ctx) -> Box<dyn ProviderOps>,
-        parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
-    }
-    ServerVariableFields => ServerVariable { name: Str, default: Str, env: Option<Str>, required: bool }
-    CredentialsUrlFields => CredentialsUrl { var: Str, scheme: Str, server_variable: Str }
-    GetSpecFields => GetSpec { operation: Str, id_location: Str, id_name: Str, id_allow: Str, inputs: &'static [InputSpec] }
-    InputSpecFields => InputSpec { name: Str, location: Str, description: Str }
-    ManySpecFields => ManySpec {
-        operation: Str,
-        ids_param: Str,
-        max_ids: u64,
-        items: Str,
-        id: Str,
-        next: Option<Str>,
-        page_params: &'static [Str],
-        page_size_param: Option<Str>,
-    }
-    RateSpecFields => RateSpec { per_second: f64, burst: u32 }
-    TaskShapeFields => TaskShape {
-        status: Str,
-        id: Option<Str>,
-        error: &'static [Str],
-        result: Option<Str>,
-        task_body_statuses: &'static [u16],
-    }
-    RuleFields => Rule { when: &'static [(Str, Str)], phase: Phase, error: Option<Str> }
-    PolicySpecFields => PolicySpec {
-        first_poll_ms: u64,
-        delays_ms: &'static [u64],
-        initial_delay_ms: u64,
-        factor: f64,
-        max_delay_ms: u64,
-        jitter: crate::Jitter,
-        offset_ms: u64,
-        deadline_ms: u64,
-    }
-    SchemeFields => Scheme { name: Str, kind: SchemeKind, env: &'static [Str] }
-    OperationSpecFields => OperationSpec { id: Str, method: Str, path: Str, responses: &'static [(Str, Str)] }
-    WebhookSpecFields => WebhookSpec {
-        signature_header: Str,
-        algorithms: &'static [SignatureAlgorithm],
-        encoding: SignatureEncoding,
-        prefix: Str,
-        message: &'static [MessagePart],
-        timestamp_header: Option<Str>,
-        tolerance_ms: u64,
-        secret_scheme: Option<Str>,
-        secret_env: Option<Str>,
-        max_body_bytes: usize,
-        id: Str,
-        status: Option<Str>,
-        result: Option<Str>,
-        error: &'static [Str],
-        failed_if_present: &'static [Str],
-        http_status: Option<Str>,
-        result_only_by_webhook: bool,
-        grace_ms: u64,
-        poll_factor: f64,
-        active_window_ms: u64,
-    }
-    ExampleFields => Example { operation: Str, status: Str, schema: Str, name: Str, json: Str }
-}
 
 /// The parts of a generated module that are the same for every provider:
 /// the `ClientHooks` impl (auth, user agent, timeout, body cap; see
@@ -155,7 +47,7 @@ macro_rules! __generated_glue {
         /// For the operations the unified layer does not call, such as a provider's typed status
         /// siblings; a call's error converts into `taskpoll::Error` with `?`.
         pub fn client(unified: &$crate::Client) -> ::core::result::Result<Client, $crate::Error> {
-            let (base_url, http, ctx) = $crate::__private::generated_parts(unified, PROVIDER.name)?;
+            let (base_url, http, ctx) = $crate::__private::generated_parts(unified, PROVIDER.name())?;
             ::core::result::Result::Ok(Client::new_with_client(&base_url, http, ctx))
         }
 

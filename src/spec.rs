@@ -11,63 +11,101 @@ use serde::{Deserialize, Serialize};
 pub(crate) use crate::__private::{BoxFuture, ProviderOps};
 use crate::Phase;
 
-/// Everything taskpoll knows about one provider, generated from its spec.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct ProviderSpec {
-    /// Name used in task references and on the command line (`deepomatic`).
-    pub name: &'static str,
-    /// Human name (`Deepomatic`).
-    pub title: &'static str,
-    /// The generated module (`crate::generated::<module>`).
-    pub module: &'static str,
-    /// `servers[0].url`, possibly with `{variable}` placeholders.
-    pub default_base_url: &'static str,
-    /// The variables of `servers[0]`.
-    pub server_variables: &'static [ServerVariable],
-    /// An environment variable that overrides the base URL.
-    pub base_url_env: Option<&'static str>,
-    /// An environment variable holding `scheme://user:pass@host` credentials.
-    pub credentials_url: Option<CredentialsUrl>,
-    /// The provider answers PENDING for unknown or expired ids (Celery).
-    pub celery_backed: bool,
-    /// The operation that reads one task.
-    pub get: GetSpec,
-    /// The operation that reads several tasks at once, if any.
-    pub many: Option<ManySpec>,
-    /// The request budget the provider should be held to (`x-taskpoll.rate`),
-    /// shared by every wait on it; `None`: taskpoll's default.
-    pub rate: Option<RateSpec>,
-    /// Where the interesting fields are in a task body.
-    pub task: TaskShape,
-    /// Where an error answer (a 4xx/5xx that is not a task) puts its message,
-    /// tried in order before the generic `/message`, `/detail`, `/error`.
-    pub error_message: &'static [&'static str],
-    /// Raw status (lower case) to phase.
-    pub phases: &'static [(&'static str, Phase)],
-    /// Ordered rules that win over `phases`.
-    pub rules: &'static [Rule],
-    /// The provider's polite default polling policy.
-    pub polite: PolicySpec,
-    /// Default pending-forever budget, in milliseconds.
-    pub pending_budget_ms: Option<u64>,
-    /// Named parity presets.
-    pub presets: &'static [(&'static str, PolicySpec)],
-    /// Security schemes.
-    pub schemes: &'static [Scheme],
-    /// Security alternatives per operation id.
-    pub security: &'static [(&'static str, &'static [&'static [&'static str]])],
-    /// Every operation of the spec.
-    pub operations: &'static [OperationSpec],
-    /// Every documented example body of the spec.
-    pub examples: &'static [Example],
-    /// How the provider signs the webhooks it sends, and what they carry
-    /// (`x-taskpoll.webhook`); `None`: it sends none taskpoll can verify.
-    pub webhook: Option<WebhookSpec>,
-    #[doc(hidden)]
-    pub connect: fn(&str, reqwest::Client, crate::transport::Ctx) -> Box<dyn ProviderOps>,
-    #[doc(hidden)]
-    pub parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
+/// Declares a descriptor type: its fields are the crate's, each has a
+/// public `const` accessor with the field's doc, and `XFields`, a twin with
+/// public fields, lets generated code (in this crate or a user's) write it as
+/// a literal: `XFields { .. }.build()` is a `const fn`, so a provider
+/// generated in another crate is still a `static` (see `__private`).
+macro_rules! descriptor {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident / $fields:ident {
+            $( $(#[$fmeta:meta])* $field:ident: $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub(crate) $field: $ty, )*
+        }
+
+        impl $name {
+            $( $(#[$fmeta])* pub const fn $field(&self) -> $ty { self.$field } )*
+        }
+
+        #[doc(hidden)]
+        #[allow(missing_docs, missing_debug_implementations)]
+        pub struct $fields {
+            $( pub $field: $ty, )*
+        }
+
+        impl $fields {
+            #[doc(hidden)]
+            pub const fn build(self) -> $name {
+                $name { $( $field: self.$field, )* }
+            }
+        }
+    };
+}
+
+descriptor! {
+    /// Everything taskpoll knows about one provider, generated from its spec.
+    #[derive(Debug)]
+    #[non_exhaustive]
+    pub struct ProviderSpec / ProviderSpecFields {
+        /// Name used in task references and on the command line (`deepomatic`).
+        name: &'static str,
+        /// Human name (`Deepomatic`).
+        title: &'static str,
+        /// The generated module (`crate::generated::<module>`).
+        module: &'static str,
+        /// `servers[0].url`, possibly with `{variable}` placeholders.
+        default_base_url: &'static str,
+        /// The variables of `servers[0]`.
+        server_variables: &'static [ServerVariable],
+        /// An environment variable that overrides the base URL.
+        base_url_env: Option<&'static str>,
+        /// An environment variable holding `scheme://user:pass@host` credentials.
+        credentials_url: Option<CredentialsUrl>,
+        /// The provider answers PENDING for unknown or expired ids (Celery).
+        celery_backed: bool,
+        /// The operation that reads one task.
+        get: GetSpec,
+        /// The operation that reads several tasks at once, if any.
+        many: Option<ManySpec>,
+        /// The request budget the provider should be held to (`x-taskpoll.rate`),
+        /// shared by every wait on it; `None`: taskpoll's default.
+        rate: Option<RateSpec>,
+        /// Where the interesting fields are in a task body.
+        task: TaskShape,
+        /// Where an error answer (a 4xx/5xx that is not a task) puts its message,
+        /// tried in order before the generic `/message`, `/detail`, `/error`.
+        error_message: &'static [&'static str],
+        /// Raw status (lower case) to phase.
+        phases: &'static [(&'static str, Phase)],
+        /// Ordered rules that win over `phases`.
+        rules: &'static [Rule],
+        /// The provider's polite default polling policy.
+        polite: PolicySpec,
+        /// Default pending-forever budget, in milliseconds.
+        pending_budget_ms: Option<u64>,
+        /// Named parity presets.
+        presets: &'static [(&'static str, PolicySpec)],
+        /// Security schemes.
+        schemes: &'static [Scheme],
+        /// Security alternatives per operation id.
+        security: &'static [(&'static str, &'static [&'static [&'static str]])],
+        /// Every operation of the spec.
+        operations: &'static [OperationSpec],
+        /// Every documented example body of the spec.
+        examples: &'static [Example],
+        /// How the provider signs the webhooks it sends, and what they carry
+        /// (`x-taskpoll.webhook`); `None`: it sends none taskpoll can verify.
+        webhook: Option<WebhookSpec>,
+        #[doc(hidden)]
+        connect: fn(&str, reqwest::Client, crate::transport::Ctx) -> Box<dyn ProviderOps>,
+        #[doc(hidden)]
+        parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
+    }
 }
 
 impl ProviderSpec {
@@ -166,57 +204,59 @@ impl ProviderSpec {
     }
 }
 
-/// How a provider's webhooks are signed and read (`x-taskpoll.webhook`,
-/// specs/README.md "Webhooks"). [`crate::Client::verify_webhook`] is driven by
-/// it alone: a new provider's scheme needs no code.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct WebhookSpec {
-    /// The header that carries the signature (`X-Cld-Signature`).
-    pub signature_header: &'static str,
-    /// The algorithms a signature may use; one that matches is enough
-    /// (Cloudinary signs with SHA-1 or SHA-256).
-    pub algorithms: &'static [SignatureAlgorithm],
-    /// How the digest is written in the header.
-    pub encoding: SignatureEncoding,
-    /// Text before the digest in the header (`sha256=`); empty for none.
-    pub prefix: &'static str,
-    /// What is signed, in order (for an HMAC the secret is the key, not a part).
-    pub message: &'static [MessagePart],
-    /// The header with the Unix time (seconds) of the delivery, when signed.
-    pub timestamp_header: Option<&'static str>,
-    /// How far a delivery's timestamp may be from now, either way.
-    pub tolerance_ms: u64,
-    /// The security scheme whose credential is the secret (the password of a
-    /// basic scheme, the token of another), when it is one.
-    pub secret_scheme: Option<&'static str>,
-    /// The environment variable holding a separate webhook secret, when it is one
-    /// (also given with [`crate::ProviderConfig::webhook_secret`]).
-    pub secret_env: Option<&'static str>,
-    /// The largest body read.
-    pub max_body_bytes: usize,
-    /// Pointer to the task id in the payload.
-    pub id: &'static str,
-    /// Pointer to the raw status, mapped with the provider's `phases` and
-    /// `rules` (read from the payload); `None`: the outcome is derived.
-    pub status: Option<&'static str>,
-    /// Pointer to the result.
-    pub result: Option<&'static str>,
-    /// Pointers tried in order for the failure message.
-    pub error: &'static [&'static str],
-    /// Without a status: failed when any of these is present and not null.
-    pub failed_if_present: &'static [&'static str],
-    /// Without a status: failed when the number here is 400 or more.
-    pub http_status: Option<&'static str>,
-    /// The status endpoint never carries the result: a wait that polls a
-    /// success first keeps waiting for the webhook up to `grace_ms`.
-    pub result_only_by_webhook: bool,
-    /// See `result_only_by_webhook`.
-    pub grace_ms: u64,
-    /// Poll delays are multiplied by this while the provider's webhooks arrive.
-    pub poll_factor: f64,
-    /// How long after a verified delivery the provider counts as delivering.
-    pub active_window_ms: u64,
+descriptor! {
+    /// How a provider's webhooks are signed and read (`x-taskpoll.webhook`,
+    /// specs/README.md "Webhooks"). [`crate::Client::verify_webhook`] is driven by
+    /// it alone: a new provider's scheme needs no code.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct WebhookSpec / WebhookSpecFields {
+        /// The header that carries the signature (`X-Cld-Signature`).
+        signature_header: &'static str,
+        /// The algorithms a signature may use; one that matches is enough
+        /// (Cloudinary signs with SHA-1 or SHA-256).
+        algorithms: &'static [SignatureAlgorithm],
+        /// How the digest is written in the header.
+        encoding: SignatureEncoding,
+        /// Text before the digest in the header (`sha256=`); empty for none.
+        prefix: &'static str,
+        /// What is signed, in order (for an HMAC the secret is the key, not a part).
+        message: &'static [MessagePart],
+        /// The header with the Unix time (seconds) of the delivery, when signed.
+        timestamp_header: Option<&'static str>,
+        /// How far a delivery's timestamp may be from now, either way.
+        tolerance_ms: u64,
+        /// The security scheme whose credential is the secret (the password of a
+        /// basic scheme, the token of another), when it is one.
+        secret_scheme: Option<&'static str>,
+        /// The environment variable holding a separate webhook secret, when it is one
+        /// (also given with [`crate::ProviderConfig::webhook_secret`]).
+        secret_env: Option<&'static str>,
+        /// The largest body read.
+        max_body_bytes: usize,
+        /// Pointer to the task id in the payload.
+        id: &'static str,
+        /// Pointer to the raw status, mapped with the provider's `phases` and
+        /// `rules` (read from the payload); `None`: the outcome is derived.
+        status: Option<&'static str>,
+        /// Pointer to the result.
+        result: Option<&'static str>,
+        /// Pointers tried in order for the failure message.
+        error: &'static [&'static str],
+        /// Without a status: failed when any of these is present and not null.
+        failed_if_present: &'static [&'static str],
+        /// Without a status: failed when the number here is 400 or more.
+        http_status: Option<&'static str>,
+        /// The status endpoint never carries the result: a wait that polls a
+        /// success first keeps waiting for the webhook up to `grace_ms`.
+        result_only_by_webhook: bool,
+        /// See `result_only_by_webhook`.
+        grace_ms: u64,
+        /// Poll delays are multiplied by this while the provider's webhooks arrive.
+        poll_factor: f64,
+        /// How long after a verified delivery the provider counts as delivering.
+        active_window_ms: u64,
+    }
 }
 
 /// A signature algorithm of a [`WebhookSpec`].
@@ -255,92 +295,104 @@ pub enum MessagePart {
     Secret,
 }
 
-/// A variable of the provider's server URL.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct ServerVariable {
-    /// Its name in `{braces}`.
-    pub name: &'static str,
-    /// The spec's default (a placeholder when `required`).
-    pub default: &'static str,
-    /// The environment variable that sets it.
-    pub env: Option<&'static str>,
-    /// Leaving it unset is a configuration error.
-    pub required: bool,
+descriptor! {
+    /// A variable of the provider's server URL.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct ServerVariable / ServerVariableFields {
+        /// Its name in `{braces}`.
+        name: &'static str,
+        /// The spec's default (a placeholder when `required`).
+        default: &'static str,
+        /// The environment variable that sets it.
+        env: Option<&'static str>,
+        /// Leaving it unset is a configuration error.
+        required: bool,
+    }
 }
 
-/// `scheme://user:pass@host` in one environment variable (`CLOUDINARY_URL`).
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct CredentialsUrl {
-    /// The variable.
-    pub var: &'static str,
-    /// The basic scheme fed by `user:pass`.
-    pub scheme: &'static str,
-    /// The server variable fed by `host`.
-    pub server_variable: &'static str,
+descriptor! {
+    /// `scheme://user:pass@host` in one environment variable (`CLOUDINARY_URL`).
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct CredentialsUrl / CredentialsUrlFields {
+        /// The variable.
+        var: &'static str,
+        /// The basic scheme fed by `user:pass`.
+        scheme: &'static str,
+        /// The server variable fed by `host`.
+        server_variable: &'static str,
+    }
 }
 
-/// How to read one task.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct GetSpec {
-    /// The operationId.
-    pub operation: &'static str,
-    /// `path`, `query` or `body`.
-    pub id_location: &'static str,
-    /// The parameter or body field that carries the id.
-    pub id_name: &'static str,
-    /// Characters refused in ids by default (`/`, `;`) that this spec allows
-    /// (`x-taskpoll.get.id.allow`).
-    pub id_allow: &'static str,
-    /// Extra inputs a task reference may carry.
-    pub inputs: &'static [InputSpec],
+descriptor! {
+    /// How to read one task.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct GetSpec / GetSpecFields {
+        /// The operationId.
+        operation: &'static str,
+        /// `path`, `query` or `body`.
+        id_location: &'static str,
+        /// The parameter or body field that carries the id.
+        id_name: &'static str,
+        /// Characters refused in ids by default (`/`, `;`) that this spec allows
+        /// (`x-taskpoll.get.id.allow`).
+        id_allow: &'static str,
+        /// Extra inputs a task reference may carry.
+        inputs: &'static [InputSpec],
+    }
 }
 
-/// An extra input of a task reference (Qolaba's `refID`).
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct InputSpec {
-    /// Its name, as written in a task reference.
-    pub name: &'static str,
-    /// `path`, `query` or `body`.
-    pub location: &'static str,
-    /// What it is.
-    pub description: &'static str,
+descriptor! {
+    /// An extra input of a task reference (Qolaba's `refID`).
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct InputSpec / InputSpecFields {
+        /// Its name, as written in a task reference.
+        name: &'static str,
+        /// `path`, `query` or `body`.
+        location: &'static str,
+        /// What it is.
+        description: &'static str,
+    }
 }
 
-/// How to read several tasks in one call.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct ManySpec {
-    /// The operationId.
-    pub operation: &'static str,
-    /// The array query parameter that takes the ids.
-    pub ids_param: &'static str,
-    /// Ids per request.
-    pub max_ids: u64,
-    /// JSON pointer to the array of task bodies.
-    pub items: &'static str,
-    /// JSON pointer to the id inside one item.
-    pub id: &'static str,
-    /// JSON pointer to the next page's absolute URL.
-    pub next: Option<&'static str>,
-    /// Query parameters copied from the `next` URL.
-    pub page_params: &'static [&'static str],
-    /// The page parameter that sets the page size; taskpoll sends `max_ids`
-    /// in it, so the page size never depends on the server's default.
-    pub page_size_param: Option<&'static str>,
+descriptor! {
+    /// How to read several tasks in one call.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct ManySpec / ManySpecFields {
+        /// The operationId.
+        operation: &'static str,
+        /// The array query parameter that takes the ids.
+        ids_param: &'static str,
+        /// Ids per request.
+        max_ids: u64,
+        /// JSON pointer to the array of task bodies.
+        items: &'static str,
+        /// JSON pointer to the id inside one item.
+        id: &'static str,
+        /// JSON pointer to the next page's absolute URL.
+        next: Option<&'static str>,
+        /// Query parameters copied from the `next` URL.
+        page_params: &'static [&'static str],
+        /// The page parameter that sets the page size; taskpoll sends `max_ids`
+        /// in it, so the page size never depends on the server's default.
+        page_size_param: Option<&'static str>,
+    }
 }
 
-/// A provider's request budget: a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct RateSpec {
-    /// Sustained requests per second.
-    pub per_second: f64,
-    /// Requests that may be sent at once after a quiet period.
-    pub burst: u32,
+descriptor! {
+    /// A provider's request budget: a sustained rate and a burst.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    #[non_exhaustive]
+    pub struct RateSpec / RateSpecFields {
+        /// Sustained requests per second.
+        per_second: f64,
+        /// Requests that may be sent at once after a quiet period.
+        burst: u32,
+    }
 }
 
 impl RateSpec {
@@ -354,54 +406,60 @@ impl RateSpec {
     }
 }
 
-/// Where the fields of a task body are (JSON pointers).
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct TaskShape {
-    /// The raw status.
-    pub status: &'static str,
-    /// The task id, if the body carries it.
-    pub id: Option<&'static str>,
-    /// Candidates for the failure message, tried in order.
-    pub error: &'static [&'static str],
-    /// The result payload.
-    pub result: Option<&'static str>,
-    /// Non-2xx statuses whose JSON body is still a task.
-    pub task_body_statuses: &'static [u16],
+descriptor! {
+    /// Where the fields of a task body are (JSON pointers).
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct TaskShape / TaskShapeFields {
+        /// The raw status.
+        status: &'static str,
+        /// The task id, if the body carries it.
+        id: Option<&'static str>,
+        /// Candidates for the failure message, tried in order.
+        error: &'static [&'static str],
+        /// The result payload.
+        result: Option<&'static str>,
+        /// Non-2xx statuses whose JSON body is still a task.
+        task_body_statuses: &'static [u16],
+    }
 }
 
-/// A mapping rule that looks at several fields.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct Rule {
-    /// Pointer and value pairs, all of which must match (case-insensitively).
-    pub when: &'static [(&'static str, &'static str)],
-    /// The phase when they do.
-    pub phase: Phase,
-    /// Where the failure message is for this rule.
-    pub error: Option<&'static str>,
+descriptor! {
+    /// A mapping rule that looks at several fields.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct Rule / RuleFields {
+        /// Pointer and value pairs, all of which must match (case-insensitively).
+        when: &'static [(&'static str, &'static str)],
+        /// The phase when they do.
+        phase: Phase,
+        /// Where the failure message is for this rule.
+        error: Option<&'static str>,
+    }
 }
 
-/// Polling schedule numbers as written in a spec (see [`crate::Policy`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct PolicySpec {
-    /// Delay before the first poll.
-    pub first_poll_ms: u64,
-    /// Fixed delays used before the exponential part.
-    pub delays_ms: &'static [u64],
-    /// First exponential delay.
-    pub initial_delay_ms: u64,
-    /// Growth factor.
-    pub factor: f64,
-    /// Cap on the exponential part.
-    pub max_delay_ms: u64,
-    /// Jitter.
-    pub jitter: Jitter,
-    /// Constant added after jitter and cap.
-    pub offset_ms: u64,
-    /// Suggested deadline.
-    pub deadline_ms: u64,
+descriptor! {
+    /// Polling schedule numbers as written in a spec (see [`crate::Policy`]).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    #[non_exhaustive]
+    pub struct PolicySpec / PolicySpecFields {
+        /// Delay before the first poll.
+        first_poll_ms: u64,
+        /// Fixed delays used before the exponential part.
+        delays_ms: &'static [u64],
+        /// First exponential delay.
+        initial_delay_ms: u64,
+        /// Growth factor.
+        factor: f64,
+        /// Cap on the exponential part.
+        max_delay_ms: u64,
+        /// Jitter.
+        jitter: Jitter,
+        /// Constant added after jitter and cap.
+        offset_ms: u64,
+        /// Suggested deadline.
+        deadline_ms: u64,
+    }
 }
 
 /// Randomisation of a delay `d`. Jitter never exceeds `d`, so a cap holds.
@@ -418,16 +476,18 @@ pub enum Jitter {
     Equal,
 }
 
-/// A security scheme of the spec.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct Scheme {
-    /// Its name in `components.securitySchemes`.
-    pub name: &'static str,
-    /// What goes on the wire.
-    pub kind: SchemeKind,
-    /// The environment variables that feed it (username then password for basic).
-    pub env: &'static [&'static str],
+descriptor! {
+    /// A security scheme of the spec.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct Scheme / SchemeFields {
+        /// Its name in `components.securitySchemes`.
+        name: &'static str,
+        /// What goes on the wire.
+        kind: SchemeKind,
+        /// The environment variables that feed it (username then password for basic).
+        env: &'static [&'static str],
+    }
 }
 
 /// What a security scheme sends.
@@ -442,18 +502,20 @@ pub enum SchemeKind {
     ApiKeyHeader(&'static str),
 }
 
-/// One operation of the spec.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct OperationSpec {
-    /// operationId.
-    pub id: &'static str,
-    /// HTTP method, upper case.
-    pub method: &'static str,
-    /// Path template relative to the base URL (`/tasks/{task_id}`).
-    pub path: &'static str,
-    /// HTTP status (`200`, `4XX`, `default`) to the response's component schema, where it names one.
-    pub responses: &'static [(&'static str, &'static str)],
+descriptor! {
+    /// One operation of the spec.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct OperationSpec / OperationSpecFields {
+        /// operationId.
+        id: &'static str,
+        /// HTTP method, upper case.
+        method: &'static str,
+        /// Path template relative to the base URL (`/tasks/{task_id}`).
+        path: &'static str,
+        /// HTTP status (`200`, `4XX`, `default`) to the response's component schema, where it names one.
+        responses: &'static [(&'static str, &'static str)],
+    }
 }
 
 impl OperationSpec {
@@ -468,20 +530,22 @@ impl OperationSpec {
     }
 }
 
-/// A documented example body.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct Example {
-    /// The operation it answers.
-    pub operation: &'static str,
-    /// The HTTP status it is documented under.
-    pub status: &'static str,
-    /// The response's component schema (empty when none).
-    pub schema: &'static str,
-    /// The example's name in the spec.
-    pub name: &'static str,
-    /// The body, as JSON text.
-    pub json: &'static str,
+descriptor! {
+    /// A documented example body.
+    #[derive(Debug, Clone, Copy)]
+    #[non_exhaustive]
+    pub struct Example / ExampleFields {
+        /// The operation it answers.
+        operation: &'static str,
+        /// The HTTP status it is documented under.
+        status: &'static str,
+        /// The response's component schema (empty when none).
+        schema: &'static str,
+        /// The example's name in the spec.
+        name: &'static str,
+        /// The body, as JSON text.
+        json: &'static str,
+    }
 }
 
 /// The providers registered at run time ([`register`]) after the built-in

@@ -427,16 +427,16 @@ async fn answer(mut stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<(Instan
 
 /// A configuration with a credential for every scheme of the provider.
 fn config(spec: &ProviderSpec, base_url: &str) -> ProviderConfig {
-    let mut config = ProviderConfig::new(spec.name).base_url(base_url);
-    for var in spec.server_variables {
-        config = config.server_variable(var.name, "demo");
+    let mut config = ProviderConfig::new(spec.name()).base_url(base_url);
+    for var in spec.server_variables() {
+        config = config.server_variable(var.name(), "demo");
     }
-    for scheme in spec.schemes {
-        let credential = match scheme.kind {
+    for scheme in spec.schemes() {
+        let credential = match scheme.kind() {
             SchemeKind::Basic => Credential::Basic { username: "user".into(), password: SECRET.to_string().into() },
             _ => Credential::Token(SECRET.to_string().into()),
         };
-        config = config.credential(scheme.name, credential);
+        config = config.credential(scheme.name(), credential);
     }
     config
 }
@@ -446,9 +446,9 @@ fn config(spec: &ProviderSpec, base_url: &str) -> ProviderConfig {
 fn bodies(spec: &'static ProviderSpec, task_ref: &TaskRef, other_origin: String) -> Option<Bodies> {
     let mut pending = None;
     let mut succeeded = None;
-    for example in spec.examples_for(spec.get.operation, "200") {
-        let mut body: Value = serde_json::from_str(example.json).unwrap();
-        if let Some(slot) = spec.task.id.and_then(|p| body.pointer_mut(p)) {
+    for example in spec.examples_for(spec.get().operation(), "200") {
+        let mut body: Value = serde_json::from_str(example.json()).unwrap();
+        if let Some(slot) = spec.task().id().and_then(|p| body.pointer_mut(p)) {
             *slot = json!(task_ref.id());
         }
         match taskpoll::Task::decode(task_ref, 200, body.to_string().as_bytes()).map(|t| t.phase()) {
@@ -457,7 +457,7 @@ fn bodies(spec: &'static ProviderSpec, task_ref: &TaskRef, other_origin: String)
             _ => {}
         }
     }
-    Some(Bodies { pending: pending?, succeeded: succeeded?, status_pointer: spec.task.status, other_origin })
+    Some(Bodies { pending: pending?, succeeded: succeeded?, status_pointer: spec.task().status(), other_origin })
 }
 
 struct Cell {
@@ -480,7 +480,7 @@ struct Prepared {
 }
 
 async fn prepare(spec: &'static ProviderSpec, fault: &'static Fault) -> Option<Prepared> {
-    let task_ref = TaskRef::new(spec.name, "task-1").unwrap();
+    let task_ref = TaskRef::new(spec.name(), "task-1").unwrap();
     let other = serve(Reply::Bytes(http("200 OK", &[], b"{}"))).await;
     // A provider whose spec documents no pending and no succeeded answer has nothing to serve.
     let bodies = bodies(spec, &task_ref, other.url.clone())?;
@@ -551,7 +551,7 @@ async fn run_cell(cell: Prepared) -> Cell {
     if shown.contains(SECRET) {
         problems.push("an outcome shows the credential".into());
     }
-    Cell { fault: fault.name, provider: spec.name, problems }
+    Cell { fault: fault.name, provider: spec.name(), problems }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

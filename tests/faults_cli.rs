@@ -108,7 +108,7 @@ async fn run_cell(spec: &'static ProviderSpec, case: Case, wait: bool, sim: &Sim
         Case::HostileFailure => Lifecycle::new().then_fail(HOSTILE),
         _ => Lifecycle::new().then_succeed(),
     };
-    let task = sim.add_task(spec.name, lifecycle).map_err(err)?;
+    let task = sim.add_task(spec.name(), lifecycle).map_err(err)?;
     let fault = match case {
         Case::Status(status) => Some(Fault::Status(status)),
         Case::Html502 => Some(Fault::Html502),
@@ -131,7 +131,7 @@ async fn run_cell(spec: &'static ProviderSpec, case: Case, wait: bool, sim: &Sim
         }
         Case::HostileApiError => {
             let server = wiremock::MockServer::start().await;
-            let pointer = spec.error_message.first().copied().unwrap_or("/error");
+            let pointer = spec.error_message().first().copied().unwrap_or("/error");
             wiremock::Mock::given(wiremock::matchers::any())
                 .respond_with(wiremock::ResponseTemplate::new(404).set_body_json(body_with(pointer, HOSTILE)))
                 .mount(&server)
@@ -149,7 +149,7 @@ async fn run_cell(spec: &'static ProviderSpec, case: Case, wait: bool, sim: &Sim
         vec!["get".into()]
     };
     match base_url {
-        Some(url) => args.extend(["--provider".into(), spec.name.into(), "--base-url".into(), url, task.id().into()]),
+        Some(url) => args.extend(["--provider".into(), spec.name().into(), "--base-url".into(), url, task.id().into()]),
         None => args.push(task.to_string()),
     }
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
@@ -159,7 +159,7 @@ async fn run_cell(spec: &'static ProviderSpec, case: Case, wait: bool, sim: &Sim
         .output()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Cell { provider: spec.name, case, wait, out })
+    Ok(Cell { provider: spec.name(), case, wait, out })
 }
 
 fn check(cell: &Cell) -> Result<(), String> {

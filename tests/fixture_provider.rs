@@ -18,12 +18,12 @@ fn acme(server: &MockServer) -> Client {
 #[test]
 fn the_spec_alone_declares_the_provider() {
     let spec = taskpoll::spec::provider("acme").expect("generated from tests/specs/acme.yaml");
-    assert_eq!(spec.title, "Acme Jobs");
-    assert_eq!(spec.get.id_location, "query");
-    assert_eq!(spec.many.map(|m| m.max_ids), Some(2));
+    assert_eq!(spec.title(), "Acme Jobs");
+    assert_eq!(spec.get().id_location(), "query");
+    assert_eq!(spec.many().map(|m| m.max_ids()), Some(2));
     assert!(spec.preset("acme_fast").is_some());
-    for example in spec.examples.iter().filter(|e| !e.schema.is_empty()) {
-        assert!(matches!(spec.parse_as_schema(example.schema, example.json), Some(Ok(()))), "{}", example.name);
+    for example in spec.examples().iter().filter(|e| !e.schema().is_empty()) {
+        assert!(matches!(spec.parse_as_schema(example.schema(), example.json()), Some(Ok(()))), "{}", example.name());
     }
 }
 

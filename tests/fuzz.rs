@@ -33,7 +33,7 @@ fn body_decoding() {
             bytes.clone()
         };
         for spec in taskpoll::spec::providers() {
-            let task_ref = TaskRef::new(spec.name, "t-1").unwrap();
+            let task_ref = TaskRef::new(spec.name(), "t-1").unwrap();
             match Task::decode(&task_ref, *status, &body) {
                 Ok(task) => {
                     assert_eq!(task.task_ref(), &task_ref);

@@ -19,7 +19,7 @@ fn client(sim: &Simulator) -> taskpoll::Result<Client> {
     providers()
         .iter()
         .fold(Client::builder(), |builder, spec| {
-            builder.provider(sim.client_config(spec.name).rate_limit(1_000.0, 1_000).max_in_flight(8))
+            builder.provider(sim.client_config(spec.name()).rate_limit(1_000.0, 1_000).max_in_flight(8))
         })
         .build()
 }
@@ -46,7 +46,7 @@ async fn a_thousand_tasks_across_every_provider_each_reported_once() -> TestResu
                 4 => (Lifecycle::new().queued_for_polls(1).then_fail("bad input"), Phase::Failed),
                 n => (Lifecycle::new().queued_for_polls(n as u32).then_succeed(), Phase::Succeeded),
             };
-            expected.insert(sim.add_task(spec.name, lifecycle)?, phase);
+            expected.insert(sim.add_task(spec.name(), lifecycle)?, phase);
         }
     }
     let waiter = client.waiter();
@@ -70,11 +70,11 @@ async fn a_thousand_tasks_across_every_provider_each_reported_once() -> TestResu
     // Batch providers were read in batches: each task needs at most 4 polls, and
     // a round costs ⌈pending / max-ids⌉ requests (twice that allows for rounds
     // split by timing), where single reads would cost a request per task and poll.
-    for spec in providers().iter().filter(|p| p.many.is_some()) {
-        let max_ids = spec.many.map_or(1, |m| m.max_ids as usize);
-        let requests = sim.requests().iter().filter(|r| r.provider == Some(spec.name)).count();
+    for spec in providers().iter().filter(|p| p.many().is_some()) {
+        let max_ids = spec.many().map_or(1, |m| m.max_ids() as usize);
+        let requests = sim.requests().iter().filter(|r| r.provider == Some(spec.name())).count();
         let bound = 2 * 4 * per_provider.div_ceil(max_ids);
-        assert!(requests <= bound, "{}: {requests} requests for {per_provider} tasks", spec.name);
+        assert!(requests <= bound, "{}: {requests} requests for {per_provider} tasks", spec.name());
     }
     Ok(())
 }
@@ -84,16 +84,16 @@ async fn get_many_sends_the_page_size_so_a_small_server_default_does_not_matter(
     // The simulator's default page is 2 ids: without an explicit page size, 1,000 ids cost 500 requests.
     let sim = Simulator::start().await?;
     let client = client(&sim)?;
-    for spec in providers().iter().filter(|p| p.many.is_some_and(|m| m.page_size_param.is_some())) {
+    for spec in providers().iter().filter(|p| p.many().is_some_and(|m| m.page_size_param().is_some())) {
         let mut ids = Vec::new();
         for _ in 0..1000 {
-            ids.push(sim.add_task(spec.name, Lifecycle::new().then_succeed())?.id().to_string());
+            ids.push(sim.add_task(spec.name(), Lifecycle::new().then_succeed())?.id().to_string());
         }
         sim.clear_requests();
-        let results = client.get_many(spec.name, &ids).await?;
+        let results = client.get_many(spec.name(), &ids).await?;
         assert!(results.iter().all(Result::is_ok));
-        let max_ids = spec.many.map_or(1, |m| m.max_ids as usize);
-        assert_eq!(sim.requests().len(), 1000usize.div_ceil(max_ids), "{}", spec.name);
+        let max_ids = spec.many().map_or(1, |m| m.max_ids() as usize);
+        assert_eq!(sim.requests().len(), 1000usize.div_ceil(max_ids), "{}", spec.name());
     }
     Ok(())
 }
@@ -172,7 +172,7 @@ async fn dropping_the_waiter_stops_every_wait_at_once() -> TestResult {
     for spec in providers() {
         for _ in 0..5 {
             waiter
-                .add(sim.add_task(spec.name, Lifecycle::new().running_forever())?, &quick(Duration::from_secs(60)))?;
+                .add(sim.add_task(spec.name(), Lifecycle::new().running_forever())?, &quick(Duration::from_secs(60)))?;
         }
     }
     let handle = waiter.handle();

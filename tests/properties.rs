@@ -116,7 +116,7 @@ proptest! {
     #[test]
     fn classifying_any_json_body_never_panics(body in json(), status in 100u16..600, as_text in any::<bool>()) {
         for spec in taskpoll::spec::providers() {
-            let task_ref = TaskRef::new(spec.name, "t-1").unwrap();
+            let task_ref = TaskRef::new(spec.name(), "t-1").unwrap();
             let bytes = if as_text { body.to_string().into_bytes() } else { serde_json::to_vec_pretty(&body).unwrap() };
             match Task::decode(&task_ref, status, &bytes) {
                 Ok(task) => {
@@ -132,10 +132,10 @@ proptest! {
     #[test]
     fn task_shaped_bodies_with_any_status_classify(status_value in json(), id in json()) {
         for spec in taskpoll::spec::providers() {
-            let task_ref = TaskRef::new(spec.name, "t-1").unwrap();
+            let task_ref = TaskRef::new(spec.name(), "t-1").unwrap();
             let mut body = serde_json::json!({});
-            for pointer in std::iter::once(spec.task.status).chain(spec.task.id) {
-                set(&mut body, pointer, if Some(pointer) == spec.task.id { id.clone() } else { status_value.clone() });
+            for pointer in std::iter::once(spec.task().status()).chain(spec.task().id()) {
+                set(&mut body, pointer, if Some(pointer) == spec.task().id() { id.clone() } else { status_value.clone() });
             }
             if let Err(e) = Task::decode(&task_ref, 200, body.to_string().as_bytes()) {
                 _ = (e.is_retryable(), e.to_string());

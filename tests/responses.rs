@@ -23,17 +23,17 @@ fn spec(name: &str) -> &'static ProviderSpec {
 }
 
 fn body(example: &Example) -> Value {
-    serde_json::from_str(example.json).unwrap_or_else(|e| panic!("{} is not JSON: {e}", example.name))
+    serde_json::from_str(example.json()).unwrap_or_else(|e| panic!("{} is not JSON: {e}", example.name()))
 }
 
 /// The examples of one operation and status, by name.
 fn examples(provider: &str, operation: &str, status: &str) -> BTreeMap<&'static str, Value> {
-    spec(provider).examples_for(operation, status).map(|e| (e.name, body(e))).collect()
+    spec(provider).examples_for(operation, status).map(|e| (e.name(), body(e))).collect()
 }
 
 #[test]
 fn the_built_in_providers_are_all_there() {
-    let names: BTreeSet<&str> = taskpoll::spec::providers().iter().map(|p| p.name).collect();
+    let names: BTreeSet<&str> = taskpoll::spec::providers().iter().map(|p| p.name()).collect();
     for name in BUILT_IN {
         assert!(names.contains(name), "{name} missing from {names:?}");
     }
@@ -49,30 +49,31 @@ fn every_documented_example_parses_through_the_generated_types() {
     let mut failures = Vec::new();
     for provider in taskpoll::spec::providers() {
         let mut parsed = 0;
-        for example in provider.examples {
-            let where_ = format!("{} {} {} `{}`", provider.name, example.operation, example.status, example.name);
-            if serde_json::from_str::<Value>(example.json).is_err() {
+        for example in provider.examples() {
+            let where_ =
+                format!("{} {} {} `{}`", provider.name(), example.operation(), example.status(), example.name());
+            if serde_json::from_str::<Value>(example.json()).is_err() {
                 failures.push(format!("{where_}: not JSON"));
                 continue;
             }
-            if example.schema.is_empty() {
+            if example.schema().is_empty() {
                 continue;
             }
-            match provider.parse_as_schema(example.schema, example.json) {
+            match provider.parse_as_schema(example.schema(), example.json()) {
                 Some(Ok(())) => parsed += 1,
-                Some(Err(e)) => failures.push(format!("{where_} as {}: {e}", example.schema)),
-                None => failures.push(format!("{where_}: no parser for schema {}", example.schema)),
+                Some(Err(e)) => failures.push(format!("{where_} as {}: {e}", example.schema())),
+                None => failures.push(format!("{where_}: no parser for schema {}", example.schema())),
             }
         }
-        if !BUILT_IN.contains(&provider.name) {
+        if !BUILT_IN.contains(&provider.name()) {
             // A spec added later may document no examples; what it documents must parse.
             continue;
         }
-        assert!(parsed > 0, "{} documents no example body", provider.name);
+        assert!(parsed > 0, "{} documents no example body", provider.name());
         // Every operation of the built-in specs documents at least one success body.
-        for op in provider.operations {
-            let has_2xx = provider.examples.iter().any(|e| e.operation == op.id && e.status.starts_with('2'));
-            assert!(has_2xx, "{}.{} documents no 2xx example", provider.name, op.id);
+        for op in provider.operations() {
+            let has_2xx = provider.examples().iter().any(|e| e.operation() == op.id() && e.status().starts_with('2'));
+            assert!(has_2xx, "{}.{} documents no 2xx example", provider.name(), op.id());
         }
     }
     assert!(failures.is_empty(), "examples that do not parse:\n{}", failures.join("\n"));
@@ -140,27 +141,27 @@ fn qolaba_documents_the_notes_bodies() {
 #[test]
 fn factpulse_documents_the_notes_bodies() {
     let factpulse = spec("factpulse");
-    for op in factpulse.operations {
-        let ok = examples("factpulse", op.id, "200");
+    for op in factpulse.operations() {
+        let ok = examples("factpulse", op.id(), "200");
         assert!(
             ok.values().any(|b| b["status"] == "SUCCESS" && b.pointer("/result/status") == Some(&json!("ERROR"))),
             "{}: Celery SUCCESS with result.status = ERROR",
-            op.id
+            op.id()
         );
-        assert!(ok.values().any(|b| b["status"] == "REVOKED"), "{}: REVOKED (outside the upstream enum)", op.id);
+        assert!(ok.values().any(|b| b["status"] == "REVOKED"), "{}: REVOKED (outside the upstream enum)", op.id());
         assert!(
             ok.values().any(|b| b["status"] == "PENDING" && b["result"].is_null()),
             "{}: PENDING, result null",
-            op.id
+            op.id()
         );
-        assert!(ok.values().any(|b| b["status"] == "FAILURE"), "{}: FAILURE", op.id);
-        let unauthorized = examples("factpulse", op.id, "401");
+        assert!(ok.values().any(|b| b["status"] == "FAILURE"), "{}: FAILURE", op.id());
+        let unauthorized = examples("factpulse", op.id(), "401");
         assert!(
             unauthorized.values().any(|b| b["errorCode"] == "AUTHENTICATION_REQUIRED"),
             "{}: the spec's 401",
-            op.id
+            op.id()
         );
-        assert!(unauthorized.values().any(|b| b["detail"] == "Not authenticated"), "{}: FastAPI's 401", op.id);
+        assert!(unauthorized.values().any(|b| b["detail"] == "Not authenticated"), "{}: FastAPI's 401", op.id());
     }
     let generic = examples("factpulse", "get_task_status", "200");
     assert!(generic.values().any(|b| b["status"] == "PROGRESS"), "a status unknown to taskpoll as well");
@@ -254,16 +255,16 @@ fn expected_tasks() -> BTreeMap<(&'static str, &'static str, &'static str), Expe
 /// A client for `spec` at `uri`, with a made-up credential for its first
 /// scheme and every server variable set.
 fn client_for(spec: &ProviderSpec, uri: &str) -> Client {
-    let mut config = ProviderConfig::new(spec.name).base_url(uri);
-    if let Some(scheme) = spec.schemes.first() {
-        let credential = match scheme.kind {
+    let mut config = ProviderConfig::new(spec.name()).base_url(uri);
+    if let Some(scheme) = spec.schemes().first() {
+        let credential = match scheme.kind() {
             SchemeKind::Basic => Credential::Basic { username: "user".into(), password: SecretString::from("pass") },
             _ => Credential::Token(SecretString::from("token")),
         };
-        config = config.credential(scheme.name, credential);
+        config = config.credential(scheme.name(), credential);
     }
-    for variable in spec.server_variables {
-        config = config.server_variable(variable.name, "demo");
+    for variable in spec.server_variables() {
+        config = config.server_variable(variable.name(), "demo");
     }
     Client::builder().provider(config).build().expect("client builds")
 }
@@ -280,7 +281,7 @@ async fn read_served(provider: &str, status: u16, json: &str, id: &str) -> taskp
     // another task are refused; tests/security.rs covers that).
     let documented = serde_json::from_str::<serde_json::Value>(json)
         .ok()
-        .and_then(|body| spec(provider).task.id.and_then(|pointer| body.pointer(pointer).cloned()));
+        .and_then(|body| spec(provider).task().id().and_then(|pointer| body.pointer(pointer).cloned()));
     let id = match documented {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s,
         Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -290,7 +291,7 @@ async fn read_served(provider: &str, status: u16, json: &str, id: &str) -> taskp
 }
 
 fn carries_task(spec: &ProviderSpec, status: &str) -> bool {
-    status.starts_with('2') || status.parse::<u16>().is_ok_and(|s| spec.task.task_body_statuses.contains(&s))
+    status.starts_with('2') || status.parse::<u16>().is_ok_and(|s| spec.task().task_body_statuses().contains(&s))
 }
 
 /// The docs' all-`""` 500 body names no status, so it is an API error, not a task.
@@ -310,20 +311,22 @@ async fn every_task_example_maps_through_the_unified_layer() {
     for name in BUILT_IN {
         let provider = spec(name);
         let task_examples = provider
-            .examples
+            .examples()
             .iter()
-            .filter(|e| e.operation == provider.get.operation && carries_task(provider, e.status))
+            .filter(|e| e.operation() == provider.get().operation() && carries_task(provider, e.status()))
             // A non-2xx body is a task only when it names a status (see the placeholder test below).
-            .filter(|e| e.status.starts_with('2') || !body(e).pointer(provider.task.status).is_some_and(|s| s == ""));
+            .filter(|e| {
+                e.status().starts_with('2') || !body(e).pointer(provider.task().status()).is_some_and(|s| s == "")
+            });
         for example in task_examples {
-            let key = (name, example.status, example.name);
+            let key = (name, example.status(), example.name());
             let Some(want) = expected.get(&key) else {
                 failures.push(format!("{key:?}: no expectation; add it to expected_tasks()"));
                 continue;
             };
             seen.insert(key);
-            let status: u16 = example.status.parse().expect("a numeric status");
-            let task = match read_served(name, status, example.json, "t-1").await {
+            let status: u16 = example.status().parse().expect("a numeric status");
+            let task = match read_served(name, status, example.json(), "t-1").await {
                 Ok(task) => task,
                 Err(e) => {
                     failures.push(format!("{key:?}: {e}"));
@@ -360,14 +363,14 @@ async fn every_error_example_becomes_an_api_error_with_a_message() {
     for name in BUILT_IN {
         let provider = spec(name);
         for example in provider
-            .examples
+            .examples()
             .iter()
-            .filter(|e| e.operation == provider.get.operation && !carries_task(provider, e.status))
+            .filter(|e| e.operation() == provider.get().operation() && !carries_task(provider, e.status()))
         {
             count += 1;
-            let key = (name, example.status, example.name);
-            let status: u16 = example.status.parse().expect("a numeric status");
-            match read_served(name, status, example.json, "t-1").await {
+            let key = (name, example.status(), example.name());
+            let status: u16 = example.status().parse().expect("a numeric status");
+            match read_served(name, status, example.json(), "t-1").await {
                 Err(Error::Api(e)) => {
                     let (got, message, body_is_json) = (e.status(), e.message(), e.body_is_json());
                     let readable = message.is_some_and(|m| !m.is_empty() && !m.starts_with(['[', '{']));
@@ -424,11 +427,11 @@ async fn deepomatic_pages_map_through_get_many() {
 
 fn served(provider: &str, status: &str, name: &str) -> (u16, &'static str) {
     let example = spec(provider)
-        .examples
+        .examples()
         .iter()
-        .find(|e| e.operation == spec(provider).get.operation && e.status == status && e.name == name)
+        .find(|e| e.operation() == spec(provider).get().operation() && e.status() == status && e.name() == name)
         .unwrap_or_else(|| panic!("{provider} documents {status} `{name}`"));
-    (status.parse().unwrap(), example.json)
+    (status.parse().unwrap(), example.json())
 }
 
 #[tokio::test]

@@ -229,16 +229,16 @@ async fn an_answer_about_another_task_is_refused_and_ids_compare_as_text() {
 async fn every_provider_with_a_task_id_pointer_checks_it() {
     let mut checked = Vec::new();
     for spec in taskpoll::spec::providers() {
-        let Some(pointer) = spec.task.id else { continue };
-        let Some(example) = spec.examples_for(spec.get.operation, "200").next() else { continue };
-        let mut body: serde_json::Value = serde_json::from_str(example.json).unwrap();
+        let Some(pointer) = spec.task().id() else { continue };
+        let Some(example) = spec.examples_for(spec.get().operation(), "200").next() else { continue };
+        let mut body: serde_json::Value = serde_json::from_str(example.json()).unwrap();
         let Some(slot) = body.pointer_mut(pointer) else { continue };
         *slot = json!("someone-else");
         let server = answering(ResponseTemplate::new(200).set_body_json(&body)).await;
-        let client = Client::builder().provider(any_credentials(spec.name, &server)).build().unwrap();
-        let err = client.get(&TaskRef::new(spec.name, "mine").unwrap()).await.unwrap_err();
-        assert!(matches!(err, Error::TaskIdMismatch(_)), "{}: {err:?}", spec.name);
-        checked.push(spec.name);
+        let client = Client::builder().provider(any_credentials(spec.name(), &server)).build().unwrap();
+        let err = client.get(&TaskRef::new(spec.name(), "mine").unwrap()).await.unwrap_err();
+        assert!(matches!(err, Error::TaskIdMismatch(_)), "{}: {err:?}", spec.name());
+        checked.push(spec.name());
     }
     for provider in ["cloudinary", "qolaba", "factpulse", "deepomatic"] {
         assert!(checked.contains(&provider), "{provider} was not checked: {checked:?}");
@@ -250,12 +250,12 @@ async fn every_provider_with_a_task_id_pointer_checks_it() {
 fn any_credentials(provider: &str, server: &MockServer) -> ProviderConfig {
     let spec = taskpoll::spec::provider(provider).unwrap();
     let mut config = ProviderConfig::new(provider).base_url(server.uri());
-    for var in spec.server_variables {
-        config = config.server_variable(var.name, "demo");
+    for var in spec.server_variables() {
+        config = config.server_variable(var.name(), "demo");
     }
-    let first = spec.security.iter().find(|(op, _)| *op == spec.get.operation).map(|(_, alts)| alts[0]);
+    let first = spec.security().iter().find(|(op, _)| *op == spec.get().operation()).map(|(_, alts)| alts[0]);
     for scheme in first.unwrap_or(&[]) {
-        let credential = match spec.scheme(scheme).unwrap().kind {
+        let credential = match spec.scheme(scheme).unwrap().kind() {
             taskpoll::spec::SchemeKind::Basic => {
                 taskpoll::Credential::Basic { username: "user".into(), password: "pw-s3cr3t".to_string().into() }
             }
@@ -317,7 +317,7 @@ fn env_alternatives_name_the_variables_that_suffice() {
 #[test]
 fn each_env_alternative_suffices_and_every_variable_in_it_is_needed() {
     let value = |var: &str| {
-        let is_url = taskpoll::spec::providers().iter().any(|p| p.credentials_url.is_some_and(|u| u.var == var));
+        let is_url = taskpoll::spec::providers().iter().any(|p| p.credentials_url().is_some_and(|u| u.var() == var));
         if is_url { "scheme://user:s3cr3t@demo".to_string() } else { "demo".to_string() }
     };
     for spec in taskpoll::spec::providers() {
@@ -327,12 +327,12 @@ fn each_env_alternative_suffices_and_every_variable_in_it_is_needed() {
                 Client::builder()
                     .providers_from_env_with(lookup)
                     .and_then(|b| b.build())
-                    .is_ok_and(|c| c.base_url(spec.name).is_some())
+                    .is_ok_and(|c| c.base_url(spec.name()).is_some())
             };
-            assert!(usable(&set), "{}: {set:?} does not suffice", spec.name);
+            assert!(usable(&set), "{}: {set:?} does not suffice", spec.name());
             for left_out in &set {
                 let fewer: Vec<&str> = set.iter().copied().filter(|v| v != left_out).collect();
-                assert!(!usable(&fewer), "{}: {set:?} works without {left_out}", spec.name);
+                assert!(!usable(&fewer), "{}: {set:?} works without {left_out}", spec.name());
             }
         }
     }
@@ -356,9 +356,9 @@ async fn slash_and_semicolon_ids_are_refused_unless_the_spec_allows_them() {
     assert!(matches!(err, Error::InvalidTaskId(_)), "{err:?}");
     assert!(received(&server).await.is_empty(), "a refused id was sent");
     // Every built-in provider keeps the strict default.
-    for spec in taskpoll::spec::providers().iter().filter(|p| p.name != "acme") {
-        assert_eq!(spec.get.id_allow, "", "{}", spec.name);
-        assert!(TaskRef::new(spec.name, "a/b").is_err() && TaskRef::new(spec.name, "a;b").is_err());
+    for spec in taskpoll::spec::providers().iter().filter(|p| p.name() != "acme") {
+        assert_eq!(spec.get().id_allow(), "", "{}", spec.name());
+        assert!(TaskRef::new(spec.name(), "a/b").is_err() && TaskRef::new(spec.name(), "a;b").is_err());
     }
 }
 
@@ -367,7 +367,7 @@ async fn slash_and_semicolon_ids_are_refused_unless_the_spec_allows_them() {
 async fn a_spec_that_allows_a_slash_gets_it_sent_encoded() {
     let server = answering(ResponseTemplate::new(200).set_body_json(json!({"job": {"state": "WAITING"}}))).await;
     let acme = taskpoll::spec::provider("acme").unwrap();
-    assert_eq!(acme.get.id_allow, "/");
+    assert_eq!(acme.get().id_allow(), "/");
     let client = Client::builder().provider(any_credentials("acme", &server)).build().unwrap();
     let task = client.get(&TaskRef::new("acme", "a/b").unwrap()).await.unwrap();
     assert_eq!(task.id(), "a/b");

@@ -119,8 +119,8 @@ async fn every_backend_keeps_the_store_contract() -> TestResult {
 async fn the_shared_budget_grants_at_most_its_rate_over_time_plus_its_burst() -> TestResult {
     for TestStore { name, store, .. } in every_store().await? {
         // Deepomatic's own budget: 10 per second, bursts of 20.
-        let rate: RateSpec = taskpoll::spec::provider("deepomatic").and_then(|p| p.rate).ok_or("a rate")?;
-        assert_eq!((rate.per_second, rate.burst), (10.0, 20));
+        let rate: RateSpec = taskpoll::spec::provider("deepomatic").and_then(|p| p.rate()).ok_or("a rate")?;
+        assert_eq!((rate.per_second(), rate.burst()), (10.0, 20));
         assert_eq!(store.take_tokens("deepomatic", rate, 50, T0).await?, 20, "{name}: the burst");
         assert_eq!(store.take_tokens("deepomatic", rate, 50, T0).await?, 0, "{name}: empty");
         assert_eq!(store.take_tokens("deepomatic", rate, 50, T0 + 450).await?, 4, "{name}: 4.5 refilled");

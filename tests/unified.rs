@@ -298,7 +298,7 @@ async fn from_env_reads_each_providers_variables() {
         .expect("env")
         .build()
         .expect("client");
-    let mut names: Vec<&str> = client.providers().map(|p| p.name).collect();
+    let mut names: Vec<&str> = client.providers().map(|p| p.name()).collect();
     names.sort_unstable();
     assert_eq!(names, ["deepomatic", "factpulse", "qolaba"]);
     // A host-only URL keeps the spec's `/v0.7`, as the official client does with DEEPOMATIC_API_URL.
@@ -472,12 +472,12 @@ fn unified_types_have_json_schemas() {
 #[test]
 fn every_spec_declares_a_usable_provider() {
     for spec in taskpoll::spec::providers() {
-        assert!(spec.operation(spec.get.operation).is_some(), "{}", spec.name);
-        if let Some(many) = spec.many {
-            assert!(spec.operation(many.operation).is_some(), "{}", spec.name);
+        assert!(spec.operation(spec.get().operation()).is_some(), "{}", spec.name());
+        if let Some(many) = spec.many() {
+            assert!(spec.operation(many.operation()).is_some(), "{}", spec.name());
         }
-        assert!(!spec.phases.is_empty(), "{}", spec.name);
-        assert!(spec.polite.deadline_ms > 0, "{}", spec.name);
+        assert!(!spec.phases().is_empty(), "{}", spec.name());
+        assert!(spec.polite().deadline_ms() > 0, "{}", spec.name());
     }
 }
 

@@ -202,7 +202,7 @@ fn polite_factpulse_polls_every_2_to_3_seconds() {
     assert!(delays[1..last].iter().all(|d| (2.0..=3.0).contains(&d.as_secs_f64())), "{delays:?}");
     // Every built-in provider has a valid polite policy.
     for provider in taskpoll::spec::providers() {
-        Policy::polite(provider.name).expect("valid polite policy");
+        Policy::polite(provider.name()).expect("valid polite policy");
     }
 }
 

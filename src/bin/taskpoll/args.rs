@@ -441,7 +441,7 @@ impl ProviderArgs {
             Err(other) => return Err(other),
         };
         // Say which variables are missing before any request, rather than failing per task.
-        if let Some(task) = refs.iter().find(|t| !client.providers().any(|p| p.name == t.provider())) {
+        if let Some(task) = refs.iter().find(|t| !client.providers().any(|p| p.name() == t.provider())) {
             return Err(not_configured(task.provider()));
         }
         Ok(client)
@@ -449,8 +449,9 @@ impl ProviderArgs {
 
     /// Translates flags into the environment variables the spec names.
     fn flag_overlay(&self, spec: &ProviderSpec, overlay: &mut HashMap<String, String>) -> Result<(), Error> {
-        let missing = |what: &str| config_error(format!("{} has no {what} scheme", spec.name));
-        let scheme_env = |kind: &dyn Fn(SchemeKind) -> bool| spec.schemes.iter().find(|s| kind(s.kind)).map(|s| s.env);
+        let missing = |what: &str| config_error(format!("{} has no {what} scheme", spec.name()));
+        let scheme_env =
+            |kind: &dyn Fn(SchemeKind) -> bool| spec.schemes().iter().find(|s| kind(s.kind())).map(|s| s.env());
         if let Some(key) = &self.api_key {
             let env = scheme_env(&|k| matches!(k, SchemeKind::ApiKeyHeader(_))).ok_or_else(|| missing("API-key"))?;
             let var = env.first().ok_or_else(|| missing("API-key (with an environment variable)"))?;
@@ -471,12 +472,12 @@ impl ProviderArgs {
         for pair in &self.vars {
             let (name, value) = split_pair(pair, "--var")?;
             let var = spec
-                .server_variables
+                .server_variables()
                 .iter()
-                .find(|v| v.name == name)
-                .ok_or_else(|| config_error(format!("{} has no server variable `{name}`", spec.name)))?;
-            let env = var.env.ok_or_else(|| {
-                config_error(format!("{}: server variable `{name}` has no environment variable", spec.name))
+                .find(|v| v.name() == name)
+                .ok_or_else(|| config_error(format!("{} has no server variable `{name}`", spec.name())))?;
+            let env = var.env().ok_or_else(|| {
+                config_error(format!("{}: server variable `{name}` has no environment variable", spec.name()))
             })?;
             overlay.insert(env.to_string(), value.to_string());
         }
@@ -486,7 +487,7 @@ impl ProviderArgs {
                 return Err(config_error("--base-url is empty (leave it out to use the default)"));
             }
             let var =
-                spec.base_url_env.map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name));
+                spec.base_url_env().map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name()));
             overlay.insert(var, url.clone());
         }
         Ok(())
@@ -507,12 +508,12 @@ impl OptionArgs {
 
     fn options_with(&self, task: &TaskRef, saved_policy: Option<&str>) -> Result<WaitOptions, Error> {
         let spec = taskpoll::spec::provider(task.provider()).ok_or_else(|| unknown_provider(task.provider()))?;
-        let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite.deadline_ms));
+        let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite().deadline_ms()));
         let policy = match (self.policy.as_deref(), saved_policy) {
-            (None | Some("polite"), None) => Policy::polite(spec.name)?,
+            (None | Some("polite"), None) => Policy::polite(spec.name())?,
             (Some(name), _) if name != "polite" => Policy::preset(name)?,
-            (Some(_), _) => Policy::polite(spec.name)?,
-            (None, Some(saved)) => Policy::preset(saved).or_else(|_| Policy::polite(spec.name))?,
+            (Some(_), _) => Policy::polite(spec.name())?,
+            (None, Some(saved)) => Policy::preset(saved).or_else(|_| Policy::polite(spec.name()))?,
         };
         let mut options = WaitOptions::new(deadline).policy(policy);
         if let Some(unknown) = self.unknown {
@@ -530,7 +531,7 @@ impl OptionArgs {
 /// The prefix of a full task reference (`deepomatic:1`) when it names a provider.
 fn full_ref_provider(id: &str) -> Option<&'static str> {
     let (prefix, _) = id.split_once(':')?;
-    taskpoll::spec::provider(prefix).map(|spec| spec.name)
+    taskpoll::spec::provider(prefix).map(|spec| spec.name())
 }
 
 /// The environment variables that configure a provider, for error messages.
@@ -555,15 +556,15 @@ fn check_credentials(
     // Trimmed as the library trims what it reads from the environment.
     let value = |var: &str| lookup(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
     let source = |var: &str| if flags.contains_key(var) { format!("{var} (from a flag)") } else { var.to_string() };
-    for scheme in spec.schemes {
-        if !matches!(scheme.kind, SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_)) {
+    for scheme in spec.schemes() {
+        if !matches!(scheme.kind(), SchemeKind::Bearer | SchemeKind::ApiKeyHeader(_)) {
             continue; // Basic credentials are base64-encoded, so any character can be sent.
         }
-        for var in scheme.env {
+        for var in scheme.env() {
             if value(var).is_some_and(|v| http::HeaderValue::from_str(&v).is_err()) {
                 return Err(config_error(format!(
                     "{}: {} contains characters not allowed in an HTTP header (a newline or control character?)",
-                    spec.name,
+                    spec.name(),
                     source(var)
                 )));
             }
@@ -575,7 +576,7 @@ fn check_credentials(
     }
     // Only credential variables count: with none set, the provider is simply not configured.
     let credentials =
-        spec.schemes.iter().flat_map(|s| s.env.iter().copied()).chain(spec.credentials_url.map(|cu| cu.var));
+        spec.schemes().iter().flat_map(|s| s.env().iter().copied()).chain(spec.credentials_url().map(|cu| cu.var()));
     let mut present: Vec<&str> = credentials.filter(|var| value(var).is_some()).collect();
     if present.is_empty() {
         return Ok(());
@@ -584,9 +585,9 @@ fn check_credentials(
     present.dedup();
     Err(config_error(format!(
         "{}: {} {} not enough: set {}",
-        spec.name,
+        spec.name(),
         present.join(" and "),
         if present.len() == 1 { "alone is" } else { "are" },
-        env_hint(spec.name)
+        env_hint(spec.name())
     )))
 }

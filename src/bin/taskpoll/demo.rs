@@ -36,7 +36,7 @@ pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {
             ("queued for ever", Lifecycle::new().pending_forever()),
         ];
         for (what, lifecycle) in scripts {
-            let task = sim.add_task(spec.name, lifecycle)?;
+            let task = sim.add_task(spec.name(), lifecycle)?;
             out_line(&format!("#   {task:<40} {what}"));
             samples.push(task);
         }
@@ -68,11 +68,11 @@ fn scenes(sim: &Simulator) -> Result<Vec<Scene>, Error> {
     for spec in taskpoll::spec::providers() {
         let quick = || Lifecycle::new().queued_for_polls(2).running_for_polls(1).then_succeed();
         let mut add = |what: &'static str, lifecycle: Lifecycle, expect: Phase| -> Result<TaskRef, Error> {
-            let task = sim.add_task(spec.name, lifecycle)?;
+            let task = sim.add_task(spec.name(), lifecycle)?;
             scenes.push(Scene { what, task: task.clone(), expect });
             Ok(task)
         };
-        match spec.name {
+        match spec.name() {
             "cloudinary" => {
                 add("analysis completes", quick(), Phase::Succeeded)?;
             }

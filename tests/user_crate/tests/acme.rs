@@ -13,11 +13,11 @@ fn the_descriptor_comes_from_this_crates_spec() {
     taskpoll_user_crate::register().expect("registering again does nothing");
     let spec = taskpoll::spec::provider("acme").expect("registered");
     assert!(std::ptr::eq(spec, &acme::PROVIDER));
-    assert_eq!((spec.title, spec.module), ("Acme Jobs", "acme"));
+    assert_eq!((spec.title(), spec.module()), ("Acme Jobs", "acme"));
     let task: TaskRef = "acme:j-1?tenant=t-9".parse().expect("a reference to the new provider parses");
     assert_eq!(task.provider(), "acme");
-    for example in spec.examples.iter().filter(|e| !e.schema.is_empty()) {
-        assert!(matches!(spec.parse_as_schema(example.schema, example.json), Some(Ok(()))), "{}", example.name);
+    for example in spec.examples().iter().filter(|e| !e.schema().is_empty()) {
+        assert!(matches!(spec.parse_as_schema(example.schema(), example.json()), Some(Ok(()))), "{}", example.name());
     }
 }
 
