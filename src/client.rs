@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use crate::config::ClientBuilder;
 use crate::spec::{ProviderOps, ProviderSpec};
-use crate::task::validate_id;
 use crate::{Error, Result, Task, TaskRef, observe, transport};
 
 /// Reads tasks at every configured provider. Cheap to clone.
@@ -98,6 +97,15 @@ impl Client {
         self.configured(provider).ok().map(|p| p.base_url.as_str())
     }
 
+    /// The configuration of a task's provider (resolved when the task reference was made).
+    pub(crate) fn configured_for(&self, task: &TaskRef) -> Result<&Configured> {
+        let spec = task.spec();
+        match self.inner.providers.iter().find(|p| std::ptr::eq(p.spec, spec)) {
+            Some(p) => Ok(p),
+            None => self.configured(spec.name),
+        }
+    }
+
     pub(crate) fn configured(&self, provider: &str) -> Result<&Configured> {
         match self.inner.providers.iter().find(|p| p.spec.name.eq_ignore_ascii_case(provider)) {
             Some(p) => Ok(p),
@@ -118,16 +126,14 @@ impl Client {
     /// Reads a task's status once, with the request timeout clipped to `budget`
     /// (the polling engine passes the time left before its deadline).
     pub(crate) async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
-        let provider = self.configured(task.provider())?;
-        validate_id(provider.spec, task.id())?;
+        let provider = self.configured_for(task)?;
         let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
         if timeout.is_zero() {
             return Err(observe::no_time_left(provider.spec, &provider.ctx.base));
         }
         let from_deadline = timeout < provider.request_timeout;
-        let inputs = task.input_pairs();
+        let inputs = task.inputs();
         let read = |timeout: Duration| {
-            let inputs = &inputs;
             async move {
                 let (spec, ctx) = (provider.spec, &provider.ctx);
                 let call = async {

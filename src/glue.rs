@@ -105,7 +105,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The glue the generator writes for each provider: calls into the generated client.
 pub trait ProviderOps: Send + Sync {
     /// Reads one task: the answer as it came.
-    fn get<'a>(&'a self, id: &'a str, inputs: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer>;
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        inputs: &'a std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, crate::transport::Answer>;
     /// Reads a page of several tasks: the answer as it came.
     fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer> {
         let _ = (ids, page);

@@ -112,12 +112,106 @@ pub(crate) fn excerpt(text: &str, max_chars: usize) -> String {
 /// assert_eq!(task.to_string(), "deepomatic:269999729");
 /// # Ok::<(), taskpoll::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+///
+/// A reference carries its provider's descriptor, resolved once when it is
+/// made (parsed, built or deserialised), so a read never looks the provider
+/// up by name. It serialises as `{"provider", "id", "inputs"}` and is checked
+/// again when read back.
+#[derive(Clone)]
 pub struct TaskRef {
+    provider: &'static ProviderSpec,
+    id: String,
+    inputs: BTreeMap<String, String>,
+}
+
+/// The serialised form of a [`TaskRef`].
+#[derive(Deserialize, JsonSchema)]
+#[schemars(rename = "TaskRef")]
+struct TaskRefFields {
     provider: String,
     id: String,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     inputs: BTreeMap<String, String>,
+}
+
+impl Serialize for TaskRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut fields = serializer.serialize_struct("TaskRef", 3)?;
+        fields.serialize_field("provider", self.provider.name)?;
+        fields.serialize_field("id", &self.id)?;
+        if self.inputs.is_empty() {
+            fields.skip_field("inputs")?;
+        } else {
+            fields.serialize_field("inputs", &self.inputs)?;
+        }
+        fields.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskRef {
+    /// Checks what [`TaskRef::new`] and [`TaskRef::with_input`] check.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let fields = TaskRefFields::deserialize(deserializer)?;
+        let mut task = TaskRef::new(&fields.provider, fields.id).map_err(serde::de::Error::custom)?;
+        for (name, value) in fields.inputs {
+            task = task.with_input(&name, value).map_err(serde::de::Error::custom)?;
+        }
+        Ok(task)
+    }
+}
+
+impl JsonSchema for TaskRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TaskRef".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        TaskRefFields::json_schema(generator)
+    }
+}
+
+impl TaskRef {
+    /// What identifies the reference (provider names are unique).
+    fn key(&self) -> (&'static str, &str, &BTreeMap<String, String>) {
+        (self.provider.name, &self.id, &self.inputs)
+    }
+}
+
+impl fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskRef")
+            .field("provider", &self.provider.name)
+            .field("id", &self.id)
+            .field("inputs", &self.inputs)
+            .finish()
+    }
+}
+
+impl PartialEq for TaskRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for TaskRef {}
+
+impl std::hash::Hash for TaskRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for TaskRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TaskRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 const REF_ESCAPES: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'&').add(b'=').add(b'#').add(b' ');
@@ -128,13 +222,13 @@ impl TaskRef {
         let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
         let id = id.into();
         validate_id(spec, &id)?;
-        Ok(Self { provider: spec.name.to_string(), id, inputs: BTreeMap::new() })
+        Ok(Self { provider: spec, id, inputs: BTreeMap::new() })
     }
 
     /// Adds an extra input the provider's spec declares (e.g. `refID`).
     /// An empty value is refused: leave the input out instead.
     pub fn with_input(mut self, name: &str, value: impl Into<String>) -> Result<Self, Error> {
-        let spec = crate::spec::provider(&self.provider).ok_or_else(|| Error::unknown_provider(&self.provider))?;
+        let spec = self.provider;
         let Some(input) = spec.get.inputs.iter().find(|i| i.name == name) else {
             let known: Vec<&str> = spec.get.inputs.iter().map(|i| i.name).collect();
             return Err(Error::InvalidTaskRef(InvalidTaskRef {
@@ -164,8 +258,13 @@ impl TaskRef {
     }
 
     /// The provider's name.
-    pub fn provider(&self) -> &str {
-        &self.provider
+    pub fn provider(&self) -> &'static str {
+        self.provider.name
+    }
+
+    /// The provider's descriptor.
+    pub fn spec(&self) -> &'static ProviderSpec {
+        self.provider
     }
 
     /// The task id.
@@ -177,15 +276,11 @@ impl TaskRef {
     pub fn inputs(&self) -> &BTreeMap<String, String> {
         &self.inputs
     }
-
-    pub(crate) fn input_pairs(&self) -> Vec<(String, String)> {
-        self.inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 impl fmt::Display for TaskRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.provider, utf8_percent_encode(&self.id, REF_ESCAPES))?;
+        write!(f, "{}:{}", self.provider.name, utf8_percent_encode(&self.id, REF_ESCAPES))?;
         for (i, (k, v)) in self.inputs.iter().enumerate() {
             let sep = if i == 0 { '?' } else { '&' };
             write!(f, "{sep}{}={}", utf8_percent_encode(k, REF_ESCAPES), utf8_percent_encode(v, REF_ESCAPES))?;
@@ -399,9 +494,7 @@ impl Task {
     /// # Ok::<(), taskpoll::Error>(())
     /// ```
     pub fn decode(task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
-        let spec =
-            crate::spec::provider(task_ref.provider()).ok_or_else(|| Error::unknown_provider(task_ref.provider()))?;
-        crate::observe::decode(spec, task_ref, http_status, body)
+        crate::observe::decode(task_ref.spec(), task_ref, http_status, body)
     }
 
     /// `result_at`: where the result is in `body` (the spec's pointer).

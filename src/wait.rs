@@ -328,14 +328,14 @@ impl Client {
     /// receiver) race the polls: the first finished observation ends the wait
     /// (see [`crate::webhook`]).
     pub async fn wait(&self, task: &TaskRef, options: WaitOptions) -> Result<Task> {
-        self.configured(task.provider())?;
+        self.configured_for(task)?;
         self.run(Poller::new(task.clone(), &options)?, task).until_done().await
     }
 
     /// The same wait as [`Client::wait`], as a stream of [`PollEvent`]s
     /// (see [`Watch`]; [`Watch::transitions`] keeps only phase changes).
     pub fn watch(&self, task: &TaskRef, options: WaitOptions) -> Watch {
-        match self.configured(task.provider()).and_then(|_| Poller::new(task.clone(), &options)) {
+        match self.configured_for(task).and_then(|_| Poller::new(task.clone(), &options)) {
             Ok(poller) => Watch::from_run(self.run(poller, task)),
             Err(error) => Watch::failed(error),
         }
@@ -347,14 +347,14 @@ impl Client {
     /// next planned poll carry on.
     pub async fn resume(&self, state: WaitState, options: WaitOptions) -> Result<Task> {
         let task = state.task_ref.clone();
-        self.configured(task.provider())?;
+        self.configured_for(&task)?;
         self.run(Poller::resume(state, &options)?, &task).until_done().await
     }
 
     /// [`Client::resume`] as a stream of [`PollEvent`]s.
     pub fn watch_resumed(&self, state: WaitState, options: WaitOptions) -> Watch {
         let task = state.task_ref.clone();
-        match self.configured(task.provider()).and_then(|_| Poller::resume(state, &options)) {
+        match self.configured_for(&task).and_then(|_| Poller::resume(state, &options)) {
             Ok(poller) => Watch::from_run(self.run(poller, &task)),
             Err(error) => Watch::failed(error),
         }

@@ -237,7 +237,7 @@ impl Shared {
     }
 
     fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
-        let provider = self.client.configured(task.provider())?.spec.name;
+        let provider = self.client.configured_for(&task)?.spec.name;
         let poller = Poller::new(task.clone(), &self.options(provider, options)?)?;
         self.enqueue(provider, task, poller)
     }
@@ -262,7 +262,7 @@ impl Shared {
 
     fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
         let task = state.task_ref.clone();
-        let provider = self.client.configured(task.provider())?.spec.name;
+        let provider = self.client.configured_for(&task)?.spec.name;
         let poller = Poller::resume(state, &options.clone().clock(self.clock.clone()))?;
         self.enqueue(provider, task, poller)
     }

@@ -169,7 +169,7 @@ impl crate::Client {
         &self,
         task: &crate::TaskRef,
     ) -> Option<(&'static crate::spec::WebhookSpec, Subscription)> {
-        let spec = self.configured(task.provider()).ok()?.spec;
+        let spec = self.configured_for(task).ok()?.spec;
         let hook = spec.webhook.as_ref()?;
         Some((hook, self.inner().webhooks.subscribe(task)))
     }

@@ -213,6 +213,12 @@ fn task_refs_round_trip_through_strings() {
     assert!(matches!("deepomatic:..".parse::<TaskRef>(), Err(Error::InvalidTaskId(_))));
     let json = serde_json::to_value(&q).expect("serialises");
     assert_eq!(json, json!({"provider": "qolaba", "id": "a b?c%d", "inputs": {"refID": "order 7&x"}}));
+    let back: TaskRef = serde_json::from_value(json).expect("reads back");
+    assert_eq!((back.spec().name(), &back), ("qolaba", &q), "carries its provider's descriptor");
+    let unknown = serde_json::from_value::<TaskRef>(json!({"provider": "mars", "id": "1"})).expect_err("unknown");
+    assert!(unknown.to_string().contains("unknown provider `mars`"), "{unknown}");
+    let undeclared = json!({"provider": "deepomatic", "id": "1", "inputs": {"refID": "x"}});
+    assert!(serde_json::from_value::<TaskRef>(undeclared).is_err(), "an input the spec does not declare");
 }
 
 #[test]

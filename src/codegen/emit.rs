@@ -429,7 +429,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
             fn get<'a>(
                 &'a self,
                 id: &'a str,
-                inputs: &'a [(String, String)],
+                inputs: &'a ::std::collections::BTreeMap<String, String>,
             ) -> ::taskpoll::__private::BoxFuture<'a, ::taskpoll::__private::Answer> {
                 Box::pin(async move {
                     #prelude

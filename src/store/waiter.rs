@@ -181,7 +181,7 @@ impl StoredWaiter {
     pub async fn add_all(&self, waits: Vec<(TaskRef, WaitOptions)>) -> Result<u64> {
         let mut new = Vec::with_capacity(waits.len());
         for (task, options) in waits {
-            self.config.client.configured(task.provider())?;
+            self.config.client.configured_for(&task)?;
             new.push(NewWait::new(task, &options.clock(self.config.clock.clone()))?);
         }
         let added = self.store.add(&new).await?;

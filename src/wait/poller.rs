@@ -93,7 +93,7 @@ pub struct Poller {
 impl Poller {
     /// A new wait on `task_ref`, starting now (by the options' clock).
     pub fn new(task_ref: TaskRef, options: &WaitOptions) -> Result<Self> {
-        let spec = provider_spec(&task_ref)?;
+        let spec = task_ref.spec();
         let policy = resolve_policy(spec, options)?;
         let clock = options.clock.clone();
         let origin = clock.now();
@@ -117,7 +117,7 @@ impl Poller {
     /// clock come from `options`, and so does the policy when it sets one
     /// (otherwise the saved preset by name, or the provider's polite one).
     pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
-        let spec = provider_spec(&state.task_ref)?;
+        let spec = state.task_ref.spec();
         // Without a policy in the options, the saved one by name (a preset or a
         // provider's polite policy); a custom policy must be given again.
         let policy = match &options.policy {
@@ -536,10 +536,6 @@ impl Poller {
         let since_origin = elapsed.saturating_sub(self.base);
         self.origin.checked_add(since_origin).unwrap_or(self.origin)
     }
-}
-
-fn provider_spec(task_ref: &TaskRef) -> Result<&'static ProviderSpec> {
-    crate::spec::provider(task_ref.provider()).ok_or_else(|| Error::unknown_provider(task_ref.provider()))
 }
 
 fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Arc<Policy>> {
