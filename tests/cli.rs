@@ -960,6 +960,26 @@ async fn wait_with_a_webhook_listener_says_how_each_task_ended() -> TestResult {
     assert_eq!(hooked_line["result"]["simulated_result"]["task_id"].as_str(), Some(hooked.id()));
     let lost_line = line(lost.id())?;
     assert_eq!((lost_line["outcome"].as_str(), lost_line["via"].as_str()), (Some("succeeded"), Some("poll")));
+    // `resume` takes the same listener: a continued Cloudinary wait gets its result by webhook.
+    let resumed = sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new().running_for(Duration::from_millis(1500)).then_succeed(),
+        Callback::to(format!("http://{listen}/cloudinary")).delay(Duration::from_millis(200)),
+    )?;
+    let state = serde_json::json!({
+        "task_ref": {"provider": "cloudinary", "id": resumed.id()}, "policy": "cloudinary:polite",
+        "started_at_ms": 1, "deadline_at_ms": 2, "attempts": 0, "last_phase": null, "last_status": null,
+        "last_poll_ms": null, "next_delay_ms": null, "next_poll_ms": null, "queued_ms": 0, "unknown_count": 0,
+        "unknown_ms": 0,
+    });
+    let path = tempdir()?.join("states");
+    std::fs::write(&path, format!("{state}\n"))?;
+    let out =
+        taskpoll(&["resume", "--timeout", "60s", "--webhook-listen", &listen, &path.to_string_lossy()], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = &lines(&out)[0];
+    assert_eq!((line["outcome"].as_str(), line["via"].as_str()), (Some("succeeded"), Some("webhook")), "{line}");
+    assert_eq!(line["result"]["simulated_result"]["task_id"].as_str(), Some(resumed.id()));
     // Without a listener the line still says how the wait ended.
     let plain = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
     let out = taskpoll(&["wait", "--timeout", "20s", &plain.to_string()], &env).await;

@@ -207,6 +207,10 @@ pub(crate) struct ResumeArgs {
     pub options: OptionArgs,
     #[command(flatten)]
     pub many: ManyArgs,
+    /// Receive the providers' signed webhooks on ADDR while the waits continue,
+    /// as `wait --webhook-listen` does.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
 }
 
 /// A request budget from the command line.

@@ -253,15 +253,7 @@ pub(crate) async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     let tasks = &args.wait.tasks;
     let refs = tasks.task_refs()?;
     let client = many_client(&tasks.settings, &args.many, &refs)?;
-    // Listening before the first wait starts, so no delivery is missed.
-    let receiver = match args.webhook_listen {
-        Some(addr) => {
-            let server = taskpoll::webhook::serve(client.clone(), addr).await?;
-            err_line(&format!("taskpoll: receiving webhooks at http://{}/<provider>", server.addr()));
-            Some(server)
-        }
-        None => None,
-    };
+    let receiver = listen_for_webhooks(&client, args.webhook_listen).await?;
     let mut saved = SavedStates::new(args.many.save_state.as_deref());
     // Before the first task is added: a Ctrl-C from then on gets its lines.
     let interrupts = Interrupts::listen()?;
@@ -282,12 +274,24 @@ pub(crate) async fn wait(args: WaitManyArgs) -> Result<Exit, Error> {
     Ok(exit)
 }
 
+/// The webhook receiver, when asked for; started before the first wait, so no delivery is missed.
+async fn listen_for_webhooks(
+    client: &Client,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<taskpoll::webhook::WebhookServer>, Error> {
+    let Some(addr) = addr else { return Ok(None) };
+    let server = taskpoll::webhook::serve(client.clone(), addr).await?;
+    err_line(&format!("taskpoll: receiving webhooks at http://{}/<provider>", server.addr()));
+    Ok(Some(server))
+}
+
 /// `resume`: every wait saved in the file continues with a fresh deadline,
 /// through one [`taskpoll::Waiter`], printed as `wait` prints.
 pub(crate) async fn resume(args: ResumeArgs) -> Result<Exit, Error> {
     let states = state_file::load(&args.file)?;
     let refs: Vec<TaskRef> = states.iter().map(|state| state.task_ref.clone()).collect();
     let client = many_client(&args.settings, &args.many, &refs)?;
+    let receiver = listen_for_webhooks(&client, args.webhook_listen).await?;
     let mut saved = SavedStates::new(args.many.save_state.as_deref());
     if states.is_empty() {
         err_line(&format!("taskpoll: {}: no wait to resume", escape_controls(&args.file.display().to_string())));
@@ -295,6 +299,9 @@ pub(crate) async fn resume(args: ResumeArgs) -> Result<Exit, Error> {
     let interrupts = Interrupts::listen()?;
     let starts = states.into_iter().map(Start::Resume).collect();
     let exit = wait_many(&client, &args.options, starts, interrupts, &mut saved).await?;
+    if let Some(server) = receiver {
+        server.shutdown().await;
+    }
     saved.write()?;
     Ok(exit)
 }
