@@ -64,6 +64,51 @@ fn index(token: &str) -> Option<usize> {
     token.parse().ok()
 }
 
+/// The raw values at several JSON pointers, `out[i]` for `pointers[i]`
+/// (`out` is as long as `pointers`):
+/// one pass over an object's members (a member a pointer goes deeper into
+/// is then walked alone), where [`raw_at`] per pointer would read the whole
+/// object once per pointer. Later duplicate keys win, as in [`Value`].
+pub(crate) fn raw_at_each<'a>(
+    raw: &'a RawValue,
+    pointers: &[&str],
+    out: &mut [Option<&'a RawValue>],
+) -> Result<(), Unwalkable> {
+    out.fill(None);
+    if !raw.get().starts_with('{') {
+        for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
+            *found = raw_at(raw, pointer)?;
+        }
+        return Ok(());
+    }
+    let mut reader = serde_json::Deserializer::from_str(raw.get());
+    Members { pointers, out: &mut *out }.deserialize(&mut reader).map_err(|_| Unwalkable)?;
+    for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
+        let Some(tokens) = pointer.strip_prefix('/') else {
+            *found = pointer.is_empty().then_some(raw);
+            continue;
+        };
+        if let (Some(member), Some(slash)) = (*found, tokens.find('/')) {
+            *found = raw_at(member, &tokens[slash..])?;
+        }
+    }
+    Ok(())
+}
+
+/// A status or an id read in place, as text: a string as it is (borrowed
+/// when it has no escape), a number as written (as [`Value`] renders it);
+/// anything else is `None`.
+pub(crate) fn scalar_text(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        // Valid JSON text: a string without a backslash is its own content.
+        b'"' if !text.contains('\\') => text.get(1..text.len() - 1).map(Into::into),
+        b'"' => serde_json::from_str::<String>(text).ok().map(Into::into),
+        b'-' | b'0'..=b'9' => serde_json::from_str::<serde_json::Number>(text).ok().map(|n| n.to_string().into()),
+        _ => None,
+    }
+}
+
 /// The value at a JSON pointer, built (meant for small values: a status, an id).
 pub(crate) fn value_at(raw: &RawValue, pointer: &str) -> Result<Option<Value>, Unwalkable> {
     match raw_at(raw, pointer)? {
@@ -78,6 +123,49 @@ pub(crate) fn elements(raw: &RawValue) -> Result<Option<Vec<&RawValue>>, Unwalka
         return Ok(None);
     }
     serde_json::from_str(raw.get()).map(Some).map_err(|_| Unwalkable)
+}
+
+/// Captures the members of an object that the pointers' first tokens name.
+struct Members<'p, 'o, 'a> {
+    pointers: &'p [&'p str],
+    out: &'o mut [Option<&'a RawValue>],
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        fn first(pointer: &str) -> Option<&str> {
+            pointer.strip_prefix('/').map(|tokens| tokens.split('/').next().unwrap_or(""))
+        }
+        // Borrowed keys: an escaped key cannot be borrowed, and fails the walk.
+        while let Some(key) = map.next_key::<&'de str>()? {
+            let named = |pointer: &&str| first(pointer).is_some_and(|token| unescape(token) == key);
+            if self.pointers.iter().any(named) {
+                let value = map.next_value::<&'de RawValue>()?;
+                for (pointer, found) in self.pointers.iter().zip(self.out.iter_mut()) {
+                    if named(pointer) {
+                        *found = Some(value);
+                    }
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Finds one member of an object (by key) or an array (by index), skipping
@@ -204,6 +292,42 @@ mod tests {
         ] {
             let found = value_at(&item, pointer).expect("walkable");
             assert_eq!(found.as_ref(), whole.pointer(pointer), "{pointer}");
+        }
+    }
+
+    /// One pass for several pointers gives what one walk per pointer gives.
+    #[test]
+    fn pointers_read_in_one_pass_agree_with_one_walk_each() {
+        let text = r#"{"a": {"b": [10, {"c": "x"}]}, "s": "t", "d/e": 2, "dup": 1, "dup": {"x": 3}, "n": 4.50}"#;
+        let item = raw(text);
+        let pointers = ["/s", "/a/b/1/c", "/d~1e", "/dup", "/dup/x", "/x", "", "x", "/a/b/0", "/n", "/s/x"];
+        let mut out = vec![None; pointers.len()];
+        raw_at_each(&item, &pointers, &mut out).expect("walkable");
+        for (pointer, found) in pointers.iter().zip(&out) {
+            let one = raw_at(&item, pointer).expect("walkable");
+            assert_eq!(found.map(RawValue::get), one.map(RawValue::get), "{pointer}");
+        }
+        let list = raw(r#"[{"id": 1}, 2]"#);
+        raw_at_each(&list, &["/0/id", "/1"], &mut out[..2]).expect("walkable");
+        assert_eq!(out[..2].iter().map(|v| v.map(RawValue::get)).collect::<Vec<_>>(), [Some("1"), Some("2")]);
+        assert!(raw_at_each(&raw(r#"{"st\u0061tus": 1}"#), &["/status"], &mut out[..1]).is_err());
+    }
+
+    /// Text read in place is the text of the built value.
+    #[test]
+    fn scalar_text_in_place_is_the_built_values_text() {
+        for (text, expected) in [
+            (r#""pending""#, Some("pending")),
+            (r#""a\"b\u0041""#, Some("a\"bA")),
+            (r#""""#, Some("")),
+            ("42", Some("42")),
+            ("-1.50", Some("-1.5")),
+            ("1e3", Some("1000.0")),
+            ("null", None),
+            ("true", None),
+            (r#"{"a": 1}"#, None),
+        ] {
+            assert_eq!(scalar_text(&raw(text)).as_deref(), expected, "{text}");
         }
     }
 

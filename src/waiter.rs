@@ -87,7 +87,10 @@ use source::ClientSource;
 #[must_use = "a waiter does nothing unless its outcomes are read"]
 pub struct Waiter {
     shared: Arc<Shared>,
-    finished: mpsc::UnboundedReceiver<Finished>,
+    /// Waits that ended, a scheduler turn's worth at a time.
+    finished: mpsc::UnboundedReceiver<Vec<Finished>>,
+    /// Of the last turn received, those not yet handed out.
+    ready: std::vec::IntoIter<Finished>,
 }
 
 /// Adds and cancels waits of a [`Waiter`] from elsewhere (another task)
@@ -100,7 +103,7 @@ pub struct WaiterHandle {
 struct Shared {
     client: Client,
     clock: Arc<dyn Clock>,
-    finished: mpsc::UnboundedSender<Finished>,
+    finished: mpsc::UnboundedSender<Vec<Finished>>,
     requests: Arc<AtomicU64>,
     registry: Mutex<Registry>,
     hooks: Hooks,
@@ -159,7 +162,7 @@ impl Waiter {
             registry: Mutex::new(Registry::default()),
             hooks,
         };
-        Self { shared: Arc::new(shared), finished }
+        Self { shared: Arc::new(shared), finished, ready: Vec::new().into_iter() }
     }
 
     /// Starts waiting on a task. Refused: a provider this client does not
@@ -343,17 +346,24 @@ impl Waiter {
     }
 
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Option<WaitOutcome>> {
-        match self.finished.poll_recv(cx) {
-            Poll::Ready(Some(done)) => {
+        loop {
+            if let Some(done) = self.ready.next() {
                 let mut registry = self.shared.registry();
                 registry.waiting.remove(&done.task_ref);
                 registry.webhooks.remove(&done.task_ref);
                 drop(registry);
-                Poll::Ready(Some(WaitOutcome { task_ref: done.task_ref, result: done.result, polls: done.polls }))
+                return Poll::Ready(Some(WaitOutcome {
+                    task_ref: done.task_ref,
+                    result: done.result,
+                    polls: done.polls,
+                }));
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if self.shared.registry().waiting.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            match self.finished.poll_recv(cx) {
+                Poll::Ready(Some(turn)) => self.ready = turn.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending if self.shared.registry().waiting.is_empty() => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

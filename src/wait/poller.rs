@@ -216,10 +216,13 @@ impl Poller {
     /// The last observation as the state describes it, once the task itself was forgotten.
     fn described_last_task(&self) -> Option<Box<Task>> {
         let phase = self.state.last_phase?;
-        let status = self.state.last_status.clone();
-        let task =
-            Task::new(self.state.task_ref.clone(), phase, status, None, None, self.last_http_status, Value::Null);
-        Some(Box::new(task))
+        Some(Box::new(self.bodiless_task(phase, self.state.last_status.as_deref(), self.last_http_status)))
+    }
+
+    /// An observation of this wait's task without a body.
+    fn bodiless_task(&self, phase: Phase, status: Option<&str>, http_status: u16) -> Task {
+        let status = status.map(str::to_string);
+        Task::new(self.state.task_ref.clone(), phase, status, None, None, http_status, Value::Null)
     }
 
     /// The most a server's `Retry-After` may push a poll back.
@@ -300,6 +303,47 @@ impl Poller {
         self.step(sent_at, received_at, result, None)
     }
 
+    /// [`Poller::observe_quietly`] of an answer that found the task still
+    /// queued or running, given by its phase, status and HTTP status alone: a
+    /// many-task waiter reads thousands of batch items a second and keeps no
+    /// body between polls, so no [`Task`] is built for them (the last task is
+    /// forgotten, as after [`Poller::forget_last_task`]).
+    pub(crate) fn observe_in_progress(
+        &mut self,
+        sent_at: Instant,
+        received_at: Instant,
+        phase: Phase,
+        status: Option<&str>,
+        http_status: u16,
+    ) -> Decision {
+        debug_assert!(matches!(phase, Phase::Queued | Phase::Running), "{phase:?}");
+        let sent = self.elapsed(sent_at);
+        let received = self.elapsed(received_at).max(sent);
+        self.state.attempts = self.state.attempts.saturating_add(1);
+        self.state.last_poll_ms = Some(millis(sent));
+        self.note_observation(phase, status, http_status, sent);
+        self.last_task = None;
+        self.last_error = None;
+        let next = match self.guard(phase, sent, Observed::Bare { phase, status, http_status }) {
+            Some(error) => Decision::Fail(error),
+            None => self.keep_polling(received, None),
+        };
+        if matches!(next, Decision::Expire { .. }) {
+            self.finish_plan(None);
+        }
+        next
+    }
+
+    /// After an in-progress answer that passed the guards: the next poll, or
+    /// the end when a `Retry-After` leaves no time for one.
+    fn keep_polling(&mut self, received: Duration, hint: Option<Duration>) -> Decision {
+        // An in-progress answer's Retry-After paces the next poll like an error's.
+        match self.past_deadline(received, hint) {
+            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
+            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
+        }
+    }
+
     fn step(
         &mut self,
         sent_at: Instant,
@@ -324,17 +368,12 @@ impl Poller {
             }
             Class::Pending(task) => {
                 self.note(event, &task, sent);
-                self.last_error = None;
                 let hint = task.retry_after();
-                match self.guard(&task, sent) {
+                match self.guard(task.phase(), sent, Observed::Task(&task)) {
                     Some(error) => Decision::Fail(error),
                     None => {
                         self.last_task = Some(Box::new(task));
-                        // An in-progress answer's Retry-After paces the next poll like an error's.
-                        match self.past_deadline(received, hint) {
-                            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
-                            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
-                        }
+                        self.keep_polling(received, hint)
                     }
                 }
             }
@@ -384,17 +423,22 @@ impl Poller {
     /// Records a task observation on the event and the state, updating the
     /// queued and unknown streaks.
     fn note(&mut self, event: Option<&mut PollEvent>, task: &Task, sent: Duration) {
-        let phase = task.phase();
-        self.last_http_status = task.http_status();
         if let Some(event) = event {
-            event.phase = Some(phase);
-            event.changed = self.state.last_phase != Some(phase);
+            event.phase = Some(task.phase());
+            event.changed = self.state.last_phase != Some(task.phase());
             event.status = task.status().map(str::to_string);
             event.task = Some(task.clone());
         }
+        self.note_observation(task.phase(), task.status(), task.http_status(), sent);
+    }
+
+    /// Records what an observation said of the task on the state (phase,
+    /// status, the queued and unknown streaks) and its HTTP status.
+    fn note_observation(&mut self, phase: Phase, status: Option<&str>, http_status: u16, sent: Duration) {
+        self.last_http_status = http_status;
         self.state.last_phase = Some(phase);
-        if self.state.last_status.as_deref() != task.status() {
-            self.state.last_status = task.status().map(str::to_string);
+        if self.state.last_status.as_deref() != status {
+            self.state.last_status = status.map(str::to_string);
         }
         if phase == Phase::Queued {
             let since = *self.queued_since.get_or_insert(sent);
@@ -414,9 +458,10 @@ impl Poller {
         }
     }
 
-    /// The unknown-status policy and the pending-forever guard.
-    fn guard(&mut self, task: &Task, sent: Duration) -> Option<Error> {
-        if task.phase() == Phase::Unknown {
+    /// The unknown-status policy and the pending-forever guard (`observed`:
+    /// the task for the error, when one stops the wait).
+    fn guard(&mut self, phase: Phase, sent: Duration, observed: Observed<'_>) -> Option<Error> {
+        if phase == Phase::Unknown {
             let streak = self.state.unknown_count;
             let for_ = sent.saturating_sub(self.unknown_since.unwrap_or(sent));
             let stop = match self.unknown {
@@ -427,13 +472,11 @@ impl Poller {
             };
             if stop {
                 self.finish_plan(None);
-                return Some(Error::UnknownStatus {
-                    task: Box::new(task.clone()),
-                    state: Box::new(self.state.clone()),
-                });
+                let task = Box::new(self.observed_task(observed));
+                return Some(Error::UnknownStatus { task, state: Box::new(self.state.clone()) });
             }
         }
-        if task.phase() == Phase::Queued {
+        if phase == Phase::Queued {
             let queued_for = sent.saturating_sub(self.queued_since.unwrap_or(sent));
             if self.pending_budget.is_some_and(|budget| queued_for > budget) {
                 self.finish_plan(None);
@@ -441,12 +484,19 @@ impl Poller {
                     task_ref: Box::new(self.state.task_ref.clone()),
                     queued_for,
                     polls: self.state.attempts,
-                    last: Box::new(task.clone()),
+                    last: Box::new(self.observed_task(observed)),
                     state: Box::new(self.state.clone()),
                 });
             }
         }
         None
+    }
+
+    fn observed_task(&self, observed: Observed<'_>) -> Task {
+        match observed {
+            Observed::Task(task) => task.clone(),
+            Observed::Bare { phase, status, http_status } => self.bodiless_task(phase, status, http_status),
+        }
     }
 
     /// Plans the next poll after an answer at `received` (elapsed), with an
@@ -540,6 +590,18 @@ impl Poller {
         let since_origin = elapsed.saturating_sub(self.base);
         self.origin.checked_add(since_origin).unwrap_or(self.origin)
     }
+}
+
+/// What an observation saw, for an error that stops the wait on it.
+#[derive(Clone, Copy)]
+enum Observed<'a> {
+    Task(&'a Task),
+    /// An in-progress batch item, read without its body.
+    Bare {
+        phase: Phase,
+        status: Option<&'a str>,
+        http_status: u16,
+    },
 }
 
 fn provider_spec(task_ref: &TaskRef) -> Result<&'static ProviderSpec> {
