@@ -323,26 +323,23 @@ pub(crate) enum BatchItem<'a> {
 }
 
 /// A 2xx batch answer's items and `next` link, read in place; `None` when
-/// the body is not a JSON object that can be walked so.
+/// the body is not a JSON object that can be walked so. The items and the
+/// link are found in one pass over the answer, and the items listed in one
+/// more over their array.
 fn walk_page<'a>(
     body: &'a [u8],
     items: &str,
     next: Option<&str>,
 ) -> Option<(Vec<&'a serde_json::value::RawValue>, Option<String>)> {
-    use crate::raw_json::{elements, raw_at, value_at};
-    let page: &serde_json::value::RawValue = serde_json::from_slice(body).ok()?;
-    if !page.get().starts_with('{') {
-        return None;
-    }
-    let items = match raw_at(page, items).ok()? {
+    use crate::raw_json::{elements, raw_at_each_in_body};
+    let mut found = [None; 2];
+    raw_at_each_in_body(body, &[items, next.unwrap_or("")], &mut found).ok()?;
+    let items = match found[0] {
         Some(list) => elements(list).ok()?.unwrap_or_default(),
         None => Vec::new(),
     };
-    let next = match next {
-        Some(pointer) => value_at(page, pointer).ok()?.and_then(|v| v.as_str().map(str::to_string)),
-        None => None,
-    };
-    Some((items, next))
+    let next = found[1].and_then(|link| serde_json::from_str::<Value>(link.get()).ok());
+    Some((items, next.as_ref().and_then(Value::as_str).map(str::to_string)))
 }
 
 /// The page parameters named by the spec, read from a `next` URL's query.

@@ -74,20 +74,45 @@ pub(crate) fn raw_at_each<'a>(
     pointers: &[&str],
     out: &mut [Option<&'a RawValue>],
 ) -> Result<(), Unwalkable> {
-    out.fill(None);
     if !raw.get().starts_with('{') {
         for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
             *found = raw_at(raw, pointer)?;
         }
         return Ok(());
     }
-    let mut reader = serde_json::Deserializer::from_str(raw.get());
-    Members { pointers, out: &mut *out }.deserialize(&mut reader).map_err(|_| Unwalkable)?;
+    each_member(raw.get(), pointers, out)?;
     for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
-        let Some(tokens) = pointer.strip_prefix('/') else {
-            *found = pointer.is_empty().then_some(raw);
-            continue;
-        };
+        if pointer.is_empty() {
+            *found = Some(raw);
+        }
+    }
+    Ok(())
+}
+
+/// [`raw_at_each`] over a whole answer body, which must be one JSON object
+/// (else [`Unwalkable`]): the same single pass also checks that the body is
+/// JSON, so it is not read once more beforehand. The empty pointer finds nothing.
+pub(crate) fn raw_at_each_in_body<'a>(
+    body: &'a [u8],
+    pointers: &[&str],
+    out: &mut [Option<&'a RawValue>],
+) -> Result<(), Unwalkable> {
+    let text = std::str::from_utf8(body).map_err(|_| Unwalkable)?;
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(Unwalkable);
+    }
+    each_member(text, pointers, out)
+}
+
+/// One pass over the members of the object `text` (and nothing after it but
+/// whitespace), then the deeper tokens walked in the members found.
+fn each_member<'a>(text: &'a str, pointers: &[&str], out: &mut [Option<&'a RawValue>]) -> Result<(), Unwalkable> {
+    out.fill(None);
+    let mut reader = serde_json::Deserializer::from_str(text);
+    Members { pointers, out: &mut *out }.deserialize(&mut reader).map_err(|_| Unwalkable)?;
+    reader.end().map_err(|_| Unwalkable)?;
+    for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
+        let Some(tokens) = pointer.strip_prefix('/') else { continue };
         if let (Some(member), Some(slash)) = (*found, tokens.find('/')) {
             *found = raw_at(member, &tokens[slash..])?;
         }
@@ -110,6 +135,7 @@ pub(crate) fn scalar_text(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
 }
 
 /// The value at a JSON pointer, built (meant for small values: a status, an id).
+#[cfg(test)]
 pub(crate) fn value_at(raw: &RawValue, pointer: &str) -> Result<Option<Value>, Unwalkable> {
     match raw_at(raw, pointer)? {
         Some(found) => serde_json::from_str(found.get()).map(Some).map_err(|_| Unwalkable),

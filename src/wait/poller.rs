@@ -196,6 +196,11 @@ impl Poller {
         &self.state.task_ref
     }
 
+    /// The task, once the wait is over.
+    pub(crate) fn into_task_ref(self) -> TaskRef {
+        self.state.task_ref
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy

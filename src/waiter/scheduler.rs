@@ -15,7 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
 use super::budget::{Budget, SharedTokens};
-use super::source::Source;
+use super::source::{BatchIds, Source};
 use crate::observe::Seen;
 use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
 use crate::wait::{Decision, Poller};
@@ -241,8 +241,8 @@ impl Scheduler {
                     }
                     Decision::Expire { at } => entry.end = entry.end.min(at),
                     // A wait never ends before its first poll otherwise.
-                    Decision::Done(task) => return self.finish(&entry.poller, Ok(task)),
-                    Decision::Fail(error) => return self.finish(&entry.poller, Err(error)),
+                    Decision::Done(task) => return self.finish(entry, Ok(task)),
+                    Decision::Fail(error) => return self.finish(entry, Err(error)),
                 }
                 entry.end_queued = true;
                 self.by_end.push(Reverse((entry.end, key, slot)));
@@ -260,7 +260,7 @@ impl Scheduler {
                         // Only finished tasks are handed over.
                         Decision::Poll { .. } | Decision::Expire { .. } => Err(entry.poller.expire(self.clock.now())),
                     };
-                    self.finish(&entry.poller, result);
+                    self.finish(entry, result);
                 }
             }
             Command::CancelAll => {
@@ -276,7 +276,7 @@ impl Scheduler {
         if let Some(mut entry) = self.slots.get(&key).copied().and_then(|slot| self.remove((key, slot))) {
             // A success already polled (held for its webhook's result) is reported as such.
             if let Some(task) = entry.held.take() {
-                return self.finish(&entry.poller, Ok(*task));
+                return self.finish(entry, Ok(*task));
             }
             let state = entry.poller.state().clone();
             let error = Error::WaitCancelled {
@@ -284,7 +284,7 @@ impl Scheduler {
                 polls: state.attempts,
                 state: Box::new(state),
             };
-            self.finish(&entry.poller, Err(error));
+            self.finish(entry, Err(error));
         }
     }
 
@@ -312,7 +312,7 @@ impl Scheduler {
                             Some(task) => Ok(*task),
                             None => Err(entry.poller.expire(now)),
                         };
-                        self.finish(&entry.poller, result);
+                        self.finish(entry, result);
                     }
                 }
             }
@@ -394,14 +394,14 @@ impl Scheduler {
             picked.extend(ready.take(size - picked.len()));
         }
         let mut tags = Vec::with_capacity(picked.len());
-        let mut ids = Vec::with_capacity(picked.len());
+        let mut ids = BatchIds::with_capacity(picked.len(), 16 * picked.len());
         let mut budget = Duration::MAX;
         for (_, key, slot) in picked {
             if let Some(left) = self.take_off((key, slot), now)
                 && let Some(entry) = self.entries.get(slot)
             {
                 budget = budget.min(left);
-                ids.push(entry.poller.task_ref().id().to_string());
+                ids.push(entry.poller.task_ref().id());
                 tags.push((key, slot));
             }
         }
@@ -463,7 +463,7 @@ impl Scheduler {
         } else if let Some(entry) = self.remove(tag) {
             let id = entry.poller.task_ref().id().to_string();
             let error = Error::MissingFromBatch { provider: self.provider, id };
-            self.finish(&entry.poller, Err(error));
+            self.finish(entry, Err(error));
         }
     }
 
@@ -528,12 +528,12 @@ impl Scheduler {
                     entry.held = Some(Box::new(task));
                     self.queue_end(tag, end);
                 } else if let Some(entry) = self.remove(tag) {
-                    self.finish(&entry.poller, Ok(task));
+                    self.finish(entry, Ok(task));
                 }
             }
             Decision::Fail(error) => {
                 if let Some(entry) = self.remove(tag) {
-                    self.finish(&entry.poller, Err(error));
+                    self.finish(entry, Err(error));
                 }
             }
         }
@@ -552,9 +552,9 @@ impl Scheduler {
     }
 
     /// Reports a wait's end (sent with the others of this turn, see [`Scheduler::report`]).
-    fn finish(&mut self, poller: &Poller, result: Result<Task>) {
-        let task_ref = poller.task_ref().clone();
-        let polls = poller.state().attempts;
+    fn finish(&mut self, entry: Box<Entry>, result: Result<Task>) {
+        let polls = entry.poller.state().attempts;
+        let task_ref = entry.poller.into_task_ref();
         self.done.push(Finished { task_ref, result, polls });
     }
 
@@ -563,7 +563,8 @@ impl Scheduler {
     fn report(&mut self) {
         if !self.done.is_empty() {
             // The receiver lives as long as the waiter; if it is gone, nobody is listening.
-            let _ = self.finished.send(std::mem::take(&mut self.done));
+            let next = Vec::with_capacity(self.done.len());
+            let _ = self.finished.send(std::mem::replace(&mut self.done, next));
         }
     }
 }

@@ -17,7 +17,7 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// Reads several tasks in one batch call: what the answer says of
     /// `ids[i]` at `[i]`, `None` where it does not mention the id (a repeated
     /// id is answered at its first place). Only called when [`Self::batch_size`] is `Some`.
-    fn read_many(&self, ids: Vec<String>, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>>;
+    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>>;
 
     /// Ids per batch read, or `None` when the provider has no batch operation.
     fn batch_size(&self) -> Option<usize>;
@@ -53,10 +53,11 @@ impl Source for ClientSource {
 
     // Answers are matched to ids here, on the worker that read them, so the
     // scheduler's single task takes each result by its place.
-    fn read_many(&self, ids: Vec<String>, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
         let client = self.client.clone();
         let provider = self.provider;
         Box::pin(async move {
+            let ids = ids.to_vec();
             let configured = client.configured(provider)?;
             let (spec, id_pointer) = (configured.spec, configured.spec.many.map_or("", |many| many.id));
             let mut places = Places::new(&ids);
@@ -81,6 +82,35 @@ impl Source for ClientSource {
 
     fn batch_size(&self) -> Option<usize> {
         self.batch_size
+    }
+}
+
+/// The ids of one batch read in one buffer: the scheduler's single task
+/// makes two allocations per read rather than one per id, and the read's
+/// worker makes the strings the request needs.
+#[derive(Debug, Default)]
+pub(crate) struct BatchIds {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl BatchIds {
+    pub(crate) fn with_capacity(ids: usize, bytes: usize) -> Self {
+        Self { text: String::with_capacity(bytes), ends: Vec::with_capacity(ids) }
+    }
+
+    pub(crate) fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| self.text.get(start..end).unwrap_or_default())
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
     }
 }
 

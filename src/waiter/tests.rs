@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::scheduler::{Command, Entry, Finished, Scheduler};
-use super::source::Source;
+use super::source::{BatchIds, Source};
 use crate::observe::Seen;
 use crate::spec::{BoxFuture, ProviderSpec, RateSpec};
 use crate::wait::Poller;
@@ -131,7 +131,8 @@ impl Source for Arc<Scripted> {
         self.answer(result)
     }
 
-    fn read_many(&self, ids: Vec<String>, _budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+    fn read_many(&self, ids: BatchIds, _budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+        let ids = ids.to_vec();
         let (at, failure) = self.record(ids.clone(), true);
         let result = match failure {
             Some(error) => Err(error),
