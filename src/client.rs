@@ -322,23 +322,15 @@ pub(crate) enum BatchItem<'a> {
     Built(Value),
 }
 
-/// A 2xx batch answer's items and `next` link, read in place; `None` when
-/// the body is not a JSON object that can be walked so. The items and the
-/// link are found in one pass over the answer, and the items listed in one
-/// more over their array.
+/// A 2xx batch answer's items and `next` link, read in place (in one pass
+/// over the answer); `None` when the body is not a JSON object that can be walked so.
 fn walk_page<'a>(
     body: &'a [u8],
     items: &str,
     next: Option<&str>,
 ) -> Option<(Vec<&'a serde_json::value::RawValue>, Option<String>)> {
-    use crate::raw_json::{elements, raw_at_each_in_body};
-    let mut found = [None; 2];
-    raw_at_each_in_body(body, &[items, next.unwrap_or("")], &mut found).ok()?;
-    let items = match found[0] {
-        Some(list) => elements(list).ok()?.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let next = found[1].and_then(|link| serde_json::from_str::<Value>(link.get()).ok());
+    let (items, next) = crate::raw_json::page_in_body(body, items, next.unwrap_or("")).ok()?;
+    let next = next.and_then(|link| serde_json::from_str::<Value>(link.get()).ok());
     Some((items, next.as_ref().and_then(Value::as_str).map(str::to_string)))
 }
 

@@ -6,6 +6,7 @@
 //! Hand-written over serde's visitor API (about 80 lines) because no kept
 //! crate walks a JSON pointer over `RawValue`s without allocating.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -52,7 +53,7 @@ pub(crate) fn pointer<'a>(value: &'a Value, pointer: &str) -> Option<&'a Value> 
 }
 
 /// A pointer token with `~1` and `~0` decoded, borrowed when it has neither.
-fn unescape(token: &str) -> std::borrow::Cow<'_, str> {
+fn unescape(token: &str) -> Cow<'_, str> {
     if token.contains('~') { token.replace("~1", "/").replace("~0", "~").into() } else { token.into() }
 }
 
@@ -89,27 +90,37 @@ pub(crate) fn raw_at_each<'a>(
     Ok(())
 }
 
-/// [`raw_at_each`] over a whole answer body, which must be one JSON object
-/// (else [`Unwalkable`]): the same single pass also checks that the body is
-/// JSON, so it is not read once more beforehand. The empty pointer finds nothing.
-pub(crate) fn raw_at_each_in_body<'a>(
-    body: &'a [u8],
-    pointers: &[&str],
-    out: &mut [Option<&'a RawValue>],
-) -> Result<(), Unwalkable> {
-    let text = std::str::from_utf8(body).map_err(|_| Unwalkable)?;
-    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
-        return Err(Unwalkable);
-    }
-    each_member(text, pointers, out)
-}
-
 /// One pass over the members of the object `text` (and nothing after it but
 /// whitespace), then the deeper tokens walked in the members found.
 fn each_member<'a>(text: &'a str, pointers: &[&str], out: &mut [Option<&'a RawValue>]) -> Result<(), Unwalkable> {
+    each_member_listing(text, pointers, out, None)
+}
+
+/// [`each_member`], and the elements of the array at `list`'s pointer (an
+/// index into `pointers`, a pointer of one token) listed in the same pass
+/// rather than captured whole and read again (its `out` stays `None`).
+fn each_member_listing<'a>(
+    text: &'a str,
+    pointers: &[&str],
+    out: &mut [Option<&'a RawValue>],
+    list: Option<(usize, &mut Vec<&'a RawValue>)>,
+) -> Result<(), Unwalkable> {
     out.fill(None);
+    // Each pointer's first token, unescaped once rather than for every key.
+    let mut on_stack: [Option<Cow<'_, str>>; 4] = Default::default();
+    let mut on_heap: Vec<Option<Cow<'_, str>>>;
+    let firsts = match on_stack.get_mut(..pointers.len()) {
+        Some(firsts) => firsts,
+        None => {
+            on_heap = vec![None; pointers.len()];
+            &mut on_heap
+        }
+    };
+    for (pointer, first) in pointers.iter().zip(firsts.iter_mut()) {
+        *first = pointer.strip_prefix('/').map(|tokens| unescape(tokens.split('/').next().unwrap_or("")));
+    }
     let mut reader = serde_json::Deserializer::from_str(text);
-    Members { pointers, out: &mut *out }.deserialize(&mut reader).map_err(|_| Unwalkable)?;
+    Members { firsts, out: &mut *out, list }.deserialize(&mut reader).map_err(|_| Unwalkable)?;
     reader.end().map_err(|_| Unwalkable)?;
     for (pointer, found) in pointers.iter().zip(out.iter_mut()) {
         let Some(tokens) = pointer.strip_prefix('/') else { continue };
@@ -120,10 +131,36 @@ fn each_member<'a>(text: &'a str, pointers: &[&str], out: &mut [Option<&'a RawVa
     Ok(())
 }
 
+/// A batch answer read in place, in one pass: the elements of the array at
+/// `items` (absent: none) and the raw value at `next`. The body must be one
+/// JSON object, with an array (or nothing) at `items`; else [`Unwalkable`].
+pub(crate) fn page_in_body<'a>(
+    body: &'a [u8],
+    items: &str,
+    next: &str,
+) -> Result<(Vec<&'a RawValue>, Option<&'a RawValue>), Unwalkable> {
+    let text = std::str::from_utf8(body).map_err(|_| Unwalkable)?;
+    if !text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{') {
+        return Err(Unwalkable);
+    }
+    let mut found = [None; 2];
+    let mut elements_found = Vec::new();
+    let one_token = items.strip_prefix('/').is_some_and(|tokens| !tokens.contains('/'));
+    if one_token {
+        each_member_listing(text, &[items, next], &mut found, Some((0, &mut elements_found)))?;
+    } else {
+        each_member(text, &[items, next], &mut found)?;
+        if let Some(list) = found[0] {
+            elements_found = elements(list)?.ok_or(Unwalkable)?;
+        }
+    }
+    Ok((elements_found, found[1]))
+}
+
 /// A status or an id read in place, as text: a string as it is (borrowed
 /// when it has no escape), a number as written (as [`Value`] renders it);
 /// anything else is `None`.
-pub(crate) fn scalar_text(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+pub(crate) fn scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
     let text = raw.get();
     match text.as_bytes().first()? {
         // Valid JSON text: a string without a backslash is its own content.
@@ -153,8 +190,11 @@ pub(crate) fn elements(raw: &RawValue) -> Result<Option<Vec<&RawValue>>, Unwalka
 
 /// Captures the members of an object that the pointers' first tokens name.
 struct Members<'p, 'o, 'a> {
-    pointers: &'p [&'p str],
+    /// Each pointer's first token, unescaped (`None`: it names no member).
+    firsts: &'p [Option<Cow<'p, str>>],
     out: &'o mut [Option<&'a RawValue>],
+    /// The pointer whose member is an array to list, and the list.
+    list: Option<(usize, &'o mut Vec<&'a RawValue>)>,
 }
 
 impl<'de> DeserializeSeed<'de> for Members<'_, '_, 'de> {
@@ -172,17 +212,18 @@ impl<'de> Visitor<'de> for Members<'_, '_, 'de> {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        fn first(pointer: &str) -> Option<&str> {
-            pointer.strip_prefix('/').map(|tokens| tokens.split('/').next().unwrap_or(""))
-        }
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         // Borrowed keys: an escaped key cannot be borrowed, and fails the walk.
         while let Some(key) = map.next_key::<&'de str>()? {
-            let named = |pointer: &&str| first(pointer).is_some_and(|token| unescape(token) == key);
-            if self.pointers.iter().any(named) {
+            let named = |first: &Option<Cow<'_, str>>| first.as_deref() == Some(key);
+            let listed = self.list.as_ref().is_some_and(|(at, _)| self.firsts.get(*at).is_some_and(named));
+            if let (true, Some((_, list))) = (listed, self.list.as_mut()) {
+                // Later duplicate keys win.
+                **list = map.next_value::<Vec<&'de RawValue>>()?;
+            } else if self.firsts.iter().any(named) {
                 let value = map.next_value::<&'de RawValue>()?;
-                for (pointer, found) in self.pointers.iter().zip(self.out.iter_mut()) {
-                    if named(pointer) {
+                for (first, found) in self.firsts.iter().zip(self.out.iter_mut()) {
+                    if named(first) {
                         *found = Some(value);
                     }
                 }
@@ -337,6 +378,32 @@ mod tests {
         raw_at_each(&list, &["/0/id", "/1"], &mut out[..2]).expect("walkable");
         assert_eq!(out[..2].iter().map(|v| v.map(RawValue::get)).collect::<Vec<_>>(), [Some("1"), Some("2")]);
         assert!(raw_at_each(&raw(r#"{"st\u0061tus": 1}"#), &["/status"], &mut out[..1]).is_err());
+    }
+
+    /// A page read in one pass lists what its array lists, and finds its link.
+    #[test]
+    fn a_page_in_one_pass_lists_its_items_and_finds_its_link() {
+        let body = br#" {"count": 2, "results": [{"id": "1"}, 2], "x": {"results": []}, "next": "http://n"} "#;
+        let (items, next) = page_in_body(body, "/results", "/next").expect("walkable");
+        assert_eq!(items.iter().map(|i| i.get()).collect::<Vec<_>>(), [r#"{"id": "1"}"#, "2"]);
+        assert_eq!(next.map(RawValue::get), Some(r#""http://n""#));
+        // Deeper pointers, a later duplicate, an absent list.
+        let body = br#"{"page": {"items": [1], "items": [3, 4]}, "links": {"next": null}}"#;
+        let (items, next) = page_in_body(body, "/page/items", "/links/next").expect("walkable");
+        assert_eq!(
+            (items.iter().map(|i| i.get()).collect::<Vec<_>>(), next.map(RawValue::get)),
+            (vec!["3", "4"], Some("null"))
+        );
+        let body = br#"{"results": [1], "results": [5]}"#;
+        let (items, next) = page_in_body(body, "/results", "").expect("walkable");
+        assert_eq!((items.iter().map(|i| i.get()).collect::<Vec<_>>(), next.map(RawValue::get)), (vec!["5"], None));
+        assert!(page_in_body(br#"{"next": 1}"#, "/results", "/next").expect("walkable").0.is_empty());
+        // Not an object, not an array where the items are, not JSON, trailing text: read whole instead.
+        for body in
+            [&br#"[1]"#[..], br#"{"results": {"a": 1}}"#, br#"{"results": [1"#, br#"{"results": []} x"#, b"\xff"]
+        {
+            assert!(page_in_body(body, "/results", "/next").is_err(), "{body:?}");
+        }
     }
 
     /// Text read in place is the text of the built value.

@@ -271,20 +271,21 @@ impl Shared {
     }
 
     fn enqueue(&self, provider: &'static str, task: TaskRef, poller: Poller) -> Result<()> {
-        let mut registry = self.registry();
+        let mut guard = self.registry();
+        let registry = &mut *guard;
         if registry.closed {
             return Err(Error::config("the waiter was dropped"));
         }
-        if registry.waiting.contains_key(&task) {
-            return Err(Error::config(format!("already waiting on {task}")));
-        }
         let key = registry.next_key;
-        registry.next_key += 1;
+        // One hash of the task for the check and the insert (100,000 adds in a row are common).
+        let std::collections::hash_map::Entry::Vacant(waiting) = registry.waiting.entry(task) else {
+            return Err(Error::config(format!("already waiting on {}", poller.task_ref())));
+        };
         if !registry.lanes.contains_key(provider) {
             let lane = self.start_lane(provider)?;
             registry.lanes.insert(provider, lane);
         }
-        let Some(commands) = registry.lanes.get(provider).map(|lane| lane.commands.clone()) else {
+        let Some(commands) = registry.lanes.get(provider).map(|lane| &lane.commands) else {
             return Err(Error::config(format!("the {provider} scheduler has stopped")));
         };
         if commands.send(Command::Add(key, Entry::new(poller))).is_err() {
@@ -292,15 +293,17 @@ impl Shared {
         }
         // After the add: a delivery kept for the task is handed over at once, as a command after it.
         if self.client.configured(provider).is_ok_and(|p| p.spec.webhook.is_some()) {
+            let commands = commands.clone();
             let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
                 if task.is_terminal() {
                     let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
                 }
             });
-            let registration = self.client.webhooks().register(&task, sink);
-            registry.webhooks.insert(task.clone(), registration);
+            let registration = self.client.webhooks().register(waiting.key(), sink);
+            registry.webhooks.insert(waiting.key().clone(), registration);
         }
-        registry.waiting.insert(task, (provider, key));
+        waiting.insert((provider, key));
+        registry.next_key += 1;
         Ok(())
     }
 
