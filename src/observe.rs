@@ -375,8 +375,9 @@ pub(crate) enum Seen {
         status: Option<Cow<'static, str>>,
         http_status: u16,
     },
-    /// Any other task (finished, unknown status, not readable in place), built whole.
-    Task(Task),
+    /// Any other task (finished, unknown status, not readable in place),
+    /// built whole (boxed: most items are in progress, and small).
+    Task(Box<Task>),
 }
 
 impl Seen {
@@ -390,7 +391,7 @@ impl Seen {
                 status: task.status().map(|s| Cow::Owned(s.to_string())),
                 http_status: task.http_status(),
             },
-            _ => Seen::Task(task),
+            _ => Seen::Task(Box::new(task)),
         }
     }
 }
@@ -410,7 +411,7 @@ pub(crate) fn batch_item<'a>(
     use crate::raw_json::{raw_at_each, scalar_text};
     let whole = || {
         let (id, task) = item_task(spec, id_pointer, http_status, serde_json::from_str(item.get()).ok()?)?;
-        Some((Cow::Owned(id), Seen::Task(task)))
+        Some((Cow::Owned(id), Seen::Task(Box::new(task))))
     };
     let base = [id_pointer, spec.task.status];
     // Rules name more values: read them all in the same pass (rarely more than a few).
@@ -621,7 +622,7 @@ mod tests {
                                 }
                                 Seen::Task(slim) => {
                                     assert!(!matches!(slim.phase(), Phase::Queued | Phase::Running) || !in_place);
-                                    assert_eq!(slim, whole, "{}: {item}", spec.name);
+                                    assert_eq!(*slim, whole, "{}: {item}", spec.name);
                                 }
                             }
                             checked += 1;

@@ -430,7 +430,7 @@ impl Scheduler {
                 if let Err(error) = &result {
                     self.pause_on(error, tag, received);
                 }
-                self.observe(tag, sent, received, result.map(Seen::Task));
+                self.observe(tag, sent, received, result.map(|task| Seen::Task(Box::new(task))));
             }
             Flight::Many { tags, sent, result: Ok(seen) } => {
                 for (tag, seen) in tags.into_iter().zip(seen) {
@@ -497,7 +497,7 @@ impl Scheduler {
             }
             Ok(Seen::Task(task)) => {
                 let hinted = task.retry_after().is_some();
-                (entry.poller.observe_quietly(sent, received, Ok(task)), hinted)
+                (entry.poller.observe_quietly(sent, received, Ok(*task)), hinted)
             }
             Err(error) => {
                 let hinted = error.retry_after().is_some();

@@ -67,7 +67,7 @@ impl Source for ClientSource {
                     let read = match item {
                         BatchItem::InPlace(raw) => observe::batch_item(spec, id_pointer, http_status, raw),
                         BatchItem::Built(body) => observe::item_task(spec, id_pointer, http_status, body)
-                            .map(|(id, task)| (id.into(), Seen::Task(task))),
+                            .map(|(id, task)| (id.into(), Seen::Task(Box::new(task)))),
                     };
                     if let Some((id, item)) = read
                         && let Some(place) = places.of(&id)
