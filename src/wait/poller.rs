@@ -627,3 +627,71 @@ pub(crate) fn millis(d: Duration) -> u64 {
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    /// An in-progress answer given by its phase, status and HTTP status alone
+    /// decides and records what the same answer as a bodiless task does (the
+    /// waiter's batch items), through the pending-forever guard and the deadline.
+    #[test]
+    fn an_in_progress_answer_without_a_task_is_observed_as_the_task() {
+        let policy = Policy::builder()
+            .first_poll(Duration::ZERO)
+            .initial_delay(Duration::from_millis(700))
+            .factor(1.0)
+            .max_delay(Duration::from_millis(700))
+            .build()
+            .expect("policy");
+        let answers = [
+            (Phase::Queued, Some("pending")),
+            (Phase::Queued, Some("PENDING")),
+            (Phase::Running, Some("running")),
+            (Phase::Queued, None),
+            (Phase::Queued, Some("pending")),
+        ];
+        for budget in [None, Some(Duration::from_secs(2))] {
+            let clock = Arc::new(ManualClock::new());
+            let options = WaitOptions::new(Duration::from_secs(5))
+                .policy(policy.clone())
+                .pending_budget(budget)
+                .clock(clock.clone());
+            let task_ref: TaskRef = "deepomatic:42".parse().expect("ref");
+            let mut whole = Poller::new(task_ref.clone(), &options).expect("poller");
+            let mut bare = Poller::new(task_ref.clone(), &options).expect("poller");
+            assert_eq!(format!("{:?}", whole.start()), format!("{:?}", bare.start()));
+            let mut ended = false;
+            for (phase, status) in answers.iter().cycle().take(20) {
+                let sent = clock.now();
+                clock.advance(Duration::from_millis(40));
+                let received = clock.now();
+                let task =
+                    Task::new(task_ref.clone(), *phase, status.map(str::to_string), None, None, 202, Value::Null);
+                let by_task = whole.observe_quietly(sent, received, Ok(task));
+                whole.forget_last_task();
+                let by_parts = bare.observe_in_progress(sent, received, *phase, *status, 202);
+                assert_eq!(format!("{by_task:?}"), format!("{by_parts:?}"));
+                assert_eq!(whole.state(), bare.state());
+                match by_task {
+                    Decision::Poll { at, .. } => clock.advance(at.saturating_duration_since(clock.now())),
+                    Decision::Expire { at } => {
+                        clock.advance(at.saturating_duration_since(clock.now()));
+                        let now = clock.now();
+                        assert_eq!(format!("{:?}", whole.expire(now)), format!("{:?}", bare.expire(now)));
+                        ended = true;
+                        break;
+                    }
+                    Decision::Fail(error) => {
+                        assert!(budget.is_some() && error.is_still_pending(), "{error}");
+                        ended = true;
+                        break;
+                    }
+                    Decision::Done(_) => unreachable!("only in-progress answers"),
+                }
+            }
+            assert!(ended, "the wait ended by its guard or its deadline");
+        }
+    }
+}

@@ -232,7 +232,8 @@ impl Scheduler {
             Command::Add(key, mut entry) => {
                 entry.key = key;
                 let decision = entry.poller.start();
-                let slot = self.entries.vacant_entry().key();
+                let place = self.entries.vacant_entry();
+                let slot = place.key();
                 match decision {
                     Decision::Poll { at, .. } => {
                         entry.due = Some(at);
@@ -246,7 +247,7 @@ impl Scheduler {
                 }
                 entry.end_queued = true;
                 self.by_end.push(Reverse((entry.end, key, slot)));
-                self.entries.insert(entry);
+                place.insert(entry);
                 self.slots.insert(key, slot);
             }
             Command::Cancel(key) => self.cancel(key),
