@@ -207,7 +207,18 @@ impl Client {
             return Ok(futures_util::stream::iter(reads).buffered(self.inner.concurrency).collect().await);
         }
         let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
-        let mut found = self.read_batch(configured, valid, configured.request_timeout, false).await?;
+        let (spec, id) = (configured.spec, configured.spec.many.map_or("", |many| many.id));
+        let mut found = HashMap::with_capacity(valid.len());
+        self.read_batch(configured, &valid, configured.request_timeout, |item, http_status| {
+            let body = match item {
+                BatchItem::InPlace(raw) => serde_json::from_str(raw.get()).ok(),
+                BatchItem::Built(body) => Some(body),
+            };
+            if let Some((id, task)) = body.and_then(|body| observe::item_task(spec, id, http_status, body)) {
+                found.insert(id, task);
+            }
+        })
+        .await?;
         let mut repeated: HashMap<String, Task> = HashMap::new();
         Ok(refs
             .into_iter()
@@ -230,28 +241,34 @@ impl Client {
 
     /// Reads tasks of one provider with its batch operation: unique ids in
     /// chunks of `max_ids`, the page size sent explicitly, `next` pages
-    /// followed; the whole read, pages included, stays within `budget`.
-    /// Ids the answers do not mention are absent from the map. `slim`: tasks
-    /// still in progress come without their body (see [`observe::batch_item`]).
+    /// followed; the whole read, pages included, stays within `budget`. Each
+    /// item of each answer goes to `each`, with the answer's HTTP status.
     pub(crate) async fn read_batch(
         &self,
         provider: &Configured,
-        ids: Vec<String>,
+        ids: &[String],
         budget: Duration,
-        slim: bool,
-    ) -> Result<HashMap<String, Task>> {
+        mut each: impl FnMut(BatchItem<'_>, u16) + Send,
+    ) -> Result<()> {
         let spec = provider.spec;
-        let Some(many) = spec.many else { return Ok(HashMap::new()) };
+        let Some(many) = spec.many else { return Ok(()) };
         let mut seen = HashSet::with_capacity(ids.len());
-        let unique: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        let repeated = !ids.iter().all(|id| seen.insert(id.as_str()));
+        let unique: Vec<String>;
+        let ids = if repeated {
+            let mut seen = HashSet::with_capacity(ids.len());
+            unique = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
+            &unique
+        } else {
+            ids
+        };
         // The call's own elapsed time, on tokio's timer like the timeouts it bounds.
         #[allow(clippy::disallowed_methods)]
         let started = tokio::time::Instant::now();
-        let mut found = HashMap::with_capacity(unique.len());
         let chunk_size = usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1);
         let first_page: Vec<(String, String)> =
             many.page_size_param.map(|name| (name.to_string(), many.max_ids.to_string())).into_iter().collect();
-        for chunk in unique.chunks(chunk_size) {
+        for chunk in ids.chunks(chunk_size) {
             let mut page = first_page.clone();
             for _ in 0..MAX_PAGES {
                 let timeout = provider.request_timeout.min(budget.saturating_sub(started.elapsed()));
@@ -279,9 +296,7 @@ impl Client {
                     // Items read in place: only what a task needs is built.
                     Some((items, next)) => {
                         for item in items {
-                            if let Some((id, task)) = observe::batch_item(spec, many.id, raw.status, item, slim) {
-                                found.insert(id, task);
-                            }
+                            each(BatchItem::InPlace(item), raw.status);
                         }
                         next
                     }
@@ -290,13 +305,11 @@ impl Client {
                     None => {
                         let mut body = observe::task_body(spec, many.operation, &raw)?;
                         let next = many.next.and_then(|p| body.pointer(p)).and_then(Value::as_str).map(str::to_string);
-                        let items = match body.pointer_mut(many.items) {
-                            Some(Value::Array(items)) => std::mem::take(items),
-                            _ => Vec::new(),
-                        };
-                        found.extend(
-                            items.into_iter().filter_map(|item| observe::item_task(spec, many.id, raw.status, item)),
-                        );
+                        if let Some(Value::Array(items)) = body.pointer_mut(many.items) {
+                            for item in std::mem::take(items) {
+                                each(BatchItem::Built(item), raw.status);
+                            }
+                        }
                         next
                     }
                 };
@@ -307,31 +320,28 @@ impl Client {
                 page = next_page;
             }
         }
-        Ok(found)
+        Ok(())
     }
 }
 
-/// A 2xx batch answer's items and `next` link, read in place; `None` when
-/// the body is not a JSON object that can be walked so.
+/// One item of a batch answer, as [`Client::read_batch`] hands it over.
+pub(crate) enum BatchItem<'a> {
+    /// Read in place from a 2xx JSON object answer.
+    InPlace(&'a serde_json::value::RawValue),
+    /// Built whole, from an answer that could not be walked in place.
+    Built(Value),
+}
+
+/// A 2xx batch answer's items and `next` link, read in place (in one pass
+/// over the answer); `None` when the body is not a JSON object that can be walked so.
 fn walk_page<'a>(
     body: &'a [u8],
     items: &str,
     next: Option<&str>,
 ) -> Option<(Vec<&'a serde_json::value::RawValue>, Option<String>)> {
-    use crate::raw_json::{elements, raw_at, value_at};
-    let page: &serde_json::value::RawValue = serde_json::from_slice(body).ok()?;
-    if !page.get().starts_with('{') {
-        return None;
-    }
-    let items = match raw_at(page, items).ok()? {
-        Some(list) => elements(list).ok()?.unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let next = match next {
-        Some(pointer) => value_at(page, pointer).ok()?.and_then(|v| v.as_str().map(str::to_string)),
-        None => None,
-    };
-    Some((items, next))
+    let (items, next) = crate::raw_json::page_in_body(body, items, next.unwrap_or("")).ok()?;
+    let next = next.and_then(|link| serde_json::from_str::<Value>(link.get()).ok());
+    Some((items, next.as_ref().and_then(Value::as_str).map(str::to_string)))
 }
 
 /// The page parameters named by the spec, read from a `next` URL's query.

@@ -2,6 +2,7 @@
 //! failure) into a [`Task`] or an [`Error`], using only the provider's spec data.
 //! This is the one place where answers are classified.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, HeaderName, RETRY_AFTER};
@@ -366,45 +367,97 @@ pub(crate) fn phase_of<'v>(
     (rule, phase)
 }
 
-/// One item of a batch answer, for a many-task waiter: a task still queued
-/// or running is classified from the few values it needs, read in place,
-/// and kept without a body (the waiter keeps no body between polls); any
+/// What a many-task waiter takes of one batch item.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    /// Still queued or running: the phase, the status and the answer's HTTP
+    /// status are all a wait keeps between polls.
+    InProgress {
+        phase: Phase,
+        /// The status as the provider wrote it: borrowed from the spec when it is one of its names.
+        status: Option<Cow<'static, str>>,
+        http_status: u16,
+    },
+    /// Any other task (finished, unknown status, not readable in place),
+    /// built whole (boxed: most items are in progress, and small).
+    Task(Box<Task>),
+}
+
+impl Seen {
+    /// A task read whole, without its body when it is still in progress
+    /// (a scripted source's answers, in the waiter's tests).
+    #[cfg(test)]
+    pub(crate) fn of(task: Task) -> Self {
+        match task.phase() {
+            Phase::Queued | Phase::Running => Seen::InProgress {
+                phase: task.phase(),
+                status: task.status().map(|s| Cow::Owned(s.to_string())),
+                http_status: task.http_status(),
+            },
+            _ => Seen::Task(Box::new(task)),
+        }
+    }
+}
+
+/// One item of a batch answer, for a many-task waiter: its id (borrowed from
+/// the item when it has no escape) and what the waiter takes of it. A task
+/// still queued or running is classified from the few values it needs, read
+/// in place in one pass over the item, and becomes [`Seen::InProgress`]; any
 /// other task is built whole, exactly as [`task_from_body`] builds it.
-/// Returns the item's id with its task; `None` for an item without an id.
-pub(crate) fn batch_item(
+/// `None` for an item without a usable id.
+pub(crate) fn batch_item<'a>(
     spec: &'static ProviderSpec,
     id_pointer: &str,
     http_status: u16,
-    item: &serde_json::value::RawValue,
-    slim: bool,
-) -> Option<(String, Task)> {
-    use crate::raw_json::value_at;
-    let whole = |item: &serde_json::value::RawValue| {
-        item_task(spec, id_pointer, http_status, serde_json::from_str(item.get()).ok()?)
+    item: &'a serde_json::value::RawValue,
+) -> Option<(Cow<'a, str>, Seen)> {
+    use crate::raw_json::{raw_at_each, scalar_text};
+    let whole = || {
+        let (id, task) = item_task(spec, id_pointer, http_status, serde_json::from_str(item.get()).ok()?)?;
+        Some((Cow::Owned(id), Seen::Task(Box::new(task))))
     };
-    if !slim {
-        return whole(item);
+    let base = [id_pointer, spec.task.status];
+    // Rules name more values: read them all in the same pass (rarely more than a few).
+    let with_rules: Vec<&str>;
+    let pointers: &[&str] = if spec.rules.is_empty() {
+        &base
+    } else {
+        with_rules = base.into_iter().chain(spec.rules.iter().flat_map(|r| r.when.iter().map(|(p, _)| *p))).collect();
+        &with_rules
+    };
+    let mut on_stack = [None; 4];
+    let mut on_heap: Vec<Option<&serde_json::value::RawValue>>;
+    let found: &mut [Option<&serde_json::value::RawValue>] = match on_stack.get_mut(..pointers.len()) {
+        Some(found) => found,
+        None => {
+            on_heap = vec![None; pointers.len()];
+            &mut on_heap
+        }
+    };
+    if raw_at_each(item, pointers, found).is_err() {
+        return whole();
     }
-    let lean = || -> Result<Option<(String, Task)>, crate::raw_json::Unwalkable> {
-        let Some(id) = scalar_text(value_at(item, id_pointer)?.as_ref()) else { return Ok(None) };
-        let status = scalar_text(value_at(item, spec.task.status)?.as_ref());
-        let mut when: Vec<(&'static str, Option<Value>)> = Vec::new();
-        for rule in spec.rules {
-            for (pointer, _) in rule.when {
-                if !when.iter().any(|(p, _)| p == pointer) {
-                    when.push((pointer, value_at(item, pointer)?));
-                }
-            }
+    let id = scalar_text(found[0]?)?;
+    let status = found[1].and_then(scalar_text);
+    let rule_values: Vec<(&str, Option<Value>)> = match pointers.get(2..) {
+        Some(rest) if !rest.is_empty() => {
+            let built =
+                |raw: Option<&serde_json::value::RawValue>| raw.and_then(|r| serde_json::from_str(r.get()).ok());
+            rest.iter().zip(&found[2..]).map(|(p, raw)| (*p, built(*raw))).collect()
         }
-        let at = |pointer: &str| when.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
-        let (_, phase) = phase_of(spec, status.as_deref(), at);
-        if !matches!(phase, Phase::Queued | Phase::Running) {
-            return Ok(whole(item));
-        }
-        let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { return Ok(None) };
-        Ok(Some((id, Task::new(task_ref, phase, status, None, None, http_status, Value::Null))))
+        _ => Vec::new(),
     };
-    lean().unwrap_or_else(|_| whole(item))
+    let at = |pointer: &str| rule_values.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
+    let (_, phase) = phase_of(spec, status.as_deref(), at);
+    if !matches!(phase, Phase::Queued | Phase::Running) {
+        return whole();
+    }
+    // A status spelt as the spec spells it needs no copy of its own.
+    let status = status.map(|status| match spec.phases.iter().find(|(known, _)| *known == status) {
+        Some((known, _)) => Cow::Borrowed(*known),
+        None => Cow::Owned(status.into_owned()),
+    });
+    Some((id, Seen::InProgress { phase, status, http_status }))
 }
 
 /// One item of a batch answer, built whole: its id (at `id_pointer`) and its
@@ -443,7 +496,7 @@ mod tests {
     use reqwest::header::{HeaderMap, HeaderValue};
     use serde_json::{Value, json};
 
-    use super::{batch_item, retry_after};
+    use super::{Seen, batch_item, item_task, retry_after};
     use crate::Phase;
 
     #[test]
@@ -551,24 +604,29 @@ mod tests {
                     serde_json::value::RawValue::from_string(item.to_string().replace("\"id\"", "\"i\\u0064\""))
                         .expect("JSON");
                 for (raw, in_place) in [(&text, true), (&escaped, false)] {
-                    let slim = batch_item(spec, "/id", 200, raw, true);
-                    let whole = batch_item(spec, "/id", 200, raw, false);
+                    let slim = batch_item(spec, "/id", 200, raw);
+                    let whole = item_task(spec, "/id", 200, serde_json::from_str(raw.get()).expect("JSON"));
                     match (slim, whole) {
                         (None, None) => {}
                         (Some((slim_id, slim)), Some((whole_id, whole))) => {
                             assert_eq!(slim_id, whole_id, "{}: {item}", spec.name);
-                            assert_eq!(
-                                (slim.phase(), slim.status()),
-                                (whole.phase(), whole.status()),
-                                "{}: {item}",
-                                spec.name
-                            );
-                            // An escaped key cannot be walked in place: built whole.
-                            if in_place && matches!(whole.phase(), Phase::Queued | Phase::Running) {
-                                assert!(slim.body().is_null(), "{}: {item}", spec.name);
-                                slim_bodies += 1;
-                            } else {
-                                assert_eq!(slim, whole, "{}: {item}", spec.name);
+                            match slim {
+                                // An escaped key cannot be walked in place: built whole.
+                                Seen::InProgress { phase, status, http_status } => {
+                                    assert!(in_place, "{}: {item}", spec.name);
+                                    assert_eq!(
+                                        (phase, status.as_deref(), http_status),
+                                        (whole.phase(), whole.status(), whole.http_status()),
+                                        "{}: {item}",
+                                        spec.name
+                                    );
+                                    assert!(matches!(phase, Phase::Queued | Phase::Running));
+                                    slim_bodies += 1;
+                                }
+                                Seen::Task(slim) => {
+                                    assert!(!matches!(slim.phase(), Phase::Queued | Phase::Running) || !in_place);
+                                    assert_eq!(*slim, whole, "{}: {item}", spec.name);
+                                }
                             }
                             checked += 1;
                         }

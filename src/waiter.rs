@@ -87,7 +87,10 @@ use source::ClientSource;
 #[must_use = "a waiter does nothing unless its outcomes are read"]
 pub struct Waiter {
     shared: Arc<Shared>,
-    finished: mpsc::UnboundedReceiver<Finished>,
+    /// Waits that ended, a scheduler turn's worth at a time.
+    finished: mpsc::UnboundedReceiver<Vec<Finished>>,
+    /// Of the last turn received, those not yet handed out.
+    ready: std::vec::IntoIter<Finished>,
 }
 
 /// Adds and cancels waits of a [`Waiter`] from elsewhere (another task)
@@ -100,7 +103,7 @@ pub struct WaiterHandle {
 struct Shared {
     client: Client,
     clock: Arc<dyn Clock>,
-    finished: mpsc::UnboundedSender<Finished>,
+    finished: mpsc::UnboundedSender<Vec<Finished>>,
     requests: Arc<AtomicU64>,
     registry: Mutex<Registry>,
     hooks: Hooks,
@@ -159,7 +162,7 @@ impl Waiter {
             registry: Mutex::new(Registry::default()),
             hooks,
         };
-        Self { shared: Arc::new(shared), finished }
+        Self { shared: Arc::new(shared), finished, ready: Vec::new().into_iter() }
     }
 
     /// Starts waiting on a task. Refused: a provider this client does not
@@ -268,20 +271,21 @@ impl Shared {
     }
 
     fn enqueue(&self, provider: &'static str, task: TaskRef, poller: Poller) -> Result<()> {
-        let mut registry = self.registry();
+        let mut guard = self.registry();
+        let registry = &mut *guard;
         if registry.closed {
             return Err(Error::config("the waiter was dropped"));
         }
-        if registry.waiting.contains_key(&task) {
-            return Err(Error::config(format!("already waiting on {task}")));
-        }
         let key = registry.next_key;
-        registry.next_key += 1;
+        // One hash of the task for the check and the insert (100,000 adds in a row are common).
+        let std::collections::hash_map::Entry::Vacant(waiting) = registry.waiting.entry(task) else {
+            return Err(Error::config(format!("already waiting on {}", poller.task_ref())));
+        };
         if !registry.lanes.contains_key(provider) {
             let lane = self.start_lane(provider)?;
             registry.lanes.insert(provider, lane);
         }
-        let Some(commands) = registry.lanes.get(provider).map(|lane| lane.commands.clone()) else {
+        let Some(commands) = registry.lanes.get(provider).map(|lane| &lane.commands) else {
             return Err(Error::config(format!("the {provider} scheduler has stopped")));
         };
         if commands.send(Command::Add(key, Entry::new(poller))).is_err() {
@@ -289,15 +293,17 @@ impl Shared {
         }
         // After the add: a delivery kept for the task is handed over at once, as a command after it.
         if self.client.configured(provider).is_ok_and(|p| p.spec.webhook.is_some()) {
+            let commands = commands.clone();
             let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
                 if task.is_terminal() {
                     let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
                 }
             });
-            let registration = self.client.webhooks().register(&task, sink);
-            registry.webhooks.insert(task.clone(), registration);
+            let registration = self.client.webhooks().register(waiting.key(), sink);
+            registry.webhooks.insert(waiting.key().clone(), registration);
         }
-        registry.waiting.insert(task, (provider, key));
+        waiting.insert((provider, key));
+        registry.next_key += 1;
         Ok(())
     }
 
@@ -343,17 +349,24 @@ impl Waiter {
     }
 
     fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Option<WaitOutcome>> {
-        match self.finished.poll_recv(cx) {
-            Poll::Ready(Some(done)) => {
+        loop {
+            if let Some(done) = self.ready.next() {
                 let mut registry = self.shared.registry();
                 registry.waiting.remove(&done.task_ref);
                 registry.webhooks.remove(&done.task_ref);
                 drop(registry);
-                Poll::Ready(Some(WaitOutcome { task_ref: done.task_ref, result: done.result, polls: done.polls }))
+                return Poll::Ready(Some(WaitOutcome {
+                    task_ref: done.task_ref,
+                    result: done.result,
+                    polls: done.polls,
+                }));
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending if self.shared.registry().waiting.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            match self.finished.poll_recv(cx) {
+                Poll::Ready(Some(turn)) => self.ready = turn.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending if self.shared.registry().waiting.is_empty() => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }

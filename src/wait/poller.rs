@@ -197,6 +197,11 @@ impl Poller {
         &self.state.task_ref
     }
 
+    /// The task, once the wait is over.
+    pub(crate) fn into_task_ref(self) -> TaskRef {
+        self.state.task_ref
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -217,10 +222,13 @@ impl Poller {
     /// The last observation as the state describes it, once the task itself was forgotten.
     fn described_last_task(&self) -> Option<Box<Task>> {
         let phase = self.state.last_phase?;
-        let status = self.state.last_status.clone();
-        let task =
-            Task::new(self.state.task_ref.clone(), phase, status, None, None, self.last_http_status, Value::Null);
-        Some(Box::new(task))
+        Some(Box::new(self.bodiless_task(phase, self.state.last_status.as_deref(), self.last_http_status)))
+    }
+
+    /// An observation of this wait's task without a body.
+    fn bodiless_task(&self, phase: Phase, status: Option<&str>, http_status: u16) -> Task {
+        let status = status.map(str::to_string);
+        Task::new(self.state.task_ref.clone(), phase, status, None, None, http_status, Value::Null)
     }
 
     /// The most a server's `Retry-After` may push a poll back.
@@ -301,6 +309,47 @@ impl Poller {
         self.step(sent_at, received_at, result, None)
     }
 
+    /// [`Poller::observe_quietly`] of an answer that found the task still
+    /// queued or running, given by its phase, status and HTTP status alone: a
+    /// many-task waiter reads thousands of batch items a second and keeps no
+    /// body between polls, so no [`Task`] is built for them (the last task is
+    /// forgotten, as after [`Poller::forget_last_task`]).
+    pub(crate) fn observe_in_progress(
+        &mut self,
+        sent_at: Instant,
+        received_at: Instant,
+        phase: Phase,
+        status: Option<&str>,
+        http_status: u16,
+    ) -> Decision {
+        debug_assert!(matches!(phase, Phase::Queued | Phase::Running), "{phase:?}");
+        let sent = self.elapsed(sent_at);
+        let received = self.elapsed(received_at).max(sent);
+        self.state.attempts = self.state.attempts.saturating_add(1);
+        self.state.last_poll_ms = Some(millis(sent));
+        self.note_observation(phase, status, http_status, sent);
+        self.last_task = None;
+        self.last_error = None;
+        let next = match self.guard(phase, sent, Observed::Bare { phase, status, http_status }) {
+            Some(error) => Decision::Fail(error),
+            None => self.keep_polling(received, None),
+        };
+        if matches!(next, Decision::Expire { .. }) {
+            self.finish_plan(None);
+        }
+        next
+    }
+
+    /// After an in-progress answer that passed the guards: the next poll, or
+    /// the end when a `Retry-After` leaves no time for one.
+    fn keep_polling(&mut self, received: Duration, hint: Option<Duration>) -> Decision {
+        // An in-progress answer's Retry-After paces the next poll like an error's.
+        match self.past_deadline(received, hint) {
+            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
+            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
+        }
+    }
+
     fn step(
         &mut self,
         sent_at: Instant,
@@ -325,17 +374,12 @@ impl Poller {
             }
             Class::Pending(task) => {
                 self.note(event, &task, sent);
-                self.last_error = None;
                 let hint = task.retry_after();
-                match self.guard(&task, sent) {
+                match self.guard(task.phase(), sent, Observed::Task(&task)) {
                     Some(error) => Decision::Fail(error),
                     None => {
                         self.last_task = Some(Box::new(task));
-                        // An in-progress answer's Retry-After paces the next poll like an error's.
-                        match self.past_deadline(received, hint) {
-                            Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
-                            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
-                        }
+                        self.keep_polling(received, hint)
                     }
                 }
             }
@@ -384,17 +428,22 @@ impl Poller {
     /// Records a task observation on the event and the state, updating the
     /// queued and unknown streaks.
     fn note(&mut self, event: Option<&mut PollEvent>, task: &Task, sent: Duration) {
-        let phase = task.phase();
-        self.last_http_status = task.http_status();
         if let Some(event) = event {
-            event.phase = Some(phase);
-            event.changed = self.state.last_phase != Some(phase);
+            event.phase = Some(task.phase());
+            event.changed = self.state.last_phase != Some(task.phase());
             event.status = task.status().map(str::to_string);
             event.task = Some(task.clone());
         }
+        self.note_observation(task.phase(), task.status(), task.http_status(), sent);
+    }
+
+    /// Records what an observation said of the task on the state (phase,
+    /// status, the queued and unknown streaks) and its HTTP status.
+    fn note_observation(&mut self, phase: Phase, status: Option<&str>, http_status: u16, sent: Duration) {
+        self.last_http_status = http_status;
         self.state.last_phase = Some(phase);
-        if self.state.last_status.as_deref() != task.status() {
-            self.state.last_status = task.status().map(str::to_string);
+        if self.state.last_status.as_deref() != status {
+            self.state.last_status = status.map(str::to_string);
         }
         if phase == Phase::Queued {
             let since = *self.queued_since.get_or_insert(sent);
@@ -414,9 +463,10 @@ impl Poller {
         }
     }
 
-    /// The unknown-status policy and the pending-forever guard.
-    fn guard(&mut self, task: &Task, sent: Duration) -> Option<Error> {
-        if task.phase() == Phase::Unknown {
+    /// The unknown-status policy and the pending-forever guard (`observed`:
+    /// the task for the error, when one stops the wait).
+    fn guard(&mut self, phase: Phase, sent: Duration, observed: Observed<'_>) -> Option<Error> {
+        if phase == Phase::Unknown {
             let streak = self.state.unknown_count;
             let for_ = sent.saturating_sub(self.unknown_since.unwrap_or(sent));
             let stop = match self.unknown {
@@ -427,24 +477,29 @@ impl Poller {
             };
             if stop {
                 self.finish_plan(None);
-                return Some(Error::UnknownStatus(UnknownStatus {
-                    task: Box::new(task.clone()),
-                    state: Box::new(self.state.clone()),
-                }));
+                let task = Box::new(self.observed_task(observed));
+                return Some(Error::UnknownStatus(UnknownStatus { task, state: Box::new(self.state.clone()) }));
             }
         }
-        if task.phase() == Phase::Queued {
+        if phase == Phase::Queued {
             let queued_for = sent.saturating_sub(self.queued_since.unwrap_or(sent));
             if self.pending_budget.is_some_and(|budget| queued_for > budget) {
                 self.finish_plan(None);
                 return Some(Error::StillPending(StillPending {
                     queued_for,
-                    last: Box::new(task.clone()),
+                    last: Box::new(self.observed_task(observed)),
                     state: Box::new(self.state.clone()),
                 }));
             }
         }
         None
+    }
+
+    fn observed_task(&self, observed: Observed<'_>) -> Task {
+        match observed {
+            Observed::Task(task) => task.clone(),
+            Observed::Bare { phase, status, http_status } => self.bodiless_task(phase, status, http_status),
+        }
     }
 
     /// Plans the next poll after an answer at `received` (elapsed), with an
@@ -538,6 +593,18 @@ impl Poller {
     }
 }
 
+/// What an observation saw, for an error that stops the wait on it.
+#[derive(Clone, Copy)]
+enum Observed<'a> {
+    Task(&'a Task),
+    /// An in-progress batch item, read without its body.
+    Bare {
+        phase: Phase,
+        status: Option<&'a str>,
+        http_status: u16,
+    },
+}
+
 fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Arc<Policy>> {
     match &options.policy {
         Some(policy) => Ok(policy.clone()),
@@ -551,4 +618,72 @@ pub(crate) fn millis(d: Duration) -> u64 {
 
 fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    /// An in-progress answer given by its phase, status and HTTP status alone
+    /// decides and records what the same answer as a bodiless task does (the
+    /// waiter's batch items), through the pending-forever guard and the deadline.
+    #[test]
+    fn an_in_progress_answer_without_a_task_is_observed_as_the_task() {
+        let policy = Policy::builder()
+            .first_poll(Duration::ZERO)
+            .initial_delay(Duration::from_millis(700))
+            .factor(1.0)
+            .max_delay(Duration::from_millis(700))
+            .build()
+            .expect("policy");
+        let answers = [
+            (Phase::Queued, Some("pending")),
+            (Phase::Queued, Some("PENDING")),
+            (Phase::Running, Some("running")),
+            (Phase::Queued, None),
+            (Phase::Queued, Some("pending")),
+        ];
+        for budget in [None, Some(Duration::from_secs(2))] {
+            let clock = Arc::new(ManualClock::new());
+            let options = WaitOptions::new(Duration::from_secs(5))
+                .policy(policy.clone())
+                .pending_budget(budget)
+                .clock(clock.clone());
+            let task_ref: TaskRef = "deepomatic:42".parse().expect("ref");
+            let mut whole = Poller::new(task_ref.clone(), &options).expect("poller");
+            let mut bare = Poller::new(task_ref.clone(), &options).expect("poller");
+            assert_eq!(format!("{:?}", whole.start()), format!("{:?}", bare.start()));
+            let mut ended = false;
+            for (phase, status) in answers.iter().cycle().take(20) {
+                let sent = clock.now();
+                clock.advance(Duration::from_millis(40));
+                let received = clock.now();
+                let task =
+                    Task::new(task_ref.clone(), *phase, status.map(str::to_string), None, None, 202, Value::Null);
+                let by_task = whole.observe_quietly(sent, received, Ok(task));
+                whole.forget_last_task();
+                let by_parts = bare.observe_in_progress(sent, received, *phase, *status, 202);
+                assert_eq!(format!("{by_task:?}"), format!("{by_parts:?}"));
+                assert_eq!(whole.state(), bare.state());
+                match by_task {
+                    Decision::Poll { at, .. } => clock.advance(at.saturating_duration_since(clock.now())),
+                    Decision::Expire { at } => {
+                        clock.advance(at.saturating_duration_since(clock.now()));
+                        let now = clock.now();
+                        assert_eq!(format!("{:?}", whole.expire(now)), format!("{:?}", bare.expire(now)));
+                        ended = true;
+                        break;
+                    }
+                    Decision::Fail(error) => {
+                        assert!(budget.is_some() && error.is_still_pending(), "{error}");
+                        ended = true;
+                        break;
+                    }
+                    Decision::Done(_) => unreachable!("only in-progress answers"),
+                }
+            }
+            assert!(ended, "the wait ended by its guard or its deadline");
+        }
+    }
 }

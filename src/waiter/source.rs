@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::client::BatchItem;
+use crate::observe::{self, Seen};
 use crate::spec::BoxFuture;
 use crate::{Client, Result, Task, TaskRef};
 
@@ -12,9 +14,10 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// Reads one task; the whole read stays within `budget`.
     fn read_one(&self, task: TaskRef, budget: Duration) -> BoxFuture<'static, Result<Task>>;
 
-    /// Reads several tasks in one batch call; ids the answer does not
-    /// mention are absent from the map. Only called when [`Self::batch_size`] is `Some`.
-    fn read_many(&self, ids: Vec<String>, budget: Duration) -> BoxFuture<'static, Result<HashMap<String, Task>>>;
+    /// Reads several tasks in one batch call: what the answer says of
+    /// `ids[i]` at `[i]`, `None` where it does not mention the id (a repeated
+    /// id is answered at its first place). Only called when [`Self::batch_size`] is `Some`.
+    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>>;
 
     /// Ids per batch read, or `None` when the provider has no batch operation.
     fn batch_size(&self) -> Option<usize>;
@@ -48,17 +51,97 @@ impl Source for ClientSource {
         })
     }
 
-    fn read_many(&self, ids: Vec<String>, budget: Duration) -> BoxFuture<'static, Result<HashMap<String, Task>>> {
+    // Answers are matched to ids here, on the worker that read them, so the
+    // scheduler's single task takes each result by its place.
+    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
         let client = self.client.clone();
         let provider = self.provider;
         Box::pin(async move {
+            let ids = ids.to_vec();
             let configured = client.configured(provider)?;
-            // In-progress tasks come without their body: not even built.
-            client.read_batch(configured, ids, budget, true).await
+            let (spec, id_pointer) = (configured.spec, configured.spec.many.map_or("", |many| many.id));
+            let mut places = Places::new(&ids);
+            let mut seen: Vec<Option<Seen>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
+            client
+                .read_batch(configured, &ids, budget, |item, http_status| {
+                    let read = match item {
+                        BatchItem::InPlace(raw) => observe::batch_item(spec, id_pointer, http_status, raw),
+                        BatchItem::Built(body) => observe::item_task(spec, id_pointer, http_status, body)
+                            .map(|(id, task)| (id.into(), Seen::Task(Box::new(task)))),
+                    };
+                    if let Some((id, item)) = read
+                        && let Some(place) = places.of(&id)
+                    {
+                        seen[place] = Some(item);
+                    }
+                })
+                .await?;
+            Ok(seen)
         })
     }
 
     fn batch_size(&self) -> Option<usize> {
         self.batch_size
+    }
+}
+
+/// The ids of one batch read in one buffer: the scheduler's single task
+/// makes two allocations per read rather than one per id, and the read's
+/// worker makes the strings the request needs.
+#[derive(Debug, Default)]
+pub(crate) struct BatchIds {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl BatchIds {
+    pub(crate) fn with_capacity(ids: usize, bytes: usize) -> Self {
+        Self { text: String::with_capacity(bytes), ends: Vec::with_capacity(ids) }
+    }
+
+    pub(crate) fn push(&mut self, id: &str) {
+        self.text.push_str(id);
+        self.ends.push(self.text.len());
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(start, &end)| self.text.get(start..end).unwrap_or_default())
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+}
+
+/// Where each id of a batch read is: answers usually list the ids in the
+/// order asked, so the next place is tried first, and a map is built only
+/// when an answer strays from that order (or an id is asked twice).
+struct Places<'a> {
+    ids: &'a [String],
+    next: usize,
+    map: Option<HashMap<&'a str, usize>>,
+}
+
+impl<'a> Places<'a> {
+    fn new(ids: &'a [String]) -> Self {
+        let mut distinct = std::collections::HashSet::with_capacity(ids.len());
+        let map = if ids.iter().all(|id| distinct.insert(id.as_str())) { None } else { Some(Self::map(ids)) };
+        Self { ids, next: 0, map }
+    }
+
+    /// Each id's first place.
+    fn map(ids: &'a [String]) -> HashMap<&'a str, usize> {
+        ids.iter().enumerate().rev().map(|(place, id)| (id.as_str(), place)).collect()
+    }
+
+    /// The place of an answered id (a later answer for the same id takes the same place).
+    fn of(&mut self, id: &str) -> Option<usize> {
+        if self.map.is_none() && self.ids.get(self.next).is_some_and(|expected| expected == id) {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        let ids = self.ids;
+        self.map.get_or_insert_with(|| Self::map(ids)).get(id).copied()
     }
 }

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::scheduler::{Command, Entry, Finished, Scheduler};
-use super::source::Source;
+use super::source::{BatchIds, Source};
+use crate::observe::Seen;
 use crate::spec::{BoxFuture, ProviderSpec, RateSpec};
 use crate::wait::Poller;
 use crate::{Clock, Error, ManualClock, Phase, Policy, Result, Task, TaskRef, WaitOptions};
@@ -130,18 +131,14 @@ impl Source for Arc<Scripted> {
         self.answer(result)
     }
 
-    fn read_many(&self, ids: Vec<String>, _budget: Duration) -> BoxFuture<'static, Result<HashMap<String, Task>>> {
+    fn read_many(&self, ids: BatchIds, _budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+        let ids = ids.to_vec();
         let (at, failure) = self.record(ids.clone(), true);
         let result = match failure {
             Some(error) => Err(error),
-            None => Ok(ids
-                .into_iter()
-                .filter(|id| self.done_at.contains_key(id))
-                .map(|id| {
-                    let task = self.task(&id, at);
-                    (id, task)
-                })
-                .collect()),
+            None => {
+                Ok(ids.iter().map(|id| self.done_at.contains_key(id).then(|| Seen::of(self.task(id, at)))).collect())
+            }
         };
         self.answer(result)
     }
@@ -153,7 +150,9 @@ impl Source for Arc<Scripted> {
 
 struct Run {
     commands: mpsc::UnboundedSender<Command>,
-    finished: mpsc::UnboundedReceiver<Finished>,
+    finished: mpsc::UnboundedReceiver<Vec<Finished>>,
+    /// Outcomes received and not yet taken.
+    ready: std::collections::VecDeque<Finished>,
     next_key: u64,
 }
 
@@ -168,7 +167,7 @@ impl Run {
     ) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
         let (sender, finished) = mpsc::unbounded_channel();
-        let mut run = Run { commands, finished, next_key: 0 };
+        let mut run = Run { commands, finished, ready: Default::default(), next_key: 0 };
         for (id, options) in waits {
             run.add(source.spec.name, &id, &options);
         }
@@ -194,7 +193,10 @@ impl Run {
     }
 
     async fn next(&mut self) -> Finished {
-        self.finished.recv().await.expect("an outcome")
+        while self.ready.is_empty() {
+            self.ready.extend(self.finished.recv().await.expect("an outcome"));
+        }
+        self.ready.pop_front().expect("an outcome")
     }
 
     async fn collect(&mut self, n: usize) -> Vec<Finished> {
@@ -432,7 +434,7 @@ fn webhook_run(source: &Arc<Scripted>, clock: &Arc<dyn Clock>, hub: &crate::webh
     )
     .with_webhooks(Some((hub.clone(), hook)));
     tokio::spawn(scheduler.run());
-    Run { commands, finished, next_key: 0 }
+    Run { commands, finished, ready: Default::default(), next_key: 0 }
 }
 
 #[tokio::test]
