@@ -17,12 +17,14 @@
 //! runtime, on threads named `simulator`, so its CPU is left out: the figure
 //! is the client's CPU (user + system time of every other thread of the
 //! process, from `/proc/self/task/*/schedstat`, in nanoseconds) per read, and the
-//! ratio taskpoll / bare. Not a test: it asserts nothing. Goal (issue 12):
-//! ≤ 1.10×.
+//! ratio taskpoll / bare, over the whole run and per round (median and
+//! range; each side goes first every other round). Not a test: it asserts
+//! nothing. Goal (issue 12): ≤ 1.10×.
 //!
 //! Run with `cargo bench --bench read_overhead --all-features`.
 //! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`,
-//! `PROVIDERS=deepomatic,qolaba` (default: all).
+//! `PROVIDERS=deepomatic,qolaba` (default: all), `SIDE=taskpoll` or `SIDE=bare`
+//! (one side only, for a profiler: `valgrind --tool=callgrind`).
 
 #![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
@@ -116,8 +118,15 @@ fn main() -> BoxResult<()> {
     );
     println!();
     println!(
-        "  {:<12} {:>16} {:>16} {:>12} {:>16} {:>16}",
-        "provider", "taskpoll µs CPU", "bare µs CPU", "CPU ratio", "taskpoll µs wall", "bare µs wall"
+        "  {:<12} {:>16} {:>16} {:>12} {:>10} {:>11} {:>16} {:>16}",
+        "provider",
+        "taskpoll µs CPU",
+        "bare µs CPU",
+        "CPU ratio",
+        "median",
+        "rounds",
+        "taskpoll µs wall",
+        "bare µs wall"
     );
     let only = std::env::var("PROVIDERS").unwrap_or_default();
     for spec in providers().iter().filter(|spec| only.is_empty() || only.split(',').any(|name| name == spec.name())) {
@@ -142,40 +151,56 @@ fn main() -> BoxResult<()> {
             Ok::<_, Box<dyn StdError + Send + Sync>>(replay)
         })?;
         let (mut taskpoll, mut bare) = (Side::default(), Side::default());
-        for _ in 0..rounds {
+        let mut ratios = Vec::with_capacity(rounds);
+        // `SIDE=taskpoll` or `SIDE=bare`: one side only, to profile it (ratios are then meaningless).
+        let only_side = std::env::var("SIDE").ok();
+        for round in 0..rounds {
             sim.clear_requests();
-            let (cpu, t0) = (client_cpu_ns(), Instant::now());
-            runtime.block_on(async {
-                for _ in 0..per_round {
-                    client.get(&task).await?;
+            // Each side goes first every other round, so neither gains from its place.
+            let (mut t_ns, mut b_ns) = (0, 0);
+            for side in if round % 2 == 0 { [true, false] } else { [false, true] } {
+                if only_side.as_deref().is_some_and(|only| (only == "taskpoll") != side) {
+                    continue;
                 }
-                Ok::<_, taskpoll::Error>(())
-            })?;
-            taskpoll.wall += t0.elapsed();
-            taskpoll.cpu_ns += client_cpu_ns().saturating_sub(cpu);
-            taskpoll.reads += per_round;
-
-            let (cpu, t0) = (client_cpu_ns(), Instant::now());
-            runtime.block_on(async {
-                for _ in 0..per_round {
-                    replay.read(&http).await?;
+                let (cpu, t0) = (client_cpu_ns(), Instant::now());
+                if side {
+                    runtime.block_on(async {
+                        for _ in 0..per_round {
+                            client.get(&task).await?;
+                        }
+                        Ok::<_, taskpoll::Error>(())
+                    })?;
+                } else {
+                    runtime.block_on(async {
+                        for _ in 0..per_round {
+                            replay.read(&http).await?;
+                        }
+                        Ok::<_, Box<dyn StdError + Send + Sync>>(())
+                    })?;
                 }
-                Ok::<_, Box<dyn StdError + Send + Sync>>(())
-            })?;
-            bare.wall += t0.elapsed();
-            bare.cpu_ns += client_cpu_ns().saturating_sub(cpu);
-            bare.reads += per_round;
+                let (wall, ns) = (t0.elapsed(), client_cpu_ns().saturating_sub(cpu));
+                let measured = if side { &mut taskpoll } else { &mut bare };
+                measured.wall += wall;
+                measured.cpu_ns += ns;
+                measured.reads += per_round;
+                *(if side { &mut t_ns } else { &mut b_ns }) = ns;
+            }
+            ratios.push(t_ns as f64 / b_ns.max(1) as f64);
         }
+        ratios.sort_by(f64::total_cmp);
         sim.remove_task(&task);
         let cpu = |s: &Side| s.cpu_ns as f64 / 1e6;
         let wall = |s: &Side| s.wall.as_secs_f64() * 1e3;
         let (t_cpu, b_cpu) = (taskpoll.per_read_us(cpu), bare.per_read_us(cpu));
         println!(
-            "  {:<12} {:>16.1} {:>16.1} {:>11.2}x {:>16.1} {:>16.1}   goal ≤ 1.10x",
+            "  {:<12} {:>16.1} {:>16.1} {:>11.2}x {:>9.2}x {:>5.2}-{:.2}x {:>16.1} {:>16.1}",
             spec.name(),
             t_cpu,
             b_cpu,
             t_cpu / b_cpu.max(f64::MIN_POSITIVE),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1],
             taskpoll.per_read_us(wall),
             bare.per_read_us(wall),
         );
