@@ -252,15 +252,15 @@ impl Client {
     ) -> Result<()> {
         let spec = provider.spec;
         let Some(many) = spec.many else { return Ok(()) };
+        // Ids are copied only when one is repeated (the waiter's never are).
         let mut seen = HashSet::with_capacity(ids.len());
-        let repeated = !ids.iter().all(|id| seen.insert(id.as_str()));
         let unique: Vec<String>;
-        let ids = if repeated {
-            let mut seen = HashSet::with_capacity(ids.len());
+        let ids = if ids.iter().all(|id| seen.insert(id.as_str())) {
+            ids
+        } else {
+            seen.clear();
             unique = ids.iter().filter(|id| seen.insert(id.as_str())).cloned().collect();
             &unique
-        } else {
-            ids
         };
         // The call's own elapsed time, on tokio's timer like the timeouts it bounds.
         #[allow(clippy::disallowed_methods)]

@@ -5,13 +5,22 @@
 //!
 //! The descriptor types of [`crate::spec`] keep their fields to the crate
 //! (users read them through accessors), so no other crate can write them as
-//! struct literals; the `*Fields` twins re-exported here can be, and `build()` (a `const fn`) turns them into the real thing, so a
-//! provider generated in another crate is still a `static`.
+//! struct literals; the `*Fields` twins re-exported here can be, and
+//! `build()` (a `const fn`) turns them into the real thing, so a provider
+//! generated in another crate is still a `static`.
+
+use std::future::Future;
+use std::pin::Pin;
 
 pub use progenitor_client;
 pub use reqwest;
 pub use serde_json;
 
+pub use crate::spec::{
+    CredentialsUrlFields, ExampleFields, GetSpecFields, InputSpecFields, ManySpecFields, OperationSpecFields,
+    PolicySpecFields, ProviderSpecFields, RateSpecFields, RuleFields, SchemeFields, ServerVariableFields,
+    TaskShapeFields, WebhookSpecFields,
+};
 pub use crate::transport::{Answer, Ctx, Mode, exec, pre};
 
 /// What a provider's generated client needs to share a unified client's
@@ -20,15 +29,6 @@ pub fn generated_parts(client: &crate::Client, provider: &str) -> crate::Result<
     let p = client.configured(provider)?;
     Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
 }
-
-use std::future::Future;
-use std::pin::Pin;
-
-pub use crate::spec::{
-    CredentialsUrlFields, ExampleFields, GetSpecFields, InputSpecFields, ManySpecFields, OperationSpecFields,
-    PolicySpecFields, ProviderSpecFields, RateSpecFields, RuleFields, SchemeFields, ServerVariableFields,
-    TaskShapeFields, WebhookSpecFields,
-};
 
 /// The parts of a generated module that are the same for every provider:
 /// the `ClientHooks` impl (auth, user agent, timeout, body cap; see

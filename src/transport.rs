@@ -206,11 +206,18 @@ fn unsatisfied(ctx: &Ctx, operation_id: &str) -> Option<String> {
         return None;
     }
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
-    let has = |scheme: &str| credentials.iter().any(|held| held.scheme == scheme);
-    if alternatives.iter().any(|alt| alt.iter().all(|s| has(s))) {
-        return None;
+    match satisfied(alternatives, &credentials).next() {
+        Some(_) => None,
+        None => Some(needed(alternatives)),
     }
-    Some(needed(alternatives))
+}
+
+/// The alternatives the configured credentials satisfy, in the spec's order.
+fn satisfied<'a>(
+    alternatives: &'a [&'a [&'a str]],
+    credentials: &'a [Held],
+) -> impl Iterator<Item = &'a &'a [&'a str]> + 'a {
+    alternatives.iter().filter(|alt| alt.iter().all(|scheme| credentials.iter().any(|held| held.scheme == *scheme)))
 }
 
 /// The alternatives as text: `key + app_id or token`.
@@ -261,14 +268,12 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
         return Ok(());
     }
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
-    let has = |scheme: &str| credentials.iter().any(|held| held.scheme == scheme);
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
     // Ties go to the spec's order (its first alternative is the preferred one).
-    let chosen =
-        alternatives.iter().filter(|alt| alt.iter().all(|s| has(s))).fold(None::<&&[&str]>, |best, alt| match best {
-            Some(b) if b.len() >= alt.len() => Some(b),
-            _ => Some(alt),
-        });
+    let chosen = satisfied(alternatives, &credentials).fold(None::<&&[&str]>, |best, alt| match best {
+        Some(b) if b.len() >= alt.len() => Some(b),
+        _ => Some(alt),
+    });
     let Some(chosen) = chosen else {
         return Err(format!("no credentials for `{operation_id}` (needs {})", needed(alternatives)));
     };

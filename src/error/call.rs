@@ -4,6 +4,33 @@ use std::time::Duration;
 
 use super::{BoxError, TransportKind, seconds};
 
+/// The provider and the operation, which every error of a call names.
+macro_rules! call_accessors {
+    ($($error:ident),* $(,)?) => {$(
+        impl $error {
+            /// The provider.
+            pub fn provider(&self) -> &'static str {
+                self.provider
+            }
+            /// The operation (the spec's `operationId`).
+            pub fn operation(&self) -> &'static str {
+                self.operation
+            }
+        }
+    )*};
+}
+
+call_accessors!(
+    MissingCredentials,
+    InvalidRequest,
+    TransportError,
+    ApiError,
+    InvalidBody,
+    BodyTooLarge,
+    CrossOriginAnswer,
+    TaskIdMismatch,
+);
+
 /// No credential satisfies the operation's security; nothing was sent.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{provider}: no credentials for `{operation}` (needs {needed})")]
@@ -14,14 +41,6 @@ pub struct MissingCredentials {
 }
 
 impl MissingCredentials {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The scheme alternatives, e.g. `basicAuth or OAuth2`.
     pub fn needed(&self) -> &str {
         &self.needed
@@ -38,14 +57,6 @@ pub struct InvalidRequest {
 }
 
 impl InvalidRequest {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// What progenitor or reqwest refused.
     pub fn message(&self) -> &str {
         &self.message
@@ -66,14 +77,6 @@ pub struct TransportError {
 }
 
 impl TransportError {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// What kind of failure.
     pub fn kind(&self) -> TransportKind {
         self.kind
@@ -118,14 +121,6 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.status
@@ -160,14 +155,6 @@ pub struct InvalidBody {
 }
 
 impl InvalidBody {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.status
@@ -193,14 +180,6 @@ pub struct BodyTooLarge {
 }
 
 impl BodyTooLarge {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.status
@@ -224,14 +203,6 @@ pub struct CrossOriginAnswer {
 }
 
 impl CrossOriginAnswer {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The origin that answered (`scheme://host:port`).
     pub fn origin(&self) -> &str {
         &self.origin
@@ -250,14 +221,6 @@ pub struct TaskIdMismatch {
 }
 
 impl TaskIdMismatch {
-    /// The provider.
-    pub fn provider(&self) -> &'static str {
-        self.provider
-    }
-    /// The operation.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
     /// The id asked for (an excerpt).
     pub fn requested(&self) -> &str {
         &self.requested

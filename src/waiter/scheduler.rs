@@ -412,7 +412,7 @@ impl Scheduler {
     /// Marks a wait in flight and returns its request budget (the time left
     /// before its deadline); `None` if it is gone.
     fn take_off(&mut self, tag: Tag, now: Instant) -> Option<Duration> {
-        let entry = self.entries.get_mut(tag.1).filter(|entry| entry.key == tag.0)?;
+        let entry = at(&mut self.entries, tag)?;
         if let Some(due) = entry.due.take() {
             self.by_due.remove(&(due, tag.0, tag.1));
         }
