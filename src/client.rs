@@ -131,48 +131,18 @@ impl Client {
         if timeout.is_zero() {
             return Err(observe::no_time_left(provider.spec, &provider.ctx.base));
         }
-        let from_deadline = timeout < provider.request_timeout;
-        let inputs = task.inputs();
-        let read = |timeout: Duration| {
-            async move {
-                let (spec, ctx) = (provider.spec, &provider.ctx);
-                let call = async {
-                    transport::receive(ctx, spec.get.operation, provider.ops.get(task.id(), inputs).await).await
-                };
-                // One limit for the whole call: connection, request and the answer's body.
-                match tokio::time::timeout(timeout, call).await {
-                    Ok(received) => observe::single(spec, spec.get.operation, task, received, &ctx.base),
-                    Err(_) => Err(observe::timed_out(spec, spec.get.operation, &ctx.base, timeout, from_deadline)),
-                }
-            }
-        };
-        // The whole call, re-authentication included, stays within `timeout`.
-        // The call's own elapsed time, on tokio's timer like the timeouts it bounds.
+        // The whole call, re-authentication included, stays within `timeout`:
+        // the call's own elapsed time, on tokio's timer like the timeouts it
+        // bounds (taken only when a 401 can lead to a second read).
         #[allow(clippy::disallowed_methods)]
-        let started = tokio::time::Instant::now();
-        let left = || timeout.saturating_sub(started.elapsed());
-        let mut result = read(timeout).await;
-        if let (Err(e), Some((scheme, refresher))) = (&result, &provider.refresh)
+        let started = provider.refresh.as_ref().map(|_| tokio::time::Instant::now());
+        let mut result = read_once(provider, task, timeout).await;
+        if let (Err(e), Some(refresh), Some(started)) = (&result, &provider.refresh, started)
             && e.status() == Some(401)
         {
-            // One-shot re-authentication: one refresh, one retry.
-            match tokio::time::timeout(left(), (refresher.0)()).await {
-                // Refused when of the wrong kind or not sendable in a header (the reason says which).
-                Ok(Ok(credential)) => match transport::replace_credential(&provider.ctx, scheme, credential) {
-                    Ok(()) => {
-                        tracing::info!(provider = provider.spec.name, scheme, "credential refreshed after a 401");
-                        if !left().is_zero() {
-                            result = read(left()).await;
-                        }
-                    }
-                    Err(reason) => {
-                        tracing::warn!(provider = provider.spec.name, scheme, %reason, "refreshed credential cannot be sent")
-                    }
-                },
-                Ok(Err(message)) => {
-                    tracing::warn!(provider = provider.spec.name, scheme, %message, "credential refresh failed")
-                }
-                Err(_) => tracing::warn!(provider = provider.spec.name, scheme, "credential refresh timed out"),
+            // Boxed: rare, and a read's future need not make room for it.
+            if let Some(second) = Box::pin(reauthenticate(provider, refresh, task, timeout, started)).await {
+                result = second;
             }
         }
         match &result {
@@ -321,6 +291,60 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// One status read of `task`, the whole call (connection, request and the
+/// answer's body) within `timeout`.
+async fn read_once(provider: &Configured, task: &TaskRef, timeout: Duration) -> Result<Task> {
+    let (spec, ctx) = (provider.spec, &provider.ctx);
+    let call =
+        async { transport::receive(ctx, spec.get.operation, provider.ops.get(task.id(), task.inputs()).await).await };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(received) => observe::single(spec, spec.get.operation, task, received, &ctx.base),
+        Err(_) => {
+            let from_deadline = timeout < provider.request_timeout;
+            Err(observe::timed_out(spec, spec.get.operation, &ctx.base, timeout, from_deadline))
+        }
+    }
+}
+
+/// After a 401: one refresh of the credential, and one more read if it
+/// worked and time is left before `started + timeout`; `None` when there was
+/// no second read (the 401 stands).
+async fn reauthenticate(
+    provider: &Configured,
+    (scheme, refresher): &(&'static str, transport::Refresher),
+    task: &TaskRef,
+    timeout: Duration,
+    started: tokio::time::Instant,
+) -> Option<Result<Task>> {
+    let left = || timeout.saturating_sub(started.elapsed());
+    let name = provider.spec.name;
+    match tokio::time::timeout(left(), (refresher.0)()).await {
+        // Refused when of the wrong kind or not sendable in a header (the reason says which).
+        Ok(Ok(credential)) => match transport::replace_credential(&provider.ctx, scheme, credential) {
+            Ok(()) => {
+                tracing::info!(provider = name, scheme, "credential refreshed after a 401");
+                let left = left();
+                if left.is_zero() {
+                    return None;
+                }
+                Some(read_once(provider, task, left).await)
+            }
+            Err(reason) => {
+                tracing::warn!(provider = name, scheme, %reason, "refreshed credential cannot be sent");
+                None
+            }
+        },
+        Ok(Err(message)) => {
+            tracing::warn!(provider = name, scheme, %message, "credential refresh failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(provider = name, scheme, "credential refresh timed out");
+            None
+        }
     }
 }
 

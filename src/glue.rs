@@ -81,11 +81,15 @@ macro_rules! __generated_hooks {
                 .map_err($crate::__private::progenitor_client::Error::Custom)
             }
 
-            async fn exec(
+            // Not `async fn`: the request is sent when this is called, so the generated
+            // future does not keep a second copy of it (see `transport::exec`).
+            fn exec(
                 &self,
                 request: $crate::__private::reqwest::Request,
                 info: &$crate::__private::progenitor_client::OperationInfo,
-            ) -> $crate::__private::reqwest::Result<$crate::__private::reqwest::Response> {
+            ) -> impl ::core::future::Future<
+                Output = $crate::__private::reqwest::Result<$crate::__private::reqwest::Response>,
+            > {
                 $crate::__private::exec(
                     $crate::__private::progenitor_client::ClientInfo::client(self),
                     $crate::__private::progenitor_client::ClientInfo::inner(self),
@@ -93,7 +97,6 @@ macro_rules! __generated_hooks {
                     info.operation_id,
                     $crate::__private::Mode::$mode,
                 )
-                .await
             }
         }
     };

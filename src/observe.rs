@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::{
@@ -95,12 +95,12 @@ fn check_id(
     task_ref: &TaskRef,
     body: &Value,
 ) -> Result<(), Error> {
-    let answered = match spec.task.id.and_then(|pointer| at_pointer(body, pointer)) {
+    let answered: Cow<'_, str> = match spec.task.id.and_then(|pointer| at_pointer(body, pointer)) {
         // Absent, null or empty (Qolaba documents `task_id: ""`): the body names no task.
         None | Some(Value::Null) => return Ok(()),
         Some(Value::String(s)) if s.is_empty() => return Ok(()),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(other) => Cow::Owned(other.to_string()),
     };
     if answered == task_ref.id() {
         return Ok(());
@@ -131,7 +131,7 @@ pub(crate) fn answer(
         Received::TooLarge(status, limit) => {
             return Err(Error::BodyTooLarge(BodyTooLarge { provider: spec.name, operation, status, limit }));
         }
-        Received::Failed(failure) => failure,
+        Received::Failed(failure) => *failure,
     };
     Err(match failure {
         progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
@@ -296,10 +296,7 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    // Named once: looking a header up by `&str` parses the name every time.
-    static MILLISECONDS: [HeaderName; 2] =
-        [HeaderName::from_static("retry-after-ms"), HeaderName::from_static("x-ms-retry-after-ms")];
-    for name in &MILLISECONDS {
+    for name in &crate::transport::RETRY_AFTER_MS {
         if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
             && ms.is_finite()
             && ms >= 0.0

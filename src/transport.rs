@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use progenitor_client::{ByteStream, ResponseValue};
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::spec::{ProviderSpec, SchemeKind};
@@ -121,78 +121,124 @@ pub(crate) enum Received {
     OtherOrigin(String),
     /// No credentials satisfy the operation (the alternatives, as text).
     MissingCredentials(String),
-    /// No answer: the request failed or could not be built.
-    Failed(progenitor_client::Error<ByteStream>),
+    /// No answer: the request failed or could not be built (boxed: rare, and large).
+    Failed(Box<progenitor_client::Error<ByteStream>>),
 }
 
 /// Set by [`exec`] on the (empty) answer it hands back instead of one
-/// from another origin; removed from every real answer, so no server can set it.
+/// from another origin (its value: that origin).
 static OTHER_ORIGIN: HeaderName = HeaderName::from_static("x-taskpoll-other-origin");
+/// Set by [`exec`] on the (empty) answer it hands back instead of one whose
+/// `Content-Length` is over the cap.
+static TOO_LARGE: HeaderName = HeaderName::from_static("x-taskpoll-too-large");
+/// The millisecond variants of `Retry-After`, named once: looking a header up
+/// by `&str` parses the name every time.
+pub(crate) static RETRY_AFTER_MS: [HeaderName; 2] =
+    [HeaderName::from_static("retry-after-ms"), HeaderName::from_static("x-ms-retry-after-ms")];
+
+/// Whether classification reads this header of an answer (see [`keep_read_headers`]).
+fn is_read(name: &HeaderName) -> bool {
+    *name == RETRY_AFTER || *name == LOCATION || RETRY_AFTER_MS.iter().any(|ms| name == ms)
+}
+
+/// Leaves an answer-client answer with only the headers classification reads:
+/// progenitor copies the headers of every answer it wraps, and most answers
+/// then have none left to copy. A server's own `x-taskpoll-*` headers go too,
+/// so only [`exec`] can mark an answer.
+fn keep_read_headers(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_read) {
+        // Not `clear`, which keeps the table (and progenitor would copy it).
+        *headers = HeaderMap::new();
+        return;
+    }
+    // `into_iter` names a header once, before the first of its values.
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in std::mem::take(headers) {
+        if name.is_some() {
+            current = name;
+        }
+        if let Some(name) = current.as_ref().filter(|name| is_read(name)) {
+            headers.append(name.clone(), value);
+        }
+    }
+}
 
 /// Reads an answer-client call's answer: status, pacing hint and body up to
 /// `ctx.max_body_bytes`, with no copy of a body that arrives in one chunk.
-pub(crate) async fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> Received {
-    use futures_util::StreamExt as _;
-    let (meta, mut chunks) = match answer {
+///
+/// The answer is taken apart when this is called: the future holds only the
+/// body stream and what classification needs of the headers (every read's
+/// future holds this one, and a smaller one is cheaper to move).
+pub(crate) fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> impl Future<Output = Received> + Send + use<> {
+    let head = match answer {
         Ok(value) | Err(progenitor_client::Error::ErrorResponse(value)) => {
-            if let Some(origin) = value.headers().get(&OTHER_ORIGIN) {
-                return Received::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned());
+            let headers = value.headers();
+            if let Some(origin) = headers.get(&OTHER_ORIGIN) {
+                Err(Received::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned()))
+            } else if headers.contains_key(&TOO_LARGE) {
+                Err(Received::TooLarge(value.status().as_u16(), ctx.max_body_bytes))
+            } else {
+                Ok((Meta::of(value.status().as_u16(), headers, ctx), value.into_inner_stream()))
             }
-            (Meta::of(value.status().as_u16(), value.headers(), ctx), value.into_inner_stream())
         }
-        Err(progenitor_client::Error::Custom(message)) => {
-            return match unsatisfied(ctx, operation_id) {
-                Some(needed) => Received::MissingCredentials(needed),
-                None => Received::Failed(progenitor_client::Error::Custom(message)),
-            };
-        }
-        Err(other) => return Received::Failed(other),
+        Err(progenitor_client::Error::Custom(message)) => Err(match unsatisfied(ctx, operation_id) {
+            Some(needed) => Received::MissingCredentials(needed),
+            None => Received::Failed(Box::new(progenitor_client::Error::Custom(message))),
+        }),
+        Err(other) => Err(Received::Failed(Box::new(other))),
     };
     let limit = ctx.max_body_bytes;
-    if meta.too_large {
-        return Received::TooLarge(meta.status, limit);
-    }
-    // The first chunk is kept as it came; a second one starts a copy.
-    let mut first = Bytes::new();
-    let mut joined: Option<BytesMut> = None;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = match chunk {
-            Ok(chunk) => chunk,
-            Err(e) => return Received::Failed(progenitor_client::Error::ResponseBodyError(e)),
+    async move {
+        use futures_util::StreamExt as _;
+        let (meta, mut chunks) = match head {
+            Ok(head) => head,
+            Err(received) => return received,
         };
-        if joined.as_ref().map_or(first.len(), BytesMut::len) + chunk.len() > limit {
-            return Received::TooLarge(meta.status, limit);
-        }
-        match &mut joined {
-            Some(joined) => joined.extend_from_slice(&chunk),
-            None if first.is_empty() => first = chunk,
-            None => {
-                let mut copy = BytesMut::from(std::mem::take(&mut first));
-                copy.extend_from_slice(&chunk);
-                joined = Some(copy);
+        // The first chunk is kept as it came; a second one starts a copy.
+        let mut first = Bytes::new();
+        let mut joined: Option<BytesMut> = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => return Received::Failed(Box::new(progenitor_client::Error::ResponseBodyError(e))),
+            };
+            if joined.as_ref().map_or(first.len(), BytesMut::len) + chunk.len() > limit {
+                return Received::TooLarge(meta.status, limit);
+            }
+            match &mut joined {
+                Some(joined) => joined.extend_from_slice(&chunk),
+                None if first.is_empty() => first = chunk,
+                None => {
+                    let mut copy = BytesMut::from(std::mem::take(&mut first));
+                    copy.extend_from_slice(&chunk);
+                    joined = Some(copy);
+                }
             }
         }
+        let body = joined.map_or(first, BytesMut::freeze);
+        Received::Answer(RawResponse {
+            status: meta.status,
+            body,
+            retry_after: meta.retry_after,
+            redirect: meta.redirect,
+        })
     }
-    let body = joined.map_or(first, BytesMut::freeze);
-    Received::Answer(RawResponse { status: meta.status, body, retry_after: meta.retry_after, redirect: meta.redirect })
 }
 
 /// What classification needs of an answer's status line and headers (so the
 /// headers themselves are neither cloned nor kept).
 struct Meta {
     status: u16,
-    too_large: bool,
     retry_after: Option<Duration>,
     redirect: Option<String>,
 }
 
 impl Meta {
     fn of(status: u16, headers: &HeaderMap, ctx: &Ctx) -> Self {
-        let length = headers.get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         Meta {
             status,
-            too_large: length.is_some_and(|len| len > ctx.max_body_bytes as u64),
-            retry_after: crate::observe::retry_after(headers, ctx.clock.wall()),
+            // Most answers have no header left (see `keep_read_headers`): nothing to look up.
+            retry_after: if headers.is_empty() { None } else { crate::observe::retry_after(headers, ctx.clock.wall()) },
             redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
         }
     }
@@ -250,11 +296,37 @@ pub enum Mode {
 
 /// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
 pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: Mode) -> Result<(), String> {
+    let alternatives = alternatives(ctx, operation_id);
+    let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
+    // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
+    // Ties go to the spec's order (its first alternative is the preferred one).
+    let chosen: &[&str] = if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
+        &[]
+    } else {
+        match satisfied(alternatives, &credentials).reduce(|best, alt| if best.len() >= alt.len() { best } else { alt })
+        {
+            Some(chosen) => chosen,
+            None => return Err(format!("no credentials for `{operation_id}` (needs {})", needed(alternatives))),
+        }
+    };
     let headers = request.headers_mut();
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
     static API_VERSION: HeaderName = HeaderName::from_static("api-version");
-    headers.remove(&API_VERSION);
+    if headers.len() == 1 {
+        // Its only header (no header parameters, no body): no need to look it up.
+        headers.clear();
+    } else {
+        headers.remove(&API_VERSION);
+    }
+    // Room for what follows, made once.
+    headers.reserve(2 + chosen.len());
     headers.insert(USER_AGENT, ctx.user_agent.clone());
+    for scheme in chosen {
+        if let Some(held) = credentials.iter().find(|held| held.scheme == *scheme) {
+            let (name, value) = &held.header;
+            headers.insert(name.clone(), value.clone());
+        }
+    }
     match mode {
         // The same request as the typed client's (progenitor sends no Accept for raw bodies). The
         // unified layer bounds the whole call, answer body included, with the time it has left.
@@ -262,26 +334,6 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
             headers.entry(ACCEPT).or_insert(HeaderValue::from_static("application/json"));
         }
         Mode::Typed => *request.timeout_mut() = Some(ctx.request_timeout),
-    }
-    let alternatives = alternatives(ctx, operation_id);
-    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
-        return Ok(());
-    }
-    let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
-    // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
-    // Ties go to the spec's order (its first alternative is the preferred one).
-    let chosen = satisfied(alternatives, &credentials).fold(None::<&&[&str]>, |best, alt| match best {
-        Some(b) if b.len() >= alt.len() => Some(b),
-        _ => Some(alt),
-    });
-    let Some(chosen) = chosen else {
-        return Err(format!("no credentials for `{operation_id}` (needs {})", needed(alternatives)));
-    };
-    for scheme in chosen.iter() {
-        if let Some(held) = credentials.iter().find(|held| held.scheme == *scheme) {
-            let (name, value) = &held.header;
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
     }
     Ok(())
 }
@@ -309,49 +361,81 @@ fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, 
 /// `ClientHooks::exec`: send; refuse an answer from another origin; for the
 /// typed client, read the body up to the cap (the unified layer reads the
 /// answer client's bodies itself, see `receive`).
-pub async fn exec(
+///
+/// The request is handed to reqwest when this is called, so the future keeps
+/// reqwest's small handle rather than the request: every read's future
+/// holds this one, and a smaller one is cheaper to move.
+pub fn exec<'a>(
     http: &reqwest::Client,
-    ctx: &Ctx,
+    ctx: &'a Ctx,
     request: reqwest::Request,
-    operation_id: &str,
+    operation_id: &'a str,
     mode: Mode,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> + Send + 'a {
+    // What the debug lines say, taken only when they are written.
+    let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), ctx.clock.now()));
+    let sent = http.execute(request);
+    async move {
+        // In a block, so that nothing of the answer is kept across the typed client's await.
+        let typed = {
+            let result = sent.await;
+            // Headers are never logged: they carry the credentials.
+            if let Some((method, started)) = logged {
+                match &result {
+                    Ok(response) => tracing::debug!(
+                        provider = ctx.provider.name,
+                        operation = operation_id,
+                        %method,
+                        status = response.status().as_u16(),
+                        elapsed_ms = ctx.clock.now().saturating_duration_since(started).as_millis() as u64,
+                        "response"
+                    ),
+                    Err(e) => {
+                        tracing::debug!(provider = ctx.provider.name, operation = operation_id, %method, error = %e, "request failed")
+                    }
+                }
+            }
+            let mut response = result?;
+            let (status, version) = (response.status(), response.version());
+            // A caller-supplied client may follow redirects: never take another origin's answer.
+            if !same_origin(response.url(), &ctx.base) {
+                let origin = response.url().origin().ascii_serialization();
+                tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&origin) {
+                    headers.insert(OTHER_ORIGIN.clone(), value);
+                }
+                return Ok(rebuild(status, version, headers, Bytes::new()));
+            }
+            let too_large = response.content_length().is_some_and(|len| len > ctx.max_body_bytes as u64);
+            match mode {
+                Mode::Answer if too_large => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(TOO_LARGE.clone(), HeaderValue::from_static("1"));
+                    return Ok(rebuild(status, version, headers, Bytes::new()));
+                }
+                Mode::Answer => {
+                    keep_read_headers(response.headers_mut());
+                    return Ok(response);
+                }
+                // Boxed: the answer client's reads, the many, need no room for it.
+                Mode::Typed => Box::pin(read_capped(response, ctx.max_body_bytes, too_large)),
+            }
+        };
+        typed.await
+    }
+}
+
+/// A typed-client answer with its body read up to `limit` bytes (an empty
+/// body in its place when it is over).
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    too_large: bool,
 ) -> reqwest::Result<reqwest::Response> {
-    let method = request.method().clone();
-    let started = ctx.clock.now();
-    // Headers are never logged: they carry the credentials.
-    let mut response = match http.execute(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::debug!(provider = ctx.provider.name, operation = operation_id, %method, error = %e, "request failed");
-            return Err(e);
-        }
-    };
-    tracing::debug!(
-        provider = ctx.provider.name,
-        operation = operation_id,
-        %method,
-        status = response.status().as_u16(),
-        elapsed_ms = ctx.clock.now().saturating_duration_since(started).as_millis() as u64,
-        "response"
-    );
     let (status, version) = (response.status(), response.version());
-    // A caller-supplied client may follow redirects: never take another origin's answer.
-    if !same_origin(response.url(), &ctx.base) {
-        let origin = response.url().origin().ascii_serialization();
-        tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
-        let mut headers = HeaderMap::new();
-        if let Ok(value) = HeaderValue::from_str(&origin) {
-            headers.insert(OTHER_ORIGIN.clone(), value);
-        }
-        return Ok(rebuild(status, version, headers, Bytes::new()));
-    }
-    response.headers_mut().remove(&OTHER_ORIGIN);
-    if mode == Mode::Answer {
-        return Ok(response);
-    }
-    let limit = ctx.max_body_bytes;
     let headers = std::mem::take(response.headers_mut());
-    if response.content_length().is_some_and(|len| len > limit as u64) {
+    if too_large {
         return Ok(rebuild(status, version, headers, Bytes::new()));
     }
     let mut body = BytesMut::new();
@@ -371,7 +455,7 @@ fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
 
 /// Where a redirect points, as an origin only (no path, query or userinfo).
 fn redirect_target(request_url: &reqwest::Url, headers: &HeaderMap) -> String {
-    let location = headers.get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok());
+    let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
     match location.map(|l| request_url.join(l)) {
         Some(Ok(target)) if target.origin() == request_url.origin() => "the same origin".to_string(),
         Some(Ok(target)) => target.origin().ascii_serialization(),

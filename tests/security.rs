@@ -113,10 +113,12 @@ async fn a_caller_supplied_client_that_follows_redirects_gets_no_foreign_answer(
 
 #[tokio::test]
 async fn a_server_cannot_make_its_own_answer_look_foreign() {
-    // The hooks mark an answer from another origin with this header; a server sending it is ignored.
+    // The hooks mark an answer from another origin, or one over the size cap, with these headers;
+    // a server sending them is ignored.
     let server = answering(
         ResponseTemplate::new(200)
             .insert_header("x-taskpoll-other-origin", "http://elsewhere.example")
+            .insert_header("x-taskpoll-too-large", "1")
             .set_body_json(json!({"id": "1", "status": "success", "data": {}})),
     )
     .await;

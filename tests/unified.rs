@@ -68,6 +68,31 @@ async fn rate_limit_carries_retry_after_in_seconds() {
     assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
 }
 
+/// The answer client keeps only the headers classification reads: the pacing
+/// hint of an in-progress answer, in any of its spellings, survives next to
+/// headers it drops.
+#[tokio::test]
+async fn an_in_progress_answer_keeps_its_pacing_hint() {
+    for (name, value, expected) in
+        [("Retry-After", "4", Duration::from_secs(4)), ("x-ms-retry-after-ms", "1500", Duration::from_millis(1500))]
+    {
+        let server = MockServer::start().await;
+        let running = ResponseTemplate::new(200)
+            .insert_header("x-request-id", "abc")
+            .insert_header(name, value)
+            .insert_header("cache-control", "no-store")
+            .set_body_json(json!({"id": "1", "status": "pending"}));
+        answer(&server, running).await;
+        let read = deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap();
+        assert_eq!(read.phase(), Phase::Queued, "{name}");
+        assert_eq!(read.retry_after(), Some(expected), "{name}");
+    }
+    // And an answer without one has none.
+    let server = MockServer::start().await;
+    answer(&server, ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "pending"}))).await;
+    assert_eq!(deepomatic(&server).get(&task("deepomatic", "1")).await.unwrap().retry_after(), None);
+}
+
 #[tokio::test]
 async fn rate_limit_carries_retry_after_as_http_date() {
     let server = MockServer::start().await;
