@@ -7,10 +7,13 @@
 //!
 //! - **taskpoll**: `Client::get` (the generated operation, the hooks, the
 //!   classification into a `Task`);
-//! - **bare**: the same request (method, path, query, body and credentials,
-//!   replayed from what the simulator recorded of a taskpoll read) sent with
-//!   a plain `reqwest::Client`, the body read and parsed into a
-//!   `serde_json::Value`, and its status read at the spec's pointer.
+//! - **bare**: the same request (method, path, query, body, credentials and
+//!   the `User-Agent` and `Accept` headers, taken from what the simulator
+//!   recorded of a taskpoll read) sent with a
+//!   plain `reqwest::Client`, the body read and parsed into a
+//!   `serde_json::Value`, and its status read at the spec's pointer. Each
+//!   read builds what any client builds per task: its URL (`format!`, as the
+//!   id goes in it) and its JSON body (serialised); nothing else is redone.
 //!
 //! Both sides read sequentially on one current-thread runtime in the main
 //! thread, over one kept-alive connection. The simulator runs on its own
@@ -21,8 +24,12 @@
 //! range; each side goes first every other round). Not a test: it asserts
 //! nothing. Goal (issue 12): ≤ 1.10×.
 //!
+//! Rounds are short (100 reads per side by default), so that both sides see
+//! the same machine: on a shared VM the speed of a read drifts by 2x within
+//! seconds, and long rounds turn that drift into a ratio.
+//!
 //! Run with `cargo bench --bench read_overhead --all-features`.
-//! Environment: `READS=20000` (reads per side and provider), `ROUNDS=10`,
+//! Environment: `READS=20000` (reads per side and provider), `ROUNDS=200`,
 //! `PROVIDERS=deepomatic,qolaba` (default: all), `SIDE=taskpoll` or `SIDE=bare`
 //! (one side only, for a profiler: `valgrind --tool=callgrind`).
 
@@ -63,20 +70,23 @@ fn client_cpu_ns() -> u64 {
 /// A request as the simulator recorded it, ready to be sent again bare.
 struct Replay {
     method: reqwest::Method,
-    url: String,
+    base: String,
+    path: String,
+    query: String,
     headers: Vec<(String, String)>,
-    body: Option<String>,
+    body: Option<Value>,
     status_pointer: &'static str,
 }
 
 impl Replay {
     async fn read(&self, http: &reqwest::Client) -> BoxResult<bool> {
-        let mut request = http.request(self.method.clone(), &self.url);
+        let url = format!("{}{}{}", self.base, self.path, self.query);
+        let mut request = http.request(self.method.clone(), url);
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         if let Some(body) = &self.body {
-            request = request.header("content-type", "application/json").body(body.clone());
+            request = request.json(body);
         }
         let answer = request.send().await?;
         let ok = answer.status().is_success();
@@ -101,7 +111,7 @@ impl Side {
 
 fn main() -> BoxResult<()> {
     let reads = env_usize("READS", 20_000);
-    let rounds = env_usize("ROUNDS", 10).max(1);
+    let rounds = env_usize("ROUNDS", 200).max(1);
     let per_round = reads.div_ceil(rounds);
 
     let server = tokio::runtime::Builder::new_multi_thread()
@@ -138,11 +148,24 @@ fn main() -> BoxResult<()> {
             client.get(&task).await?;
             let recorded = sim.requests_for(&task).pop().ok_or("the simulator recorded no request")?;
             let query = recorded.query.as_deref().map_or(String::new(), |q| format!("?{q}"));
+            let body = (!recorded.body.is_empty()).then(|| serde_json::from_str(&recorded.body)).transpose()?;
             let replay = Replay {
                 method: recorded.method.parse()?,
-                url: format!("{}{}{query}", sim.url(), recorded.path),
-                headers: sim.auth_headers(spec.name(), recorded.operation.unwrap_or(spec.get().operation())),
-                body: (!recorded.body.is_empty()).then(|| recorded.body.clone()),
+                base: sim.url(),
+                path: recorded.path.clone(),
+                query,
+                headers: sim
+                    .auth_headers(spec.name(), recorded.operation.unwrap_or(spec.get().operation()))
+                    .into_iter()
+                    .chain(
+                        recorded
+                            .headers
+                            .iter()
+                            .filter(|(name, _)| ["user-agent", "accept"].contains(&name.as_str()))
+                            .cloned(),
+                    )
+                    .collect(),
+                body,
                 status_pointer: spec.task().status(),
             };
             if !replay.read(&http).await? {

@@ -105,12 +105,17 @@ fn check_id(
     if answered == task_ref.id() {
         return Ok(());
     }
-    Err(Error::TaskIdMismatch(TaskIdMismatch {
+    Err(id_mismatch(spec, operation, task_ref, &answered))
+}
+
+#[cold]
+fn id_mismatch(spec: &'static ProviderSpec, operation: &'static str, task_ref: &TaskRef, answered: &str) -> Error {
+    Error::TaskIdMismatch(TaskIdMismatch {
         provider: spec.name,
         operation,
         requested: excerpt(task_ref.id(), 80),
-        answered: excerpt(&answered, 80),
-    }))
+        answered: excerpt(answered, 80),
+    })
 }
 
 /// The raw answer of a call, or the error that prevented one.
@@ -120,20 +125,30 @@ pub(crate) fn answer(
     received: Received,
     base: &reqwest::Url,
 ) -> Result<RawResponse, Error> {
+    match received {
+        Received::Answer(raw) => Ok(raw),
+        other => Err(no_answer(spec, operation, other, base)),
+    }
+}
+
+/// Why a call brought no answer to classify. Cold, like every error
+/// constructor here: kept out of the way of the code every read runs.
+#[cold]
+fn no_answer(spec: &'static ProviderSpec, operation: &'static str, received: Received, base: &reqwest::Url) -> Error {
     let failure = match received {
-        Received::Answer(raw) => return Ok(raw),
+        Received::Answer(raw) => return api_error(spec, operation, &raw, None),
         Received::MissingCredentials(needed) => {
-            return Err(Error::MissingCredentials(MissingCredentials { provider: spec.name, operation, needed }));
+            return Error::MissingCredentials(MissingCredentials { provider: spec.name, operation, needed });
         }
         Received::OtherOrigin(origin) => {
-            return Err(Error::CrossOriginAnswer(CrossOriginAnswer { provider: spec.name, operation, origin }));
+            return Error::CrossOriginAnswer(CrossOriginAnswer { provider: spec.name, operation, origin });
         }
         Received::TooLarge(status, limit) => {
-            return Err(Error::BodyTooLarge(BodyTooLarge { provider: spec.name, operation, status, limit }));
+            return Error::BodyTooLarge(BodyTooLarge { provider: spec.name, operation, status, limit });
         }
         Received::Failed(failure) => *failure,
     };
-    Err(match failure {
+    match failure {
         progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
             // The unified layer's own limit is applied around the call (see `timed_out`); a
             // timeout here is one of a caller-supplied HTTP client.
@@ -153,11 +168,12 @@ pub(crate) fn answer(
             Error::InvalidRequest(InvalidRequest { provider: spec.name, operation, message })
         }
         other => Error::InvalidRequest(InvalidRequest { provider: spec.name, operation, message: other.to_string() }),
-    })
+    }
 }
 
 /// The error of a call cut off by its time limit (`from_deadline`: the limit
 /// was the wait's remaining budget, shorter than the request timeout).
+#[cold]
 pub(crate) fn timed_out(
     spec: &'static ProviderSpec,
     operation: &'static str,
@@ -216,6 +232,7 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
 }
 
 /// The error of a read that had no time left to send its request.
+#[cold]
 pub(crate) fn no_time_left(spec: &'static ProviderSpec, base: &reqwest::Url) -> Error {
     let host = crate::transport::host_of(base);
     Error::Transport(TransportError {
@@ -256,6 +273,7 @@ pub(crate) fn task_body(
     Err(api_error(spec, operation, raw, parsed.as_ref()))
 }
 
+#[cold]
 fn invalid_body(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, reason: &str) -> Error {
     Error::InvalidBody(InvalidBody {
         provider: spec.name,
@@ -266,6 +284,7 @@ fn invalid_body(spec: &'static ProviderSpec, operation: &'static str, raw: &RawR
     })
 }
 
+#[cold]
 fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResponse, parsed: Option<&Value>) -> Error {
     Error::Api(ApiError {
         provider: spec.name,
@@ -449,12 +468,7 @@ pub(crate) fn batch_item<'a>(
     if !matches!(phase, Phase::Queued | Phase::Running) {
         return whole();
     }
-    // A status spelt as the spec spells it needs no copy of its own.
-    let status = status.map(|status| match spec.phases.iter().find(|(known, _)| *known == status) {
-        Some((known, _)) => Cow::Borrowed(*known),
-        None => Cow::Owned(status.into_owned()),
-    });
-    Some((id, Seen::InProgress { phase, status, http_status }))
+    Some((id, Seen::InProgress { phase, status: status.map(|status| spelt_as_in(spec, status)), http_status }))
 }
 
 /// One item of a batch answer, built whole: its id (at `id_pointer`) and its
@@ -470,10 +484,23 @@ pub(crate) fn item_task(
     Some((id, task_from_body(spec, task_ref, http_status, body)))
 }
 
+/// A status spelt as the spec spells it needs no copy of its own.
+fn spelt_as_in(spec: &'static ProviderSpec, status: Cow<'_, str>) -> Cow<'static, str> {
+    match spec.phases.iter().find(|(known, _)| *known == status) {
+        Some((known, _)) => Cow::Borrowed(*known),
+        None => Cow::Owned(status.into_owned()),
+    }
+}
+
 /// Maps a task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = scalar_text(at_pointer(&body, spec.task.status));
+    let status = match at_pointer(&body, spec.task.status) {
+        Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+        _ => None,
+    };
     let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| at_pointer(&body, pointer));
+    let status = status.map(|status| spelt_as_in(spec, status));
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
             .and_then(|p| text_at(&body, p))

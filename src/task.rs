@@ -1,5 +1,6 @@
 //! The unified task model: [`Phase`], [`TaskRef`] and [`Task`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -331,7 +332,8 @@ impl FromStr for TaskRef {
 pub struct Task {
     task_ref: TaskRef,
     phase: Phase,
-    status: Option<String>,
+    /// Borrowed from the spec when spelt as the spec spells it (no copy per read).
+    status: Option<Cow<'static, str>>,
     error: Option<String>,
     result: TaskResult,
     http_status: u16,
@@ -443,7 +445,7 @@ impl<'de> Deserialize<'de> for Task {
         Ok(Task {
             task_ref: read.task_ref,
             phase: read.phase,
-            status: read.status,
+            status: read.status.map(Cow::Owned),
             error: read.error,
             result: TaskResult::Owned(read.result.filter(|v| !v.is_null())),
             http_status: read.http_status,
@@ -501,7 +503,7 @@ impl Task {
     pub(crate) fn new(
         task_ref: TaskRef,
         phase: Phase,
-        status: Option<String>,
+        status: Option<Cow<'static, str>>,
         error: Option<String>,
         result_at: Option<&'static str>,
         http_status: u16,

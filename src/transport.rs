@@ -331,7 +331,7 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
         // The same request as the typed client's (progenitor sends no Accept for raw bodies). The
         // unified layer bounds the whole call, answer body included, with the time it has left.
         Mode::Answer => {
-            headers.entry(ACCEPT).or_insert(HeaderValue::from_static("application/json"));
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         }
         Mode::Typed => *request.timeout_mut() = Some(ctx.request_timeout),
     }
@@ -399,20 +399,12 @@ pub fn exec<'a>(
             let (status, version) = (response.status(), response.version());
             // A caller-supplied client may follow redirects: never take another origin's answer.
             if !same_origin(response.url(), &ctx.base) {
-                let origin = response.url().origin().ascii_serialization();
-                tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
-                let mut headers = HeaderMap::new();
-                if let Ok(value) = HeaderValue::from_str(&origin) {
-                    headers.insert(OTHER_ORIGIN.clone(), value);
-                }
-                return Ok(rebuild(status, version, headers, Bytes::new()));
+                return Ok(other_origin(ctx, operation_id, &response));
             }
             let too_large = response.content_length().is_some_and(|len| len > ctx.max_body_bytes as u64);
             match mode {
                 Mode::Answer if too_large => {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(TOO_LARGE.clone(), HeaderValue::from_static("1"));
-                    return Ok(rebuild(status, version, headers, Bytes::new()));
+                    return Ok(marked(status, version, &TOO_LARGE, HeaderValue::from_static("1")));
                 }
                 Mode::Answer => {
                     keep_read_headers(response.headers_mut());
@@ -424,6 +416,28 @@ pub fn exec<'a>(
         };
         typed.await
     }
+}
+
+/// The empty answer handed back instead of one from another origin, marked with that origin.
+#[cold]
+fn other_origin(ctx: &Ctx, operation_id: &str, response: &reqwest::Response) -> reqwest::Response {
+    let origin = response.url().origin().ascii_serialization();
+    tracing::warn!(provider = ctx.provider.name, operation = operation_id, %origin, "answer from another origin refused");
+    let value = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("an origin that is no header value"));
+    marked(response.status(), response.version(), &OTHER_ORIGIN, value)
+}
+
+/// An empty answer whose only header is one of `exec`'s marks.
+#[cold]
+fn marked(
+    status: reqwest::StatusCode,
+    version: reqwest::Version,
+    mark: &HeaderName,
+    value: HeaderValue,
+) -> reqwest::Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(mark.clone(), value);
+    rebuild(status, version, headers, Bytes::new())
 }
 
 /// A typed-client answer with its body read up to `limit` bytes (an empty

@@ -227,7 +227,7 @@ impl Poller {
 
     /// An observation of this wait's task without a body.
     fn bodiless_task(&self, phase: Phase, status: Option<&str>, http_status: u16) -> Task {
-        let status = status.map(str::to_string);
+        let status = status.map(|status| status.to_string().into());
         Task::new(self.state.task_ref.clone(), phase, status, None, None, http_status, Value::Null)
     }
 
@@ -659,8 +659,7 @@ mod tests {
                 let sent = clock.now();
                 clock.advance(Duration::from_millis(40));
                 let received = clock.now();
-                let task =
-                    Task::new(task_ref.clone(), *phase, status.map(str::to_string), None, None, 202, Value::Null);
+                let task = Task::new(task_ref.clone(), *phase, status.map(Into::into), None, None, 202, Value::Null);
                 let by_task = whole.observe_quietly(sent, received, Ok(task));
                 whole.forget_last_task();
                 let by_parts = bare.observe_in_progress(sent, received, *phase, *status, 202);

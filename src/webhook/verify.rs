@@ -183,5 +183,5 @@ fn task_of(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> O
     } else {
         None
     };
-    Some(Task::new(task_ref, phase, status, error, hook.result, 200, payload).delivered_by_webhook())
+    Some(Task::new(task_ref, phase, status.map(Into::into), error, hook.result, 200, payload).delivered_by_webhook())
 }
