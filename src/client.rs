@@ -136,12 +136,15 @@ impl Client {
         // bounds (taken only when a 401 can lead to a second read).
         #[allow(clippy::disallowed_methods)]
         let started = provider.refresh.as_ref().map(|_| tokio::time::Instant::now());
-        let mut result = read_once(provider, task, timeout).await;
+        // Whether the limit is the wait's remaining budget rather than the request timeout.
+        let from_deadline = timeout < provider.request_timeout;
+        let mut result = read_once(provider, task, timeout, from_deadline).await;
         if let (Err(e), Some(refresh), Some(started)) = (&result, &provider.refresh, started)
             && e.status() == Some(401)
         {
             // Boxed: rare, and a read's future need not make room for it.
-            if let Some(second) = Box::pin(reauthenticate(provider, refresh, task, timeout, started)).await {
+            let again = reauthenticate(provider, refresh, task, (started, timeout), from_deadline);
+            if let Some(second) = Box::pin(again).await {
                 result = second;
             }
         }
@@ -295,17 +298,15 @@ impl Client {
 }
 
 /// One status read of `task`, the whole call (connection, request and the
-/// answer's body) within `timeout`.
-async fn read_once(provider: &Configured, task: &TaskRef, timeout: Duration) -> Result<Task> {
+/// answer's body) within `timeout` (`from_deadline`: a wait's budget, which
+/// the error on timing out says).
+async fn read_once(provider: &Configured, task: &TaskRef, timeout: Duration, from_deadline: bool) -> Result<Task> {
     let (spec, ctx) = (provider.spec, &provider.ctx);
     let call =
         async { transport::receive(ctx, spec.get.operation, provider.ops.get(task.id(), task.inputs()).await).await };
     match tokio::time::timeout(timeout, call).await {
         Ok(received) => observe::single(spec, spec.get.operation, task, received, &ctx.base),
-        Err(_) => {
-            let from_deadline = timeout < provider.request_timeout;
-            Err(observe::timed_out(spec, spec.get.operation, &ctx.base, timeout, from_deadline))
-        }
+        Err(_) => Err(observe::timed_out(spec, spec.get.operation, &ctx.base, timeout, from_deadline)),
     }
 }
 
@@ -316,8 +317,8 @@ async fn reauthenticate(
     provider: &Configured,
     (scheme, refresher): &(&'static str, transport::Refresher),
     task: &TaskRef,
-    timeout: Duration,
-    started: tokio::time::Instant,
+    (started, timeout): (tokio::time::Instant, Duration),
+    from_deadline: bool,
 ) -> Option<Result<Task>> {
     let left = || timeout.saturating_sub(started.elapsed());
     let name = provider.spec.name;
@@ -330,7 +331,7 @@ async fn reauthenticate(
                 if left.is_zero() {
                     return None;
                 }
-                Some(read_once(provider, task, left).await)
+                Some(read_once(provider, task, left, from_deadline).await)
             }
             Err(reason) => {
                 tracing::warn!(provider = name, scheme, %reason, "refreshed credential cannot be sent");

@@ -136,6 +136,7 @@ pub(crate) fn answer(
 #[cold]
 fn no_answer(spec: &'static ProviderSpec, operation: &'static str, received: Received, base: &reqwest::Url) -> Error {
     let failure = match received {
+        // Not reached: `answer` passes answers on.
         Received::Answer(raw) => return api_error(spec, operation, &raw, None),
         Received::MissingCredentials(needed) => {
             return Error::MissingCredentials(MissingCredentials { provider: spec.name, operation, needed });
