@@ -148,11 +148,8 @@ impl Client {
                 result = second;
             }
         }
-        match &result {
-            Ok(t) => {
-                tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task")
-            }
-            Err(e) => tracing::debug!(task = %task, error = %e, "read failed"),
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            log_read(task, &result);
         }
         result
     }
@@ -294,6 +291,18 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// The debug line of a read. Out of line, like the other debug lines of the
+/// read path: every read runs past it, and few write it.
+#[cold]
+fn log_read(task: &TaskRef, result: &Result<Task>) {
+    match result {
+        Ok(t) => {
+            tracing::debug!(task = %task, phase = %t.phase(), status = t.status(), http = t.http_status(), "read task")
+        }
+        Err(e) => tracing::debug!(task = %task, error = %e, "read failed"),
     }
 }
 

@@ -266,6 +266,11 @@ fn satisfied<'a>(
     alternatives.iter().filter(|alt| alt.iter().all(|scheme| credentials.iter().any(|held| held.scheme == *scheme)))
 }
 
+#[cold]
+fn no_credentials(operation_id: &str, alternatives: &[&[&str]]) -> String {
+    format!("no credentials for `{operation_id}` (needs {})", needed(alternatives))
+}
+
 /// The alternatives as text: `key + app_id or token`.
 fn needed(alternatives: &[&[&str]]) -> String {
     alternatives.iter().map(|alt| alt.join(" + ")).collect::<Vec<_>>().join(" or ")
@@ -306,7 +311,7 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
         match satisfied(alternatives, &credentials).reduce(|best, alt| if best.len() >= alt.len() { best } else { alt })
         {
             Some(chosen) => chosen,
-            None => return Err(format!("no credentials for `{operation_id}` (needs {})", needed(alternatives))),
+            None => return Err(no_credentials(operation_id, alternatives)),
         }
     };
     let headers = request.headers_mut();
@@ -379,21 +384,8 @@ pub fn exec<'a>(
         // In a block, so that nothing of the answer is kept across the typed client's await.
         let typed = {
             let result = sent.await;
-            // Headers are never logged: they carry the credentials.
             if let Some((method, started)) = logged {
-                match &result {
-                    Ok(response) => tracing::debug!(
-                        provider = ctx.provider.name,
-                        operation = operation_id,
-                        %method,
-                        status = response.status().as_u16(),
-                        elapsed_ms = ctx.clock.now().saturating_duration_since(started).as_millis() as u64,
-                        "response"
-                    ),
-                    Err(e) => {
-                        tracing::debug!(provider = ctx.provider.name, operation = operation_id, %method, error = %e, "request failed")
-                    }
-                }
+                log_answer(ctx, operation_id, &method, started, &result);
             }
             let mut response = result?;
             let (status, version) = (response.status(), response.version());
@@ -415,6 +407,31 @@ pub fn exec<'a>(
             }
         };
         typed.await
+    }
+}
+
+/// The debug line of an answer (out of line: every read runs past it, and few
+/// write it). Headers are never logged: they carry the credentials.
+#[cold]
+fn log_answer(
+    ctx: &Ctx,
+    operation_id: &str,
+    method: &reqwest::Method,
+    started: std::time::Instant,
+    result: &reqwest::Result<reqwest::Response>,
+) {
+    match result {
+        Ok(response) => tracing::debug!(
+            provider = ctx.provider.name,
+            operation = operation_id,
+            %method,
+            status = response.status().as_u16(),
+            elapsed_ms = ctx.clock.now().saturating_duration_since(started).as_millis() as u64,
+            "response"
+        ),
+        Err(e) => {
+            tracing::debug!(provider = ctx.provider.name, operation = operation_id, %method, error = %e, "request failed")
+        }
     }
 }
 
