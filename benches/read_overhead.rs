@@ -9,11 +9,11 @@
 //!   classification into a `Task`);
 //! - **bare**: the same request (method, path, query, body, credentials and
 //!   the `User-Agent` and `Accept` headers, taken from what the simulator
-//!   recorded of a taskpoll read) sent with a
-//!   plain `reqwest::Client`, the body read and parsed into a
-//!   `serde_json::Value`, and its status read at the spec's pointer. Each
-//!   read builds what any client builds per task: its URL (`format!`, as the
-//!   id goes in it) and its JSON body (serialised); nothing else is redone.
+//!   recorded of a taskpoll read) sent with a plain `reqwest::Client`, the
+//!   body read and parsed into a `serde_json::Value`, and its status read at
+//!   the spec's pointer. Each read builds what any client builds per task:
+//!   its URL (`format!`, as the id goes in it) and its JSON body
+//!   (serialised); nothing else is redone.
 //!
 //! Both sides read sequentially on one current-thread runtime in the main
 //! thread, over one kept-alive connection. The simulator runs on its own

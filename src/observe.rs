@@ -15,7 +15,7 @@ use crate::error::{
 use crate::raw_json::pointer as at_pointer;
 use crate::spec::ProviderSpec;
 use crate::task::excerpt;
-use crate::transport::{RawResponse, Received};
+use crate::transport::{NoAnswer, RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
 
 /// How a poll loop should treat one observation.
@@ -125,29 +125,24 @@ pub(crate) fn answer(
     received: Received,
     base: &reqwest::Url,
 ) -> Result<RawResponse, Error> {
-    match received {
-        Received::Answer(raw) => Ok(raw),
-        other => Err(no_answer(spec, operation, other, base)),
-    }
+    received.map_err(|why| no_answer(spec, operation, why, base))
 }
 
 /// Why a call brought no answer to classify. Cold, like every error
 /// constructor here: kept out of the way of the code every read runs.
 #[cold]
-fn no_answer(spec: &'static ProviderSpec, operation: &'static str, received: Received, base: &reqwest::Url) -> Error {
-    let failure = match received {
-        // Not reached: `answer` passes answers on.
-        Received::Answer(raw) => return api_error(spec, operation, &raw, None),
-        Received::MissingCredentials(needed) => {
+fn no_answer(spec: &'static ProviderSpec, operation: &'static str, why: NoAnswer, base: &reqwest::Url) -> Error {
+    let failure = match why {
+        NoAnswer::MissingCredentials(needed) => {
             return Error::MissingCredentials(MissingCredentials { provider: spec.name, operation, needed });
         }
-        Received::OtherOrigin(origin) => {
+        NoAnswer::OtherOrigin(origin) => {
             return Error::CrossOriginAnswer(CrossOriginAnswer { provider: spec.name, operation, origin });
         }
-        Received::TooLarge(status, limit) => {
+        NoAnswer::TooLarge(status, limit) => {
             return Error::BodyTooLarge(BodyTooLarge { provider: spec.name, operation, status, limit });
         }
-        Received::Failed(failure) => *failure,
+        NoAnswer::Failed(failure) => *failure,
     };
     match failure {
         progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
@@ -315,7 +310,8 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
 }
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
-pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+/// `now` is read only for an HTTP date (most answers have no hint at all).
+pub(crate) fn retry_after(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
     for name in &crate::transport::RETRY_AFTER_MS {
         if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
             && ms.is_finite()
@@ -329,7 +325,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
         return Some(Duration::from_secs(seconds.min(1_000_000_000)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
 }
 
 /// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
@@ -349,11 +345,11 @@ fn value_text(value: &Value) -> Option<String> {
     }
 }
 
-/// A raw status or an id as text: a string as it is, a number as written.
-fn scalar_text(found: Option<&Value>) -> Option<String> {
+/// A raw status or an id as text: a string as it is (borrowed), a number as written.
+fn scalar_text(found: Option<&Value>) -> Option<Cow<'_, str>> {
     match found? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
@@ -480,7 +476,7 @@ pub(crate) fn item_task(
     http_status: u16,
     body: Value,
 ) -> Option<(String, Task)> {
-    let id = scalar_text(at_pointer(&body, id_pointer))?;
+    let id = scalar_text(at_pointer(&body, id_pointer))?.into_owned();
     let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
     Some((id, task_from_body(spec, task_ref, http_status, body)))
 }
@@ -495,11 +491,7 @@ fn spelt_as_in(spec: &'static ProviderSpec, status: Cow<'_, str>) -> Cow<'static
 
 /// Maps a task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = match at_pointer(&body, spec.task.status) {
-        Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
-        Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
-        _ => None,
-    };
+    let status = scalar_text(at_pointer(&body, spec.task.status));
     let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| at_pointer(&body, pointer));
     let status = status.map(|status| spelt_as_in(spec, status));
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
@@ -529,18 +521,18 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(3)));
         headers.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(250)));
         let mut headers = HeaderMap::new();
         headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_millis(1500)));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(1500)));
         let mut headers = HeaderMap::new();
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
         headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
-        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(30)));
         headers.insert("retry-after", HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers, now), None);
+        assert_eq!(retry_after(&headers, || now), None);
     }
 
     proptest! {
@@ -559,25 +551,25 @@ mod tests {
             headers.insert("retry-after", value);
             headers
         };
-        let hint = retry_after(&header(HeaderValue::from(seconds)), now);
+        let hint = retry_after(&header(HeaderValue::from(seconds)), || now);
         prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
 
         let at = now + Duration::from_secs(ahead);
         let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
-        let hint = retry_after(&header(date), now).unwrap();
+        let hint = retry_after(&header(date), || now).unwrap();
         // HTTP dates have whole seconds.
         prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
 
         let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
-        prop_assert_eq!(retry_after(&header(past), now), Some(Duration::ZERO));
+        prop_assert_eq!(retry_after(&header(past), || now), Some(Duration::ZERO));
 
         if let Ok(value) = HeaderValue::from_str(&text) {
-            let _ = retry_after(&header(value), now);
+            let _ = retry_after(&header(value), || now);
         }
         if let Ok(value) = HeaderValue::from_bytes(&bytes) {
             let mut headers = header(value.clone());
             headers.insert("retry-after-ms", value);
-            let _ = retry_after(&headers, now);
+            let _ = retry_after(&headers, || now);
         }
     }
 

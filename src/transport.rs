@@ -110,11 +110,13 @@ pub(crate) struct RawResponse {
     pub(crate) redirect: Option<String>,
 }
 
-/// What became of one answer-client call.
+/// What became of one answer-client call: an answer, whatever its status, or
+/// why there is none to classify.
+pub(crate) type Received = Result<RawResponse, NoAnswer>;
+
+/// Why an answer-client call brought no answer to classify.
 #[derive(Debug)]
-pub(crate) enum Received {
-    /// An answer, whatever its status.
-    Answer(RawResponse),
+pub(crate) enum NoAnswer {
     /// The body is over the cap (status, cap).
     TooLarge(u16, usize),
     /// The answer came from another origin (a redirect followed by a caller-supplied client).
@@ -174,36 +176,33 @@ pub(crate) fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> impl Fut
         Ok(value) | Err(progenitor_client::Error::ErrorResponse(value)) => {
             let headers = value.headers();
             if let Some(origin) = headers.get(&OTHER_ORIGIN) {
-                Err(Received::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned()))
+                Err(NoAnswer::OtherOrigin(String::from_utf8_lossy(origin.as_bytes()).into_owned()))
             } else if headers.contains_key(&TOO_LARGE) {
-                Err(Received::TooLarge(value.status().as_u16(), ctx.max_body_bytes))
+                Err(NoAnswer::TooLarge(value.status().as_u16(), ctx.max_body_bytes))
             } else {
                 Ok((Meta::of(value.status().as_u16(), headers, ctx), value.into_inner_stream()))
             }
         }
         Err(progenitor_client::Error::Custom(message)) => Err(match unsatisfied(ctx, operation_id) {
-            Some(needed) => Received::MissingCredentials(needed),
-            None => Received::Failed(Box::new(progenitor_client::Error::Custom(message))),
+            Some(needed) => NoAnswer::MissingCredentials(needed),
+            None => NoAnswer::Failed(Box::new(progenitor_client::Error::Custom(message))),
         }),
-        Err(other) => Err(Received::Failed(Box::new(other))),
+        Err(other) => Err(NoAnswer::Failed(Box::new(other))),
     };
     let limit = ctx.max_body_bytes;
     async move {
         use futures_util::StreamExt as _;
-        let (meta, mut chunks) = match head {
-            Ok(head) => head,
-            Err(received) => return received,
-        };
+        let (meta, mut chunks) = head?;
         // The first chunk is kept as it came; a second one starts a copy.
         let mut first = Bytes::new();
         let mut joined: Option<BytesMut> = None;
         while let Some(chunk) = chunks.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
-                Err(e) => return Received::Failed(Box::new(progenitor_client::Error::ResponseBodyError(e))),
+                Err(e) => return Err(NoAnswer::Failed(Box::new(progenitor_client::Error::ResponseBodyError(e)))),
             };
             if joined.as_ref().map_or(first.len(), BytesMut::len) + chunk.len() > limit {
-                return Received::TooLarge(meta.status, limit);
+                return Err(NoAnswer::TooLarge(meta.status, limit));
             }
             match &mut joined {
                 Some(joined) => joined.extend_from_slice(&chunk),
@@ -216,12 +215,7 @@ pub(crate) fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> impl Fut
             }
         }
         let body = joined.map_or(first, BytesMut::freeze);
-        Received::Answer(RawResponse {
-            status: meta.status,
-            body,
-            retry_after: meta.retry_after,
-            redirect: meta.redirect,
-        })
+        Ok(RawResponse { status: meta.status, body, retry_after: meta.retry_after, redirect: meta.redirect })
     }
 }
 
@@ -237,8 +231,7 @@ impl Meta {
     fn of(status: u16, headers: &HeaderMap, ctx: &Ctx) -> Self {
         Meta {
             status,
-            // Most answers have no header left (see `keep_read_headers`): nothing to look up.
-            retry_after: if headers.is_empty() { None } else { crate::observe::retry_after(headers, ctx.clock.wall()) },
+            retry_after: crate::observe::retry_after(headers, || ctx.clock.wall()),
             redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
         }
     }
@@ -317,12 +310,7 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
     let headers = request.headers_mut();
     // progenitor sends `api-version: <info.version>` for Dropshot servers; third-party APIs do not expect it.
     static API_VERSION: HeaderName = HeaderName::from_static("api-version");
-    if headers.len() == 1 {
-        // Its only header (no header parameters, no body): no need to look it up.
-        headers.clear();
-    } else {
-        headers.remove(&API_VERSION);
-    }
+    headers.remove(&API_VERSION);
     // Room for what follows, made once.
     headers.reserve(2 + chosen.len());
     headers.insert(USER_AGENT, ctx.user_agent.clone());
