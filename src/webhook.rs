@@ -16,7 +16,9 @@
 //! spec's `poll-factor`.
 //!
 //! With the `webhook` feature, [`router`] is an axum router to mount in your
-//! own server and [`serve`] runs one on its own; both answer 204 to a verified
+//! own server and [`serve`] runs one on its own, with a cap on the
+//! connections senders hold open at once and a time limit on each
+//! ([`ReceiverLimits`], [`serve_with`]); both answer 204 to a verified
 //! delivery, 401 to a bad signature or timestamp, 400 to a malformed body,
 //! 413 to an oversized one and 404 to an unknown provider.
 //!
@@ -30,14 +32,18 @@
 //! grace) the webhook's; the webhook's verdict wins (its `error` makes the
 //! task failed).
 
+#[cfg(feature = "webhook")]
+mod connections;
 mod hub;
 #[cfg(feature = "webhook")]
 mod receiver;
 mod verify;
 
+#[cfg(feature = "webhook")]
+pub use connections::ReceiverLimits;
 pub use hub::{Delivery, WebhookHub};
 #[cfg(feature = "webhook")]
-pub use receiver::{WebhookServer, router, serve};
+pub use receiver::{WebhookServer, router, serve, serve_with};
 
 pub(crate) use hub::{Registration, Sink, Subscription};
 #[cfg_attr(not(feature = "simulator"), allow(unused_imports))]

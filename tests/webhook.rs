@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde_json::json;
 use taskpoll::simulator::{Callback, Lifecycle, Simulator};
-use taskpoll::webhook::WebhookRefusal;
+use taskpoll::webhook::{ReceiverLimits, WebhookRefusal};
 use taskpoll::{Client, ManualClock, Phase, Policy, ProviderConfig, Via, WaitOptions};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -456,6 +456,47 @@ async fn the_receiver_refuses_forged_malformed_and_oversized_deliveries() -> Tes
     assert_eq!(client.webhooks().unclaimed(), 1);
     server.shutdown().await;
     sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+#[allow(clippy::disallowed_methods)] // real time: the limit is on a real socket
+async fn the_receiver_closes_a_connection_when_its_time_is_up() -> TestResult {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let client = Client::builder().provider(ProviderConfig::new("factpulse").api_key("k")).build()?;
+    let limit = Duration::from_millis(200);
+    let limits = ReceiverLimits::default().connection_time(limit);
+    let server = taskpoll::webhook::serve_with(client, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), limits).await?;
+    // A sender that starts its headers and never finishes them.
+    let mut slow = tokio::net::TcpStream::connect(server.addr()).await?;
+    let started = std::time::Instant::now();
+    slow.write_all(b"POST /factpulse HTTP/1.1\r\nHost: receiver\r\n").await?;
+    let mut rest = Vec::new();
+    // Closed by the receiver (end of stream, or a reset), long before the test gives up.
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the half-sent request was still open after 10 s");
+    assert!(started.elapsed() >= limit, "closed after {:?}, before its limit", started.elapsed());
+    server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn at_its_connection_cap_the_receiver_takes_a_new_sender_only_when_one_leaves() -> TestResult {
+    let client = Client::builder().provider(ProviderConfig::new("factpulse").api_key("k")).build()?;
+    let limits = ReceiverLimits::default().max_connections(1);
+    assert_eq!(limits.max_connections_limit(), 1);
+    let server = taskpoll::webhook::serve_with(client, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), limits).await?;
+    let post = |timeout| reqwest::Client::new().post(server.url("nowhere")).body("{}").timeout(timeout).send();
+    // Served while the slot is free: 404, an unknown provider.
+    assert_eq!(post(Duration::from_secs(10)).await?.status(), 404);
+    // An idle sender takes the only slot: the next one is not even accepted.
+    let idle = tokio::net::TcpStream::connect(server.addr()).await?;
+    let refused = post(Duration::from_millis(300)).await.expect_err("no slot, no answer");
+    assert!(refused.is_timeout(), "{refused}");
+    // Once it leaves, the slot is free again.
+    drop(idle);
+    assert_eq!(post(Duration::from_secs(10)).await?.status(), 404);
+    server.shutdown().await;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::connections::{LimitedListener, ReceiverLimits};
 use crate::{Client, Error, Result};
 
 /// A router that receives webhooks at `POST /{provider}` (`/cloudinary`,
@@ -89,8 +90,14 @@ impl Drop for WebhookServer {
 }
 
 /// Runs [`router`] on `addr` (port 0: any free port) until the returned
-/// server is shut down or dropped.
+/// server is shut down or dropped, with the default [`ReceiverLimits`]
+/// (256 connections at once, each closed after 30 s).
 pub async fn serve(client: Client, addr: SocketAddr) -> Result<WebhookServer> {
+    serve_with(client, addr, ReceiverLimits::default()).await
+}
+
+/// [`serve`] with other limits on the connections senders may open.
+pub async fn serve_with(client: Client, addr: SocketAddr, limits: ReceiverLimits) -> Result<WebhookServer> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::config(format!("webhook receiver: cannot listen on {addr}: {e}")))?;
@@ -98,7 +105,7 @@ pub async fn serve(client: Client, addr: SocketAddr) -> Result<WebhookServer> {
     let (stop, mut stopped) = watch::channel(false);
     let app = router(client.clone());
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = axum::serve(LimitedListener::new(listener, limits), app).with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         });
         if let Err(e) = serve.await {
