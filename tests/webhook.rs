@@ -484,7 +484,6 @@ async fn the_receiver_closes_a_connection_when_its_time_is_up() -> TestResult {
 async fn at_its_connection_cap_the_receiver_takes_a_new_sender_only_when_one_leaves() -> TestResult {
     let client = Client::builder().provider(ProviderConfig::new("factpulse").api_key("k")).build()?;
     let limits = ReceiverLimits::default().max_connections(1);
-    assert_eq!(limits.max_connections_limit(), 1);
     let server = taskpoll::webhook::serve_with(client, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), limits).await?;
     let post = |timeout| reqwest::Client::new().post(server.url("nowhere")).body("{}").timeout(timeout).send();
     // Served while the slot is free: 404, an unknown provider.
@@ -497,6 +496,24 @@ async fn at_its_connection_cap_the_receiver_takes_a_new_sender_only_when_one_lea
     drop(idle);
     assert_eq!(post(Duration::from_secs(10)).await?.status(), 404);
     server.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn out_of_range_receiver_limits_are_clamped() -> TestResult {
+    let client = Client::builder().provider(ProviderConfig::new("factpulse").api_key("k")).build()?;
+    // More slots than a semaphore holds, and no slot at all, are each clamped
+    // to what works: the receiver answers (404: an unknown provider).
+    for limits in [
+        ReceiverLimits::default().max_connections(usize::MAX).connection_time(Duration::MAX),
+        ReceiverLimits::default().max_connections(0),
+    ] {
+        let server =
+            taskpoll::webhook::serve_with(client.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), limits).await?;
+        let post = reqwest::Client::new().post(server.url("nowhere")).body("{}").timeout(Duration::from_secs(10));
+        assert_eq!(post.send().await?.status(), 404, "{limits:?}");
+        server.shutdown().await;
+    }
     Ok(())
 }
 

