@@ -394,7 +394,7 @@ impl ClientBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(crate::TokioClock));
         let mut providers = Vec::new();
         for config in self.providers {
-            let spec = crate::spec::provider(&config.name).ok_or_else(|| Error::unknown_provider(&config.name))?;
+            let spec = crate::spec::known_provider(&config.name)?;
             let credentials = resolve_credentials(spec, &config)?;
             let refresh = match &config.refresh {
                 Some((selector, refresher)) => Some((resolve_scheme(spec, selector)?.name, refresher.clone())),

@@ -133,9 +133,9 @@ pub fn invalid_task_ref(input: &str, reason: impl Into<String>) -> crate::Error 
     })
 }
 
-/// No provider of that name.
-pub fn unknown_provider(name: &str) -> crate::Error {
-    crate::Error::unknown_provider(name)
+/// The provider with this name, or the error that says which ones exist.
+pub fn known_provider(name: &str) -> crate::Result<&'static crate::ProviderSpec> {
+    crate::spec::known_provider(name)
 }
 
 /// A wait the caller stopped (the CLI's Ctrl-C), with where it stood.

@@ -346,7 +346,7 @@ fn value_text(value: &Value) -> Option<String> {
 }
 
 /// A raw status or an id as text: a string as it is (borrowed), a number as written.
-fn scalar_text(found: Option<&Value>) -> Option<Cow<'_, str>> {
+pub(crate) fn scalar_text(found: Option<&Value>) -> Option<Cow<'_, str>> {
     match found? {
         Value::String(s) => Some(Cow::Borrowed(s)),
         Value::Number(n) => Some(Cow::Owned(n.to_string())),

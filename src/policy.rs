@@ -108,7 +108,7 @@ impl Policy {
 
     /// The provider's polite default (its spec's `poll.polite`), named `<provider>:polite`.
     pub fn polite(provider: &str) -> Result<Self> {
-        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        let spec = crate::spec::known_provider(provider)?;
         Self::polite_for(spec)
     }
 

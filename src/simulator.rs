@@ -263,7 +263,7 @@ impl Simulator {
 
     /// Adds a task with a generated id (shaped like the spec's example ids).
     pub fn add_task(&self, provider: &str, lifecycle: Lifecycle) -> Result<TaskRef> {
-        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        let spec = crate::spec::known_provider(provider)?;
         let id = {
             let mut state = self.shared.lock();
             loop {
@@ -298,7 +298,7 @@ impl Simulator {
     /// with reads and (tokio) time, as without a callback. Fails for a
     /// provider whose spec declares no webhooks.
     pub fn add_task_with_callback(&self, provider: &str, lifecycle: Lifecycle, callback: Callback) -> Result<TaskRef> {
-        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        let spec = crate::spec::known_provider(provider)?;
         if spec.webhook.is_none() {
             return Err(Error::config(format!("simulator: {} declares no webhooks", spec.name)));
         }
@@ -333,7 +333,7 @@ impl Simulator {
         let mut state = self.shared.lock();
         match target.into() {
             FaultTarget::Provider(name) => {
-                let spec = crate::spec::provider(&name).ok_or_else(|| Error::unknown_provider(&name))?;
+                let spec = crate::spec::known_provider(&name)?;
                 state.provider_faults.entry(spec.name).or_default().push(fault, times);
             }
             FaultTarget::Task(task) => {
@@ -397,11 +397,8 @@ fn generate_id(spec: &ProviderSpec, n: u64) -> String {
     let sample = spec.task.id.and_then(|pointer| {
         spec.examples.iter().filter(|e| e.operation == spec.get.operation).find_map(|e| {
             let body: serde_json::Value = serde_json::from_str(e.json).ok()?;
-            match body.pointer(pointer)? {
-                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            }
+            let id = crate::observe::scalar_text(body.pointer(pointer))?;
+            (!id.is_empty()).then(|| id.into_owned())
         })
     });
     let hex = |len: usize| -> String {

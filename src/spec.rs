@@ -591,3 +591,8 @@ pub fn register(spec: &'static ProviderSpec) -> crate::Result<()> {
 pub fn provider(name: &str) -> Option<&'static ProviderSpec> {
     providers().iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
 }
+
+/// The provider with this name, or the error that says which ones exist.
+pub(crate) fn known_provider(name: &str) -> Result<&'static ProviderSpec, crate::Error> {
+    provider(name).ok_or_else(|| crate::Error::unknown_provider(name))
+}

@@ -220,7 +220,7 @@ const REF_ESCAPES: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'&').add(b'=')
 impl TaskRef {
     /// A reference to task `id` at `provider`. Checks the id and that the provider exists.
     pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
-        let spec = crate::spec::provider(provider).ok_or_else(|| Error::unknown_provider(provider))?;
+        let spec = crate::spec::known_provider(provider)?;
         let id = id.into();
         validate_id(spec, &id)?;
         Ok(Self { provider: spec, id, inputs: BTreeMap::new() })

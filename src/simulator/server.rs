@@ -240,11 +240,7 @@ fn task_id_of(
         return Some(v.clone());
     }
     let json: Value = serde_json::from_slice(body).ok()?;
-    match json.get(name)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    crate::observe::scalar_text(json.get(name)).map(std::borrow::Cow::into_owned)
 }
 
 fn task_ids_of_batch(spec: &ProviderSpec, query: &[(String, String)]) -> Vec<String> {

@@ -156,11 +156,7 @@ pub(crate) fn sign(
 
 /// The task a verified payload describes; `None` without a usable id.
 fn task_of(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> Option<Task> {
-    let id = match payload.pointer(hook.id)? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+    let id = crate::observe::scalar_text(payload.pointer(hook.id))?.into_owned();
     let task_ref = TaskRef::new(spec.name, id).ok()?;
     let (status, phase, rule_error) = match hook.status {
         Some(pointer) => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use taskpoll::__private::{config_error, invalid_task_ref, unknown_provider};
+use taskpoll::__private::{config_error, invalid_task_ref, known_provider};
 use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
 use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 
@@ -408,7 +408,7 @@ impl ProviderArgs {
                 .as_deref()
                 .or(only)
                 .ok_or_else(|| config_error("--base-url, --api-key, --token, --basic and --var need --provider"))?;
-            let spec = taskpoll::spec::provider(provider).ok_or_else(|| unknown_provider(provider))?;
+            let spec = known_provider(provider)?;
             self.flag_overlay(spec, &mut overlay)?;
         }
         let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
@@ -511,7 +511,7 @@ impl OptionArgs {
     }
 
     fn options_with(&self, task: &TaskRef, saved_policy: Option<&str>) -> Result<WaitOptions, Error> {
-        let spec = taskpoll::spec::provider(task.provider()).ok_or_else(|| unknown_provider(task.provider()))?;
+        let spec = known_provider(task.provider())?;
         let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite().deadline_ms()));
         let policy = match (self.policy.as_deref(), saved_policy) {
             (None | Some("polite"), None) => Policy::polite(spec.name())?,
