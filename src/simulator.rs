@@ -256,9 +256,12 @@ impl Simulator {
     /// credentials (the alternative with the most schemes), for raw requests.
     pub fn auth_headers(&self, provider: &str, operation: &str) -> Vec<(String, String)> {
         let Some(spec) = crate::spec::provider(provider) else { return Vec::new() };
-        let alternatives = auth::alternatives(spec, operation);
-        let Some(chosen) = alternatives.iter().max_by_key(|alt| alt.len()) else { return Vec::new() };
-        chosen.iter().filter_map(|name| spec.scheme(name)).map(|scheme| auth::demo_header(spec, scheme)).collect()
+        let Some(chosen) = spec.security_of(operation).iter().max_by_key(|alt| alt.len()) else { return Vec::new() };
+        chosen
+            .iter()
+            .filter_map(|name| spec.scheme(name))
+            .filter_map(|scheme| auth::demo_header(spec, scheme))
+            .collect()
     }
 
     /// Adds a task with a generated id (shaped like the spec's example ids).

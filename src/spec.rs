@@ -138,7 +138,12 @@ impl ProviderSpec {
     /// The security alternatives of the read operation (each a list of
     /// scheme names that must all be sent); empty when it needs no credential.
     pub fn get_security(&self) -> &'static [&'static [&'static str]] {
-        self.security.iter().find(|(op, _)| *op == self.get.operation).map_or(&[], |(_, alternatives)| *alternatives)
+        self.security_of(self.get.operation)
+    }
+
+    /// The security alternatives of an operation (empty: no credential needed).
+    pub(crate) fn security_of(&self, operation: &str) -> &'static [&'static [&'static str]] {
+        self.security.iter().find(|(op, _)| *op == operation).map_or(&[], |(_, alternatives)| *alternatives)
     }
 
     /// The sets of environment variables that each suffice to configure this

@@ -240,7 +240,7 @@ impl Meta {
 /// The alternatives of an operation's security when none can be satisfied
 /// with the configured credentials; `None` when one can (or none is needed).
 fn unsatisfied(ctx: &Ctx, operation_id: &str) -> Option<String> {
-    let alternatives = alternatives(ctx, operation_id);
+    let alternatives = ctx.provider.security_of(operation_id);
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
         return None;
     }
@@ -269,10 +269,6 @@ fn needed(alternatives: &[&[&str]]) -> String {
     alternatives.iter().map(|alt| alt.join(" + ")).collect::<Vec<_>>().join(" or ")
 }
 
-fn alternatives(ctx: &Ctx, operation_id: &str) -> &'static [&'static [&'static str]] {
-    ctx.provider.security.iter().find(|(id, _)| *id == operation_id).map(|(_, a)| *a).unwrap_or(&[])
-}
-
 /// `host:port` of a URL, never its userinfo, path or query.
 pub(crate) fn host_of(url: &reqwest::Url) -> String {
     match (url.host_str(), url.port_or_known_default()) {
@@ -294,7 +290,7 @@ pub enum Mode {
 
 /// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
 pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: Mode) -> Result<(), String> {
-    let alternatives = alternatives(ctx, operation_id);
+    let alternatives = ctx.provider.security_of(operation_id);
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
     // Ties go to the spec's order (its first alternative is the preferred one).
@@ -331,7 +327,8 @@ pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: 
     Ok(())
 }
 
-fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, HeaderValue), String> {
+/// The header that carries `credential` for a scheme of this kind (its value marked sensitive).
+pub(crate) fn header_for(kind: SchemeKind, credential: &Credential) -> Result<(HeaderName, HeaderValue), String> {
     use base64::Engine as _;
     let (name, text) = match (kind, credential) {
         (SchemeKind::Basic, Credential::Basic { username, password }) => {

@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use base64::Engine as _;
 use http::HeaderMap;
 use secrecy::SecretString;
 
@@ -52,26 +51,16 @@ pub(crate) fn demo_credential(spec: &ProviderSpec, scheme: &Scheme) -> Credentia
     }
 }
 
-/// The header (lower-case name, value) that carries a scheme's demo credential.
-pub(crate) fn demo_header(spec: &ProviderSpec, scheme: &Scheme) -> (String, String) {
-    match scheme.kind {
-        SchemeKind::Basic => {
-            let (user, pass) = demo_basic(spec, scheme);
-            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            ("authorization".into(), format!("Basic {encoded}"))
-        }
-        SchemeKind::Bearer => ("authorization".into(), format!("Bearer {}", demo_token(spec, scheme))),
-        SchemeKind::ApiKeyHeader(name) => (name.to_ascii_lowercase(), demo_token(spec, scheme)),
-    }
-}
-
-/// The security alternatives of an operation (empty: no auth needed).
-pub(crate) fn alternatives(spec: &ProviderSpec, operation: &str) -> &'static [&'static [&'static str]] {
-    spec.security.iter().find(|(id, _)| *id == operation).map(|(_, alts)| *alts).unwrap_or(&[])
+/// The header (lower-case name, value) that carries a scheme's demo
+/// credential, encoded as a client sends it; `None` for a scheme whose
+/// header cannot carry it (a header name the spec got wrong).
+pub(crate) fn demo_header(spec: &ProviderSpec, scheme: &Scheme) -> Option<(String, String)> {
+    let (name, value) = crate::transport::header_for(scheme.kind, &demo_credential(spec, scheme)).ok()?;
+    Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
 }
 
 fn scheme_satisfied(spec: &ProviderSpec, scheme: &Scheme, headers: &HeaderMap) -> bool {
-    let (name, expected) = demo_header(spec, scheme);
+    let Some((name, expected)) = demo_header(spec, scheme) else { return false };
     headers.get_all(name.as_str()).iter().any(|value| {
         let Ok(value) = value.to_str() else { return false };
         match scheme.kind {
@@ -89,7 +78,7 @@ fn scheme_satisfied(spec: &ProviderSpec, scheme: &Scheme, headers: &HeaderMap) -
 
 /// Whether the headers satisfy one of the operation's security alternatives.
 pub(crate) fn authorized(spec: &ProviderSpec, operation: &str, headers: &HeaderMap) -> bool {
-    let alternatives = alternatives(spec, operation);
+    let alternatives = spec.security_of(operation);
     if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
         return true;
     }
@@ -100,7 +89,7 @@ pub(crate) fn authorized(spec: &ProviderSpec, operation: &str, headers: &HeaderM
 
 /// A `WWW-Authenticate` challenge for the operation's first alternative, if it is HTTP auth.
 pub(crate) fn challenge(spec: &ProviderSpec, operation: &str) -> Option<String> {
-    let first = alternatives(spec, operation).first()?.first()?;
+    let first = spec.security_of(operation).first()?.first()?;
     match spec.scheme(first)?.kind {
         SchemeKind::Basic => Some(format!("Basic realm=\"{}\"", spec.name)),
         SchemeKind::Bearer => Some("Bearer".into()),
