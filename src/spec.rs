@@ -141,9 +141,16 @@ impl ProviderSpec {
         self.security_of(self.get.operation)
     }
 
-    /// The security alternatives of an operation (empty: no credential needed).
+    /// The security alternatives of an operation, as the spec lists them.
     pub(crate) fn security_of(&self, operation: &str) -> &'static [&'static [&'static str]] {
         self.security.iter().find(|(op, _)| *op == operation).map_or(&[], |(_, alternatives)| *alternatives)
+    }
+
+    /// The security alternatives of an operation that needs a credential;
+    /// `None` when it needs none (no alternatives, or an empty one).
+    pub(crate) fn required_security(&self, operation: &str) -> Option<&'static [&'static [&'static str]]> {
+        let alternatives = self.security_of(operation);
+        (!alternatives.is_empty() && alternatives.iter().all(|alt| !alt.is_empty())).then_some(alternatives)
     }
 
     /// The sets of environment variables that each suffice to configure this

@@ -240,10 +240,7 @@ impl Meta {
 /// The alternatives of an operation's security when none can be satisfied
 /// with the configured credentials; `None` when one can (or none is needed).
 fn unsatisfied(ctx: &Ctx, operation_id: &str) -> Option<String> {
-    let alternatives = ctx.provider.security_of(operation_id);
-    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
-        return None;
-    }
+    let alternatives = ctx.provider.required_security(operation_id)?;
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
     match satisfied(alternatives, &credentials).next() {
         Some(_) => None,
@@ -290,17 +287,18 @@ pub enum Mode {
 
 /// `ClientHooks::pre`: strip `api-version`, set the user agent, the timeout and auth.
 pub fn pre(ctx: &Ctx, request: &mut reqwest::Request, operation_id: &str, mode: Mode) -> Result<(), String> {
-    let alternatives = ctx.provider.security_of(operation_id);
     let credentials = ctx.credentials.read().unwrap_or_else(|e| e.into_inner());
     // The satisfiable alternative that uses the most configured schemes (Deepomatic: key + app id).
     // Ties go to the spec's order (its first alternative is the preferred one).
-    let chosen: &[&str] = if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
-        &[]
-    } else {
-        match satisfied(alternatives, &credentials).reduce(|best, alt| if best.len() >= alt.len() { best } else { alt })
-        {
-            Some(chosen) => chosen,
-            None => return Err(no_credentials(operation_id, alternatives)),
+    let chosen: &[&str] = match ctx.provider.required_security(operation_id) {
+        None => &[],
+        Some(alternatives) => {
+            match satisfied(alternatives, &credentials)
+                .reduce(|best, alt| if best.len() >= alt.len() { best } else { alt })
+            {
+                Some(chosen) => chosen,
+                None => return Err(no_credentials(operation_id, alternatives)),
+            }
         }
     };
     let headers = request.headers_mut();

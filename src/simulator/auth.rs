@@ -78,10 +78,7 @@ fn scheme_satisfied(spec: &ProviderSpec, scheme: &Scheme, headers: &HeaderMap) -
 
 /// Whether the headers satisfy one of the operation's security alternatives.
 pub(crate) fn authorized(spec: &ProviderSpec, operation: &str, headers: &HeaderMap) -> bool {
-    let alternatives = spec.security_of(operation);
-    if alternatives.is_empty() || alternatives.iter().any(|alt| alt.is_empty()) {
-        return true;
-    }
+    let Some(alternatives) = spec.required_security(operation) else { return true };
     alternatives.iter().any(|alt| {
         alt.iter().all(|name| spec.scheme(name).is_some_and(|scheme| scheme_satisfied(spec, scheme, headers)))
     })
