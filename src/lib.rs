@@ -20,6 +20,7 @@ mod raw_json;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod spec;
+mod state;
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub mod store;
 mod task;

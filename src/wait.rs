@@ -6,7 +6,7 @@
 //! error, timeout, 408/425/429/502/503/504, non-JSON 5xx) is retried on the
 //! same schedule within the same budget; a `Retry-After` is a floor for the
 //! next delay, bounded by a ceiling, and one that points past the deadline ends
-//! the wait at once ([`Error::RetryAfterPastDeadline`]). No poll is ever sent
+//! the wait at once ([`Error::RetryAfterPastDeadline`](crate::Error::RetryAfterPastDeadline)). No poll is ever sent
 //! at or after the deadline.
 //!
 //! The engine never names a provider: the default policy and the
@@ -40,14 +40,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::clock::{Clock, TokioClock};
 use crate::policy::Policy;
-use crate::{Client, Phase, Result, Task, TaskRef};
+use crate::{Client, Result, Task, TaskRef};
 
+pub use crate::state::{PollError, PollEvent, WaitState};
 pub use poller::{Decision, Poller};
 pub use watch::Watch;
 
@@ -61,7 +60,7 @@ pub enum UnknownStatusPolicy {
     /// Treat it as "not finished" and keep polling (the default).
     #[default]
     KeepWaiting,
-    /// End the wait at once with [`Error::UnknownStatus`].
+    /// End the wait at once with [`Error::UnknownStatus`](crate::Error::UnknownStatus).
     FailFast,
     /// Allow at most this many consecutive unknown observations; the next one fails.
     AtMost(u32),
@@ -164,135 +163,6 @@ impl WaitOptions {
     }
 }
 
-/// Where a wait stands; serialisable so a wait can resume with the remaining
-/// budget (see [`Client::resume`]). Times named `*_at_ms` are Unix
-/// milliseconds (wall clock); other `*_ms` fields are durations, and
-/// `last_poll_ms` / `next_poll_ms` are offsets from `started_at_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[non_exhaustive]
-pub struct WaitState {
-    /// The task (provider, id and inputs).
-    pub task_ref: TaskRef,
-    /// The name of the policy in force.
-    pub policy: String,
-    /// When the wait started (Unix ms).
-    pub started_at_ms: u64,
-    /// When the wait must end (Unix ms).
-    pub deadline_at_ms: u64,
-    /// Polls made so far.
-    pub attempts: u32,
-    /// The last phase seen.
-    pub last_phase: Option<Phase>,
-    /// The last raw status seen.
-    pub last_status: Option<String>,
-    /// When the last poll was sent (offset from the start).
-    pub last_poll_ms: Option<u64>,
-    /// The delay planned after the last poll, if another poll is planned.
-    pub next_delay_ms: Option<u64>,
-    /// When the next poll is due (offset from the start), if one is planned.
-    pub next_poll_ms: Option<u64>,
-    /// How long the task has been seen queued without moving (as of the last poll).
-    pub queued_ms: u64,
-    /// Consecutive observations with an unknown status.
-    pub unknown_count: u32,
-    /// How long the current run of unknown statuses has lasted (as of the last poll).
-    pub unknown_ms: u64,
-}
-
-impl WaitState {
-    /// The state of a wait that has not polled yet.
-    pub(crate) fn new(task_ref: TaskRef, policy: &str, started_at_ms: u64, deadline_at_ms: u64) -> Self {
-        Self {
-            task_ref,
-            policy: policy.to_string(),
-            started_at_ms,
-            deadline_at_ms,
-            attempts: 0,
-            last_phase: None,
-            last_status: None,
-            last_poll_ms: None,
-            next_delay_ms: None,
-            next_poll_ms: None,
-            queued_ms: 0,
-            unknown_count: 0,
-            unknown_ms: 0,
-        }
-    }
-
-    /// The provider's name.
-    pub fn provider(&self) -> &str {
-        self.task_ref.provider()
-    }
-
-    /// Time left before the deadline at wall-clock `now` (Unix ms).
-    pub fn remaining_at(&self, now_ms: u64) -> Duration {
-        Duration::from_millis(self.deadline_at_ms.saturating_sub(now_ms))
-    }
-}
-
-/// Why one poll failed (the wait went on, or ended with the [`Error`] the
-/// stream yields next): the error's kind and context, serialisable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct PollError {
-    /// The error's one-line message (server text escaped, never a credential).
-    pub message: String,
-    /// The HTTP status, when the provider answered.
-    pub http_status: Option<u16>,
-    /// The kind of transport failure, when no answer came.
-    pub transport: Option<crate::TransportKind>,
-    /// Whether polling again may help.
-    pub retryable: bool,
-    /// The server's pacing hint, in milliseconds.
-    pub retry_after_ms: Option<u64>,
-}
-
-impl PollError {
-    pub(crate) fn of(error: &Error) -> Self {
-        PollError {
-            message: error.to_string(),
-            http_status: error.status(),
-            transport: error.transport_kind(),
-            retryable: error.is_retryable(),
-            retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        }
-    }
-}
-
-impl std::fmt::Display for PollError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// One poll, reported as soon as it returns; or the verified webhook
-/// delivery that ended the wait (its `task`'s [`Task::via`] says so; it
-/// counts no poll and `took` is zero; see [`crate::webhook`]).
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct PollEvent {
-    /// Its number (1 for the first poll of the wait, counting across resumes).
-    pub attempt: u32,
-    /// When it was sent, since the wait started.
-    pub elapsed: Duration,
-    /// How long the read took.
-    pub took: Duration,
-    /// The phase read (`None` when the read failed).
-    pub phase: Option<Phase>,
-    /// Whether the phase differs from the previous one read (true for the first).
-    pub changed: bool,
-    /// The raw status as the provider sent it.
-    pub status: Option<String>,
-    /// The whole observation (`None` when the read failed).
-    pub task: Option<Task>,
-    /// Why the read failed, when it did (the wait retries transient failures).
-    pub error: Option<PollError>,
-    /// The delay until the next poll (`None` when the wait ends after this one).
-    pub next_delay: Option<Duration>,
-    /// Where the wait stands after this poll: save it to resume the wait later.
-    pub state: WaitState,
-}
-
 impl Poller {
     /// Runs this wait to its end with a custom read function, which gets the
     /// time left before the deadline as its budget.
@@ -317,9 +187,9 @@ impl Poller {
 impl Client {
     /// Waits until the task finishes or the deadline passes.
     ///
-    /// Returns the final task when it succeeded; [`Error::TaskFailed`] or
-    /// [`Error::TaskCancelled`] (holding the final task) when it did not;
-    /// [`Error::DeadlineExceeded`] (elapsed time, polls, last observation and
+    /// Returns the final task when it succeeded; [`Error::TaskFailed`](crate::Error::TaskFailed) or
+    /// [`Error::TaskCancelled`](crate::Error::TaskCancelled) (holding the final task) when it did not;
+    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded) (elapsed time, polls, last observation and
     /// the [`WaitState`] to re-attach) when time ran out; a permanent error
     /// (401/403/404, bad request) unchanged, at once.
     ///

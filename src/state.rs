@@ -1,0 +1,139 @@
+//! Where a wait stands and what each poll saw: plain data, below the engine
+//! (errors carry a [`WaitState`]; the engine and the stores fill them in).
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::TransportKind;
+use crate::{Error, Phase, Task, TaskRef};
+
+/// Where a wait stands; serialisable so a wait can resume with the remaining
+/// budget (see [`Client::resume`](crate::Client::resume)). Times named `*_at_ms` are Unix
+/// milliseconds (wall clock); other `*_ms` fields are durations, and
+/// `last_poll_ms` / `next_poll_ms` are offsets from `started_at_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[non_exhaustive]
+pub struct WaitState {
+    /// The task (provider, id and inputs).
+    pub task_ref: TaskRef,
+    /// The name of the policy in force.
+    pub policy: String,
+    /// When the wait started (Unix ms).
+    pub started_at_ms: u64,
+    /// When the wait must end (Unix ms).
+    pub deadline_at_ms: u64,
+    /// Polls made so far.
+    pub attempts: u32,
+    /// The last phase seen.
+    pub last_phase: Option<Phase>,
+    /// The last raw status seen.
+    pub last_status: Option<String>,
+    /// When the last poll was sent (offset from the start).
+    pub last_poll_ms: Option<u64>,
+    /// The delay planned after the last poll, if another poll is planned.
+    pub next_delay_ms: Option<u64>,
+    /// When the next poll is due (offset from the start), if one is planned.
+    pub next_poll_ms: Option<u64>,
+    /// How long the task has been seen queued without moving (as of the last poll).
+    pub queued_ms: u64,
+    /// Consecutive observations with an unknown status.
+    pub unknown_count: u32,
+    /// How long the current run of unknown statuses has lasted (as of the last poll).
+    pub unknown_ms: u64,
+}
+
+impl WaitState {
+    /// The state of a wait that has not polled yet.
+    pub(crate) fn new(task_ref: TaskRef, policy: &str, started_at_ms: u64, deadline_at_ms: u64) -> Self {
+        Self {
+            task_ref,
+            policy: policy.to_string(),
+            started_at_ms,
+            deadline_at_ms,
+            attempts: 0,
+            last_phase: None,
+            last_status: None,
+            last_poll_ms: None,
+            next_delay_ms: None,
+            next_poll_ms: None,
+            queued_ms: 0,
+            unknown_count: 0,
+            unknown_ms: 0,
+        }
+    }
+
+    /// The provider's name.
+    pub fn provider(&self) -> &str {
+        self.task_ref.provider()
+    }
+
+    /// Time left before the deadline at wall-clock `now` (Unix ms).
+    pub fn remaining_at(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(self.deadline_at_ms.saturating_sub(now_ms))
+    }
+}
+
+/// Why one poll failed (the wait went on, or ended with the [`Error`] the
+/// stream yields next): the error's kind and context, serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PollError {
+    /// The error's one-line message (server text escaped, never a credential).
+    pub message: String,
+    /// The HTTP status, when the provider answered.
+    pub http_status: Option<u16>,
+    /// The kind of transport failure, when no answer came.
+    pub transport: Option<TransportKind>,
+    /// Whether polling again may help.
+    pub retryable: bool,
+    /// The server's pacing hint, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl PollError {
+    pub(crate) fn of(error: &Error) -> Self {
+        PollError {
+            message: error.to_string(),
+            http_status: error.status(),
+            transport: error.transport_kind(),
+            retryable: error.is_retryable(),
+            retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl std::fmt::Display for PollError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// One poll, reported as soon as it returns; or the verified webhook
+/// delivery that ended the wait (its `task`'s [`Task::via`] says so; it
+/// counts no poll and `took` is zero; see [`crate::webhook`]).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct PollEvent {
+    /// Its number (1 for the first poll of the wait, counting across resumes).
+    pub attempt: u32,
+    /// When it was sent, since the wait started.
+    pub elapsed: Duration,
+    /// How long the read took.
+    pub took: Duration,
+    /// The phase read (`None` when the read failed).
+    pub phase: Option<Phase>,
+    /// Whether the phase differs from the previous one read (true for the first).
+    pub changed: bool,
+    /// The raw status as the provider sent it.
+    pub status: Option<String>,
+    /// The whole observation (`None` when the read failed).
+    pub task: Option<Task>,
+    /// Why the read failed, when it did (the wait retries transient failures).
+    pub error: Option<PollError>,
+    /// The delay until the next poll (`None` when the wait ends after this one).
+    pub next_delay: Option<Duration>,
+    /// Where the wait stands after this poll: save it to resume the wait later.
+    pub state: WaitState,
+}
