@@ -31,6 +31,8 @@ pub(crate) struct ClientInner {
     pub(crate) concurrency: usize,
     /// Verified webhook deliveries, handed to the waits (see `webhook.rs`).
     pub(crate) webhooks: crate::webhook::WebhookHub,
+    /// The schedulers every wait of this client runs on.
+    pub(crate) engine: crate::waiter::Engine,
 }
 
 pub(crate) struct Configured {
@@ -85,6 +87,16 @@ impl Client {
 
     pub(crate) fn from_inner(inner: ClientInner) -> Self {
         Self { inner: Arc::new(inner) }
+    }
+
+    /// The client, held weakly (by its own schedulers).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<ClientInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The client a weak hold points to, while someone else holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<ClientInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
     }
 
     /// The configured providers.

@@ -437,7 +437,12 @@ impl ClientBuilder {
             });
         }
         let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock);
-        Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency, webhooks }))
+        Ok(Client::from_inner(ClientInner {
+            providers,
+            concurrency: self.concurrency,
+            webhooks,
+            engine: Default::default(),
+        }))
     }
 }
 

@@ -46,7 +46,7 @@ pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBui
 pub use spec::{Jitter, ProviderSpec};
 pub use task::{MAX_ID_LEN, Phase, Task, TaskRef, Via};
 pub use transport::Credential;
-pub use wait::{DEFAULT_RETRY_AFTER_CEILING, PollError, PollEvent, UnknownStatusPolicy, WaitOptions, WaitState, Watch};
+pub use wait::{DEFAULT_RETRY_AFTER_CEILING, PollError, PollEvent, UnknownStatusPolicy, Wait, WaitOptions, WaitState};
 pub use waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to

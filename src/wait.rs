@@ -33,22 +33,22 @@
 //! # Ok(()) }
 //! ```
 
+mod handle;
 mod poller;
-mod watch;
+#[cfg(test)]
+mod tests;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, TokioClock};
+use crate::clock::Clock;
 use crate::policy::Policy;
-use crate::{Client, Result, Task, TaskRef};
 
 pub use crate::state::{PollError, PollEvent, WaitState};
+pub use handle::Wait;
 pub use poller::{Decision, Poller};
-pub use watch::Watch;
 
 /// Default ceiling on a server's `Retry-After` (5 minutes).
 pub const DEFAULT_RETRY_AFTER_CEILING: Duration = Duration::from_secs(300);
@@ -74,7 +74,7 @@ pub enum UnknownStatusPolicy {
 /// Defaults: the provider's polite policy ([`Policy::polite`]); unknown
 /// statuses keep waiting; the pending-forever guard of the provider's spec
 /// (on for Celery-backed providers); a `Retry-After` ceiling of
-/// [`DEFAULT_RETRY_AFTER_CEILING`]; the [`TokioClock`].
+/// [`DEFAULT_RETRY_AFTER_CEILING`]; the client's clock (tokio's).
 ///
 /// ```
 /// use std::time::Duration;
@@ -95,7 +95,8 @@ pub struct WaitOptions {
     pub(crate) unknown_status: UnknownStatusPolicy,
     pub(crate) pending_budget: Option<Option<Duration>>,
     pub(crate) retry_after_ceiling: Duration,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// `None`: the client's engine's (tokio's).
+    pub(crate) clock: Option<Arc<dyn Clock>>,
     /// A resumed wait keeps its saved deadline instead of a fresh one (a wait store's waits).
     pub(crate) keep_saved_deadline: bool,
 }
@@ -109,7 +110,7 @@ impl WaitOptions {
             unknown_status: UnknownStatusPolicy::default(),
             pending_budget: None,
             retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
-            clock: Arc::new(TokioClock),
+            clock: None,
             keep_saved_deadline: false,
         }
     }
@@ -151,9 +152,11 @@ impl WaitOptions {
         self
     }
 
-    /// The clock used for every sleep and time reading.
+    /// The clock used for every sleep and time reading (a virtual one in
+    /// tests). Waits on different clocks run on different schedulers, each
+    /// with its own rate budget.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -163,104 +166,18 @@ impl WaitOptions {
     }
 }
 
-impl Poller {
-    /// Runs this wait to its end with a custom read function, which gets the
-    /// time left before the deadline as its budget.
-    pub async fn wait_with<F, Fut>(self, read: F) -> Result<Task>
-    where
-        F: FnMut(Duration) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Task>> + Send + 'static,
-    {
-        watch::Run::new(self, watch::boxed(read)).until_done().await
-    }
-
-    /// This wait as a stream of poll events, with a custom read function.
-    pub fn watch_with<F, Fut>(self, read: F) -> Watch
-    where
-        F: FnMut(Duration) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Task>> + Send + 'static,
-    {
-        Watch::from_run(watch::Run::new(self, watch::boxed(read)))
-    }
-}
-
-impl Client {
-    /// Waits until the task finishes or the deadline passes.
-    ///
-    /// Returns the final task when it succeeded; [`Error::TaskFailed`](crate::Error::TaskFailed) or
-    /// [`Error::TaskCancelled`](crate::Error::TaskCancelled) (holding the final task) when it did not;
-    /// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded) (elapsed time, polls, last observation and
-    /// the [`WaitState`] to re-attach) when time ran out; a permanent error
-    /// (401/403/404, bad request) unchanged, at once.
-    ///
-    /// When the provider's spec declares webhooks, verified deliveries handed
-    /// to this client ([`Client::accept_webhook`], the `webhook` feature's
-    /// receiver) race the polls: the first finished observation ends the wait
-    /// (see [`crate::webhook`]).
-    pub async fn wait(&self, task: &TaskRef, options: WaitOptions) -> Result<Task> {
-        self.configured_for(task)?;
-        self.run(Poller::new(task.clone(), &options)?, task).until_done().await
-    }
-
-    /// The same wait as [`Client::wait`], as a stream of [`PollEvent`]s
-    /// (see [`Watch`]; [`Watch::transitions`] keeps only phase changes).
-    pub fn watch(&self, task: &TaskRef, options: WaitOptions) -> Watch {
-        match self.configured_for(task).and_then(|_| Poller::new(task.clone(), &options)) {
-            Ok(poller) => Watch::from_run(self.run(poller, task)),
-            Err(error) => Watch::failed(error),
-        }
-    }
-
-    /// Continues a wait from its saved [`WaitState`] (after a deadline, a
-    /// cancellation or a restart) with a fresh deadline: the options', from
-    /// now. Attempt numbers, the queued time, the unknown-status count and the
-    /// next planned poll carry on.
-    pub async fn resume(&self, state: WaitState, options: WaitOptions) -> Result<Task> {
-        let task = state.task_ref.clone();
-        self.configured_for(&task)?;
-        self.run(Poller::resume(state, &options)?, &task).until_done().await
-    }
-
-    /// [`Client::resume`] as a stream of [`PollEvent`]s.
-    pub fn watch_resumed(&self, state: WaitState, options: WaitOptions) -> Watch {
-        let task = state.task_ref.clone();
-        match self.configured_for(&task).and_then(|_| Poller::resume(state, &options)) {
-            Ok(poller) => Watch::from_run(self.run(poller, &task)),
-            Err(error) => Watch::failed(error),
-        }
-    }
-
-    /// The wait loop on `task`: polls, raced against the webhooks its provider declares.
-    fn run(&self, poller: Poller, task: &TaskRef) -> watch::Run {
-        watch::Run::new(poller, watch::boxed(self.reader(task))).with_webhook(self.webhook_subscription(task))
-    }
-
-    fn reader(
-        &self,
-        task: &TaskRef,
-    ) -> impl FnMut(Duration) -> crate::spec::BoxFuture<'static, Result<Task>> + Send + 'static {
-        let client = self.clone();
-        let task = task.clone();
-        move |budget| {
-            let client = client.clone();
-            let task = task.clone();
-            Box::pin(async move { client.get_within(&task, Some(budget)).await })
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+mod option_tests {
     use super::*;
-    use crate::Error;
+    use crate::{Error, TaskRef};
 
     #[test]
-    fn options_default_to_keep_waiting_and_the_tokio_clock() {
+    fn options_default_to_keep_waiting_and_the_engine_clock() {
         let options = WaitOptions::new(Duration::from_secs(1));
         assert_eq!(options.unknown_status, UnknownStatusPolicy::KeepWaiting);
         assert_eq!(options.pending_budget, None);
         assert_eq!(options.retry_after_ceiling, DEFAULT_RETRY_AFTER_CEILING);
-        assert!(format!("{:?}", options.clock).contains("TokioClock"));
+        assert!(options.clock.is_none());
     }
 
     #[test]

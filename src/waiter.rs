@@ -46,6 +46,7 @@
 //! [`ProviderConfig::rate_limit`]: crate::ProviderConfig::rate_limit
 
 mod budget;
+mod engine;
 mod scheduler;
 mod source;
 #[cfg(test)]
@@ -54,36 +55,40 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::wait::Poller;
-use crate::{Client, Clock, Error, Policy, Result, Task, TaskRef, TokioClock, WaitOptions, WaitState};
+use crate::webhook::Registration;
+use crate::{Client, Clock, Error, PollEvent, Result, Task, TaskRef, WaitOptions, WaitState};
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub(crate) use budget::SharedGrant;
 pub(crate) use budget::SharedTokens;
-use scheduler::{Command, Entry, Finished, Key, Scheduler};
-use source::ClientSource;
+pub(crate) use engine::{Engine, Lane};
+#[cfg(test)]
+pub(crate) use scheduler::Entry;
+pub(crate) use scheduler::{Command, Finished, Group, Key};
+#[cfg(test)]
+pub(crate) use source::{BatchIds, Source};
 
 /// Waits on many tasks, of any providers, at once; a [`Stream`] of
 /// `(TaskRef, Result<Task>)` in the order the tasks finish.
 ///
-/// Each outcome is what [`Client::wait`] would have returned for that task.
-/// Tasks can be added while the waiter runs (also through a
+/// Each outcome is what [`Client::wait`] would have returned for that task:
+/// the waits run on the client's engine, next to every other wait of the
+/// client. Tasks can be added while the waiter runs (also through a
 /// [`WaiterHandle`]); the stream ends when no task is left (adding one later
-/// starts it again). Dropping the waiter stops every wait at once;
+/// starts it again). Dropping the waiter stops its waits at once;
 /// [`Waiter::cancel`] and [`Waiter::cancel_all`] stop some of them, each
 /// reported as [`Error::WaitCancelled`] with its [`WaitState`].
-/// [`Waiter::finish`] runs to the end and sorts the outcomes.
+/// [`Waiter::finish`] runs to the end and sorts the outcomes;
+/// [`Waiter::events`] shows every poll of every wait.
 ///
-/// Needs a tokio runtime (a scheduler task per provider is spawned on the
-/// first task of that provider).
+/// Needs a tokio runtime (a provider's scheduler starts on its first wait).
 #[must_use = "a waiter does nothing unless its outcomes are read"]
 pub struct Waiter {
     shared: Arc<Shared>,
@@ -102,11 +107,12 @@ pub struct WaiterHandle {
 
 struct Shared {
     client: Client,
-    clock: Arc<dyn Clock>,
-    finished: mpsc::UnboundedSender<Vec<Finished>>,
-    requests: Arc<AtomicU64>,
+    /// The clock of every wait of this waiter (`None`: the engine's).
+    clock: Option<Arc<dyn Clock>>,
+    group: Arc<Group>,
+    /// Each provider's share of a rate budget held by a wait store.
+    tokens: HashMap<&'static str, Arc<SharedTokens>>,
     registry: Mutex<Registry>,
-    hooks: Hooks,
 }
 
 /// What a wait store adds to a waiter (nothing, for a plain one).
@@ -122,26 +128,18 @@ pub(crate) struct Hooks {
 struct Registry {
     /// False once the waiter is dropped: nothing more is accepted.
     closed: bool,
-    next_key: Key,
+    /// The schedulers this waiter's waits went to.
     lanes: HashMap<&'static str, Lane>,
-    /// Each provider's polite policy, shared by the waits that set none.
-    polite: HashMap<&'static str, Arc<Policy>>,
     /// The waits not yet reported, to route cancellations and end the stream.
     waiting: HashMap<TaskRef, (&'static str, Key)>,
     /// Each wait's registration with the client's webhook hub (providers that declare webhooks).
-    webhooks: HashMap<TaskRef, crate::webhook::Registration>,
-}
-
-/// One provider's scheduler.
-struct Lane {
-    commands: mpsc::UnboundedSender<Command>,
-    task: JoinHandle<()>,
+    webhooks: HashMap<TaskRef, Registration>,
 }
 
 impl Client {
-    /// A [`Waiter`] for many tasks, on tokio's clock.
+    /// A [`Waiter`] for many tasks, on the client's engine.
     pub fn waiter(&self) -> Waiter {
-        Waiter::with_clock(self, Arc::new(TokioClock))
+        Waiter::with_hooks(self, None, Hooks::default())
     }
 }
 
@@ -149,18 +147,17 @@ impl Waiter {
     /// A waiter whose every wait, sleep and rate budget runs on `clock` (the
     /// clock of the [`WaitOptions`] given to [`Waiter::add`] is replaced by it).
     pub fn with_clock(client: &Client, clock: Arc<dyn Clock>) -> Self {
-        Self::with_hooks(client, clock, Hooks::default())
+        Self::with_hooks(client, Some(clock), Hooks::default())
     }
 
-    pub(crate) fn with_hooks(client: &Client, clock: Arc<dyn Clock>, hooks: Hooks) -> Self {
-        let (sender, finished) = mpsc::unbounded_channel();
+    pub(crate) fn with_hooks(client: &Client, clock: Option<Arc<dyn Clock>>, hooks: Hooks) -> Self {
+        let (group, finished) = Group::new(client.inner().engine.next_id(), hooks.progress);
         let shared = Shared {
             client: client.clone(),
             clock,
-            finished: sender,
-            requests: Arc::new(AtomicU64::new(0)),
+            group,
+            tokens: hooks.tokens,
             registry: Mutex::new(Registry::default()),
-            hooks,
         };
         Self { shared: Arc::new(shared), finished, ready: Vec::new().into_iter() }
     }
@@ -197,9 +194,18 @@ impl Waiter {
         self.shared.registry().waiting.len()
     }
 
-    /// Status reads sent so far (a batch read counts once).
+    /// Status reads sent so far for this waiter's tasks (a batch read counts once).
     pub fn requests_sent(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
+        self.shared.group.requests()
+    }
+
+    /// Every poll of every wait of this waiter from now on, as it returns
+    /// (retried reads, phase changes, the webhook deliveries that end waits):
+    /// the [`PollEvent`]s a lone wait's stream has. Events are built only once
+    /// this is called; `None` if it was called before.
+    pub fn events(&self) -> Option<impl Stream<Item = PollEvent> + Send + Unpin + 'static> {
+        let mut events = self.shared.group.watch()?;
+        Some(futures_util::stream::poll_fn(move |cx| events.poll_recv(cx)))
     }
 
     /// Runs until every wait has ended, and sorts the outcomes.
@@ -241,102 +247,56 @@ impl Shared {
 
     fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
         let provider = self.client.configured_for(&task)?.spec.name;
-        let poller = Poller::new(task.clone(), &self.options(provider, options)?)?;
-        self.enqueue(provider, task, poller)
-    }
-
-    /// The options on the waiter's clock, with one shared polite policy when they set none.
-    fn options(&self, provider: &'static str, options: &WaitOptions) -> Result<WaitOptions> {
-        let options = options.clone().clock(self.clock.clone());
-        if options.has_policy() {
-            return Ok(options);
-        }
-        let mut registry = self.registry();
-        let policy = match registry.polite.get(provider) {
-            Some(policy) => policy.clone(),
-            None => {
-                let policy = Arc::new(Policy::polite(provider)?);
-                registry.polite.insert(provider, policy.clone());
-                policy
-            }
-        };
-        Ok(options.shared_policy(policy))
+        let lane = self.lane(provider)?;
+        let poller = Poller::new(task.clone(), &self.client.inner().engine.options(provider, options, &lane)?)?;
+        self.enqueue(provider, lane, task, poller)
     }
 
     fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
         let task = state.task_ref.clone();
         let provider = self.client.configured_for(&task)?.spec.name;
-        let poller = Poller::resume(state, &options.clone().clock(self.clock.clone()))?;
-        self.enqueue(provider, task, poller)
+        let lane = self.lane(provider)?;
+        let poller = Poller::resume(state, &options.clone().clock(lane.clock().clone()))?;
+        self.enqueue(provider, lane, task, poller)
     }
 
-    fn enqueue(&self, provider: &'static str, task: TaskRef, poller: Poller) -> Result<()> {
+    /// The provider's scheduler for this waiter's clock and budget.
+    fn lane(&self, provider: &'static str) -> Result<Lane> {
+        if let Some(lane) = self.registry().lanes.get(provider) {
+            return Ok(lane.clone());
+        }
+        let engine = &self.client.inner().engine;
+        engine.lane(&self.client, provider, self.clock.as_ref(), self.tokens.get(provider))
+    }
+
+    fn enqueue(&self, provider: &'static str, lane: Lane, task: TaskRef, poller: Poller) -> Result<()> {
         let mut guard = self.registry();
         let registry = &mut *guard;
         if registry.closed {
             return Err(Error::config("the waiter was dropped"));
         }
-        let key = registry.next_key;
         // One hash of the task for the check and the insert (100,000 adds in a row are common).
         let std::collections::hash_map::Entry::Vacant(waiting) = registry.waiting.entry(task) else {
             return Err(Error::config(format!("already waiting on {}", poller.task_ref())));
         };
-        if !registry.lanes.contains_key(provider) {
-            let lane = self.start_lane(provider)?;
-            registry.lanes.insert(provider, lane);
-        }
-        let Some(commands) = registry.lanes.get(provider).map(|lane| &lane.commands) else {
-            return Err(Error::config(format!("the {provider} scheduler has stopped")));
-        };
-        if commands.send(Command::Add(key, Entry::new(poller))).is_err() {
-            return Err(Error::config(format!("the {provider} scheduler has stopped")));
-        }
-        // After the add: a delivery kept for the task is handed over at once, as a command after it.
-        if self.client.configured(provider).is_ok_and(|p| p.spec.webhook.is_some()) {
-            let commands = commands.clone();
-            let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
-                if task.is_terminal() {
-                    let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
-                }
-            });
-            let registration = self.client.webhooks().register(waiting.key(), sink);
+        let (key, registration) = self.client.inner().engine.add(&self.client, &lane, &self.group, poller)?;
+        if let Some(registration) = registration {
             registry.webhooks.insert(waiting.key().clone(), registration);
         }
         waiting.insert((provider, key));
-        registry.next_key += 1;
+        registry.lanes.entry(provider).or_insert(lane);
         Ok(())
-    }
-
-    fn start_lane(&self, provider: &'static str) -> Result<Lane> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::config("a Waiter needs a tokio runtime (none is running)"))?;
-        let configured = self.client.configured(provider)?;
-        let source = Arc::new(ClientSource::new(self.client.clone(), provider)?);
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let scheduler = Scheduler::new(
-            provider,
-            source,
-            self.clock.clone(),
-            configured.rate,
-            configured.max_in_flight,
-            receiver,
-            self.finished.clone(),
-            self.requests.clone(),
-            (self.hooks.tokens.get(provider).cloned(), self.hooks.progress.clone()),
-        )
-        .with_webhooks(configured.spec.webhook.as_ref().map(|hook| (self.client.webhooks().clone(), hook)));
-        Ok(Lane { commands, task: runtime.spawn(scheduler.run()) })
     }
 
     fn cancel(&self, task: &TaskRef) -> bool {
         let registry = self.registry();
         let Some((provider, key)) = registry.waiting.get(task) else { return false };
-        registry.lanes.get(provider).is_some_and(|lane| lane.commands.send(Command::Cancel(*key)).is_ok())
+        registry.lanes.get(provider).is_some_and(|lane| lane.send(scheduler::Command::Cancel(*key)))
     }
 
     fn cancel_all(&self) {
         for lane in self.registry().lanes.values() {
-            let _ = lane.commands.send(Command::CancelAll);
+            lane.send(scheduler::Command::CancelGroup(self.group.id));
         }
     }
 }
@@ -395,8 +355,8 @@ impl Drop for Waiter {
     fn drop(&mut self) {
         let mut registry = self.shared.registry();
         registry.closed = true;
-        for (_, lane) in registry.lanes.drain() {
-            lane.task.abort();
+        for lane in registry.lanes.values() {
+            lane.send(scheduler::Command::DropGroup(self.shared.group.id));
         }
         registry.waiting.clear();
         registry.webhooks.clear();

@@ -45,7 +45,7 @@ pub use hub::{Delivery, WebhookHub};
 #[cfg(feature = "webhook")]
 pub use receiver::{WebhookServer, router, serve, serve_with};
 
-pub(crate) use hub::{Registration, Sink, Subscription};
+pub(crate) use hub::{Registration, Sink};
 #[cfg_attr(not(feature = "simulator"), allow(unused_imports))]
 pub(crate) use verify::sign;
 pub(crate) use verify::verify;
@@ -167,17 +167,6 @@ impl crate::Client {
     /// The hub that hands verified deliveries to this client's waits.
     pub fn webhooks(&self) -> &WebhookHub {
         &self.inner().webhooks
-    }
-
-    /// For a wait on `task`: its provider's webhook scheme and a subscription
-    /// to the deliveries on it, when the spec declares one.
-    pub(crate) fn webhook_subscription(
-        &self,
-        task: &crate::TaskRef,
-    ) -> Option<(&'static crate::spec::WebhookSpec, Subscription)> {
-        let spec = self.configured_for(task).ok()?.spec;
-        let hook = spec.webhook.as_ref()?;
-        Some((hook, self.inner().webhooks.subscribe(task)))
     }
 }
 

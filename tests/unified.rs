@@ -583,7 +583,7 @@ fn public_types_and_futures_are_send() {
     send(&client.get(&t));
     send(&client.get_many("deepomatic", &["1"]));
     send(&client.wait(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
-    send(&client.watch(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
+    send(&client.wait(&t, taskpoll::WaitOptions::new(Duration::from_secs(1))));
 }
 
 #[test]

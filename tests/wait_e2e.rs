@@ -251,7 +251,7 @@ async fn transient_503s_are_retried_within_the_budget() {
     let answers = vec![unavailable(), unavailable(), deepomatic("pending"), deepomatic("success")];
     let server = Server::start(DEEPOMATIC_PATH, answers, Some(clock.clone())).await;
     let options = WaitOptions::new(secs(60.0)).policy(every_second()).clock(clock);
-    let events: Vec<_> = server.client("deepomatic").watch(&deepomatic_ref(), options).collect().await;
+    let events: Vec<_> = server.client("deepomatic").wait(&deepomatic_ref(), options).collect().await;
     let events: Vec<_> = events.into_iter().map(|e| e.expect("no error")).collect();
     assert_eq!(events.len(), 4);
     let error = events[0].error.as_ref().expect("the first poll failed");
@@ -272,7 +272,7 @@ async fn one_watch_handle_polls_once_then_runs_until_done() {
     let answers = vec![deepomatic("pending"), deepomatic("running"), deepomatic("success")];
     let server = Server::start(DEEPOMATIC_PATH, answers, Some(clock.clone())).await;
     let options = WaitOptions::new(secs(60.0)).policy(every_second()).clock(clock);
-    let mut watch = server.client("deepomatic").watch(&deepomatic_ref(), options);
+    let mut watch = server.client("deepomatic").wait(&deepomatic_ref(), options);
     let first = watch.poll().await.expect("an event").expect("no error");
     assert_eq!((first.attempt, first.phase), (1, Some(Phase::Queued)));
     assert_eq!(server.polls(), [0.0], "one poll, nothing more until asked");
@@ -315,7 +315,7 @@ async fn a_provider_that_is_not_configured_fails_before_any_sleep() {
     let options = WaitOptions::new(secs(60.0)).clock(clock.clone());
     let err = server.client("deepomatic").wait(&factpulse_ref(), options.clone()).await.expect_err("not configured");
     assert!(matches!(err, Error::ProviderNotConfigured(_)), "{err:?}");
-    let mut watch = server.client("deepomatic").watch(&factpulse_ref(), options);
+    let mut watch = server.client("deepomatic").wait(&factpulse_ref(), options);
     assert!(matches!(watch.next().await, Some(Err(Error::ProviderNotConfigured(_)))));
     assert!(watch.next().await.is_none());
 }
@@ -408,7 +408,7 @@ async fn a_wait_resumes_after_serialisation_with_a_fresh_deadline() {
 
     // First run: two polls, then the process stops; the last event's state is saved.
     let options = WaitOptions::new(secs(30.0)).policy(helper()).clock(clock.clone());
-    let mut watch = client.watch(&factpulse_ref(), options);
+    let mut watch = client.wait(&factpulse_ref(), options);
     let mut saved = None;
     for _ in 0..2 {
         saved = Some(watch.next().await.expect("item").expect("event").state);
@@ -422,7 +422,7 @@ async fn a_wait_resumes_after_serialisation_with_a_fresh_deadline() {
     assert_eq!(state.deadline_at_ms - state.started_at_ms, 30_000);
     assert_eq!(state.last_phase, Some(Phase::Running));
     let options = WaitOptions::new(secs(30.0)).policy(helper()).clock(clock.clone());
-    let events: Vec<_> = client.watch_resumed(state.clone(), options.clone()).collect().await;
+    let events: Vec<_> = client.resume(state.clone(), options.clone()).collect().await;
     let attempts: Vec<u32> = events.iter().map(|e| e.as_ref().expect("event").attempt).collect();
     assert_eq!(attempts, [3, 4]);
     // The poll planned for 2.5 s was overdue at 11 s: it goes at once, then the third delay (2.25 s) later.
@@ -451,7 +451,7 @@ async fn real_time_pending_running_succeeded_with_transitions() {
     let options = WaitOptions::new(secs(30.0)).policy(fast.expect("policy"));
     let phases: Vec<Phase> = server
         .client("factpulse")
-        .watch(&factpulse_ref(), options)
+        .wait(&factpulse_ref(), options)
         .transitions()
         .map(|e| e.expect("event").phase.expect("phase"))
         .collect()

@@ -531,7 +531,7 @@ async fn polling_slows_down_while_the_providers_webhooks_arrive() -> TestResult 
         let policy = policy.clone();
         async move {
             let options = WaitOptions::new(Duration::from_secs(60)).policy(policy).clock(clock);
-            let events: Vec<_> = client.watch(&task, options).take(3).collect().await;
+            let events: Vec<_> = client.wait(&task, options).take(3).collect().await;
             events.into_iter().map(|e| e.expect("event").next_delay).collect::<Vec<_>>()
         }
     };

@@ -247,7 +247,7 @@ impl StoredWaiter {
             providers.iter().filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone()))).collect();
         let (progress, progress_rx) = mpsc::unbounded_channel();
         let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
-        let waiter = Waiter::with_hooks(&config.client, config.clock.clone(), hooks);
+        let waiter = Waiter::with_hooks(&config.client, Some(config.clock.clone()), hooks);
         let (out, outcomes) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let driver = Driver {

@@ -95,7 +95,7 @@ impl Poller {
     pub fn new(task_ref: TaskRef, options: &WaitOptions) -> Result<Self> {
         let spec = task_ref.spec();
         let policy = resolve_policy(spec, options)?;
-        let clock = options.clock.clone();
+        let clock = clock_of(options);
         let origin = clock.now();
         let started_at = clock.wall();
         let deadline = options.deadline.min(MAX_DEADLINE);
@@ -127,7 +127,7 @@ impl Poller {
             },
             Some(_) => resolve_policy(spec, options)?,
         };
-        let clock = options.clock.clone();
+        let clock = clock_of(options);
         let origin = clock.now();
         let base = Duration::from_millis(unix_ms(clock.wall()).saturating_sub(state.started_at_ms));
         // Re-attaching, as in google-cloud-rust and Azure: the continued wait gets its own deadline.
@@ -177,7 +177,7 @@ impl Poller {
             unknown: options.unknown_status,
             pending_budget,
             retry_after_ceiling: options.retry_after_ceiling,
-            clock: options.clock.clone(),
+            clock: clock_of(options),
             origin,
             base,
             deadline,
@@ -610,6 +610,11 @@ fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Arc<Poli
         Some(policy) => Ok(policy.clone()),
         None => Policy::polite_for(spec).map(Arc::new),
     }
+}
+
+/// The options' clock: the one set, else tokio's (the engine sets its lane's).
+fn clock_of(options: &WaitOptions) -> Arc<dyn Clock> {
+    options.clock.clone().unwrap_or_else(|| Arc::new(crate::TokioClock))
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {

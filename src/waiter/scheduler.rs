@@ -6,13 +6,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::budget::{Budget, SharedTokens};
 use super::source::{BatchIds, Source};
@@ -20,40 +21,109 @@ use crate::observe::Seen;
 use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
 use crate::wait::{Decision, Poller};
 use crate::webhook::WebhookHub;
-use crate::{Clock, Error, Result, Task, TaskRef, WaitState};
+use crate::{Clock, Error, PollEvent, Result, Task, TaskRef, WaitState};
 
-/// A wait's number within its waiter.
-pub(super) type Key = u64;
+/// A wait's number within its client's engine.
+pub(crate) type Key = u64;
 
-/// What the waiter asks of a scheduler.
-pub(super) enum Command {
+/// What the engine asks of a scheduler.
+pub(crate) enum Command {
     /// Start polling for a new wait.
-    Add(Key, Box<Entry>),
+    Add(Box<Entry>),
     /// Stop one wait (it ends with [`Error::WaitCancelled`]).
     Cancel(Key),
-    /// Stop every wait.
-    CancelAll,
+    /// Stop every wait of a group (each ends with [`Error::WaitCancelled`]).
+    CancelGroup(u64),
+    /// Forget every wait of a group: nobody listens to it any more.
+    DropGroup(u64),
     /// A verified webhook delivery reported the wait's task finished.
     Webhook(Key, Box<Task>),
+    /// The consumer of a stepped wait asks for its next poll.
+    Step(Key),
 }
 
 /// A wait that ended.
-pub(super) struct Finished {
-    pub(super) task_ref: TaskRef,
-    pub(super) result: Result<Task>,
+pub(crate) struct Finished {
+    pub(crate) task_ref: TaskRef,
+    pub(crate) result: Result<Task>,
     /// Polls the wait made.
-    pub(super) polls: u32,
+    pub(crate) polls: u32,
+}
+
+/// Who hears of a set of waits: a [`Waiter`](crate::Waiter), or the handle
+/// of one wait. Its waits may sit on several schedulers (one per provider),
+/// next to other groups' waits.
+pub(crate) struct Group {
+    /// Unique within the engine, to name the group in commands.
+    pub(crate) id: u64,
+    /// Where its waits go when they end, a scheduler turn's worth at a time.
+    finished: mpsc::UnboundedSender<Vec<Finished>>,
+    /// Each poll's event, once someone watches (only then are events built:
+    /// one clones the task and the wait state).
+    events: OnceLock<mpsc::UnboundedSender<PollEvent>>,
+    /// Each wait's state after every poll that plans another (a wait store saves it).
+    progress: Option<mpsc::UnboundedSender<WaitState>>,
+    /// Status reads sent for its waits (a batch read counts once).
+    requests: AtomicU64,
+    /// While watched, each poll waits for [`Command::Step`] after the
+    /// previous event (a lone wait stepped one poll at a time).
+    stepped: bool,
+}
+
+impl Group {
+    /// A group and the receiver of its waits' ends.
+    pub(crate) fn new(
+        id: u64,
+        progress: Option<mpsc::UnboundedSender<WaitState>>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
+        Self::build(id, progress, false)
+    }
+
+    /// A group of one wait whose polls, while watched, wait for [`Command::Step`].
+    pub(crate) fn stepped(id: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
+        Self::build(id, None, true)
+    }
+
+    fn build(
+        id: u64,
+        progress: Option<mpsc::UnboundedSender<WaitState>>,
+        stepped: bool,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
+        let (finished, receiver) = mpsc::unbounded_channel();
+        let events = OnceLock::new();
+        let group = Group { id, finished, events, progress, requests: AtomicU64::new(0), stepped };
+        (Arc::new(group), receiver)
+    }
+
+    /// Starts building an event for every poll of the group's waits; `None`
+    /// if someone watches already.
+    pub(crate) fn watch(&self) -> Option<mpsc::UnboundedReceiver<PollEvent>> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.events.set(sender).ok()?;
+        Some(receiver)
+    }
+
+    /// Status reads sent for the group's waits.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Where to send events, while someone listens.
+    fn watcher(&self) -> Option<&mpsc::UnboundedSender<PollEvent>> {
+        self.events.get().filter(|sender| !sender.is_closed())
+    }
 }
 
 /// How far past the due entries a batch looks for waits it may poll early.
 const EARLY_SCAN: usize = 1_000;
 
-/// One wait in a scheduler. Built by the waiter (boxed once: the box travels
+/// One wait in a scheduler. Built by the engine (boxed once: the box travels
 /// in the command and stays in the table, so adding a wait allocates it once).
-pub(super) struct Entry {
+pub(crate) struct Entry {
     /// The wait's key, to tell it from a later wait in the same slot.
     key: Key,
     poller: Poller,
+    group: Arc<Group>,
     /// When the next poll is due; `None` while a read is in flight or the wait is ending.
     due: Option<Instant>,
     /// From when the wait may ride along in a batch before `due`: half its
@@ -65,26 +135,30 @@ pub(super) struct Entry {
     /// `(end, key, slot)` is in `by_end`.
     end_queued: bool,
     in_flight: bool,
-    /// A batch answer left it out once (it was then read singly).
-    missing_once: bool,
+    /// Its next poll (`due`) waits for the consumer's [`Command::Step`].
+    parked: bool,
+    /// A batch answer left it out: it is read singly from then on.
+    single_only: bool,
     /// A polled success without a result, held until the webhook brings it
     /// or the grace ends (`end`), when the provider's results come only by webhook.
     held: Option<Box<Task>>,
 }
 
 impl Entry {
-    pub(super) fn new(poller: Poller) -> Box<Self> {
+    pub(crate) fn new(key: Key, poller: Poller, group: Arc<Group>) -> Box<Self> {
         let end = poller.deadline();
         Box::new(Entry {
-            key: 0,
+            key,
             due: None,
             early: end,
             end,
             end_queued: false,
             in_flight: false,
-            missing_once: false,
+            parked: false,
+            single_only: false,
             held: None,
             poller,
+            group,
         })
     }
 }
@@ -137,30 +211,22 @@ pub(super) struct Scheduler {
     singles: VecDeque<Tag>,
     in_flight: FuturesUnordered<BoxFuture<'static, Flight>>,
     commands: mpsc::UnboundedReceiver<Command>,
-    finished: mpsc::UnboundedSender<Vec<Finished>>,
-    /// Waits that ended this turn, not yet sent.
-    done: Vec<Finished>,
-    requests: Arc<AtomicU64>,
-    /// Where each wait's state goes after every poll that plans another (a wait store saves it).
-    progress: Option<mpsc::UnboundedSender<WaitState>>,
+    /// Waits that ended this turn, not yet sent, with their groups.
+    done: Vec<(Arc<Group>, Finished)>,
     /// The client's webhook hub and the provider's scheme, when it declares one.
     webhook: Option<(WebhookHub, &'static WebhookSpec)>,
 }
 
 impl Scheduler {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
+    /// `shared`: the share of a rate budget held elsewhere (a wait store's), if any.
+    pub(crate) fn new(
         provider: &'static str,
         source: Arc<dyn Source>,
         clock: Arc<dyn Clock>,
-        rate: RateSpec,
+        (rate, shared): (RateSpec, Option<Arc<SharedTokens>>),
         max_in_flight: usize,
         commands: mpsc::UnboundedReceiver<Command>,
-        finished: mpsc::UnboundedSender<Vec<Finished>>,
-        requests: Arc<AtomicU64>,
-        hooks: (Option<Arc<SharedTokens>>, Option<mpsc::UnboundedSender<WaitState>>),
     ) -> Self {
-        let (shared, progress) = hooks;
         Self {
             provider,
             source,
@@ -174,27 +240,33 @@ impl Scheduler {
             singles: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
             commands,
-            finished,
             done: Vec::new(),
-            requests,
-            progress,
             webhook: None,
         }
     }
 
     /// Paces polls and holds webhook-only results as the provider's webhook scheme says.
-    pub(super) fn with_webhooks(mut self, webhook: Option<(WebhookHub, &'static WebhookSpec)>) -> Self {
+    pub(crate) fn with_webhooks(mut self, webhook: Option<(WebhookHub, &'static WebhookSpec)>) -> Self {
         self.webhook = webhook;
         self
     }
 
-    /// Runs until the waiter is dropped (its command channel closes).
-    pub(super) async fn run(mut self) {
+    /// Runs until the engine and every handle on it are dropped (its command channel closes).
+    pub(crate) async fn run(mut self) {
         loop {
             let now = self.clock.now();
             self.end_due(now);
+            let next_read = self.launch(now);
+            // Again, to drop the ends of the waits just sent (their answers
+            // queue them anew): nothing sleeps until the deadline of a wait
+            // whose read is in flight (a manual clock would jump there).
+            self.end_due(now);
             self.report();
-            let wake = self.launch(now);
+            let next_end = self.by_end.peek().map(|Reverse((end, _, _))| *end);
+            let wake = match (next_read, next_end) {
+                (Some(read), Some(end)) => Some(read.min(end)),
+                (read, end) => read.or(end),
+            };
             let clock = self.clock.clone();
             // The sleep is created only when polled: a virtual clock moves its
             // time when a sleep is created, and a command or an answer may win.
@@ -220,7 +292,7 @@ impl Scheduler {
                         self.apply(command);
                     }
                 }
-                // The waiter is gone: drop every wait and every request in flight.
+                // Nobody can reach the scheduler any more: drop every wait and every request in flight.
                 Event::Command(None) => return,
                 Event::Woke => {}
             }
@@ -229,8 +301,8 @@ impl Scheduler {
 
     fn apply(&mut self, command: Command) {
         match command {
-            Command::Add(key, mut entry) => {
-                entry.key = key;
+            Command::Add(mut entry) => {
+                let key = entry.key;
                 let decision = entry.poller.start();
                 let place = self.entries.vacant_entry();
                 let slot = place.key();
@@ -254,7 +326,10 @@ impl Scheduler {
             Command::Webhook(key, task) => {
                 // A read in flight for it lands on no entry and is dropped.
                 if let Some(mut entry) = self.slots.get(&key).copied().and_then(|slot| self.remove((key, slot))) {
-                    let (_, decision) = entry.poller.observe_webhook(self.clock.now(), *task);
+                    let (event, decision) = entry.poller.observe_webhook(self.clock.now(), *task);
+                    if let Some(watcher) = entry.group.watcher() {
+                        let _ = watcher.send(event);
+                    }
                     let result = match decision {
                         Decision::Done(task) => Ok(task),
                         Decision::Fail(error) => Err(error),
@@ -264,13 +339,35 @@ impl Scheduler {
                     self.finish(entry, result);
                 }
             }
-            Command::CancelAll => {
-                let keys: Vec<Key> = self.slots.keys().copied().collect();
-                for key in keys {
+            Command::Step(key) => {
+                if let Some(slot) = self.slots.get(&key).copied()
+                    && let Some(entry) = self.entry((key, slot))
+                    && std::mem::take(&mut entry.parked)
+                    && let Some(due) = entry.due
+                {
+                    let end = entry.end;
+                    self.by_due.insert((due, key, slot));
+                    self.queue_end((key, slot), end);
+                }
+            }
+            Command::CancelGroup(group) => {
+                for key in self.keys_of(group) {
                     self.cancel(key);
                 }
             }
+            Command::DropGroup(group) => {
+                for key in self.keys_of(group) {
+                    if let Some(slot) = self.slots.get(&key).copied() {
+                        self.remove((key, slot));
+                    }
+                }
+            }
         }
+    }
+
+    /// The waits of a group.
+    fn keys_of(&self, group: u64) -> Vec<Key> {
+        self.entries.iter().filter(|(_, entry)| entry.group.id == group).map(|(_, entry)| entry.key).collect()
     }
 
     fn cancel(&mut self, key: Key) {
@@ -301,6 +398,8 @@ impl Scheduler {
                 Some(entry) if entry.end != end => {}
                 // Its read ends before the deadline; the answer decides, and queues the end again.
                 Some(entry) if entry.in_flight => entry.end_queued = false,
+                // Nothing happens to a parked wait until its consumer asks (which queues the end again).
+                Some(entry) if entry.parked => entry.end_queued = false,
                 Some(_) if end > now => break,
                 Some(_) => {
                     if let Some(mut entry) = self.remove((key, slot)) {
@@ -337,9 +436,9 @@ impl Scheduler {
     }
 
     /// Sends what is due, as far as the in-flight bound and the rate budget
-    /// allow; returns when something next needs doing.
+    /// allow; returns when the next read may go.
     fn launch(&mut self, now: Instant) -> Option<Instant> {
-        let mut wake = self.by_end.peek().map(|Reverse((end, _, _))| *end);
+        let mut wake: Option<Instant> = None;
         let mut earliest = |at: Instant| wake = Some(wake.map_or(at, |w| w.min(at)));
         while self.in_flight.len() < self.max_in_flight {
             while self.singles.front().is_some_and(|&(key, slot)| self.entries.get(slot).is_none_or(|e| e.key != key)) {
@@ -355,51 +454,87 @@ impl Scheduler {
                 earliest(retry_at);
                 break;
             }
-            self.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(tag) = self.singles.pop_front() {
                 self.send_one(tag, now);
-            } else if let Some(size) = self.source.batch_size() {
-                self.send_batch(size, now);
-            } else if let Some((_, key, slot)) = self.by_due.pop_first() {
-                self.send_one((key, slot), now);
+            } else {
+                self.send_due(now);
             }
         }
         wake
     }
 
+    /// Reads the first due wait: alone with the provider's single-task
+    /// operation, or in a batch read when other waits are due or may ride along.
+    fn send_due(&mut self, now: Instant) {
+        let Some(&(_, key, slot)) = self.by_due.first() else { return };
+        let alone = self.entries.get(slot).is_none_or(|entry| entry.single_only);
+        match self.source.batch_size() {
+            Some(size) if !alone => {
+                let picked = self.pick_batch(size, now);
+                match picked.as_slice() {
+                    [] | [_] => self.send_one((key, slot), now),
+                    _ => self.send_batch(picked, now),
+                }
+            }
+            _ => self.send_one((key, slot), now),
+        }
+    }
+
     fn send_one(&mut self, tag: Tag, now: Instant) {
         let Some(budget) = self.take_off(tag, now) else { return };
         let Some(entry) = at(&mut self.entries, tag) else { return };
-        let read = on_a_worker(self.source.read_one(entry.poller.task_ref().clone(), budget));
+        entry.group.requests.fetch_add(1, Ordering::Relaxed);
+        // A watched wait's events show whole observations; others keep no body between polls.
+        let keep_body = entry.group.watcher().is_some();
+        let read = on_a_worker(self.source.read_one(entry.poller.task_ref().clone(), budget, keep_body));
         self.in_flight.push(Box::pin(async move { Flight::One { tag, sent: now, result: read.await } }));
     }
 
-    /// One batch read: the due waits first, in due order, then waits far
-    /// enough into their delay to be polled a little early, so waits that
-    /// were polled together stay together and a round costs ⌈pending / size⌉ reads.
-    fn send_batch(&mut self, size: usize, now: Instant) {
-        let mut picked: Vec<(Instant, Key, Slot)> = Vec::with_capacity(size.min(self.by_due.len()));
-        for &(due, key, slot) in self.by_due.iter() {
-            if due > now || picked.len() == size {
+    /// The waits of one batch read: the due waits first, in due order, then
+    /// waits far enough into their delay to be polled a little early, so
+    /// waits that were polled together stay together and a round costs
+    /// ⌈pending / size⌉ reads. Waits read singly only are left to [`Self::send_one`].
+    fn pick_batch(&self, size: usize, now: Instant) -> Vec<Tag> {
+        let mut picked = Vec::with_capacity(size.min(self.by_due.len()));
+        let mut ahead = 0;
+        for &(due, key, slot) in &self.by_due {
+            if picked.len() == size {
                 break;
             }
-            picked.push((due, key, slot));
+            let Some(entry) = self.entries.get(slot) else { continue };
+            if due > now {
+                ahead += 1;
+                if ahead > EARLY_SCAN {
+                    break;
+                }
+                if entry.early > now {
+                    continue;
+                }
+            }
+            if !entry.single_only {
+                picked.push((key, slot));
+            }
         }
-        if picked.len() < size {
-            let ahead = self.by_due.iter().skip(picked.len()).take(EARLY_SCAN);
-            let ready = ahead.filter(|(_, _, slot)| self.entries.get(*slot).is_some_and(|e| e.early <= now));
-            picked.extend(ready.take(size - picked.len()));
-        }
+        picked
+    }
+
+    fn send_batch(&mut self, picked: Vec<Tag>, now: Instant) {
         let mut tags = Vec::with_capacity(picked.len());
         let mut ids = BatchIds::with_capacity(picked.len(), 16 * picked.len());
         let mut budget = Duration::MAX;
-        for (_, key, slot) in picked {
-            if let Some(left) = self.take_off((key, slot), now)
-                && let Some(entry) = self.entries.get(slot)
+        // One read for each group that has waits in it (groups per batch are few).
+        let mut counted: Vec<u64> = Vec::new();
+        for tag in picked {
+            if let Some(left) = self.take_off(tag, now)
+                && let Some(entry) = self.entries.get(tag.1)
             {
                 budget = budget.min(left);
                 ids.push(entry.poller.task_ref().id());
-                tags.push((key, slot));
+                tags.push(tag);
+                if !counted.contains(&entry.group.id) {
+                    counted.push(entry.group.id);
+                    entry.group.requests.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         if tags.is_empty() {
@@ -448,20 +583,17 @@ impl Scheduler {
         }
     }
 
-    /// A wait a batch answer left out: read singly once before calling it missing.
+    /// A wait a batch answer left out: read singly now and from then on (a
+    /// server whose batch answers miss a task its single read finds is still
+    /// followed to the end; one that does not find it answers as it would any
+    /// single read).
     fn left_out(&mut self, tag: Tag) {
         let Some(entry) = self.entry(tag) else { return };
-        if !entry.missing_once {
-            entry.missing_once = true;
-            entry.in_flight = false;
-            let end = entry.end;
-            self.queue_end(tag, end);
-            self.singles.push_back(tag);
-        } else if let Some(entry) = self.remove(tag) {
-            let id = entry.poller.task_ref().id().to_string();
-            let error = Error::MissingFromBatch(crate::error::MissingFromBatch { provider: self.provider, id });
-            self.finish(entry, Err(error));
-        }
+        entry.single_only = true;
+        entry.in_flight = false;
+        let end = entry.end;
+        self.queue_end(tag, end);
+        self.singles.push_back(tag);
     }
 
     /// A 429 or 503 with `Retry-After` holds the whole provider until the
@@ -488,30 +620,52 @@ impl Scheduler {
         if let Some(factor) = webhook_factor {
             entry.poller.set_delay_factor(factor);
         }
-        let (decision, hinted) = match result {
-            Ok(Seen::InProgress { phase, status, http_status }) => {
-                (entry.poller.observe_in_progress(sent, received, phase, status.as_deref(), http_status), false)
-            }
-            Ok(Seen::Task(task)) => {
-                let hinted = task.retry_after().is_some();
-                (entry.poller.observe_quietly(sent, received, Ok(*task)), hinted)
-            }
-            Err(error) => {
-                let hinted = error.retry_after().is_some();
-                (entry.poller.observe_quietly(sent, received, Err(error)), hinted)
-            }
+        let hinted = match &result {
+            Ok(Seen::InProgress { .. }) => false,
+            Ok(Seen::Task(task)) => task.retry_after().is_some(),
+            Err(error) => error.retry_after().is_some(),
         };
+        let span = wait_span(&entry.poller);
+        let _entered = span.enter();
+        let decision = match (entry.group.watcher(), result) {
+            (Some(watcher), result) => {
+                let result = result.map(|seen| seen_task(entry.poller.task_ref(), seen));
+                let (event, decision) = entry.poller.observe(sent, received, result);
+                let _ = watcher.send(event);
+                decision
+            }
+            (None, Ok(Seen::InProgress { phase, status, http_status })) => {
+                entry.poller.observe_in_progress(sent, received, phase, status.as_deref(), http_status)
+            }
+            (None, Ok(Seen::Task(task))) => entry.poller.observe_quietly(sent, received, Ok(*task)),
+            (None, Err(error)) => entry.poller.observe_quietly(sent, received, Err(error)),
+        };
+        if entry.group.watcher().is_none() {
+            // A watched poll's event was logged as it was built.
+            let state = entry.poller.state();
+            tracing::debug!(
+                attempt = state.attempts,
+                phase = state.last_phase.map(crate::Phase::as_str),
+                status = state.last_status.as_deref(),
+                next_delay_ms = state.next_delay_ms,
+                "poll"
+            );
+        }
         match decision {
             Decision::Poll { at, delay } => {
                 // Between polls a wait keeps phase, status and timings, not the raw body.
                 entry.poller.forget_last_task();
                 entry.due = Some(at);
                 entry.early = if hinted { at } else { at.checked_sub(delay / 2).unwrap_or(at) };
-                if let Some(progress) = &self.progress {
+                if let Some(progress) = &entry.group.progress {
                     let _ = progress.send(entry.poller.state().clone());
                 }
                 let end = entry.end;
-                self.by_due.insert((at, tag.0, tag.1));
+                // A stepped wait's consumer asks for each poll; its deadline still ends it.
+                entry.parked = entry.group.stepped && entry.group.watcher().is_some();
+                if !entry.parked {
+                    self.by_due.insert((at, tag.0, tag.1));
+                }
                 self.queue_end(tag, end);
             }
             Decision::Expire { at } => {
@@ -550,18 +704,26 @@ impl Scheduler {
 
     /// Reports a wait's end (sent with the others of this turn, see [`Scheduler::report`]).
     fn finish(&mut self, entry: Box<Entry>, result: Result<Task>) {
-        let polls = entry.poller.state().attempts;
-        let task_ref = entry.poller.into_task_ref();
-        self.done.push(Finished { task_ref, result, polls });
+        let Entry { poller, group, .. } = *entry;
+        let polls = poller.state().attempts;
+        wait_span(&poller).in_scope(|| match &result {
+            Ok(_) => tracing::debug!(polls, outcome = "succeeded", "wait ended"),
+            Err(error) => tracing::debug!(polls, outcome = error.to_string().as_str(), "wait ended"),
+        });
+        self.done.push((group, Finished { task_ref: poller.into_task_ref(), result, polls }));
     }
 
-    /// Sends the waits that ended this turn, in one message: the waiter's
-    /// reader is woken once for a whole batch answer rather than once per task.
+    /// Sends the waits that ended this turn, one message per group: a
+    /// waiter's reader is woken once for a whole batch answer rather than once per task.
     fn report(&mut self) {
-        if !self.done.is_empty() {
-            // The receiver lives as long as the waiter; if it is gone, nobody is listening.
-            let next = Vec::with_capacity(self.done.len());
-            let _ = self.finished.send(std::mem::replace(&mut self.done, next));
+        let mut done = std::mem::take(&mut self.done).into_iter().peekable();
+        while let Some((group, first)) = done.next() {
+            let mut turn = vec![first];
+            while let Some((_, next)) = done.next_if(|(next, _)| Arc::ptr_eq(next, &group)) {
+                turn.push(next);
+            }
+            // Nobody listening (a dropped handle) is not an error.
+            let _ = group.finished.send(turn);
         }
     }
 }
@@ -569,6 +731,28 @@ impl Scheduler {
 /// The wait at `tag` in `entries`, if it is still there.
 fn at(entries: &mut slab::Slab<Box<Entry>>, (key, slot): Tag) -> Option<&mut Box<Entry>> {
     entries.get_mut(slot).filter(|entry| entry.key == key)
+}
+
+/// The span of a wait's events (nothing is built unless a subscriber wants them).
+fn wait_span(poller: &Poller) -> tracing::Span {
+    let task_ref = poller.task_ref();
+    tracing::debug_span!(
+        "taskpoll.wait",
+        provider = task_ref.provider(),
+        task_id = task_ref.id(),
+        policy = poller.policy().name()
+    )
+}
+
+/// The task a read saw, whole or (in progress, from a batch item read in
+/// place) without its body, for a watched wait's event.
+fn seen_task(task_ref: &TaskRef, seen: Seen) -> Task {
+    match seen {
+        Seen::Task(task) => *task,
+        Seen::InProgress { phase, status, http_status } => {
+            Task::new(task_ref.clone(), phase, status, None, None, http_status, serde_json::Value::Null)
+        }
+    }
 }
 
 /// How long to hold a polled success for its webhook: a success without a
@@ -585,28 +769,11 @@ fn grace_for(webhook: Option<&(WebhookHub, &'static WebhookSpec)>, task: &Task) 
 fn on_a_worker<T: Send + 'static>(read: BoxFuture<'static, Result<T>>) -> BoxFuture<'static, Result<T>> {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            let task = AbortOnDrop(runtime.spawn(read));
+            let task = AbortOnDropHandle::new(runtime.spawn(read));
             Box::pin(async move {
                 task.await.unwrap_or_else(|stopped| Err(Error::config(format!("the status read stopped: {stopped}"))))
             })
         }
         _ => read,
-    }
-}
-
-/// A spawned read that stops when the scheduler drops it (the waiter is gone).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

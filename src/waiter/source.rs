@@ -2,17 +2,19 @@
 //! batch operation), or a scripted source in the virtual-time tests.
 
 use std::collections::HashMap;
+use std::sync::Weak;
 use std::time::Duration;
 
-use crate::client::BatchItem;
+use crate::client::{BatchItem, ClientInner};
 use crate::observe::{self, Seen};
 use crate::spec::BoxFuture;
-use crate::{Client, Result, Task, TaskRef};
+use crate::{Client, Error, Result, Task, TaskRef};
 
 /// The reads of one provider.
 pub(crate) trait Source: Send + Sync + 'static {
-    /// Reads one task; the whole read stays within `budget`.
-    fn read_one(&self, task: TaskRef, budget: Duration) -> BoxFuture<'static, Result<Task>>;
+    /// Reads one task; the whole read stays within `budget`. Without
+    /// `keep_body`, an in-progress answer's body is dropped as soon as it is read.
+    fn read_one(&self, task: TaskRef, budget: Duration, keep_body: bool) -> BoxFuture<'static, Result<Task>>;
 
     /// Reads several tasks in one batch call: what the answer says of
     /// `ids[i]` at `[i]`, `None` where it does not mention the id (a repeated
@@ -23,18 +25,24 @@ pub(crate) trait Source: Send + Sync + 'static {
     fn batch_size(&self) -> Option<usize>;
 }
 
-/// A configured provider of a [`Client`].
+/// A configured provider of a [`Client`]. The client's engine holds its
+/// schedulers, so a scheduler's source holds the client weakly: a client
+/// nobody holds any more is dropped with its engine and schedulers.
 pub(crate) struct ClientSource {
-    client: Client,
+    client: Weak<ClientInner>,
     provider: &'static str,
     batch_size: Option<usize>,
 }
 
 impl ClientSource {
-    pub(crate) fn new(client: Client, provider: &'static str) -> Result<Self> {
+    pub(crate) fn new(client: &Client, provider: &'static str) -> Result<Self> {
         let configured = client.configured(provider)?;
         let batch_size = configured.spec.many.map(|many| usize::try_from(many.max_ids).unwrap_or(usize::MAX).max(1));
-        Ok(Self { client, provider, batch_size })
+        Ok(Self { client: client.downgrade(), provider, batch_size })
+    }
+
+    fn client(&self) -> Result<Client> {
+        Client::upgrade(&self.client).ok_or_else(|| Error::config("the client was dropped"))
     }
 }
 
@@ -42,11 +50,13 @@ impl Source for ClientSource {
     // A single read's in-progress answer sheds its body here, on the thread
     // that parsed it: freed where it was allocated (cheap), rather than by the
     // scheduler's thread after the poll (contended).
-    fn read_one(&self, task: TaskRef, budget: Duration) -> BoxFuture<'static, Result<Task>> {
-        let client = self.client.clone();
+    fn read_one(&self, task: TaskRef, budget: Duration, keep_body: bool) -> BoxFuture<'static, Result<Task>> {
+        let client = self.client();
         Box::pin(async move {
-            let mut task = client.get_within(&task, Some(budget)).await?;
-            task.shed_in_progress_body();
+            let mut task = client?.get_within(&task, Some(budget)).await?;
+            if !keep_body {
+                task.shed_in_progress_body();
+            }
             Ok(task)
         })
     }
@@ -54,9 +64,10 @@ impl Source for ClientSource {
     // Answers are matched to ids here, on the worker that read them, so the
     // scheduler's single task takes each result by its place.
     fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
-        let client = self.client.clone();
+        let client = self.client();
         let provider = self.provider;
         Box::pin(async move {
+            let client = client?;
             let ids = ids.to_vec();
             let configured = client.configured(provider)?;
             let (spec, id_pointer) = (configured.spec, configured.spec.many.map_or("", |many| many.id));

@@ -6,8 +6,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
 use crate::{Clock, Task, TaskRef};
 
 /// A task's key: provider (lower case) and id. Inputs are not part of it:
@@ -179,23 +177,6 @@ impl WebhookHub {
         Registration { hub: Arc::downgrade(&self.shared), key, id }
     }
 
-    /// A single wait's view of the deliveries on `task`.
-    pub(crate) fn subscribe(&self, task: &TaskRef) -> Subscription {
-        let (sender, receiver) = watch::channel(None::<Task>);
-        let sink: Sink = Arc::new(move |task: &Task| {
-            sender.send_if_modified(|latest| {
-                // A finished task's delivery is never replaced by one still in progress.
-                if latest.as_ref().is_some_and(Task::is_terminal) && !task.is_terminal() {
-                    return false;
-                }
-                *latest = Some(task.clone());
-                true
-            });
-        });
-        let registration = self.register(task, sink);
-        Subscription { receiver, _registration: registration, hub: self.clone() }
-    }
-
     /// Whether a verified delivery of `provider` arrived within `window`.
     pub(crate) fn active(&self, provider: &str, window: Duration) -> bool {
         let now = self.shared.clock.now();
@@ -229,34 +210,6 @@ impl Drop for Registration {
                 state.waiting.remove(&self.key);
             }
         }
-    }
-}
-
-/// One wait's deliveries: the latest for its task.
-pub(crate) struct Subscription {
-    receiver: watch::Receiver<Option<Task>>,
-    _registration: Registration,
-    hub: WebhookHub,
-}
-
-impl Subscription {
-    /// The first delivery of a finished task (at once if one came already).
-    /// Cancel-safe: a delivery is kept until it is read.
-    pub(crate) async fn terminal(&mut self) -> Task {
-        loop {
-            if let Some(task) = self.receiver.borrow_and_update().as_ref().filter(|t| t.is_terminal()) {
-                return task.clone();
-            }
-            if self.receiver.changed().await.is_err() {
-                // The hub's sender lives in the registration this subscription holds.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// The hub it came from.
-    pub(crate) fn hub(&self) -> &WebhookHub {
-        &self.hub
     }
 }
 
@@ -299,17 +252,5 @@ mod tests {
             assert!(state.unclaimed.len() <= 3 && state.order.len() <= 2 * 3 + 1, "{}", state.order.len());
         }
         assert!(hub.lock().waiting.is_empty(), "dropped registrations are gone");
-    }
-
-    #[tokio::test]
-    async fn a_wait_keeps_a_finished_delivery_over_a_late_in_progress_one() {
-        let hub = WebhookHub::new(10, Arc::new(TokioClock));
-        let mut subscription = hub.subscribe(&TaskRef::new("factpulse", "t").expect("ref"));
-        assert_eq!(hub.deliver(task("t", Phase::Running)), Delivery::HandedOver(1));
-        assert_eq!(hub.deliver(task("t", Phase::Failed)), Delivery::HandedOver(1));
-        assert_eq!(hub.deliver(task("t", Phase::Running)), Delivery::HandedOver(1));
-        assert_eq!(subscription.terminal().await.phase(), Phase::Failed);
-        drop(subscription);
-        assert_eq!(hub.deliver(task("t", Phase::Succeeded)), Delivery::Stored);
     }
 }

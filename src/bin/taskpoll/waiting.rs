@@ -153,7 +153,7 @@ pub(crate) async fn wait_all(
         };
         async move {
             let started = Instant::now();
-            let mut watch = client.watch(&task_ref, options);
+            let mut watch = client.wait(&task_ref, options);
             let mut outcome = Outcome {
                 task_ref: task_ref.clone(),
                 result: Err(config_error("the wait ended without an answer")),
@@ -411,7 +411,10 @@ async fn wait_one(
 }
 
 /// Every task through one [`taskpoll::Waiter`]: each line is printed as its task
-/// finishes. A task named twice is waited on, and printed, once.
+/// finishes, and each task's retried reads and the phase changes between its
+/// first poll and its last as they happen (on stderr; the first is each
+/// task's start, the last its outcome line). A task named twice is waited
+/// on, and printed, once.
 async fn wait_many(
     client: &Client,
     args: &OptionArgs,
@@ -420,6 +423,8 @@ async fn wait_many(
     saved: &mut SavedStates<'_>,
 ) -> Result<Exit, Error> {
     let mut waiter = client.waiter();
+    // Before the first add, so no poll goes unseen.
+    let mut events = waiter.events().ok_or_else(|| config_error("the waiter's events are already watched"))?;
     let mut options: HashMap<String, WaitOptions> = HashMap::new();
     let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(starts.len());
     for start in starts {
@@ -453,6 +458,15 @@ async fn wait_many(
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
+            // A task's events before its outcome line: they were sent first.
+            biased;
+            Some(event) = events.next() => {
+                let retried = event.error.is_some() && event.next_delay.is_some();
+                let moved = event.changed && event.attempt > 1 && event.next_delay.is_some();
+                if retried || moved {
+                    board.suspend(|| report(&None, &event.state.task_ref, &event));
+                }
+            }
             item = waiter.next_outcome() => {
                 let Some(WaitOutcome { task_ref, result, polls, .. }) = item else { break };
                 // From the wait's start (just before it was added) to now, when it ended.

@@ -1,22 +1,22 @@
 //! The polling engine's logic in virtual time: policies and their schedules,
 //! the poll step, deadlines, `Retry-After`, guards, streams and resuming.
 //! Reads are scripted closures; time is tokio's paused clock or a `ManualClock`.
-#![allow(clippy::disallowed_methods)]
-// reads real time: a test's or benchmark's own timing
+//! They drive the engine's scheduler with a scripted read function, as
+//! [`Client::wait`](crate::Client::wait) drives it with the client's reads.
 
-// Scripted reads return `taskpoll::Result<Task>`, like the real ones.
-#![allow(clippy::result_large_err)]
+#![allow(clippy::disallowed_methods)] // tokio's paused time, read as the scripted reads see it
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use serde_json::json;
-use taskpoll::wait::Poller;
-use taskpoll::{
+use crate::spec::BoxFuture;
+use crate::wait::{Poller, Wait};
+use crate::{
     Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState,
 };
+use futures_util::StreamExt as _;
+use serde_json::json;
 
 // ---------------------------------------------------------------- helpers
 
@@ -47,31 +47,31 @@ fn task(provider: &str, phase: &str, status: &str) -> Task {
     .expect("task")
 }
 
-fn pending() -> taskpoll::Result<Task> {
+fn pending() -> crate::Result<Task> {
     Ok(task("factpulse", "queued", "PENDING"))
 }
 
-fn running() -> taskpoll::Result<Task> {
+fn running() -> crate::Result<Task> {
     Ok(task("factpulse", "running", "STARTED"))
 }
 
-fn success() -> taskpoll::Result<Task> {
+fn success() -> crate::Result<Task> {
     Ok(task("factpulse", "succeeded", "SUCCESS"))
 }
 
-fn unknown() -> taskpoll::Result<Task> {
+fn unknown() -> crate::Result<Task> {
     Ok(task("factpulse", "unknown", "WEIRD"))
 }
 
-fn api(status: u16, retry_after: Option<Duration>) -> taskpoll::Result<Task> {
-    Err(taskpoll::__private::api_error("factpulse", "get_task_status", status, retry_after))
+fn api(status: u16, retry_after: Option<Duration>) -> crate::Result<Task> {
+    Err(crate::__private::api_error("factpulse", "get_task_status", status, retry_after))
 }
 
 fn timeout() -> Error {
-    taskpoll::__private::timeout_error("factpulse", "get_task_status", Duration::from_secs(30))
+    crate::__private::timeout_error("factpulse", "get_task_status", Duration::from_secs(30))
 }
 
-type Script = Arc<Mutex<VecDeque<taskpoll::Result<Task>>>>;
+type Script = Arc<Mutex<VecDeque<crate::Result<Task>>>>;
 
 /// A scripted reader on tokio's (paused) clock: records when each read starts
 /// (seconds since `start`) and its budget; after the script, repeats `then`.
@@ -81,16 +81,16 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(script: Vec<taskpoll::Result<Task>>) -> Self {
+    fn new(script: Vec<crate::Result<Task>>) -> Self {
         Self { script: Arc::new(Mutex::new(script.into())), polls: Arc::default() }
     }
 
     /// The read function for `Poller::wait_with`, on tokio time, each read taking `latency`.
     fn tokio(
         &self,
-        then: fn() -> taskpoll::Result<Task>,
+        then: fn() -> crate::Result<Task>,
         latency: Duration,
-    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = taskpoll::Result<Task>> + Send>> + Send + 'static
+    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
     {
         let start = tokio::time::Instant::now();
         let script = self.script.clone();
@@ -112,9 +112,9 @@ impl Reader {
     fn manual(
         &self,
         clock: Arc<ManualClock>,
-        then: fn() -> taskpoll::Result<Task>,
+        then: fn() -> crate::Result<Task>,
         latency: Duration,
-    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = taskpoll::Result<Task>> + Send>> + Send + 'static
+    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
     {
         let script = self.script.clone();
         let polls = self.polls.clone();
@@ -151,9 +151,9 @@ fn opts(deadline: f64) -> WaitOptions {
 
 async fn wait_paused(
     options: WaitOptions,
-    script: Vec<taskpoll::Result<Task>>,
-    then: fn() -> taskpoll::Result<Task>,
-) -> (taskpoll::Result<Task>, Reader, Duration) {
+    script: Vec<crate::Result<Task>>,
+    then: fn() -> crate::Result<Task>,
+) -> (crate::Result<Task>, Reader, Duration) {
     let reader = Reader::new(script);
     let start = tokio::time::Instant::now();
     let poller = Poller::new(task_ref("factpulse"), &options).expect("poller");
@@ -201,7 +201,7 @@ fn polite_factpulse_polls_every_2_to_3_seconds() {
     let last = delays.len() - 1;
     assert!(delays[1..last].iter().all(|d| (2.0..=3.0).contains(&d.as_secs_f64())), "{delays:?}");
     // Every built-in provider has a valid polite policy.
-    for provider in taskpoll::spec::providers() {
+    for provider in crate::spec::providers() {
         Policy::polite(provider.name()).expect("valid polite policy");
     }
 }
@@ -663,14 +663,66 @@ async fn one_span_per_wait_and_one_event_per_poll() {
 /// A resumed wait keeps its preset when the options name no policy.
 #[test]
 fn resuming_keeps_the_saved_preset_by_name() {
-    let helper = taskpoll::Policy::factpulse_helper().expect("preset");
-    let task = taskpoll::TaskRef::new("factpulse", "t-1").expect("ref");
-    let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(120)).policy(helper.clone());
+    let helper = crate::Policy::factpulse_helper().expect("preset");
+    let task = crate::TaskRef::new("factpulse", "t-1").expect("ref");
+    let options = crate::WaitOptions::new(std::time::Duration::from_secs(120)).policy(helper.clone());
     let poller = Poller::new(task, &options).expect("poller");
     let state = poller.state().clone();
     assert_eq!(state.policy, helper.name());
-    let options = taskpoll::WaitOptions::new(std::time::Duration::from_secs(60));
+    let options = crate::WaitOptions::new(std::time::Duration::from_secs(60));
     let resumed = Poller::resume(state, &options).expect("resumed");
     assert_eq!(resumed.policy().name(), "factpulse_helper");
     assert_eq!(resumed.policy().initial_delay(), helper.initial_delay());
+}
+
+// ---------------------------------------------------------------- the driver
+
+/// A scripted read function as a scheduler's source: single reads only (the
+/// provider's batch operation is not used), so every poll is one call.
+struct ReadFn(Mutex<ScriptedRead>);
+
+type ScriptedRead = Box<dyn FnMut(Duration) -> BoxFuture<'static, crate::Result<Task>> + Send>;
+
+impl crate::waiter::Source for ReadFn {
+    fn read_one(&self, _task: TaskRef, budget: Duration, _keep_body: bool) -> BoxFuture<'static, crate::Result<Task>> {
+        (self.0.lock().expect("lock"))(budget)
+    }
+
+    fn read_many(
+        &self,
+        _ids: crate::waiter::BatchIds,
+        _budget: Duration,
+    ) -> BoxFuture<'static, crate::Result<Vec<Option<crate::observe::Seen>>>> {
+        Box::pin(std::future::ready(Err(Error::config("no batch reads here"))))
+    }
+
+    fn batch_size(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Poller {
+    /// This wait on a scheduler of its own whose reads are `read` (no rate limit).
+    fn watch_with<F, Fut>(self, mut read: F) -> Wait
+    where
+        F: FnMut(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = crate::Result<Task>> + Send + 'static,
+    {
+        let provider = self.task_ref().spec().name;
+        let source = ReadFn(Mutex::new(Box::new(move |budget| Box::pin(read(budget)))));
+        let unlimited = crate::spec::RateSpec { per_second: 1e6, burst: 1_000_000 };
+        let lane =
+            crate::waiter::Lane::spawn(provider, Arc::new(source), self.clock().clone(), (unlimited, None), 1, None)
+                .expect("a tokio runtime");
+        Wait::on_lane(lane, self).expect("the scheduler runs")
+    }
+
+    /// [`Poller::watch_with`], to its end.
+    async fn wait_with<F, Fut>(self, read: F) -> crate::Result<Task>
+    where
+        F: FnMut(Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = crate::Result<Task>> + Send + 'static,
+    {
+        self.watch_with(read).until_done().await
+    }
 }

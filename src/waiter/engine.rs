@@ -1,0 +1,184 @@
+//! A client's wait engine: one scheduler per provider (and clock), shared by
+//! every wait of the client, whoever started it: [`Client::wait`], a
+//! [`Waiter`](crate::Waiter), a wait store. So every wait shares its
+//! provider's rate budget, bound on requests in flight and `Retry-After`
+//! pause, and is read in batches with the others when its provider has a
+//! batch operation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::budget::SharedTokens;
+use super::scheduler::{Command, Entry, Group, Key, Scheduler};
+use super::source::{ClientSource, Source};
+use crate::spec::{RateSpec, WebhookSpec};
+use crate::wait::Poller;
+use crate::webhook::{Registration, WebhookHub};
+use crate::{Client, Clock, Error, Policy, Result, Task, TokioClock, WaitOptions};
+
+/// The schedulers of one client.
+pub(crate) struct Engine {
+    /// The clock of waits whose options name none.
+    clock: Arc<dyn Clock>,
+    /// Numbers waits and groups.
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    lanes: HashMap<LaneKey, Lane>,
+    /// Each provider's polite policy, shared by the waits that set none.
+    polite: HashMap<&'static str, Arc<Policy>>,
+}
+
+/// What tells schedulers apart: the provider, the clock, and the rate budget
+/// shared with a store, if any (by address: the lane holds both, so an
+/// address cannot be reused while the lane lives).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct LaneKey {
+    provider: &'static str,
+    clock: usize,
+    tokens: usize,
+}
+
+/// One running scheduler.
+#[derive(Clone)]
+pub(crate) struct Lane {
+    commands: mpsc::UnboundedSender<Command>,
+    clock: Arc<dyn Clock>,
+    /// Held so that the budget's address stays this lane's.
+    _tokens: Option<Arc<SharedTokens>>,
+}
+
+impl Lane {
+    /// Starts a scheduler on the current tokio runtime.
+    pub(crate) fn spawn(
+        provider: &'static str,
+        source: Arc<dyn Source>,
+        clock: Arc<dyn Clock>,
+        (rate, tokens): (RateSpec, Option<Arc<SharedTokens>>),
+        max_in_flight: usize,
+        webhook: Option<(WebhookHub, &'static WebhookSpec)>,
+    ) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::config("waiting needs a tokio runtime (none is running)"))?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let scheduler =
+            Scheduler::new(provider, source, clock.clone(), (rate, tokens.clone()), max_in_flight, receiver)
+                .with_webhooks(webhook);
+        // The scheduler runs until every sender is gone: the engine's and the handles'.
+        drop(runtime.spawn(scheduler.run()));
+        Ok(Self { commands, clock, _tokens: tokens })
+    }
+
+    /// Sends a command; false if the scheduler has stopped (its runtime shut down).
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok()
+    }
+
+    /// The clock every wait of this lane runs on.
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self { clock: Arc::new(TokioClock), next_id: AtomicU64::new(0), state: Mutex::default() }
+    }
+}
+
+impl Engine {
+    /// A number no other wait or group of this engine has.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scheduler of `provider` on `clock` (the engine's when `None`),
+    /// started on first use, and started anew if its runtime has shut down.
+    pub(crate) fn lane(
+        &self,
+        client: &Client,
+        provider: &'static str,
+        clock: Option<&Arc<dyn Clock>>,
+        tokens: Option<&Arc<SharedTokens>>,
+    ) -> Result<Lane> {
+        let clock = clock.unwrap_or(&self.clock);
+        let key = LaneKey {
+            provider,
+            clock: Arc::as_ptr(clock).cast::<()>() as usize,
+            tokens: tokens.map_or(0, |tokens| Arc::as_ptr(tokens) as usize),
+        };
+        let mut state = self.state();
+        if let Some(lane) = state.lanes.get(&key).filter(|lane| !lane.commands.is_closed()) {
+            return Ok(lane.clone());
+        }
+        let configured = client.configured(provider)?;
+        let lane = Lane::spawn(
+            provider,
+            Arc::new(ClientSource::new(client, provider)?),
+            clock.clone(),
+            (configured.rate, tokens.cloned()),
+            configured.max_in_flight,
+            configured.spec.webhook.as_ref().map(|hook| (client.webhooks().clone(), hook)),
+        )?;
+        state.lanes.insert(key, lane.clone());
+        Ok(lane)
+    }
+
+    /// The options on the lane's clock, with the provider's polite policy
+    /// (one, shared by every wait that sets none) when they set no policy.
+    pub(crate) fn options(&self, provider: &'static str, options: &WaitOptions, lane: &Lane) -> Result<WaitOptions> {
+        let options = options.clone().clock(lane.clock.clone());
+        if options.has_policy() {
+            return Ok(options);
+        }
+        let mut state = self.state();
+        let policy = match state.polite.get(provider) {
+            Some(policy) => policy.clone(),
+            None => {
+                let policy = Arc::new(Policy::polite(provider)?);
+                state.polite.insert(provider, policy.clone());
+                policy
+            }
+        };
+        Ok(options.shared_policy(policy))
+    }
+
+    /// Starts a wait on `lane` for `group`, and registers it for its
+    /// provider's webhook deliveries when the spec declares any (a delivery
+    /// kept for the task is handed over at once). The wait stops hearing of
+    /// deliveries when the registration is dropped.
+    pub(crate) fn add(
+        &self,
+        client: &Client,
+        lane: &Lane,
+        group: &Arc<Group>,
+        poller: Poller,
+    ) -> Result<(Key, Option<Registration>)> {
+        let key = self.next_id();
+        let hooked = poller.task_ref().spec().webhook.is_some().then(|| poller.task_ref().clone());
+        if !lane.send(Command::Add(Entry::new(key, poller, group.clone()))) {
+            return Err(Error::config("the provider's scheduler has stopped (its tokio runtime shut down)"));
+        }
+        // After the add: a kept delivery is handed over as a command after it.
+        let registration = hooked.map(|task| {
+            let commands = lane.commands.clone();
+            let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
+                if task.is_terminal() {
+                    let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
+                }
+            });
+            client.webhooks().register(&task, sink)
+        });
+        Ok((key, registration))
+    }
+}
