@@ -179,7 +179,8 @@ impl Client {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        if configured.spec.many.is_none() {
+        // One id is read with the single-task operation, as the official clients do.
+        if configured.spec.many.is_none() || ids.len() == 1 {
             let reads = refs.into_iter().map(|r| async move {
                 match r {
                     Ok(task_ref) => self.get(&task_ref).await,

@@ -55,6 +55,12 @@ async fn get_prints_one_json_line_per_task() -> TestResult {
     // Full task references work without --provider.
     let out = taskpoll(&["get", &b.to_string()], &env).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Two ids went in one batch read; one id alone goes to the single-task
+    // read the official client sends (`GET /tasks/{id}/`), not a batch of one.
+    let reads: Vec<(Option<&str>, String)> =
+        sim.requests().iter().map(|r| (r.operation, r.relative_path.clone())).collect();
+    let single = format!("/tasks/{}/", b.id());
+    assert_eq!(reads, [(Some("list_tasks"), "/tasks/".to_string()), (Some("get_task"), single)], "{reads:?}");
     Ok(())
 }
 

@@ -202,3 +202,93 @@ async fn a_provider_this_client_does_not_configure_is_refused() -> TestResult {
     assert_eq!(waiter.pending(), 0);
     Ok(())
 }
+
+// ---------------------------------------------------------------- one engine
+
+/// The operations the simulator saw for a provider, in order.
+fn operations(sim: &Simulator, provider: &str) -> Vec<&'static str> {
+    sim.requests().iter().filter(|r| r.provider == Some(provider)).filter_map(|r| r.operation).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_wait_is_read_singly_and_lone_waits_together_in_batches() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    // One task: the documented single read, every poll (no batch of one).
+    let lone = sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(2).then_succeed())?;
+    let task = client.wait(&lone, quick(Duration::from_secs(30))).await?;
+    assert_eq!(task.phase(), Phase::Succeeded);
+    assert_eq!(operations(&sim, "deepomatic"), ["get_task"; 3], "{:?}", sim.requests());
+    // Twenty lone waits of one client at once share its scheduler: batch reads.
+    let before = sim.requests().len();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        tasks.push(sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(2).then_succeed())?);
+    }
+    let waits = tasks.iter().map(|task| client.wait(task, quick(Duration::from_secs(30))).until_done());
+    for result in futures_util::future::join_all(waits).await {
+        assert_eq!(result?.phase(), Phase::Succeeded);
+    }
+    let requests = sim.requests().split_off(before);
+    let batches = requests.iter().filter(|r| r.task_ids.len() > 1).count();
+    assert!(batches >= 1, "no batch read: {requests:?}");
+    assert!(requests.len() < 20 * 3, "{} requests for 20 waits of 3 polls", requests.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_waits_and_a_waiter_share_the_providers_rate_budget() -> TestResult {
+    let sim = Simulator::start().await?;
+    // Two requests a second, no burst beyond one: four waits of one client,
+    // two lone and two in a waiter, each polled about every 40 ms.
+    let client = Client::builder().provider(sim.client_config("factpulse").rate_limit(2.0, 1)).build()?;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.push(sim.add_task("factpulse", Lifecycle::new().queued_for_polls(1_000).then_succeed())?);
+    }
+    let options = quick(Duration::from_millis(1_500));
+    let mut waiter = client.waiter();
+    waiter.add(tasks[0].clone(), &options)?;
+    waiter.add(tasks[1].clone(), &options)?;
+    let lone = futures_util::future::join(
+        client.wait(&tasks[2], options.clone()).until_done(),
+        client.wait(&tasks[3], options.clone()).until_done(),
+    );
+    let (outcomes, (a, b)) = tokio::join!(async { (waiter.next().await, waiter.next().await) }, lone);
+    assert!(a.is_err_and(|e| e.is_deadline()) && b.is_err_and(|e| e.is_deadline()));
+    assert!(matches!(outcomes, (Some((_, Err(_))), Some((_, Err(_))))));
+    // 1.5 s at 2 a second (and the one of the burst): at most 4 reads in all, where
+    // four independent loops would have sent about 4 × 37.
+    let reads = operations(&sim, "factpulse").len();
+    assert!((1..=4).contains(&reads), "{reads} reads under a budget of 2/s");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiters_events_show_every_poll_of_every_task() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let mut waiter = client.waiter();
+    let mut events = waiter.events().ok_or("events are watched once")?;
+    assert!(waiter.events().is_none(), "a second watcher is refused");
+    let tasks = [
+        sim.add_task("qolaba", Lifecycle::new().queued_for_polls(1).then_succeed())?,
+        sim.add_task("factpulse", Lifecycle::new().queued_for_polls(2).then_succeed())?,
+    ];
+    for task in &tasks {
+        waiter.add(task.clone(), &quick(Duration::from_secs(30)))?;
+    }
+    let outcomes = waiter.by_ref().take(2).collect::<Vec<_>>().await;
+    assert!(outcomes.iter().all(|(_, result)| result.is_ok()));
+    drop(waiter);
+    let events: Vec<_> = events.by_ref().collect().await;
+    for (task, polls) in tasks.iter().zip([2, 3]) {
+        let mine: Vec<_> = events.iter().filter(|e| &e.state.task_ref == task).collect();
+        let attempts: Vec<u32> = mine.iter().map(|e| e.attempt).collect();
+        assert_eq!(attempts, (1..=polls).collect::<Vec<_>>(), "{task}");
+        assert_eq!(mine.first().and_then(|e| e.phase), Some(Phase::Queued));
+        assert!(mine.first().is_some_and(|e| e.changed));
+        assert_eq!(mine.last().and_then(|e| e.phase), Some(Phase::Succeeded));
+    }
+    Ok(())
+}
