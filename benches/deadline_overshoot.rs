@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use serde_json::json;
-use taskpoll::{Client, Error, Jitter, Policy, ProviderConfig, TaskRef, WaitOptions};
+use taskpoll::spec::Jitter;
+use taskpoll::{Client, Error, Policy, ProviderConfig, TaskRef, WaitOptions};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use taskpoll::spec::{SchemeKind, providers};
-use taskpoll::{Client, Credential, DEFAULT_MAX_IN_FLIGHT, Policy, ProviderConfig, TaskRef, WaitOptions};
+use taskpoll::{Client, Credential, Policy, ProviderConfig, TaskRef, WaitOptions};
 
 type BoxResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
@@ -689,7 +689,7 @@ mod bench {
     }
 
     fn max_in_flight() -> usize {
-        env_usize("MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)
+        env_usize("MAX_IN_FLIGHT", taskpoll::ClientBuilder::DEFAULT_MAX_IN_FLIGHT)
     }
 
     /// A fresh client (its own connection pool) for every provider, at the

@@ -14,7 +14,8 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use sha1::{Digest, Sha1};
-use taskpoll::{Client, ManualClock, ProviderConfig};
+use taskpoll::clock::ManualClock;
+use taskpoll::{Client, ProviderConfig};
 
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);

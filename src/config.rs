@@ -15,19 +15,6 @@ use crate::spec::{ProviderSpec, RateSpec, SchemeKind};
 use crate::transport::{Credential, Ctx, Refresher};
 use crate::{Error, Result};
 
-/// Default per-request timeout.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default cap on a response body.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// Default number of concurrent single reads in `get_many`.
-pub const DEFAULT_CONCURRENCY: usize = 8;
-/// Default number of status requests a [`crate::Waiter`] keeps in flight per provider.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
-/// The request budget of a provider whose spec declares none: 10 per second, bursts of 20.
-pub const DEFAULT_RATE: RateSpec = RateSpec { per_second: 10.0, burst: 20 };
-
 #[derive(Debug, Clone)]
 enum Selector {
     Scheme(String),
@@ -150,14 +137,14 @@ impl ProviderConfig {
 
     /// The request budget a [`crate::Waiter`] holds this provider to, shared by
     /// all its waits: `per_second` sustained, bursts of `burst` (default: the
-    /// spec's `x-taskpoll.rate`, else [`DEFAULT_RATE`]).
+    /// spec's `x-taskpoll.rate`, else [`ClientBuilder::DEFAULT_RATE`]).
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
         self.rate = Some(RateSpec { per_second, burst });
         self
     }
 
     /// How many status requests a [`crate::Waiter`] keeps in flight at once
-    /// for this provider (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// for this provider (default [`ClientBuilder::DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = Some(requests);
         self
@@ -233,10 +220,10 @@ impl Default for ClientBuilder {
             providers: Vec::new(),
             http: None,
             user_agent: None,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            concurrency: DEFAULT_CONCURRENCY,
+            request_timeout: ClientBuilder::DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: ClientBuilder::DEFAULT_CONNECT_TIMEOUT,
+            max_body_bytes: ClientBuilder::DEFAULT_MAX_BODY_BYTES,
+            concurrency: ClientBuilder::DEFAULT_CONCURRENCY,
             rate: None,
             max_in_flight: None,
             register_error: None,
@@ -247,8 +234,22 @@ impl Default for ClientBuilder {
 }
 
 impl ClientBuilder {
-    /// The clock that webhook timestamps and `Retry-After` dates are read against and that times
-    /// webhook activity (default: [`crate::TokioClock`]).
+    /// Default per-request timeout.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default connect timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default cap on a response body.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+    /// Default number of concurrent single reads in `get_many`.
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+    /// Default number of status requests the waits keep in flight per provider.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
+    /// The request budget of a provider whose spec declares none: 10 per second, bursts of 20.
+    pub const DEFAULT_RATE: RateSpec = RateSpec { per_second: 10.0, burst: 20 };
+
+    /// The clock of the client's waits (unless their options name one), that
+    /// webhook timestamps and `Retry-After` dates are read against and that
+    /// times webhook activity (default: [`crate::clock::TokioClock`]).
     pub fn clock(mut self, clock: Arc<dyn crate::Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -321,7 +322,7 @@ impl ClientBuilder {
 
     /// How many status requests a [`crate::Waiter`] keeps in flight per
     /// provider, for every provider that does not set its own with
-    /// [`ProviderConfig::max_in_flight`] (default [`DEFAULT_MAX_IN_FLIGHT`]).
+    /// [`ProviderConfig::max_in_flight`] (default [`ClientBuilder::DEFAULT_MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = Some(requests);
         self
@@ -401,14 +402,15 @@ impl ClientBuilder {
                 None => None,
             };
             let base_url = resolve_base_url(spec, &config)?;
-            let rate = config.rate.or(self.rate).or(spec.rate).unwrap_or(DEFAULT_RATE);
+            let rate = config.rate.or(self.rate).or(spec.rate).unwrap_or(ClientBuilder::DEFAULT_RATE);
             if !RateSpec::usable_per_second(rate.per_second) || rate.burst == 0 {
                 return Err(Error::config(format!(
                     "{}: the rate limit needs a positive rate (at most 1e6 per second) and a burst of at least 1",
                     spec.name
                 )));
             }
-            let max_in_flight = config.max_in_flight.or(self.max_in_flight).unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+            let max_in_flight =
+                config.max_in_flight.or(self.max_in_flight).unwrap_or(ClientBuilder::DEFAULT_MAX_IN_FLIGHT);
             if max_in_flight == 0 {
                 return Err(Error::config(format!("{}: max_in_flight must be at least 1", spec.name)));
             }
@@ -436,12 +438,12 @@ impl ClientBuilder {
                 webhook_secret: config.webhook_secret.clone(),
             });
         }
-        let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock);
+        let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock.clone());
         Ok(Client::from_inner(ClientInner {
             providers,
             concurrency: self.concurrency,
             webhooks,
-            engine: Default::default(),
+            engine: crate::waiter::Engine::new(clock),
         }))
     }
 }
@@ -623,7 +625,7 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
         }
     }
     // The spec's own variable, else the generic `TASKPOLL_<PROVIDER>_BASE_URL` every provider has.
-    if let Some(url) = spec.base_url_env.and_then(get).or_else(|| get(&generic_base_url_env(spec.name))) {
+    if let Some(url) = spec.base_url_env.and_then(get).or_else(|| get(&spec.generic_base_url_env())) {
         config = config.base_url(with_server_path(spec, &url));
     }
     Ok(Some(config))
@@ -654,12 +656,4 @@ fn with_server_path(spec: &ProviderSpec, url: &str) -> String {
         Some(path) if host_only => format!("{}{path}", url.trim_end_matches('/')),
         _ => url.to_string(),
     }
-}
-
-/// `TASKPOLL_<PROVIDER>_BASE_URL`: the base-URL override every provider reads
-/// from the environment, whether or not its spec names a variable of its own.
-pub fn generic_base_url_env(provider: &str) -> String {
-    let name: String =
-        provider.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-    format!("TASKPOLL_{name}_BASE_URL")
 }

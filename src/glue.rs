@@ -137,38 +137,3 @@ pub fn invalid_task_ref(input: &str, reason: impl Into<String>) -> crate::Error 
 pub fn known_provider(name: &str) -> crate::Result<&'static crate::ProviderSpec> {
     crate::spec::known_provider(name)
 }
-
-/// A wait the caller stopped (the CLI's Ctrl-C), with where it stood.
-pub fn wait_cancelled(state: crate::WaitState) -> crate::Error {
-    crate::Error::WaitCancelled(crate::error::WaitCancelled { state: Box::new(state) })
-}
-
-/// An HTTP error answer, as a read would return it (tests of wait logic).
-pub fn api_error(
-    provider: &'static str,
-    operation: &'static str,
-    status: u16,
-    retry_after: Option<std::time::Duration>,
-) -> crate::Error {
-    crate::Error::Api(crate::error::ApiError {
-        provider,
-        operation,
-        status,
-        message: None,
-        body_excerpt: String::new(),
-        body_is_json: false,
-        retry_after,
-    })
-}
-
-/// A request that timed out, as a read would return it (tests of wait logic).
-pub fn timeout_error(provider: &'static str, operation: &'static str, timeout: std::time::Duration) -> crate::Error {
-    crate::Error::Transport(crate::error::TransportError {
-        provider,
-        operation,
-        kind: crate::TransportKind::Timeout,
-        host: "127.0.0.1:1".into(),
-        timeout: Some(timeout),
-        source: "request timed out".into(),
-    })
-}

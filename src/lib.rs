@@ -9,7 +9,7 @@ extern crate self as taskpoll;
 #[path = "glue.rs"]
 pub mod __private;
 mod client;
-mod clock;
+pub mod clock;
 #[cfg(feature = "codegen")]
 pub mod codegen;
 mod config;
@@ -36,18 +36,20 @@ pub mod generated {
 }
 
 pub use client::Client;
-pub use clock::{Clock, ManualClock, Sleep, TokioClock};
-pub use config::{
-    ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_RATE, DEFAULT_REQUEST_TIMEOUT, ProviderConfig, generic_base_url_env,
-};
-pub use error::{Error, Result, TransportKind};
-pub use policy::{DEFAULT_FINAL_POLL_RESERVE, MAX_SCHEDULE_LEN, Policy, PolicyBuilder};
-pub use spec::{Jitter, ProviderSpec};
-pub use task::{MAX_ID_LEN, Phase, Task, TaskRef, Via};
+pub use config::{ClientBuilder, ProviderConfig};
+pub use error::{Error, Result};
+pub use policy::Policy;
+pub use task::{Phase, Task, TaskRef, Via};
 pub use transport::Credential;
-pub use wait::{DEFAULT_RETRY_AFTER_CEILING, PollError, PollEvent, UnknownStatusPolicy, Wait, WaitOptions, WaitState};
-pub use waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
+pub use wait::{PollEvent, Wait, WaitOptions, WaitState, Waiter};
+
+// Short paths inside the crate for what lives in a public module.
+#[cfg(test)]
+pub(crate) use clock::ManualClock;
+pub(crate) use clock::{Clock, TokioClock};
+pub(crate) use spec::{Jitter, ProviderSpec};
+pub(crate) use wait::UnknownStatusPolicy;
+pub(crate) use waiter::WaitOutcome;
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to
 /// [`ClientBuilder::http_client`] must come from this same version; use this

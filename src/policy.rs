@@ -33,12 +33,6 @@ use std::time::Duration;
 use crate::spec::{Jitter, PolicySpec, ProviderSpec};
 use crate::{Error, Result};
 
-/// Default time kept for the final poll's request (see [`PolicyBuilder::final_poll_reserve`]).
-pub const DEFAULT_FINAL_POLL_RESERVE: Duration = Duration::from_millis(250);
-
-/// The most entries [`Policy::schedule`] returns.
-pub const MAX_SCHEDULE_LEN: usize = 100_000;
-
 /// How often to poll: first poll, fixed delays, exponential part, jitter,
 /// offset, and the time kept for the final poll. Built with [`Policy::builder`]
 /// or read from a spec ([`Policy::polite`], [`Policy::preset`]).
@@ -69,7 +63,7 @@ impl Default for Policy {
             max_delay: Duration::from_secs(15),
             jitter: Jitter::None,
             offset: Duration::ZERO,
-            reserve: DEFAULT_FINAL_POLL_RESERVE,
+            reserve: Policy::DEFAULT_FINAL_POLL_RESERVE,
             suggested_deadline: None,
             seed: None,
         }
@@ -77,6 +71,12 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// Default time kept for the final poll's request (see [`PolicyBuilder::final_poll_reserve`]).
+    pub const DEFAULT_FINAL_POLL_RESERVE: Duration = Duration::from_millis(250);
+
+    /// The most entries [`Policy::schedule`] returns.
+    pub const MAX_SCHEDULE_LEN: usize = 100_000;
+
     /// A builder starting from [`Policy::default`].
     pub fn builder() -> PolicyBuilder {
         PolicyBuilder { policy: Policy { name: Cow::Borrowed("custom"), ..Policy::default() } }
@@ -98,7 +98,7 @@ impl Policy {
             max_delay: Duration::from_millis(spec.max_delay_ms),
             jitter: spec.jitter,
             offset: Duration::from_millis(spec.offset_ms),
-            reserve: DEFAULT_FINAL_POLL_RESERVE,
+            reserve: Policy::DEFAULT_FINAL_POLL_RESERVE,
             suggested_deadline: (spec.deadline_ms > 0).then(|| Duration::from_millis(spec.deadline_ms)),
             seed: None,
         };
@@ -236,7 +236,7 @@ impl Policy {
     /// answers at once and never finishes: the first entry is the delay before
     /// the first poll, each next one the delay after a poll, with the deadline
     /// clipping applied. Uses the policy's seed (random jitter without one).
-    /// At most [`MAX_SCHEDULE_LEN`] entries.
+    /// At most [`Policy::MAX_SCHEDULE_LEN`] entries.
     pub fn schedule(&self, deadline: Duration) -> Vec<Duration> {
         let mut rng = self.rng();
         let mut out = Vec::new();
@@ -244,7 +244,7 @@ impl Policy {
         out.push(first);
         let mut at = first;
         let mut n: u32 = 1;
-        while out.len() < MAX_SCHEDULE_LEN {
+        while out.len() < Policy::MAX_SCHEDULE_LEN {
             let wanted = self.delay(n, &mut rng);
             let Some(next) = place(self, at, wanted, Duration::ZERO, deadline) else { break };
             out.push(next - at);
@@ -374,7 +374,7 @@ impl PolicyBuilder {
 
     /// Time kept for the final poll's request: when the next poll would come
     /// later than `deadline − reserve`, it is moved there (default
-    /// [`DEFAULT_FINAL_POLL_RESERVE`]). Zero means the last sleep runs to the
+    /// [`Policy::DEFAULT_FINAL_POLL_RESERVE`]). Zero means the last sleep runs to the
     /// deadline and no poll is made there, like the FactPulse helper.
     pub fn final_poll_reserve(mut self, reserve: Duration) -> Self {
         self.policy.reserve = reserve;

@@ -208,7 +208,7 @@ impl Simulator {
     /// The environment variables that configure [`Client::from_env`] for the
     /// simulator, for printing: every scheme's demo credential, server
     /// variables, and the base-URL variable (the spec's own, else
-    /// [`crate::generic_base_url_env`]).
+    /// [`ProviderSpec::generic_base_url_env`](crate::spec::ProviderSpec::generic_base_url_env)).
     pub fn credentials(&self) -> Vec<EnvVar> {
         let mut out = Vec::new();
         for spec in crate::spec::providers() {
@@ -246,7 +246,7 @@ impl Simulator {
                 }
             }
             // The spec's base-URL variable, else the generic one every provider reads.
-            let name = spec.base_url_env.map(str::to_string).unwrap_or_else(|| crate::generic_base_url_env(spec.name));
+            let name = spec.base_url_env.map(str::to_string).unwrap_or_else(|| spec.generic_base_url_env());
             out.push(EnvVar { provider: spec.name, name, value: self.base_url(spec.name), secret: false });
         }
         out

@@ -109,6 +109,15 @@ descriptor! {
 }
 
 impl ProviderSpec {
+    /// `TASKPOLL_<PROVIDER>_BASE_URL`: the base-URL override every provider
+    /// reads from the environment, whether or not its spec names a variable of
+    /// its own (that one wins when both are set).
+    pub fn generic_base_url_env(&self) -> String {
+        let name: String =
+            self.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        format!("TASKPOLL_{name}_BASE_URL")
+    }
+
     /// The operation with this id.
     pub fn operation(&self, id: &str) -> Option<&'static OperationSpec> {
         self.operations.iter().find(|op| op.id == id)

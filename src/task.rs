@@ -58,9 +58,6 @@ impl fmt::Display for Phase {
     }
 }
 
-/// The longest task id taskpoll will send.
-pub const MAX_ID_LEN: usize = 512;
-
 /// Characters refused in ids unless the provider's spec allows them
 /// (`x-taskpoll.get.id.allow`): some servers decode `%2F` before routing, and
 /// `;` starts path parameters at others, so either may address another resource.
@@ -73,7 +70,7 @@ pub(crate) fn validate_id(spec: &ProviderSpec, id: &str) -> Result<(), Error> {
         "is empty"
     } else if id == "." || id == ".." {
         "is a dot segment (it would address another resource)"
-    } else if id.len() > MAX_ID_LEN {
+    } else if id.len() > TaskRef::MAX_ID_LEN {
         "is longer than 512 bytes"
     } else if id.chars().any(char::is_control) {
         "contains control characters"
@@ -173,6 +170,9 @@ impl JsonSchema for TaskRef {
 }
 
 impl TaskRef {
+    /// The longest task id taskpoll will send.
+    pub const MAX_ID_LEN: usize = 512;
+
     /// What identifies the reference (provider names are unique).
     fn key(&self) -> (&'static str, &str, &BTreeMap<String, String>) {
         (self.provider.name, &self.id, &self.inputs)
@@ -248,7 +248,7 @@ impl TaskRef {
                 reason: format!("input `{name}` is empty (leave it out instead)"),
             }));
         }
-        if value.chars().any(char::is_control) || value.len() > MAX_ID_LEN {
+        if value.chars().any(char::is_control) || value.len() > TaskRef::MAX_ID_LEN {
             return Err(Error::InvalidTaskRef(InvalidTaskRef {
                 input: excerpt(&value, 80),
                 reason: format!("input `{name}` contains control characters or is too long"),

@@ -36,7 +36,7 @@
 mod handle;
 mod poller;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +44,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::policy::Policy;
 
+pub use crate::policy::{Policy, PolicyBuilder};
+pub use crate::spec::Jitter;
 pub use crate::state::{PollError, PollEvent, WaitState};
+pub use crate::waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
 pub use handle::Wait;
-pub use poller::{Decision, Poller};
-
-/// Default ceiling on a server's `Retry-After` (5 minutes).
-pub const DEFAULT_RETRY_AFTER_CEILING: Duration = Duration::from_secs(300);
+pub(crate) use poller::{Decision, Poller};
 
 /// What to do when a task reports a status its provider's spec does not list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -74,7 +73,7 @@ pub enum UnknownStatusPolicy {
 /// Defaults: the provider's polite policy ([`Policy::polite`]); unknown
 /// statuses keep waiting; the pending-forever guard of the provider's spec
 /// (on for Celery-backed providers); a `Retry-After` ceiling of
-/// [`DEFAULT_RETRY_AFTER_CEILING`]; the client's clock (tokio's).
+/// [`WaitOptions::DEFAULT_RETRY_AFTER_CEILING`]; the client's clock (tokio's).
 ///
 /// ```
 /// use std::time::Duration;
@@ -102,6 +101,9 @@ pub struct WaitOptions {
 }
 
 impl WaitOptions {
+    /// Default ceiling on a server's `Retry-After` (5 minutes).
+    pub const DEFAULT_RETRY_AFTER_CEILING: Duration = Duration::from_secs(300);
+
     /// Options for a wait that ends at the latest `deadline` after it starts.
     pub fn new(deadline: Duration) -> Self {
         Self {
@@ -109,7 +111,7 @@ impl WaitOptions {
             policy: None,
             unknown_status: UnknownStatusPolicy::default(),
             pending_budget: None,
-            retry_after_ceiling: DEFAULT_RETRY_AFTER_CEILING,
+            retry_after_ceiling: WaitOptions::DEFAULT_RETRY_AFTER_CEILING,
             clock: None,
             keep_saved_deadline: false,
         }
@@ -176,7 +178,7 @@ mod option_tests {
         let options = WaitOptions::new(Duration::from_secs(1));
         assert_eq!(options.unknown_status, UnknownStatusPolicy::KeepWaiting);
         assert_eq!(options.pending_budget, None);
-        assert_eq!(options.retry_after_ceiling, DEFAULT_RETRY_AFTER_CEILING);
+        assert_eq!(options.retry_after_ceiling, WaitOptions::DEFAULT_RETRY_AFTER_CEILING);
         assert!(options.clock.is_none());
     }
 

@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
+use taskpoll::error::TransportKind;
 use taskpoll::spec::{ProviderSpec, SchemeKind};
-use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, Task, TaskRef, TransportKind, WaitOptions};
+use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, Task, TaskRef, WaitOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use taskpoll::{Jitter, Policy, Task, TaskRef};
+use taskpoll::spec::Jitter;
+use taskpoll::{Policy, Task, TaskRef};
 
 const PROVIDERS: &[&str] = &["cloudinary", "qolaba", "factpulse", "deepomatic"];
 

@@ -445,7 +445,7 @@ fn transport_error(base_url: &str, request_timeout: std::time::Duration) -> impl
 #[tokio::test]
 async fn transport_errors_say_which_kind_and_which_host() {
     use std::time::Duration;
-    use taskpoll::TransportKind;
+    use taskpoll::error::TransportKind;
     use tokio::io::AsyncWriteExt as _;
     let long = Duration::from_secs(10);
 
@@ -500,7 +500,7 @@ async fn transport_errors_say_which_kind_and_which_host() {
 #[tokio::test]
 async fn an_unresolvable_host_is_a_dns_error() {
     let err = transport_error("http://taskpoll-test.invalid", std::time::Duration::from_secs(10)).await;
-    assert!(matches!(&err, Error::Transport(e) if e.kind() == taskpoll::TransportKind::Dns), "{err:?}");
+    assert!(matches!(&err, Error::Transport(e) if e.kind() == taskpoll::error::TransportKind::Dns), "{err:?}");
     assert!(err.to_string().contains("taskpoll-test.invalid"), "{err}");
 }
 

@@ -487,8 +487,7 @@ async fn credentials_and_configs_cover_every_provider() -> TestResult {
                 assert!(env.iter().any(|v| v.name == *var), "{var}");
             }
         }
-        let var =
-            spec.base_url_env().map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name()));
+        let var = spec.base_url_env().map(str::to_string).unwrap_or_else(|| spec.generic_base_url_env());
         let printed = env.iter().find(|v| v.name == var).ok_or("base url env")?.to_string();
         assert_eq!(printed, format!("{var}={}", sim.base_url(spec.name())));
         // The printed variables alone configure a working client.

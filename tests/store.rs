@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use store_common::{TestStore, every_store, sqlite};
+use taskpoll::clock::ManualClock;
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::spec::RateSpec;
 use taskpoll::store::{Claim, NewWait, OutcomeKind, StoredOutcome, StoredWaiter};
-use taskpoll::{Client, ManualClock, Policy, TaskRef, WaitOptions, WaitState};
+use taskpoll::{Client, Policy, TaskRef, WaitOptions, WaitState};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

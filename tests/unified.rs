@@ -111,7 +111,7 @@ async fn a_retry_after_date_is_read_against_the_clients_clock() {
     let date = httpdate::fmt_http_date(wall + Duration::from_secs(30));
     answer(&server, ResponseTemplate::new(429).insert_header("Retry-After", date.as_str())).await;
     let client = Client::builder()
-        .clock(std::sync::Arc::new(taskpoll::ManualClock::starting_at(wall)))
+        .clock(std::sync::Arc::new(taskpoll::clock::ManualClock::starting_at(wall)))
         .provider(ProviderConfig::new("deepomatic").api_key("secret-key-1").base_url(server.uri()))
         .build()
         .expect("client");
@@ -214,7 +214,7 @@ async fn oversized_bodies_are_refused() {
 async fn hostile_ids_never_reach_the_wire() {
     let server = MockServer::start().await;
     answer(&server, ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "pending"}))).await;
-    let long = "a".repeat(taskpoll::MAX_ID_LEN + 1);
+    let long = "a".repeat(taskpoll::TaskRef::MAX_ID_LEN + 1);
     for id in ["", ".", "..", "a\nb", "a\u{0}b", " padded", long.as_str()] {
         assert!(matches!(TaskRef::new("deepomatic", id), Err(Error::InvalidTaskId(_))), "{id:?}");
     }

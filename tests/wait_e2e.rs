@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use taskpoll::{
-    Client, Error, ManualClock, Phase, Policy, ProviderConfig, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState,
-};
+use taskpoll::clock::ManualClock;
+use taskpoll::wait::UnknownStatusPolicy;
+use taskpoll::{Client, Error, Phase, Policy, ProviderConfig, TaskRef, WaitOptions, WaitState};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

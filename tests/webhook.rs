@@ -12,9 +12,10 @@ use futures_util::StreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde_json::json;
+use taskpoll::clock::ManualClock;
 use taskpoll::simulator::{Callback, Lifecycle, Simulator};
 use taskpoll::webhook::{ReceiverLimits, WebhookRefusal};
-use taskpoll::{Client, ManualClock, Phase, Policy, ProviderConfig, Via, WaitOptions};
+use taskpoll::{Client, Phase, Policy, ProviderConfig, Via, WaitOptions};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 

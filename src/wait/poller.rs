@@ -20,7 +20,7 @@ const MAX_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// What a wait does next, as decided by [`Poller`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Sleep until `at`, then poll.
     Poll {
         /// When to poll (monotonic, from the wait's clock).
@@ -62,12 +62,14 @@ pub enum Decision {
 /// # Ok::<(), taskpoll::Error>(())
 /// ```
 #[derive(Debug)]
-pub struct Poller {
+pub(crate) struct Poller {
     /// Shared by the waits of one options value (a waiter may hold thousands).
     policy: Arc<Policy>,
     unknown: UnknownStatusPolicy,
     pending_budget: Option<Duration>,
     retry_after_ceiling: Duration,
+    /// The engine reads the time from its scheduler's clock; the tests drive a poller on its own.
+    #[cfg(test)]
     clock: Arc<dyn Clock>,
     rng: fastrand::Rng,
     /// The monotonic instant at which the elapsed time was `base`.
@@ -92,7 +94,7 @@ pub struct Poller {
 
 impl Poller {
     /// A new wait on `task_ref`, starting now (by the options' clock).
-    pub fn new(task_ref: TaskRef, options: &WaitOptions) -> Result<Self> {
+    pub(crate) fn new(task_ref: TaskRef, options: &WaitOptions) -> Result<Self> {
         let spec = task_ref.spec();
         let policy = resolve_policy(spec, options)?;
         let clock = clock_of(options);
@@ -116,7 +118,7 @@ impl Poller {
     /// the schedule (or a server's `Retry-After`) planned carry on. Guards and
     /// clock come from `options`, and so does the policy when it sets one
     /// (otherwise the saved preset by name, or the provider's polite one).
-    pub fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
+    pub(crate) fn resume(state: WaitState, options: &WaitOptions) -> Result<Self> {
         let spec = state.task_ref.spec();
         // Without a policy in the options, the saved one by name (a preset or a
         // provider's polite policy); a custom policy must be given again.
@@ -177,6 +179,7 @@ impl Poller {
             unknown: options.unknown_status,
             pending_budget,
             retry_after_ceiling: options.retry_after_ceiling,
+            #[cfg(test)]
             clock: clock_of(options),
             origin,
             base,
@@ -193,7 +196,7 @@ impl Poller {
     }
 
     /// The task being waited on.
-    pub fn task_ref(&self) -> &TaskRef {
+    pub(crate) fn task_ref(&self) -> &TaskRef {
         &self.state.task_ref
     }
 
@@ -203,12 +206,13 @@ impl Poller {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.policy
     }
 
     /// The pending-forever budget in force (`None`: off).
-    pub fn pending_budget(&self) -> Option<Duration> {
+    #[cfg(test)]
+    pub(crate) fn pending_budget(&self) -> Option<Duration> {
         self.pending_budget
     }
 
@@ -237,33 +241,34 @@ impl Poller {
     }
 
     /// The clock of the wait (from its options).
-    pub fn clock(&self) -> &Arc<dyn Clock> {
+    #[cfg(test)]
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
     /// Where the wait stands (serialisable, to resume it later).
-    pub fn state(&self) -> &WaitState {
+    pub(crate) fn state(&self) -> &WaitState {
         &self.state
     }
 
     /// The deadline, on the clock's monotonic time.
-    pub fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self) -> Instant {
         self.instant(self.deadline)
     }
 
     /// Time elapsed since the wait started (the original start when resumed).
-    pub fn elapsed(&self, now: Instant) -> Duration {
+    pub(crate) fn elapsed(&self, now: Instant) -> Duration {
         self.base.saturating_add(now.saturating_duration_since(self.origin))
     }
 
     /// Time left before the deadline: the budget for a request sent at `now`.
-    pub fn remaining(&self, now: Instant) -> Duration {
+    pub(crate) fn remaining(&self, now: Instant) -> Duration {
         self.deadline.saturating_sub(self.elapsed(now))
     }
 
     /// The first decision: when to make the first poll (or, if no time is
     /// left, to expire at once).
-    pub fn start(&mut self) -> Decision {
+    pub(crate) fn start(&mut self) -> Decision {
         match self.first {
             Some(at) => {
                 self.state.next_poll_ms = Some(millis(at));
@@ -278,7 +283,12 @@ impl Poller {
     /// Takes one observation: the result of a status read sent at `sent_at`
     /// whose answer arrived at `received_at`. Returns what happened (for
     /// progress streams and traces) and what to do next.
-    pub fn observe(&mut self, sent_at: Instant, received_at: Instant, result: Result<Task>) -> (PollEvent, Decision) {
+    pub(crate) fn observe(
+        &mut self,
+        sent_at: Instant,
+        received_at: Instant,
+        result: Result<Task>,
+    ) -> (PollEvent, Decision) {
         let mut event = self.event(self.state.attempts.saturating_add(1), Duration::ZERO);
         let next = self.step(sent_at, received_at, result, Some(&mut event));
         let sent = self.elapsed(sent_at);
@@ -414,7 +424,7 @@ impl Poller {
 
     /// The error that ends a wait at its deadline (elapsed time, polls, the
     /// last observation and error, and the state to re-attach).
-    pub fn expire(&mut self, now: Instant) -> Error {
+    pub(crate) fn expire(&mut self, now: Instant) -> Error {
         self.finish_plan(None);
         Error::DeadlineExceeded(DeadlineExceeded {
             deadline: self.deadline.saturating_sub(self.base),

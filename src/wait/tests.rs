@@ -64,11 +64,11 @@ fn unknown() -> crate::Result<Task> {
 }
 
 fn api(status: u16, retry_after: Option<Duration>) -> crate::Result<Task> {
-    Err(crate::__private::api_error("factpulse", "get_task_status", status, retry_after))
+    Err(api_error("factpulse", "get_task_status", status, retry_after))
 }
 
 fn timeout() -> Error {
-    crate::__private::timeout_error("factpulse", "get_task_status", Duration::from_secs(30))
+    timeout_error("factpulse", "get_task_status", Duration::from_secs(30))
 }
 
 type Script = Arc<Mutex<VecDeque<crate::Result<Task>>>>;
@@ -725,4 +725,40 @@ impl Poller {
     {
         self.watch_with(read).until_done().await
     }
+}
+
+// ---------------------------------------------------------------- errors as reads return them
+
+/// An HTTP error answer, as a read would return it (tests of wait logic).
+pub(crate) fn api_error(
+    provider: &'static str,
+    operation: &'static str,
+    status: u16,
+    retry_after: Option<std::time::Duration>,
+) -> crate::Error {
+    crate::Error::Api(crate::error::ApiError {
+        provider,
+        operation,
+        status,
+        message: None,
+        body_excerpt: String::new(),
+        body_is_json: false,
+        retry_after,
+    })
+}
+
+/// A request that timed out, as a read would return it (tests of wait logic).
+pub(crate) fn timeout_error(
+    provider: &'static str,
+    operation: &'static str,
+    timeout: std::time::Duration,
+) -> crate::Error {
+    crate::Error::Transport(crate::error::TransportError {
+        provider,
+        operation,
+        kind: crate::error::TransportKind::Timeout,
+        host: "127.0.0.1:1".into(),
+        timeout: Some(timeout),
+        source: "request timed out".into(),
+    })
 }

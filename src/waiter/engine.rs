@@ -17,7 +17,7 @@ use super::source::{ClientSource, Source};
 use crate::spec::{RateSpec, WebhookSpec};
 use crate::wait::Poller;
 use crate::webhook::{Registration, WebhookHub};
-use crate::{Client, Clock, Error, Policy, Result, Task, TokioClock, WaitOptions};
+use crate::{Client, Clock, Error, Policy, Result, Task, WaitOptions};
 
 /// The schedulers of one client.
 pub(crate) struct Engine {
@@ -86,13 +86,12 @@ impl Lane {
     }
 }
 
-impl Default for Engine {
-    fn default() -> Self {
-        Self { clock: Arc::new(TokioClock), next_id: AtomicU64::new(0), state: Mutex::default() }
-    }
-}
-
 impl Engine {
+    /// An engine whose waits run on `clock` unless their options name another.
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, next_id: AtomicU64::new(0), state: Mutex::default() }
+    }
+
     /// A number no other wait or group of this engine has.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -307,7 +307,7 @@ async fn a_429_with_retry_after_pauses_the_whole_provider() {
         .failures
         .lock()
         .expect("lock")
-        .insert(2, crate::__private::api_error("factpulse", "get_task_status", 429, Some(Duration::from_secs(3))));
+        .insert(2, crate::wait::tests::api_error("factpulse", "get_task_status", 429, Some(Duration::from_secs(3))));
     let scripted = Arc::new(scripted);
     let policy = Policy::builder().initial_delay(Duration::from_millis(500)).factor(1.0).build().expect("policy");
     let waits =

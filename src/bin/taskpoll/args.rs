@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use taskpoll::__private::{config_error, invalid_task_ref, known_provider};
 use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
-use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
+use taskpoll::wait::UnknownStatusPolicy;
+use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, WaitOptions, WaitState};
 
 /// Read and wait on long-running tasks at HTTP providers.
 #[derive(Debug, Parser)]
@@ -490,8 +491,7 @@ impl ProviderArgs {
             if url.trim().is_empty() {
                 return Err(config_error("--base-url is empty (leave it out to use the default)"));
             }
-            let var =
-                spec.base_url_env().map(str::to_string).unwrap_or_else(|| taskpoll::generic_base_url_env(spec.name()));
+            let var = spec.base_url_env().map(str::to_string).unwrap_or_else(|| spec.generic_base_url_env());
             overlay.insert(var, url.clone());
         }
         Ok(())

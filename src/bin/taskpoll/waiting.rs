@@ -4,15 +4,15 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::IsTerminal as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use taskpoll::__private::{config_error, wait_cancelled};
-use taskpoll::wait::Poller;
-use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitOutcome, WaitState};
+use taskpoll::__private::config_error;
+use taskpoll::wait::WaitOutcome;
+use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitState};
 
 use super::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
 use super::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
@@ -138,19 +138,7 @@ pub(crate) async fn wait_all(
     on_event: &(dyn Fn(&TaskRef, &PollEvent) + Sync),
 ) -> Vec<Outcome> {
     let waits = tasks.into_iter().map(|(task_ref, options)| {
-        let bar = match progress {
-            Progress::Bars(multi) => {
-                let bar = multi.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
-                bar.set_prefix(escape_controls(&task_ref.to_string()).into_owned());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                Some(bar)
-            }
-            Progress::Lines => None,
-        };
+        let bar = spinner(progress, &task_ref);
         async move {
             let started = Instant::now();
             let mut watch = client.wait(&task_ref, options);
@@ -199,6 +187,19 @@ pub(crate) async fn wait_all(
     futures_util::future::join_all(waits).await
 }
 
+/// A task's spinner, when stderr is a terminal.
+fn spinner(progress: &Progress, task_ref: &TaskRef) -> Option<ProgressBar> {
+    let Progress::Bars(multi) = progress else { return None };
+    let bar = multi.add(ProgressBar::new_spinner());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix:.bold} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(escape_controls(&task_ref.to_string()).into_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
 /// What a task's spinner ends with.
 fn final_message(result: Result<&Task, &Error>, polls: Option<u32>, elapsed: Duration) -> String {
     let after = polls.map(|n| format!(" after {n} polls")).unwrap_or_default();
@@ -238,7 +239,11 @@ fn report(bar: &Option<ProgressBar>, task_ref: &TaskRef, event: &PollEvent) {
 }
 
 fn exit_for(outcome: &Outcome) -> Exit {
-    match &outcome.result {
+    exit_for_result(&outcome.result)
+}
+
+fn exit_for_result(result: &Result<Task, Error>) -> Exit {
+    match result {
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_error(e),
     }
@@ -367,47 +372,45 @@ async fn wait_one(
     saved: &mut SavedStates<'_>,
 ) -> Result<Exit, Error> {
     let options = args.options(&task_ref)?;
-    let last_state: Mutex<Option<WaitState>> = Mutex::new(None);
-    let remember = |_: &TaskRef, event: &PollEvent| {
-        *last_state.lock().unwrap_or_else(|e| e.into_inner()) = Some(event.state.clone());
-    };
     let started = Instant::now();
     let progress = Progress::for_stderr();
-    let tasks = vec![(task_ref.clone(), options.clone())];
-    tokio::select! {
-        outcomes = wait_all(client, tasks, &progress, &remember) => {
-            for outcome in &outcomes {
-                saved.note(outcome.result.as_ref());
-                if let Err(e) = &outcome.result {
-                    report_error(&outcome.task_ref, e, Some(outcome.elapsed));
-                }
-                print_line(&outcome_json(
-                    &outcome.task_ref,
-                    outcome.result.as_ref(),
-                    Some(Some(outcome.polls)),
-                    Some(outcome.elapsed),
-                ));
+    let bar = spinner(&progress, &task_ref);
+    // A waiter of one: Ctrl-C cancels it, and the wait ends with its state.
+    let mut waiter = client.waiter();
+    let mut events = waiter.events().ok_or_else(|| config_error("the waiter's events are already watched"))?;
+    waiter.add(task_ref.clone(), &options)?;
+    let mut interrupted = false;
+    let outcome = loop {
+        tokio::select! {
+            // Every event before the outcome: they were sent first.
+            biased;
+            Some(event) = events.next() => report(&bar, &task_ref, &event),
+            outcome = waiter.next_outcome() => break outcome,
+            () = interrupts.next(), if !interrupted => {
+                interrupted = true;
+                waiter.cancel_all();
             }
-            Ok(Exit::combine(outcomes.iter().map(exit_for)))
         }
-        () = interrupts.next() => {
-            let elapsed = started.elapsed();
-            let state = last_state.lock().unwrap_or_else(|e| e.into_inner()).take();
-            // Before the first poll returned: the state of a wait that has not polled.
-            let state = state.or_else(|| Poller::new(task_ref.clone(), &options).ok().map(|p| p.state().clone()));
-            if let Some(state) = state {
-                let polls = state.attempts;
-                let error = wait_cancelled(state);
-                if let Progress::Bars(multi) = &progress {
-                    let _ = multi.clear();
-                }
-                report_error(&task_ref, &error, Some(elapsed));
-                print_line(&outcome_json(&task_ref, Err(&error), Some(Some(polls)), Some(elapsed)));
-                saved.note(Err(&error));
-            }
-            Ok(Exit::Interrupted)
-        }
+    };
+    let elapsed = started.elapsed();
+    let Some(WaitOutcome { result, polls, .. }) = outcome else {
+        return Err(config_error("the wait ended without an outcome"));
+    };
+    if let Some(bar) = bar {
+        let text = final_message(result.as_ref(), Some(polls), elapsed);
+        bar.finish_with_message(escape_controls(&text).into_owned());
     }
+    if let (Err(e), Progress::Bars(multi)) = (&result, &progress)
+        && e.is_wait_cancelled()
+    {
+        let _ = multi.clear();
+    }
+    saved.note(result.as_ref());
+    if let Err(e) = &result {
+        report_error(&task_ref, e, Some(elapsed));
+    }
+    print_line(&outcome_json(&task_ref, result.as_ref(), Some(Some(polls)), Some(elapsed)));
+    Ok(if interrupted { Exit::Interrupted } else { exit_for_result(&result) })
 }
 
 /// Every task through one [`taskpoll::Waiter`]: each line is printed as its task
