@@ -42,6 +42,7 @@
 
 #[cfg(feature = "store-postgres")]
 mod postgres;
+mod sql;
 #[cfg(feature = "store-sqlite")]
 mod sqlite;
 mod waiter;
@@ -349,6 +350,3 @@ fn from_db_int(value: i64) -> u64 {
 /// Policies a [`StoredWaiter`] resumes waits with, by name.
 #[derive(Debug, Default, Clone)]
 struct Policies(HashMap<String, Arc<Policy>>);
-
-/// Migrations shipped with the crate: (version, description, SQL).
-type Migrations = &'static [(i64, &'static str, &'static str)];

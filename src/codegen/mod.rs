@@ -23,11 +23,13 @@
 //! One job per file: `load` reads a spec, `normalise` rewrites what
 //! progenitor cannot take, `openapi` reads the operations from the typed
 //! `openapiv3` model, [`extension`] parses `x-taskpoll` (its value types in
-//! `values`), `check` checks it against the document, `naming`
+//! `values`; durations in `duration`, the grammar the command line
+//! shares), `check` checks it against the document, `naming`
 //! gives the Rust names progenitor uses, `progenitor_run` runs progenitor and
 //! `emit` writes the descriptor and glue with `quote!`.
 
 mod check;
+mod duration;
 mod emit;
 pub mod extension;
 mod load;

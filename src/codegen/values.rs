@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::duration::parse_duration;
+
 /// A JSON pointer (`/status`, `/result/errorMessage`; empty: the whole body).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
@@ -39,7 +41,8 @@ impl JsonSchema for Pointer {
     }
 }
 
-/// A duration: `50ms`, `1s`, `1.5s`, `2m`, `1h` (milliseconds once read).
+/// A duration in the one grammar of `codegen/duration.rs`: `50ms`, `1.5s`,
+/// `1m30s`, `2h`, or bare seconds (whole milliseconds once read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct DurationText(pub u64);
@@ -47,7 +50,9 @@ pub struct DurationText(pub u64);
 impl TryFrom<String> for DurationText {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        duration_ms(&text).map(Self)
+        let duration = parse_duration(&text)?;
+        // At most 10 years, so the milliseconds fit.
+        Ok(Self(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)))
     }
 }
 
@@ -58,32 +63,10 @@ impl JsonSchema for DurationText {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h)\\s*$",
-            "description": "A duration: `50ms`, `1s`, `1.5s`, `2m`, `1h`."
+            "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]*\\s*)+$",
+            "description": "A duration: `50ms`, `1.5s`, `1m30s`, `2h` (humantime), or bare seconds."
         })
     }
-}
-
-/// Parses `50ms`, `1s`, `1.5s`, `2m`, `1h` into milliseconds.
-pub(super) fn duration_ms(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| text.split_at(i))
-        .ok_or_else(|| format!("`{text}` needs a unit (ms, s, m, h)"))?;
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{text}` is not a duration"))?;
-    let scale = match unit {
-        "ms" => 1.0,
-        "s" => 1000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m, h)")),
-    };
-    let ms = value * scale;
-    if !ms.is_finite() || !(0.0..=1e12).contains(&ms) {
-        return Err(format!("`{text}` is out of range"));
-    }
-    Ok(ms.round() as u64)
 }
 
 /// A raw status value: a string, or a number or boolean read as its text.

@@ -251,29 +251,16 @@ pub(crate) enum Budget {
     For(Duration),
 }
 
-/// The longest duration a flag takes: no wait is meant to last longer, and
-/// adding more to an `Instant` may overflow.
-const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+#[path = "../../codegen/duration.rs"]
+mod duration;
 
-/// `50ms`, `1.5s`, `1m30s`, `2h` (humantime), or a bare number of seconds.
-/// clap names the flag in front of the message.
+/// A flag's duration, in the grammar the specs use (see `duration`), at
+/// least 1 ms. clap names the flag in front of the message.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let too_large = || format!("`{text}` is too large (at most 10 years)");
-    let duration = match text.parse::<f64>() {
-        Ok(seconds) if seconds.is_sign_negative() => return Err(format!("`{text}` is negative")),
-        Ok(seconds) => Duration::try_from_secs_f64(seconds).map_err(|_| too_large())?,
-        Err(_) => humantime::parse_duration(text).map_err(|e| match e {
-            humantime::DurationError::NumberOverflow => too_large(),
-            e => format!("`{text}` is not a duration ({e}; try 30s, 1m30s, 500ms)"),
-        })?,
-    };
-    if duration > MAX_DURATION {
-        return Err(too_large());
-    }
+    let duration = duration::parse_duration(text)?;
     // Waits count in milliseconds: anything shorter would be a zero deadline or delay.
     if duration.as_millis() == 0 {
-        return Err(format!("`{text}` rounds to zero (the shortest is 1ms)"));
+        return Err(format!("`{}` rounds to zero (the shortest is 1ms)", text.trim()));
     }
     Ok(duration)
 }

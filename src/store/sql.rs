@@ -1,0 +1,472 @@
+//! The one SQL store behind [`super::SqliteStore`] and [`super::PostgresStore`]:
+//! every statement and the migration runner are written here once, generic
+//! over the sqlx driver; what the engines spell differently is a [`Dialect`]
+//! (`sqlite.rs`, `postgres.rs`). Both bind parameters as `$1`, `$2`, … (sqlx's
+//! SQLite driver takes them too), and a batch is one statement over a JSON
+//! array bound as text, one row per element, not one statement per row.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _, Type};
+
+use super::{
+    Claim, ClaimedWait, NewWait, OutcomeBody, StoredOutcome, WaitId, db_int, due_at_ms, from_db_int, from_json, to_json,
+};
+use crate::spec::RateSpec;
+use crate::{Error, Result, WaitState};
+
+/// Migrations shipped with the crate: (version, description, SQL).
+pub(super) type Migrations = &'static [(i64, &'static str, &'static str)];
+
+/// What one SQL engine spells its own way.
+pub(super) trait Dialect: Database {
+    /// The engine's migrations (`migrations/<engine>/`).
+    const MIGRATIONS: Migrations;
+    /// Begins the migrations' transaction.
+    const BEGIN_MIGRATIONS: &'static str;
+    /// Run first in that transaction when beginning it does not already keep
+    /// other processes from migrating at the same time.
+    const LOCK_MIGRATIONS: Option<&'static str>;
+    /// Ends a claim's choice of rows so that concurrent claims skip the rows
+    /// each other chose instead of waiting for them (empty: writers are serialised anyway).
+    const SKIP_LOCKED: &'static str;
+    /// The two-argument minimum and maximum.
+    const LEAST: &'static str;
+    /// See [`Dialect::LEAST`].
+    const GREATEST: &'static str;
+    /// `consumed`'s values, spelt as its partial index spells them (so the index is used).
+    const TRUE: &'static str;
+    /// See [`Dialect::TRUE`].
+    const FALSE: &'static str;
+    /// Put before a column of a batched write's join so the planner looks
+    /// rows up by id rather than through that column's index.
+    const BY_ID_ONLY: &'static str;
+    /// The type integers are cast to.
+    const INTEGER: &'static str;
+    /// A table of the elements of the JSON array bound at `$1`, each in column `value`.
+    const JSON_ELEMENTS: &'static str;
+
+    /// The largest integer at most `expr` (a non-negative number).
+    fn floor(expr: &str) -> String;
+
+    /// Rows a statement changed.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// A column of a batch, by the type of its values.
+#[derive(Clone, Copy)]
+enum BatchColumn {
+    Integer(&'static str),
+    Text(&'static str),
+}
+
+/// A table `u` of the rows of the JSON array of arrays bound at `$1`,
+/// element `i` of each in column `columns[i]`.
+fn batch<DB: Dialect>(columns: &[BatchColumn]) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| match column {
+            BatchColumn::Integer(name) => format!("CAST(value ->> {i} AS {}) AS {name}", DB::INTEGER),
+            BatchColumn::Text(name) => format!("value ->> {i} AS {name}"),
+        })
+        .collect();
+    format!("(SELECT {} FROM {}) AS u", values.join(", "), DB::JSON_ELEMENTS)
+}
+
+fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::store(what, e)
+}
+
+/// A store on one SQL engine: a pool of connections to it.
+pub(super) struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+}
+
+// Derived, it would ask for `DB: Clone`.
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone() }
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> f64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// The store on `pool`, its tables brought up to date.
+    pub(super) async fn new(pool: Pool<DB>) -> Result<Self> {
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations not yet applied, one process at a time.
+    async fn migrate(&self) -> Result<()> {
+        // Hand-written rather than sqlx's Migrator: that one records its
+        // versions in `_sqlx_migrations`, which the application's own sqlx
+        // migrations use too, and each would take the other's for missing ones.
+        let failed = |e| Error::store(format!("cannot bring the {} store's tables up to date", DB::NAME), e);
+        let mut tx = self.pool.begin_with(DB::BEGIN_MIGRATIONS).await.map_err(failed)?;
+        if let Some(lock) = DB::LOCK_MIGRATIONS {
+            sqlx::raw_sql(lock).execute(&mut *tx).await.map_err(failed)?;
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS taskpoll_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(failed)?;
+        let done: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *tx).await.map_err(failed)?;
+        for (version, description, sql) in DB::MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::query("INSERT INTO taskpoll_migrations (version, description) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(*description)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)
+    }
+
+    pub(super) async fn add(&self, waits: &[NewWait]) -> Result<u64> {
+        let mut rows = Vec::with_capacity(waits.len());
+        for wait in waits {
+            rows.push(serde_json::json!([
+                wait.state.task_ref.provider(),
+                wait.state.task_ref.to_string(),
+                to_json(&wait.options)?,
+                to_json(&wait.state)?,
+                db_int(due_at_ms(&wait.state)),
+            ]));
+        }
+        let columns = [
+            BatchColumn::Text("provider"),
+            BatchColumn::Text("task"),
+            BatchColumn::Text("options"),
+            BatchColumn::Text("state"),
+            BatchColumn::Integer("due"),
+        ];
+        // `WHERE true` tells SQLite's parser the `ON CONFLICT` is the upsert's.
+        let sql = format!(
+            "INSERT INTO taskpoll_waits (provider, task, options, state, due_at_ms) \
+             SELECT * FROM {} WHERE true ON CONFLICT (task) DO NOTHING",
+            batch::<DB>(&columns)
+        );
+        let done =
+            sqlx::query(&sql).bind(to_json(&rows)?).execute(&self.pool).await.map_err(failed("cannot add waits"))?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    pub(super) async fn claim(&self, claim: &Claim) -> Result<Vec<ClaimedWait>> {
+        let sql = format!(
+            "UPDATE taskpoll_waits SET worker = $1 WHERE id IN ( \
+               SELECT w.id FROM taskpoll_waits AS w \
+               WHERE w.provider = $2 AND w.finished_at_ms IS NULL AND w.due_at_ms <= $4 \
+                 AND (w.worker IS NULL OR NOT EXISTS ( \
+                   SELECT 1 FROM taskpoll_workers AS k WHERE k.worker = w.worker AND k.lease_until_ms >= $3)) \
+               ORDER BY w.due_at_ms LIMIT $5 {}) \
+             RETURNING id, options, state",
+            DB::SKIP_LOCKED
+        );
+        let rows = sqlx::query(&sql)
+            .bind(claim.worker.as_str())
+            .bind(claim.provider.as_str())
+            .bind(db_int(claim.now_ms))
+            .bind(db_int(claim.due_by_ms))
+            .bind(i64::from(claim.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot claim waits"))?;
+        let read = failed("cannot read claimed waits");
+        rows.iter()
+            .map(|row| {
+                Ok(ClaimedWait {
+                    id: row.try_get("id").map_err(&read)?,
+                    options: from_json(row.try_get("options").map_err(&read)?, "wait's options")?,
+                    state: from_json(row.try_get("state").map_err(&read)?, "wait state")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn renew(&self, worker: &str, now_ms: u64, lease_until_ms: u64) -> Result<bool> {
+        let failed = failed("cannot renew the lease");
+        let mut tx = self.pool.begin().await.map_err(&failed)?;
+        // Every statement writes (none reads first), so SQLite takes its
+        // write lock at once rather than upgrading a read lock.
+        let live =
+            sqlx::query("UPDATE taskpoll_workers SET lease_until_ms = $1 WHERE worker = $2 AND lease_until_ms >= $3")
+                .bind(db_int(lease_until_ms))
+                .bind(worker)
+                .bind(db_int(now_ms))
+                .execute(&mut *tx)
+                .await
+                .map_err(&failed)?;
+        let kept = if DB::rows_affected(&live) == 1 {
+            true
+        } else {
+            // Run out (or new): what it held goes back, and it is not revived
+            // over waits another worker may have claimed meanwhile.
+            sqlx::query("UPDATE taskpoll_waits SET worker = NULL WHERE worker = $1 AND finished_at_ms IS NULL")
+                .bind(worker)
+                .execute(&mut *tx)
+                .await
+                .map_err(&failed)?;
+            let expired = sqlx::query("UPDATE taskpoll_workers SET lease_until_ms = $1 WHERE worker = $2")
+                .bind(db_int(lease_until_ms))
+                .bind(worker)
+                .execute(&mut *tx)
+                .await
+                .map_err(&failed)?;
+            let new = DB::rows_affected(&expired) == 0;
+            if new {
+                sqlx::query("INSERT INTO taskpoll_workers (worker, lease_until_ms) VALUES ($1, $2)")
+                    .bind(worker)
+                    .bind(db_int(lease_until_ms))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&failed)?;
+            }
+            new
+        };
+        tx.commit().await.map_err(&failed)?;
+        Ok(kept)
+    }
+
+    /// Saves the states of waits `worker` holds and, with `release`, gives them back.
+    pub(super) async fn write_states(&self, worker: &str, states: &[(WaitId, WaitState)], release: bool) -> Result<()> {
+        let mut rows = Vec::with_capacity(states.len());
+        for (id, state) in states {
+            rows.push(serde_json::json!([id, to_json(state)?, db_int(due_at_ms(state))]));
+        }
+        let sql = format!(
+            "UPDATE taskpoll_waits AS w SET state = u.state, due_at_ms = u.due{} FROM {} \
+             WHERE w.id = u.wait_id AND {by_id}w.worker = $2 AND {by_id}w.finished_at_ms IS NULL",
+            if release { ", worker = NULL" } else { "" },
+            batch::<DB>(&[BatchColumn::Integer("wait_id"), BatchColumn::Text("state"), BatchColumn::Integer("due")]),
+            by_id = DB::BY_ID_ONLY,
+        );
+        sqlx::query(&sql)
+            .bind(to_json(&rows)?)
+            .bind(worker)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot save wait states"))?;
+        Ok(())
+    }
+
+    pub(super) async fn finish(&self, worker: &str, outcomes: &[StoredOutcome]) -> Result<Vec<WaitId>> {
+        let mut rows = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            rows.push(serde_json::json!([
+                outcome.id,
+                db_int(outcome.finished_at_ms),
+                OutcomeBody::json(outcome)?,
+                to_json(&outcome.state)?,
+            ]));
+        }
+        let sql = format!(
+            "UPDATE taskpoll_waits AS w SET finished_at_ms = u.at, outcome = u.body, state = u.state FROM {} \
+             WHERE w.id = u.wait_id AND {by_id}w.worker = $2 AND {by_id}w.finished_at_ms IS NULL RETURNING id",
+            batch::<DB>(&[
+                BatchColumn::Integer("wait_id"),
+                BatchColumn::Integer("at"),
+                BatchColumn::Text("body"),
+                BatchColumn::Text("state")
+            ]),
+            by_id = DB::BY_ID_ONLY,
+        );
+        sqlx::query_scalar(&sql)
+            .bind(to_json(&rows)?)
+            .bind(worker)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot write outcomes"))
+    }
+
+    pub(super) async fn outcomes(&self, limit: u32) -> Result<Vec<StoredOutcome>> {
+        let sql = format!(
+            "SELECT id, state, outcome, finished_at_ms FROM taskpoll_waits \
+             WHERE finished_at_ms IS NOT NULL AND consumed = {} ORDER BY finished_at_ms, id LIMIT $1",
+            DB::FALSE
+        );
+        let rows = sqlx::query(&sql)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(failed("cannot read outcomes"))?;
+        let read = failed("cannot read outcomes");
+        rows.iter()
+            .map(|row| {
+                let body: OutcomeBody = from_json(row.try_get("outcome").map_err(&read)?, "outcome")?;
+                let state = from_json(row.try_get("state").map_err(&read)?, "wait state")?;
+                let finished_at_ms = from_db_int(row.try_get("finished_at_ms").map_err(&read)?);
+                Ok(body.outcome(row.try_get("id").map_err(&read)?, state, finished_at_ms))
+            })
+            .collect()
+    }
+
+    pub(super) async fn consume(&self, ids: &[WaitId]) -> Result<u64> {
+        let rows: Vec<[WaitId; 1]> = ids.iter().map(|&id| [id]).collect();
+        let sql = format!(
+            "UPDATE taskpoll_waits SET consumed = {true_} \
+             WHERE id IN (SELECT wait_id FROM {}) AND finished_at_ms IS NOT NULL AND consumed = {false_}",
+            batch::<DB>(&[BatchColumn::Integer("wait_id")]),
+            true_ = DB::TRUE,
+            false_ = DB::FALSE,
+        );
+        let done = sqlx::query(&sql)
+            .bind(to_json(&rows)?)
+            .execute(&self.pool)
+            .await
+            .map_err(failed("cannot mark outcomes consumed"))?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    pub(super) async fn unfinished(&self, providers: &[&str]) -> Result<u64> {
+        let rows: Vec<[&str; 1]> = providers.iter().map(|&provider| [provider]).collect();
+        let sql = format!(
+            "SELECT COUNT(*) FROM taskpoll_waits \
+             WHERE finished_at_ms IS NULL AND provider IN (SELECT provider FROM {})",
+            batch::<DB>(&[BatchColumn::Text("provider")])
+        );
+        let count: i64 = sqlx::query_scalar(&sql)
+            .bind(to_json(&rows)?)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("cannot count waits"))?;
+        Ok(from_db_int(count))
+    }
+
+    pub(super) async fn take_tokens(&self, provider: &str, rate: RateSpec, want: u32, now_ms: u64) -> Result<u32> {
+        let failed = failed("cannot take from the shared rate budget");
+        let burst = f64::from(rate.burst.max(1));
+        sqlx::query(
+            "INSERT INTO taskpoll_budgets (provider, tokens, refilled_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (provider) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(burst)
+        .bind(db_int(now_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(&failed)?;
+        // The token bucket: $2 the burst, $3 now, $4 the tokens wanted, $5
+        // the refill per second. Every right-hand side reads the row as it
+        // was (in PostgreSQL its lock serialises concurrent takes), so the
+        // refill is computed once per column, and `granted` returns what was taken.
+        let (least, greatest) = (DB::LEAST, DB::GREATEST);
+        let refilled = format!("{least}($2, tokens + {greatest}(0, $3 - refilled_at_ms) * $5 / 1000.0)");
+        let granted = format!("{least}($4, {})", DB::floor(&refilled));
+        let sql = format!(
+            "UPDATE taskpoll_budgets SET granted = {granted}, tokens = {refilled} - {granted}, \
+             refilled_at_ms = {greatest}(refilled_at_ms, $3) WHERE provider = $1 RETURNING granted"
+        );
+        let granted: i64 = sqlx::query_scalar(&sql)
+            .bind(provider)
+            .bind(burst)
+            .bind(db_int(now_ms))
+            .bind(i64::from(want))
+            .bind(rate.per_second)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(&failed)?;
+        Ok(u32::try_from(granted.max(0)).unwrap_or(0))
+    }
+}
+
+/// Implements [`super::WaitStore`] for a public store that keeps its
+/// [`SqlStore`] in field `sql`.
+macro_rules! wait_store_on_sql {
+    ($store:ty) => {
+        impl $crate::store::WaitStore for $store {
+            fn add<'a>(
+                &'a self,
+                waits: &'a [$crate::store::NewWait],
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<u64>> {
+                Box::pin(self.sql.add(waits))
+            }
+
+            fn claim<'a>(
+                &'a self,
+                claim: &'a $crate::store::Claim,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<Vec<$crate::store::ClaimedWait>>> {
+                Box::pin(self.sql.claim(claim))
+            }
+
+            fn renew<'a>(
+                &'a self,
+                worker: &'a str,
+                now_ms: u64,
+                lease_until_ms: u64,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<bool>> {
+                Box::pin(self.sql.renew(worker, now_ms, lease_until_ms))
+            }
+
+            fn save<'a>(
+                &'a self,
+                worker: &'a str,
+                states: &'a [($crate::store::WaitId, $crate::WaitState)],
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<()>> {
+                Box::pin(self.sql.write_states(worker, states, false))
+            }
+
+            fn release<'a>(
+                &'a self,
+                worker: &'a str,
+                states: &'a [($crate::store::WaitId, $crate::WaitState)],
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<()>> {
+                Box::pin(self.sql.write_states(worker, states, true))
+            }
+
+            fn finish<'a>(
+                &'a self,
+                worker: &'a str,
+                outcomes: &'a [$crate::store::StoredOutcome],
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<Vec<$crate::store::WaitId>>> {
+                Box::pin(self.sql.finish(worker, outcomes))
+            }
+
+            fn outcomes(
+                &self,
+                limit: u32,
+            ) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::StoredOutcome>>> {
+                Box::pin(self.sql.outcomes(limit))
+            }
+
+            fn consume<'a>(
+                &'a self,
+                ids: &'a [$crate::store::WaitId],
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<u64>> {
+                Box::pin(self.sql.consume(ids))
+            }
+
+            fn unfinished<'a>(&'a self, providers: &'a [&'a str]) -> $crate::spec::BoxFuture<'a, $crate::Result<u64>> {
+                Box::pin(self.sql.unfinished(providers))
+            }
+
+            fn take_tokens<'a>(
+                &'a self,
+                provider: &'a str,
+                rate: $crate::spec::RateSpec,
+                want: u32,
+                now_ms: u64,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<u32>> {
+                Box::pin(self.sql.take_tokens(provider, rate, want, now_ms))
+            }
+        }
+    };
+}
+pub(super) use wait_store_on_sql;
