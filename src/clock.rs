@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use taskpoll::{Clock, ManualClock};
+//! use taskpoll::clock::{Clock, ManualClock};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let clock = ManualClock::new();
 //! let start = clock.now();

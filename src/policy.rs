@@ -305,7 +305,8 @@ const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskpoll::{Jitter, Policy};
+/// use taskpoll::Policy;
+/// use taskpoll::spec::Jitter;
 /// let policy = Policy::builder()
 ///     .initial_delay(Duration::from_millis(500))
 ///     .factor(2.0)

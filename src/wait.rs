@@ -77,7 +77,8 @@ pub enum UnknownStatusPolicy {
 ///
 /// ```
 /// use std::time::Duration;
-/// use taskpoll::{Policy, UnknownStatusPolicy, WaitOptions};
+/// use taskpoll::{Policy, WaitOptions};
+/// use taskpoll::wait::UnknownStatusPolicy;
 /// let options = WaitOptions::new(Duration::from_secs(120))
 ///     .policy(Policy::factpulse_helper()?)
 ///     .unknown_status(UnknownStatusPolicy::AtMost(3))

@@ -402,7 +402,11 @@ async fn deepomatic_pages_map_through_get_many() {
         let server = MockServer::start().await;
         Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_json(&pages[name])).mount(&server).await;
         let client = client_for(spec("deepomatic"), &server.uri());
-        let ids: Vec<&str> = want.iter().map(|(id, _, _)| *id).collect();
+        let mut ids: Vec<&str> = want.iter().map(|(id, _, _)| *id).collect();
+        if let [only] = ids[..] {
+            // One id alone is read with the single-task operation: asked twice, it goes in a batch.
+            ids.push(only);
+        }
         let tasks = client.get_many("deepomatic", &ids).await.unwrap();
         for (task, (id, phase, error)) in tasks.iter().zip(want.iter()) {
             let task = task.as_ref().unwrap_or_else(|e| panic!("{name} {id}: {e}"));

@@ -78,7 +78,7 @@ fn policy(p: &Policy) -> TokenStream {
             initial_delay_ms: #initial,
             factor: #factor,
             max_delay_ms: #max,
-            jitter: ::taskpoll::Jitter::#jitter,
+            jitter: ::taskpoll::spec::Jitter::#jitter,
             offset_ms: #offset,
             deadline_ms: #deadline,
         }.build()

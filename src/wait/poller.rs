@@ -41,26 +41,12 @@ pub(crate) enum Decision {
     },
 }
 
-/// The poll step of one wait, shared by [`crate::Client::wait`],
-/// [`crate::Client::watch`] and any other loop: it turns each observation into
-/// a [`PollEvent`] and a decision ([`Decision`]), and keeps the [`WaitState`].
+/// The poll step of one wait, the part of the engine's scheduler that is
+/// per task: it turns each observation into a decision ([`Decision`]) and,
+/// when someone watches, a [`PollEvent`], and keeps the [`WaitState`].
 ///
-/// It never sleeps and never reads the clock by itself: callers pass the
-/// instants (from [`Poller::clock`]), so one loop can drive many pollers.
-///
-/// ```
-/// use std::time::Duration;
-/// use std::sync::Arc;
-/// use taskpoll::wait::{Decision, Poller};
-/// use taskpoll::{ManualClock, Policy, WaitOptions};
-/// let clock = Arc::new(ManualClock::new());
-/// let options = WaitOptions::new(Duration::from_secs(10))
-///     .policy(Policy::factpulse_helper()?)
-///     .clock(clock.clone());
-/// let mut poller = Poller::new("factpulse:abc".parse()?, &options)?;
-/// assert!(matches!(poller.start(), Decision::Poll { delay: Duration::ZERO, .. }));
-/// # Ok::<(), taskpoll::Error>(())
-/// ```
+/// It never sleeps and never reads the clock by itself: the scheduler passes
+/// the instants, so one loop drives many pollers.
 #[derive(Debug)]
 pub(crate) struct Poller {
     /// Shared by the waits of one options value (a waiter may hold thousands).
