@@ -8,7 +8,8 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::config::ClientBuilder;
-use crate::spec::{ProviderOps, ProviderSpec};
+use crate::spec::ProviderSpec;
+use crate::transport::ProviderOps;
 use crate::{Error, Result, Task, TaskRef, observe, transport};
 
 /// Reads tasks at every configured provider. Cheap to clone.

@@ -241,7 +241,7 @@ impl Default for ClientBuilder {
             max_in_flight: None,
             register_error: None,
             clock: None,
-            webhook_capacity: crate::webhook::DEFAULT_UNCLAIMED_CAPACITY,
+            webhook_capacity: crate::webhook::hub::DEFAULT_UNCLAIMED_CAPACITY,
         }
     }
 }
@@ -436,7 +436,7 @@ impl ClientBuilder {
                 webhook_secret: config.webhook_secret.clone(),
             });
         }
-        let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock);
+        let webhooks = crate::webhook::hub::WebhookHub::new(self.webhook_capacity, clock);
         Ok(Client::from_inner(ClientInner { providers, concurrency: self.concurrency, webhooks }))
     }
 }

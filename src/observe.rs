@@ -3,9 +3,8 @@
 //! This is the one place where answers are classified.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::{
@@ -148,7 +147,7 @@ fn no_answer(spec: &'static ProviderSpec, operation: &'static str, why: NoAnswer
         progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
             // The unified layer's own limit is applied around the call (see `timed_out`); a
             // timeout here is one of a caller-supplied HTTP client.
-            let kind = transport_kind(&e);
+            let kind = crate::transport::transport_kind(&e);
             let host = e.url().unwrap_or(base);
             let host = crate::transport::host_of(host);
             Error::Transport(TransportError {
@@ -185,46 +184,6 @@ pub(crate) fn timed_out(
         timeout: Some(timeout),
         source: format!("no answer within {timeout:?}").into(),
     })
-}
-
-/// What kind of transport failure a reqwest error is, from its chain of sources.
-pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
-    use std::io::ErrorKind;
-    if error.is_timeout() {
-        return TransportKind::Timeout;
-    }
-    let mut text = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                ErrorKind::ConnectionRefused => return TransportKind::Refused,
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-                    return TransportKind::Reset;
-                }
-                ErrorKind::UnexpectedEof => return TransportKind::TruncatedBody,
-                ErrorKind::TimedOut => return TransportKind::Timeout,
-                _ => {}
-            }
-        }
-        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
-            return TransportKind::Reset;
-        }
-        text.push_str(&e.to_string().to_ascii_lowercase());
-        text.push('\n');
-        source = e.source();
-    }
-    // The resolver's and the TLS backend's error types are private to
-    // hyper-util and native-tls, so these two are recognised by their text.
-    if text.contains("dns error") || text.contains("failed to lookup address") {
-        TransportKind::Dns
-    } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
-        TransportKind::Tls
-    } else if error.is_connect() {
-        TransportKind::Connect
-    } else {
-        TransportKind::Other
-    }
 }
 
 /// The error of a read that had no time left to send its request.
@@ -307,25 +266,6 @@ fn error_message(spec: &ProviderSpec, body: &Value) -> Option<String> {
 
 pub(crate) fn body_excerpt(body: &[u8]) -> String {
     excerpt(&String::from_utf8_lossy(body), 512)
-}
-
-/// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
-/// `now` is read only for an HTTP date (most answers have no hint at all).
-pub(crate) fn retry_after(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
-    for name in &crate::transport::RETRY_AFTER_MS {
-        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
-            && ms.is_finite()
-            && ms >= 0.0
-        {
-            return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
-        }
-    }
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(1_000_000_000)));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
 }
 
 /// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
@@ -504,76 +444,32 @@ pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, htt
     Task::new(task_ref, phase, status, error, spec.task.result, http_status, body)
 }
 
-#[cfg(test)]
-#[allow(clippy::disallowed_methods)] // property tests of `Retry-After` dates against the real clock
-mod tests {
-    use std::time::{Duration, SystemTime};
+// Here rather than in task.rs: reading an answer is this layer's job.
+impl Task {
+    /// Classifies an answer to a status read that was obtained elsewhere (a
+    /// recorded answer, a test fixture, a body from a queue) exactly as
+    /// [`crate::Client::get`] would: the task, or the error the answer is.
+    /// Never panics, whatever the bytes.
+    ///
+    /// ```
+    /// use taskpoll::{Phase, Task, TaskRef};
+    /// let task_ref = TaskRef::new("deepomatic", "42")?;
+    /// let task = Task::decode(&task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
+    /// assert_eq!(task.phase(), Phase::Succeeded);
+    /// assert!(Task::decode(&task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
+    /// # Ok::<(), taskpoll::Error>(())
+    /// ```
+    pub fn decode(task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+        decode(task_ref.spec(), task_ref, http_status, body)
+    }
+}
 
-    use proptest::prelude::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
+#[cfg(test)]
+mod tests {
     use serde_json::{Value, json};
 
-    use super::{Seen, batch_item, item_task, retry_after};
+    use super::{Seen, batch_item, item_task};
     use crate::Phase;
-
-    #[test]
-    fn retry_after_variants_parse() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(3)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(250)));
-        let mut headers = HeaderMap::new();
-        headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(1500)));
-        let mut headers = HeaderMap::new();
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(30)));
-        headers.insert("retry-after", HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers, || now), None);
-    }
-
-    proptest! {
-    /// `Retry-After` in seconds is read as is (capped), an HTTP date as the
-    /// time until it (never negative), and any other text never panics.
-    #[test]
-    fn retry_after_parses_seconds_dates_and_survives_anything(
-        seconds in any::<u64>(),
-        ahead in 0u64..100_000,
-        text in "\\PC{0,40}",
-        bytes in proptest::collection::vec(any::<u8>(), 0..40),
-    ) {
-        let now = SystemTime::now();
-        let header = |value: HeaderValue| {
-            let mut headers = HeaderMap::new();
-            headers.insert("retry-after", value);
-            headers
-        };
-        let hint = retry_after(&header(HeaderValue::from(seconds)), || now);
-        prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
-
-        let at = now + Duration::from_secs(ahead);
-        let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
-        let hint = retry_after(&header(date), || now).unwrap();
-        // HTTP dates have whole seconds.
-        prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
-
-        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
-        prop_assert_eq!(retry_after(&header(past), || now), Some(Duration::ZERO));
-
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            let _ = retry_after(&header(value), || now);
-        }
-        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-            let mut headers = header(value.clone());
-            headers.insert("retry-after-ms", value);
-            let _ = retry_after(&headers, || now);
-        }
-    }
-
-    }
 
     /// `body` with `value` set at `pointer`, objects made on the way.
     fn set(body: &mut Value, pointer: &str, value: Value) {

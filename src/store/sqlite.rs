@@ -17,7 +17,9 @@ use super::{
     Claim, ClaimedWait, Migrations, NewWait, OutcomeBody, StoredOutcome, WaitId, WaitStore, db_int, due_at_ms,
     from_db_int, from_json, to_json,
 };
-use crate::spec::{BoxFuture, RateSpec};
+use futures_util::future::BoxFuture;
+
+use crate::spec::RateSpec;
 use crate::{Error, Result, WaitState};
 
 const MIGRATIONS: Migrations = &[(1, "waits and budgets", include_str!("migrations/sqlite/0001_waits.sql"))];

@@ -12,7 +12,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{WebhookRefusal, refused};
+use crate::error::WebhookRefusal;
 use crate::spec::{MessagePart, ProviderSpec, SignatureAlgorithm, SignatureEncoding, WebhookSpec};
 use crate::{Phase, Result, Task, TaskRef};
 
@@ -25,7 +25,7 @@ pub(crate) fn verify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<Task> {
-    let no = |reason| refused(spec.name, reason);
+    let no = |reason| crate::Error::webhook_refused(spec.name, reason);
     let hook = spec.webhook.as_ref().ok_or_else(|| no(WebhookRefusal::NotDeclared))?;
     if body.len() > hook.max_body_bytes {
         return Err(no(WebhookRefusal::BodyTooLarge { limit: hook.max_body_bytes }));
