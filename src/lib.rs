@@ -14,6 +14,8 @@ mod clock;
 pub mod codegen;
 mod config;
 pub mod error;
+#[cfg(test)]
+mod layering;
 mod observe;
 mod policy;
 mod raw_json;
