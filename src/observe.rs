@@ -12,7 +12,7 @@ use crate::error::{
     TransportError, TransportKind,
 };
 use crate::raw_json::pointer as at_pointer;
-use crate::spec::ProviderSpec;
+use crate::spec::{ProviderSpec, Rule, WebhookSpec};
 use crate::task::excerpt;
 use crate::transport::{NoAnswer, RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
@@ -295,11 +295,11 @@ pub(crate) fn scalar_text(found: Option<&Value>) -> Option<Cow<'_, str>> {
 }
 
 /// The rule that matches (its `when` values read through `at`), and the phase.
-pub(crate) fn phase_of<'v>(
+fn phase_of<'v>(
     spec: &'static ProviderSpec,
     status: Option<&str>,
     at: impl Fn(&str) -> Option<&'v Value>,
-) -> (Option<&'static crate::spec::Rule>, Phase) {
+) -> (Option<&'static Rule>, Phase) {
     let rule = spec.rules.iter().find(|rule| {
         rule.when.iter().all(|(pointer, expected)| match at(pointer) {
             Some(Value::String(actual)) => !actual.is_empty() && actual.eq_ignore_ascii_case(expected),
@@ -356,7 +356,8 @@ impl Seen {
 /// the item when it has no escape) and what the waiter takes of it. A task
 /// still queued or running is classified from the few values it needs, read
 /// in place in one pass over the item, and becomes [`Seen::InProgress`]; any
-/// other task is built whole, exactly as [`task_from_body`] builds it.
+/// other task is built whole by [`read_task`]. Both classify the status with
+/// [`read_status`]; only the reading of the values differs (in place or built).
 /// `None` for an item without a usable id.
 pub(crate) fn batch_item<'a>(
     spec: &'static ProviderSpec,
@@ -401,11 +402,11 @@ pub(crate) fn batch_item<'a>(
         _ => Vec::new(),
     };
     let at = |pointer: &str| rule_values.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
-    let (_, phase) = phase_of(spec, status.as_deref(), at);
+    let Reading { phase, status, .. } = read_status(spec, status, at);
     if !matches!(phase, Phase::Queued | Phase::Running) {
         return whole();
     }
-    Some((id, Seen::InProgress { phase, status: status.map(|status| spelt_as_in(spec, status)), http_status }))
+    Some((id, Seen::InProgress { phase, status, http_status }))
 }
 
 /// One item of a batch answer, built whole: its id (at `id_pointer`) and its
@@ -416,9 +417,27 @@ pub(crate) fn item_task(
     http_status: u16,
     body: Value,
 ) -> Option<(String, Task)> {
+    identified_task(spec, Fields::of_answer(spec), id_pointer, http_status, body)
+}
+
+/// The task a verified webhook payload describes; `None` without a usable id.
+pub(crate) fn webhook_task(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> Option<Task> {
+    let (_, task) = identified_task(spec, Fields::of_webhook(hook), hook.id, 200, payload)?;
+    Some(task.delivered_by_webhook())
+}
+
+/// A body that names its own task (a batch item, a webhook payload): its id
+/// (at `id_pointer`) and its task.
+fn identified_task(
+    spec: &'static ProviderSpec,
+    fields: Fields,
+    id_pointer: &str,
+    http_status: u16,
+    body: Value,
+) -> Option<(String, Task)> {
     let id = scalar_text(at_pointer(&body, id_pointer))?.into_owned();
     let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
-    Some((id, task_from_body(spec, task_ref, http_status, body)))
+    Some((id, read_task(spec, fields, task_ref, http_status, body)))
 }
 
 /// A status spelt as the spec spells it needs no copy of its own.
@@ -429,19 +448,95 @@ fn spelt_as_in(spec: &'static ProviderSpec, status: Cow<'_, str>) -> Cow<'static
     }
 }
 
-/// Maps a task body with the spec's pointers, rules and phases.
+/// Maps a status answer's task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = scalar_text(at_pointer(&body, spec.task.status));
-    let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| at_pointer(&body, pointer));
-    let status = status.map(|status| spelt_as_in(spec, status));
+    read_task(spec, Fields::of_answer(spec), task_ref, http_status, body)
+}
+
+/// Where one kind of body puts a task's fields: a status answer (a single
+/// read or a batch item; the spec's `task`) or a webhook payload (its
+/// `webhook` block). Every body is read by [`read_task`], so each field
+/// means the same whatever brought it.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    /// The raw status; `None`: the phase is derived from `failed_if_present`
+    /// and `http_status` (a webhook payload that carries no status).
+    status: Option<&'static str>,
+    /// Candidates for the failure message, tried in order after a matching rule's.
+    error: &'static [&'static str],
+    /// The result payload.
+    result: Option<&'static str>,
+    /// Without a status: failed when any of these is present and not null.
+    failed_if_present: &'static [&'static str],
+    /// Without a status: failed when the number here is 400 or more.
+    http_status: Option<&'static str>,
+}
+
+impl Fields {
+    fn of_answer(spec: &ProviderSpec) -> Self {
+        let task = &spec.task;
+        Fields {
+            status: Some(task.status),
+            error: task.error,
+            result: task.result,
+            failed_if_present: &[],
+            http_status: None,
+        }
+    }
+
+    fn of_webhook(hook: &WebhookSpec) -> Self {
+        Fields {
+            status: hook.status,
+            error: hook.error,
+            result: hook.result,
+            failed_if_present: hook.failed_if_present,
+            http_status: hook.http_status,
+        }
+    }
+
+    /// The phase of a body without a status: failed when an error is
+    /// present or the HTTP status written in it is a failure.
+    fn derived_phase(&self, body: &Value) -> Phase {
+        let error_present = self.failed_if_present.iter().any(|p| at_pointer(body, p).is_some_and(|v| !v.is_null()));
+        let http_failed =
+            self.http_status.and_then(|p| at_pointer(body, p)).and_then(Value::as_f64).is_some_and(|s| s >= 400.0);
+        if error_present || http_failed { Phase::Failed } else { Phase::Succeeded }
+    }
+}
+
+/// What a status says: the rule that matched, the phase, and the status as
+/// the provider wrote it (borrowed from the spec when it is one of its names).
+struct Reading {
+    rule: Option<&'static Rule>,
+    phase: Phase,
+    status: Option<Cow<'static, str>>,
+}
+
+/// The one classification of a status, whether the body is read whole or in
+/// place (`at` reads the values the spec's rules name).
+fn read_status<'v>(
+    spec: &'static ProviderSpec,
+    status: Option<Cow<'_, str>>,
+    at: impl Fn(&str) -> Option<&'v Value>,
+) -> Reading {
+    let (rule, phase) = phase_of(spec, status.as_deref(), at);
+    Reading { rule, phase, status: status.map(|status| spelt_as_in(spec, status)) }
+}
+
+/// The one body reader: a task body of any kind (see [`Fields`]) as a task.
+fn read_task(spec: &'static ProviderSpec, fields: Fields, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
+    let Reading { rule, phase, status } = match fields.status {
+        Some(pointer) => read_status(spec, scalar_text(at_pointer(&body, pointer)), |p| at_pointer(&body, p)),
+        None => Reading { rule: None, phase: fields.derived_phase(&body), status: None },
+    };
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
             .and_then(|p| text_at(&body, p))
-            .or_else(|| spec.task.error.iter().find_map(|p| text_at(&body, p)))
+            .or_else(|| fields.error.iter().find_map(|p| text_at(&body, p)))
     } else {
         None
     };
-    Task::new(task_ref, phase, status, error, spec.task.result, http_status, body)
+    Task::new(task_ref, phase, status, error, fields.result, http_status, body)
 }
 
 // Here rather than in task.rs: reading an answer is this layer's job.
