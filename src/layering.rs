@@ -42,12 +42,18 @@ const ALLOWED: &[Allowed] = &[
         why: "config builds client::{ClientInner, Configured}; to remove: move them (the resolved \
               configuration) into config.rs and let client.rs hold one (client.rs is being rewritten)",
     },
-    // The CLI's one circle, the lead's to remove (issue 23): `stored` takes
-    // `waiting::Interrupts` while `waiting` hands `--store` waits to `stored`.
-    Allowed { from: "stored", to: "waiting", why: "stored.rs uses waiting::Interrupts; move it to its own module" },
 ];
 
-/// One allowed edge: `from` and `to` are layer entries (or CLI modules).
+/// The CLI's one circle (`stored` takes `waiting::Interrupts` while `waiting`
+/// hands `--store` waits to `stored`), the lead's to remove with the CLI's
+/// rework (issue 23): then delete this entry.
+const ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK: &[Allowed] = &[Allowed {
+    from: "stored",
+    to: "waiting",
+    why: "stored.rs uses waiting::Interrupts; move Interrupts to a module of its own",
+}];
+
+/// One allowed edge: `from` and `to` are layer entries (CLI modules in the CLI's list).
 struct Allowed {
     from: &'static str,
     to: &'static str,
@@ -93,7 +99,7 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
         if from == to {
             continue;
         }
-        if allowed(&from, &to) {
+        if allowed(ALLOWED, &from, &to) {
             used_allowances.insert((from.clone(), to.clone()));
             continue;
         }
@@ -117,7 +123,7 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
         if from == to {
             continue;
         }
-        if allowed(&from, &to) {
+        if allowed(ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK, &from, &to) {
             used_allowances.insert((from.clone(), to.clone()));
             continue;
         }
@@ -125,10 +131,10 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
     }
     problems.extend(cycles(&cli_graph).into_iter().map(|c| format!("src/bin/taskpoll: {c}")));
 
-    for entry in ALLOWED {
+    for entry in ALLOWED.iter().chain(ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK) {
         if !used_allowances.contains(&(entry.from.to_string(), entry.to.to_string())) {
             problems.push(format!(
-                "allowed edge {} -> {} ({}) no longer exists: remove it from ALLOWED",
+                "allowed edge {} -> {} ({}) no longer exists: remove its entry",
                 entry.from, entry.to, entry.why
             ));
         }
@@ -138,8 +144,8 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
     assert!(problems.is_empty(), "layering problems:\n  {}", problems.join("\n  "));
 }
 
-fn allowed(from: &str, to: &str) -> bool {
-    ALLOWED.iter().any(|a| a.from == from && a.to == to)
+fn allowed(list: &[Allowed], from: &str, to: &str) -> bool {
+    list.iter().any(|a| a.from == from && a.to == to)
 }
 
 /// The layers of `ARCHITECTURE.md`: under `## Layers`, items `N. **Name**
