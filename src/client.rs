@@ -8,7 +8,8 @@ use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use crate::config::ClientBuilder;
-use crate::spec::{ProviderOps, ProviderSpec};
+use crate::spec::ProviderSpec;
+use crate::transport::ProviderOps;
 use crate::{Error, Result, Task, TaskRef, observe, transport};
 
 /// Reads tasks at every configured provider. Cheap to clone.
@@ -31,8 +32,10 @@ pub(crate) struct ClientInner {
     pub(crate) concurrency: usize,
     /// Verified webhook deliveries, handed to the waits (see `webhook.rs`).
     pub(crate) webhooks: crate::webhook::WebhookHub,
-    /// The schedulers every wait of this client runs on.
-    pub(crate) engine: crate::waiter::Engine,
+    /// The schedulers every wait of this client runs on, made on the first
+    /// wait. Typed `Any` because the engine sits above the client (it reads
+    /// through it): the wait layer stores its `Engine` here and downcasts it.
+    pub(crate) engine: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 pub(crate) struct Configured {

@@ -228,7 +228,7 @@ impl Default for ClientBuilder {
             max_in_flight: None,
             register_error: None,
             clock: None,
-            webhook_capacity: crate::webhook::DEFAULT_UNCLAIMED_CAPACITY,
+            webhook_capacity: crate::webhook::hub::DEFAULT_UNCLAIMED_CAPACITY,
         }
     }
 }
@@ -438,12 +438,12 @@ impl ClientBuilder {
                 webhook_secret: config.webhook_secret.clone(),
             });
         }
-        let webhooks = crate::webhook::WebhookHub::new(self.webhook_capacity, clock.clone());
+        let webhooks = crate::webhook::hub::WebhookHub::new(self.webhook_capacity, clock);
         Ok(Client::from_inner(ClientInner {
             providers,
             concurrency: self.concurrency,
             webhooks,
-            engine: crate::waiter::Engine::new(clock),
+            engine: std::sync::OnceLock::new(),
         }))
     }
 }

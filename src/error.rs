@@ -14,13 +14,13 @@ pub use call::{
 };
 pub use input::{
     ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, UnknownProvider,
-    WebhookRefused,
+    WebhookRefusal, WebhookRefused,
 };
 pub use wait::{
     DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus, WaitCancelled,
 };
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a transport-level request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +49,7 @@ pub enum TransportKind {
 
 impl TransportKind {
     /// What happened, for a message about `host`.
-    fn describe(self, host: &str) -> String {
+    pub(crate) fn describe(self, host: &str) -> String {
         match self {
             TransportKind::Connect => format!("could not connect to {host}"),
             TransportKind::Refused => format!("connection refused by {host}"),
@@ -157,33 +157,6 @@ pub enum Error {
     Store(StoreError),
 }
 
-impl<E> From<progenitor_client::Error<E>> for Error {
-    fn from(error: progenitor_client::Error<E>) -> Self {
-        use progenitor_client::Error as P;
-        let status = error.status().map(|s| s.as_u16());
-        let generated = |message: String, kind: Option<TransportKind>, source: Option<BoxError>| {
-            Error::GeneratedCall(GeneratedCallError { status, message, kind, source })
-        };
-        match error {
-            P::InvalidRequest(message) => generated(format!("invalid request: {message}"), None, None),
-            // The hooks' refusal (no credentials for the operation): nothing was sent.
-            P::Custom(message) => generated(message, None, None),
-            P::CommunicationError(e) | P::ResponseBodyError(e) | P::InvalidUpgrade(e) => {
-                let kind = crate::observe::transport_kind(&e);
-                let host = e.url().map_or_else(|| "the server".to_string(), crate::transport::host_of);
-                generated(kind.describe(&host), Some(kind), Some(Box::new(e.without_url())))
-            }
-            P::ErrorResponse(response) => generated(format!("HTTP {}", response.status().as_u16()), None, None),
-            P::UnexpectedResponse(response) => {
-                generated(format!("unexpected HTTP {}", response.status().as_u16()), None, None)
-            }
-            P::InvalidResponsePayload(_, e) => {
-                generated("the answer's body does not match the spec".to_string(), None, Some(Box::new(e)))
-            }
-        }
-    }
-}
-
 /// Shorthand for `Result<T, taskpoll::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -191,6 +164,10 @@ impl Error {
     pub(crate) fn unknown_provider(name: &str) -> Self {
         let known: Vec<&str> = crate::spec::providers().iter().map(|p| p.name).collect();
         Error::UnknownProvider(UnknownProvider { name: crate::task::excerpt(name, 40), known: known.join(", ") })
+    }
+
+    pub(crate) fn webhook_refused(provider: &str, reason: WebhookRefusal) -> Self {
+        Error::WebhookRefused(WebhookRefused { provider: crate::task::excerpt(provider, 40), reason })
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
@@ -342,7 +319,7 @@ impl Error {
     }
 
     /// Why a webhook delivery was refused, when it was.
-    pub fn webhook_refusal(&self) -> Option<crate::webhook::WebhookRefusal> {
+    pub fn webhook_refusal(&self) -> Option<WebhookRefusal> {
         match self {
             Error::WebhookRefused(e) => Some(e.reason),
             _ => None,

@@ -9,9 +9,6 @@
 //! `build()` (a `const fn`) turns them into the real thing, so a provider
 //! generated in another crate is still a `static`.
 
-use std::future::Future;
-use std::pin::Pin;
-
 pub use progenitor_client;
 pub use reqwest;
 pub use serde_json;
@@ -21,7 +18,9 @@ pub use crate::spec::{
     PolicySpecFields, ProviderSpecFields, RateSpecFields, RuleFields, SchemeFields, ServerVariableFields,
     TaskShapeFields, WebhookSpecFields,
 };
-pub use crate::transport::{Answer, Ctx, Mode, exec, pre};
+pub use futures_util::future::BoxFuture;
+
+pub use crate::transport::{Answer, Ctx, Mode, ProviderOps, exec, pre};
 
 /// What a provider's generated client needs to share a unified client's
 /// settings (used by `taskpoll::generated::<provider>::client`).
@@ -100,24 +99,6 @@ macro_rules! __generated_hooks {
             }
         }
     };
-}
-
-/// A boxed, sendable future (the glue's return type).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The glue the generator writes for each provider: calls into the generated client.
-pub trait ProviderOps: Send + Sync {
-    /// Reads one task: the answer as it came.
-    fn get<'a>(
-        &'a self,
-        id: &'a str,
-        inputs: &'a std::collections::BTreeMap<String, String>,
-    ) -> BoxFuture<'a, crate::transport::Answer>;
-    /// Reads a page of several tasks: the answer as it came.
-    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, crate::transport::Answer> {
-        let _ = (ids, page);
-        Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
-    }
 }
 
 /// A configuration or usage error (the CLI's flags and files).

@@ -14,6 +14,8 @@ pub mod clock;
 pub mod codegen;
 mod config;
 pub mod error;
+#[cfg(test)]
+mod layering;
 mod observe;
 mod policy;
 mod raw_json;
@@ -26,7 +28,6 @@ pub mod store;
 mod task;
 mod transport;
 pub mod wait;
-mod waiter;
 pub mod webhook;
 
 /// The typed clients generated from `specs/`, one module per provider, named
@@ -47,9 +48,9 @@ pub use wait::{PollEvent, Wait, WaitOptions, WaitState, Waiter};
 #[cfg(test)]
 pub(crate) use clock::ManualClock;
 pub(crate) use clock::{Clock, TokioClock};
-pub(crate) use spec::{Jitter, ProviderSpec};
+pub(crate) use spec::ProviderSpec;
 pub(crate) use wait::UnknownStatusPolicy;
-pub(crate) use waiter::WaitOutcome;
+pub(crate) use wait::waiter::WaitOutcome;
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to
 /// [`ClientBuilder::http_client`] must come from this same version; use this

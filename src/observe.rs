@@ -3,9 +3,8 @@
 //! This is the one place where answers are classified.
 
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::{
@@ -13,7 +12,7 @@ use crate::error::{
     TransportError, TransportKind,
 };
 use crate::raw_json::pointer as at_pointer;
-use crate::spec::ProviderSpec;
+use crate::spec::{ProviderSpec, Rule, WebhookSpec};
 use crate::task::excerpt;
 use crate::transport::{NoAnswer, RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
@@ -148,7 +147,7 @@ fn no_answer(spec: &'static ProviderSpec, operation: &'static str, why: NoAnswer
         progenitor_client::Error::CommunicationError(e) | progenitor_client::Error::ResponseBodyError(e) => {
             // The unified layer's own limit is applied around the call (see `timed_out`); a
             // timeout here is one of a caller-supplied HTTP client.
-            let kind = transport_kind(&e);
+            let kind = crate::transport::transport_kind(&e);
             let host = e.url().unwrap_or(base);
             let host = crate::transport::host_of(host);
             Error::Transport(TransportError {
@@ -185,46 +184,6 @@ pub(crate) fn timed_out(
         timeout: Some(timeout),
         source: format!("no answer within {timeout:?}").into(),
     })
-}
-
-/// What kind of transport failure a reqwest error is, from its chain of sources.
-pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
-    use std::io::ErrorKind;
-    if error.is_timeout() {
-        return TransportKind::Timeout;
-    }
-    let mut text = String::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                ErrorKind::ConnectionRefused => return TransportKind::Refused,
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-                    return TransportKind::Reset;
-                }
-                ErrorKind::UnexpectedEof => return TransportKind::TruncatedBody,
-                ErrorKind::TimedOut => return TransportKind::Timeout,
-                _ => {}
-            }
-        }
-        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
-            return TransportKind::Reset;
-        }
-        text.push_str(&e.to_string().to_ascii_lowercase());
-        text.push('\n');
-        source = e.source();
-    }
-    // The resolver's and the TLS backend's error types are private to
-    // hyper-util and native-tls, so these two are recognised by their text.
-    if text.contains("dns error") || text.contains("failed to lookup address") {
-        TransportKind::Dns
-    } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
-        TransportKind::Tls
-    } else if error.is_connect() {
-        TransportKind::Connect
-    } else {
-        TransportKind::Other
-    }
 }
 
 /// The error of a read that had no time left to send its request.
@@ -309,25 +268,6 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
     excerpt(&String::from_utf8_lossy(body), 512)
 }
 
-/// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
-/// `now` is read only for an HTTP date (most answers have no hint at all).
-pub(crate) fn retry_after(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
-    for name in &crate::transport::RETRY_AFTER_MS {
-        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
-            && ms.is_finite()
-            && ms >= 0.0
-        {
-            return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
-        }
-    }
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds.min(1_000_000_000)));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
-}
-
 /// The string at a pointer; numbers and booleans are rendered, null and absent are `None`.
 pub(crate) fn text_at(body: &Value, pointer: &str) -> Option<String> {
     value_text(at_pointer(body, pointer)?)
@@ -355,11 +295,11 @@ pub(crate) fn scalar_text(found: Option<&Value>) -> Option<Cow<'_, str>> {
 }
 
 /// The rule that matches (its `when` values read through `at`), and the phase.
-pub(crate) fn phase_of<'v>(
+fn phase_of<'v>(
     spec: &'static ProviderSpec,
     status: Option<&str>,
     at: impl Fn(&str) -> Option<&'v Value>,
-) -> (Option<&'static crate::spec::Rule>, Phase) {
+) -> (Option<&'static Rule>, Phase) {
     let rule = spec.rules.iter().find(|rule| {
         rule.when.iter().all(|(pointer, expected)| match at(pointer) {
             Some(Value::String(actual)) => !actual.is_empty() && actual.eq_ignore_ascii_case(expected),
@@ -416,7 +356,8 @@ impl Seen {
 /// the item when it has no escape) and what the waiter takes of it. A task
 /// still queued or running is classified from the few values it needs, read
 /// in place in one pass over the item, and becomes [`Seen::InProgress`]; any
-/// other task is built whole, exactly as [`task_from_body`] builds it.
+/// other task is built whole by [`read_task`]. Both classify the status with
+/// [`read_status`]; only the reading of the values differs (in place or built).
 /// `None` for an item without a usable id.
 pub(crate) fn batch_item<'a>(
     spec: &'static ProviderSpec,
@@ -461,11 +402,11 @@ pub(crate) fn batch_item<'a>(
         _ => Vec::new(),
     };
     let at = |pointer: &str| rule_values.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
-    let (_, phase) = phase_of(spec, status.as_deref(), at);
+    let Reading { phase, status, .. } = read_status(spec, status, at);
     if !matches!(phase, Phase::Queued | Phase::Running) {
         return whole();
     }
-    Some((id, Seen::InProgress { phase, status: status.map(|status| spelt_as_in(spec, status)), http_status }))
+    Some((id, Seen::InProgress { phase, status, http_status }))
 }
 
 /// One item of a batch answer, built whole: its id (at `id_pointer`) and its
@@ -476,9 +417,27 @@ pub(crate) fn item_task(
     http_status: u16,
     body: Value,
 ) -> Option<(String, Task)> {
+    identified_task(spec, Fields::of_answer(spec), id_pointer, http_status, body)
+}
+
+/// The task a verified webhook payload describes; `None` without a usable id.
+pub(crate) fn webhook_task(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> Option<Task> {
+    let (_, task) = identified_task(spec, Fields::of_webhook(hook), hook.id, 200, payload)?;
+    Some(task.delivered_by_webhook())
+}
+
+/// A body that names its own task (a batch item, a webhook payload): its id
+/// (at `id_pointer`) and its task.
+fn identified_task(
+    spec: &'static ProviderSpec,
+    fields: Fields,
+    id_pointer: &str,
+    http_status: u16,
+    body: Value,
+) -> Option<(String, Task)> {
     let id = scalar_text(at_pointer(&body, id_pointer))?.into_owned();
     let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
-    Some((id, task_from_body(spec, task_ref, http_status, body)))
+    Some((id, read_task(spec, fields, task_ref, http_status, body)))
 }
 
 /// A status spelt as the spec spells it needs no copy of its own.
@@ -489,91 +448,123 @@ fn spelt_as_in(spec: &'static ProviderSpec, status: Cow<'_, str>) -> Cow<'static
     }
 }
 
-/// Maps a task body with the spec's pointers, rules and phases.
+/// Maps a status answer's task body with the spec's pointers, rules and phases.
 pub(crate) fn task_from_body(spec: &'static ProviderSpec, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
-    let status = scalar_text(at_pointer(&body, spec.task.status));
-    let (rule, phase) = phase_of(spec, status.as_deref(), |pointer| at_pointer(&body, pointer));
-    let status = status.map(|status| spelt_as_in(spec, status));
+    read_task(spec, Fields::of_answer(spec), task_ref, http_status, body)
+}
+
+/// Where one kind of body puts a task's fields: a status answer (a single
+/// read or a batch item; the spec's `task`) or a webhook payload (its
+/// `webhook` block). Every body is read by [`read_task`], so each field
+/// means the same whatever brought it.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    /// The raw status; `None`: the phase is derived from `failed_if_present`
+    /// and `http_status` (a webhook payload that carries no status).
+    status: Option<&'static str>,
+    /// Candidates for the failure message, tried in order after a matching rule's.
+    error: &'static [&'static str],
+    /// The result payload.
+    result: Option<&'static str>,
+    /// Without a status: failed when any of these is present and not null.
+    failed_if_present: &'static [&'static str],
+    /// Without a status: failed when the number here is 400 or more.
+    http_status: Option<&'static str>,
+}
+
+impl Fields {
+    fn of_answer(spec: &ProviderSpec) -> Self {
+        let task = &spec.task;
+        Fields {
+            status: Some(task.status),
+            error: task.error,
+            result: task.result,
+            failed_if_present: &[],
+            http_status: None,
+        }
+    }
+
+    fn of_webhook(hook: &WebhookSpec) -> Self {
+        Fields {
+            status: hook.status,
+            error: hook.error,
+            result: hook.result,
+            failed_if_present: hook.failed_if_present,
+            http_status: hook.http_status,
+        }
+    }
+
+    /// The phase of a body without a status: failed when an error is
+    /// present or the HTTP status written in it is a failure.
+    fn derived_phase(&self, body: &Value) -> Phase {
+        let error_present = self.failed_if_present.iter().any(|p| at_pointer(body, p).is_some_and(|v| !v.is_null()));
+        let http_failed =
+            self.http_status.and_then(|p| at_pointer(body, p)).and_then(Value::as_f64).is_some_and(|s| s >= 400.0);
+        if error_present || http_failed { Phase::Failed } else { Phase::Succeeded }
+    }
+}
+
+/// What a status says: the rule that matched, the phase, and the status as
+/// the provider wrote it (borrowed from the spec when it is one of its names).
+struct Reading {
+    rule: Option<&'static Rule>,
+    phase: Phase,
+    status: Option<Cow<'static, str>>,
+}
+
+/// The one classification of a status, whether the body is read whole or in
+/// place (`at` reads the values the spec's rules name).
+fn read_status<'v>(
+    spec: &'static ProviderSpec,
+    status: Option<Cow<'_, str>>,
+    at: impl Fn(&str) -> Option<&'v Value>,
+) -> Reading {
+    let (rule, phase) = phase_of(spec, status.as_deref(), at);
+    Reading { rule, phase, status: status.map(|status| spelt_as_in(spec, status)) }
+}
+
+/// The one body reader: a task body of any kind (see [`Fields`]) as a task.
+fn read_task(spec: &'static ProviderSpec, fields: Fields, task_ref: TaskRef, http_status: u16, body: Value) -> Task {
+    let Reading { rule, phase, status } = match fields.status {
+        Some(pointer) => read_status(spec, scalar_text(at_pointer(&body, pointer)), |p| at_pointer(&body, p)),
+        None => Reading { rule: None, phase: fields.derived_phase(&body), status: None },
+    };
     let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
         rule.and_then(|r| r.error)
             .and_then(|p| text_at(&body, p))
-            .or_else(|| spec.task.error.iter().find_map(|p| text_at(&body, p)))
+            .or_else(|| fields.error.iter().find_map(|p| text_at(&body, p)))
     } else {
         None
     };
-    Task::new(task_ref, phase, status, error, spec.task.result, http_status, body)
+    Task::new(task_ref, phase, status, error, fields.result, http_status, body)
+}
+
+// Here rather than in task.rs: reading an answer is this layer's job.
+impl Task {
+    /// Classifies an answer to a status read that was obtained elsewhere (a
+    /// recorded answer, a test fixture, a body from a queue) exactly as
+    /// [`crate::Client::get`] would: the task, or the error the answer is.
+    /// Never panics, whatever the bytes.
+    ///
+    /// ```
+    /// use taskpoll::{Phase, Task, TaskRef};
+    /// let task_ref = TaskRef::new("deepomatic", "42")?;
+    /// let task = Task::decode(&task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
+    /// assert_eq!(task.phase(), Phase::Succeeded);
+    /// assert!(Task::decode(&task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
+    /// # Ok::<(), taskpoll::Error>(())
+    /// ```
+    pub fn decode(task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
+        decode(task_ref.spec(), task_ref, http_status, body)
+    }
 }
 
 #[cfg(test)]
-#[allow(clippy::disallowed_methods)] // property tests of `Retry-After` dates against the real clock
 mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use proptest::prelude::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
     use serde_json::{Value, json};
 
-    use super::{Seen, batch_item, item_task, retry_after};
+    use super::{Seen, batch_item, item_task};
     use crate::Phase;
-
-    #[test]
-    fn retry_after_variants_parse() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut headers = HeaderMap::new();
-        headers.insert("retry-after", HeaderValue::from_static("3"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(3)));
-        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(250)));
-        let mut headers = HeaderMap::new();
-        headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(1500)));
-        let mut headers = HeaderMap::new();
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
-        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(30)));
-        headers.insert("retry-after", HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers, || now), None);
-    }
-
-    proptest! {
-    /// `Retry-After` in seconds is read as is (capped), an HTTP date as the
-    /// time until it (never negative), and any other text never panics.
-    #[test]
-    fn retry_after_parses_seconds_dates_and_survives_anything(
-        seconds in any::<u64>(),
-        ahead in 0u64..100_000,
-        text in "\\PC{0,40}",
-        bytes in proptest::collection::vec(any::<u8>(), 0..40),
-    ) {
-        let now = SystemTime::now();
-        let header = |value: HeaderValue| {
-            let mut headers = HeaderMap::new();
-            headers.insert("retry-after", value);
-            headers
-        };
-        let hint = retry_after(&header(HeaderValue::from(seconds)), || now);
-        prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
-
-        let at = now + Duration::from_secs(ahead);
-        let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
-        let hint = retry_after(&header(date), || now).unwrap();
-        // HTTP dates have whole seconds.
-        prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
-
-        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
-        prop_assert_eq!(retry_after(&header(past), || now), Some(Duration::ZERO));
-
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            let _ = retry_after(&header(value), || now);
-        }
-        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
-            let mut headers = header(value.clone());
-            headers.insert("retry-after-ms", value);
-            let _ = retry_after(&headers, || now);
-        }
-    }
-
-    }
 
     /// `body` with `value` set at `pointer`, objects made on the way.
     fn set(body: &mut Value, pointer: &str, value: Value) {

@@ -61,8 +61,8 @@ pub use auth::EnvVar;
 pub use bodies::served_phase;
 pub use fault::{Fault, FaultTarget};
 pub use lifecycle::{Answer, Lasts, Lifecycle, Step};
-pub use record::RecordedRequest;
-pub use webhooks::{Callback, WebhookDelivery};
+pub use record::{RecordedRequest, WebhookDelivery};
+pub use webhooks::Callback;
 
 use server::{Paging, Shared, SimState, TaskEntry};
 

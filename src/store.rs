@@ -54,7 +54,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{BoxFuture, RateSpec};
+use futures_util::future::BoxFuture;
+
+use crate::spec::RateSpec;
 use crate::wait::Poller;
 use crate::{Clock, Error, Phase, Policy, Result, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 

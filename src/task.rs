@@ -12,51 +12,8 @@ use serde_json::Value;
 
 use crate::Error;
 use crate::error::{InvalidTaskId, InvalidTaskRef};
+pub use crate::spec::Phase;
 use crate::spec::ProviderSpec;
-
-/// Where a task is in its life, whatever the provider calls it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Phase {
-    /// Accepted, not started (or, at Celery-backed providers, possibly unknown).
-    Queued,
-    /// Being worked on.
-    Running,
-    /// Finished well; the result is available.
-    Succeeded,
-    /// Finished badly; see the failure message.
-    Failed,
-    /// Stopped before finishing.
-    Cancelled,
-    /// A status value the spec does not list; the raw value is kept on the task.
-    Unknown,
-}
-
-impl Phase {
-    /// Succeeded, Failed or Cancelled.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
-    }
-
-    /// Lower-case name (`queued`, `running`, …), as in JSON output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Queued => "queued",
-            Phase::Running => "running",
-            Phase::Succeeded => "succeeded",
-            Phase::Failed => "failed",
-            Phase::Cancelled => "cancelled",
-            Phase::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Characters refused in ids unless the provider's spec allows them
 /// (`x-taskpoll.get.id.allow`): some servers decode `%2F` before routing, and
@@ -482,23 +439,6 @@ impl PartialEq for Task {
 }
 
 impl Task {
-    /// Classifies an answer to a status read that was obtained elsewhere (a
-    /// recorded answer, a test fixture, a body from a queue) exactly as
-    /// [`crate::Client::get`] would: the task, or the error the answer is.
-    /// Never panics, whatever the bytes.
-    ///
-    /// ```
-    /// use taskpoll::{Phase, Task, TaskRef};
-    /// let task_ref = TaskRef::new("deepomatic", "42")?;
-    /// let task = Task::decode(&task_ref, 200, br#"{"id": 42, "status": "success"}"#)?;
-    /// assert_eq!(task.phase(), Phase::Succeeded);
-    /// assert!(Task::decode(&task_ref, 503, b"<html>busy</html>").unwrap_err().is_retryable());
-    /// # Ok::<(), taskpoll::Error>(())
-    /// ```
-    pub fn decode(task_ref: &TaskRef, http_status: u16, body: &[u8]) -> Result<Task, Error> {
-        crate::observe::decode(task_ref.spec(), task_ref, http_status, body)
-    }
-
     /// `result_at`: where the result is in `body` (the spec's pointer).
     pub(crate) fn new(
         task_ref: TaskRef,

@@ -5,13 +5,17 @@
 //! layer.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use progenitor_client::{ByteStream, ResponseValue};
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
 
+use futures_util::future::BoxFuture;
+
+use crate::Error;
+use crate::error::{BoxError, GeneratedCallError, TransportKind};
 use crate::spec::{ProviderSpec, SchemeKind};
 
 /// A credential for one security scheme. Debug never shows the secret.
@@ -231,7 +235,7 @@ impl Meta {
     fn of(status: u16, headers: &HeaderMap, ctx: &Ctx) -> Self {
         Meta {
             status,
-            retry_after: crate::observe::retry_after(headers, || ctx.clock.wall()),
+            retry_after: retry_after(headers, || ctx.clock.wall()),
             redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
         }
     }
@@ -502,12 +506,178 @@ pub(crate) fn replace_credential(ctx: &Ctx, scheme: &'static str, credential: Cr
 /// Produces a fresh credential when the provider answers 401 (see
 /// [`crate::ProviderConfig::refresh_credential`]).
 #[derive(Clone)]
-pub(crate) struct Refresher(
-    pub(crate) Arc<dyn Fn() -> crate::spec::BoxFuture<'static, Result<Credential, String>> + Send + Sync>,
-);
+pub(crate) struct Refresher(pub(crate) Arc<dyn Fn() -> BoxFuture<'static, Result<Credential, String>> + Send + Sync>);
 
 impl std::fmt::Debug for Refresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Refresher(..)")
+    }
+}
+
+/// The glue the generator writes for each provider: calls into the generated client.
+pub trait ProviderOps: Send + Sync {
+    /// Reads one task: the answer as it came.
+    fn get<'a>(&'a self, id: &'a str, inputs: &'a std::collections::BTreeMap<String, String>) -> BoxFuture<'a, Answer>;
+    /// Reads a page of several tasks: the answer as it came.
+    fn list<'a>(&'a self, ids: &'a [String], page: &'a [(String, String)]) -> BoxFuture<'a, Answer> {
+        let _ = (ids, page);
+        Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
+    }
+}
+
+/// A generated client's error, as a call of the typed clients returns it.
+impl<E> From<progenitor_client::Error<E>> for Error {
+    fn from(error: progenitor_client::Error<E>) -> Self {
+        use progenitor_client::Error as P;
+        let status = error.status().map(|s| s.as_u16());
+        let generated = |message: String, kind: Option<TransportKind>, source: Option<BoxError>| {
+            Error::GeneratedCall(GeneratedCallError { status, message, kind, source })
+        };
+        match error {
+            P::InvalidRequest(message) => generated(format!("invalid request: {message}"), None, None),
+            // The hooks' refusal (no credentials for the operation): nothing was sent.
+            P::Custom(message) => generated(message, None, None),
+            P::CommunicationError(e) | P::ResponseBodyError(e) | P::InvalidUpgrade(e) => {
+                let kind = transport_kind(&e);
+                let host = e.url().map_or_else(|| "the server".to_string(), host_of);
+                generated(kind.describe(&host), Some(kind), Some(Box::new(e.without_url())))
+            }
+            P::ErrorResponse(response) => generated(format!("HTTP {}", response.status().as_u16()), None, None),
+            P::UnexpectedResponse(response) => {
+                generated(format!("unexpected HTTP {}", response.status().as_u16()), None, None)
+            }
+            P::InvalidResponsePayload(_, e) => {
+                generated("the answer's body does not match the spec".to_string(), None, Some(Box::new(e)))
+            }
+        }
+    }
+}
+
+/// What kind of transport failure a reqwest error is, from its chain of sources.
+pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    use std::io::ErrorKind;
+    if error.is_timeout() {
+        return TransportKind::Timeout;
+    }
+    let mut text = String::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return TransportKind::Refused,
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                    return TransportKind::Reset;
+                }
+                ErrorKind::UnexpectedEof => return TransportKind::TruncatedBody,
+                ErrorKind::TimedOut => return TransportKind::Timeout,
+                _ => {}
+            }
+        }
+        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return TransportKind::Reset;
+        }
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        text.push('\n');
+        source = e.source();
+    }
+    // The resolver's and the TLS backend's error types are private to
+    // hyper-util and native-tls, so these two are recognised by their text.
+    if text.contains("dns error") || text.contains("failed to lookup address") {
+        TransportKind::Dns
+    } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
+        TransportKind::Tls
+    } else if error.is_connect() {
+        TransportKind::Connect
+    } else {
+        TransportKind::Other
+    }
+}
+
+/// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
+/// `now` is read only for an HTTP date (most answers have no hint at all).
+pub(crate) fn retry_after(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
+    for name in &RETRY_AFTER_MS {
+        if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+            && ms.is_finite()
+            && ms >= 0.0
+        {
+            return Some(Duration::from_secs_f64((ms / 1000.0).min(1e9)));
+        }
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds.min(1_000_000_000)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // property tests of `Retry-After` dates against the real clock
+mod retry_after_tests {
+    use std::time::{Duration, SystemTime};
+
+    use proptest::prelude::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    use super::retry_after;
+
+    #[test]
+    fn retry_after_variants_parse() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(3)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(250)));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_millis(1500)));
+        let mut headers = HeaderMap::new();
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        headers.insert("retry-after", HeaderValue::from_str(&date).expect("ascii"));
+        assert_eq!(retry_after(&headers, || now), Some(Duration::from_secs(30)));
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, || now), None);
+    }
+
+    proptest! {
+    /// `Retry-After` in seconds is read as is (capped), an HTTP date as the
+    /// time until it (never negative), and any other text never panics.
+    #[test]
+    fn retry_after_parses_seconds_dates_and_survives_anything(
+        seconds in any::<u64>(),
+        ahead in 0u64..100_000,
+        text in "\\PC{0,40}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let now = SystemTime::now();
+        let header = |value: HeaderValue| {
+            let mut headers = HeaderMap::new();
+            headers.insert("retry-after", value);
+            headers
+        };
+        let hint = retry_after(&header(HeaderValue::from(seconds)), || now);
+        prop_assert_eq!(hint, Some(Duration::from_secs(seconds.min(1_000_000_000))));
+
+        let at = now + Duration::from_secs(ahead);
+        let date = HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap();
+        let hint = retry_after(&header(date), || now).unwrap();
+        // HTTP dates have whole seconds.
+        prop_assert!(hint <= Duration::from_secs(ahead) && hint + Duration::from_secs(1) >= Duration::from_secs(ahead), "{:?} for {}", hint, ahead);
+
+        let past = HeaderValue::from_str(&httpdate::fmt_http_date(now - Duration::from_secs(ahead + 1))).unwrap();
+        prop_assert_eq!(retry_after(&header(past), || now), Some(Duration::ZERO));
+
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            let _ = retry_after(&header(value), || now);
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+            let mut headers = header(value.clone());
+            headers.insert("retry-after-ms", value);
+            let _ = retry_after(&headers, || now);
+        }
+    }
+
     }
 }

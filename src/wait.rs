@@ -37,6 +37,7 @@ mod handle;
 mod poller;
 #[cfg(test)]
 pub(crate) mod tests;
+pub(crate) mod waiter;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +49,7 @@ use crate::clock::Clock;
 pub use crate::policy::{Policy, PolicyBuilder};
 pub use crate::spec::Jitter;
 pub use crate::state::{PollError, PollEvent, WaitState};
-pub use crate::waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
+pub use crate::wait::waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
 pub use handle::Wait;
 pub(crate) use poller::{Decision, Poller};
 

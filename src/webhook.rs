@@ -34,86 +34,22 @@
 
 #[cfg(feature = "webhook")]
 mod connections;
-mod hub;
+pub(crate) mod hub;
 #[cfg(feature = "webhook")]
 mod receiver;
 mod verify;
 
 #[cfg(feature = "webhook")]
 pub use connections::ReceiverLimits;
-pub use hub::{Delivery, WebhookHub};
+pub use hub::{DEFAULT_UNCLAIMED_CAPACITY, Delivery, WebhookHub};
 #[cfg(feature = "webhook")]
 pub use receiver::{WebhookServer, router, serve, serve_with};
 
+pub use crate::error::WebhookRefusal;
 pub(crate) use hub::{Registration, Sink};
 #[cfg_attr(not(feature = "simulator"), allow(unused_imports))]
 pub(crate) use verify::sign;
 pub(crate) use verify::verify;
-
-/// Default number of deliveries kept for tasks nobody waits on yet.
-pub const DEFAULT_UNCLAIMED_CAPACITY: usize = 10_000;
-
-/// Why a webhook delivery was refused ([`crate::Error::WebhookRefused`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WebhookRefusal {
-    /// The provider's spec declares no webhook scheme.
-    #[error("the provider's spec declares no webhook scheme")]
-    NotDeclared,
-    /// No secret is configured to check the signature with.
-    #[error("no webhook secret is configured for it")]
-    NoSecret,
-    /// A header the scheme needs is missing (or not text).
-    #[error("the `{0}` header is missing")]
-    MissingHeader(&'static str),
-    /// The signature does not match the body (or is not in the declared encoding).
-    #[error("the signature does not match")]
-    BadSignature,
-    /// The timestamp header is not a Unix time in seconds.
-    #[error("the timestamp is not a Unix time")]
-    BadTimestamp,
-    /// The timestamp is older than the tolerance (a replay, or a late retry).
-    #[error("the timestamp is too old")]
-    StaleTimestamp,
-    /// The timestamp is further in the future than the tolerance.
-    #[error("the timestamp is in the future")]
-    FutureTimestamp,
-    /// The body is larger than the scheme's `max-body`.
-    #[error("the body exceeds the {limit}-byte cap")]
-    BodyTooLarge {
-        /// The cap.
-        limit: usize,
-    },
-    /// The body is not a JSON object.
-    #[error("the body is not a JSON object")]
-    NotJson,
-    /// The payload has no usable task id where the spec says.
-    #[error("the payload has no usable task id")]
-    NoTaskId,
-}
-
-impl WebhookRefusal {
-    /// The HTTP status a receiver answers: 413 for an oversized body, 400 for
-    /// a malformed one, 401 for a signature or timestamp that does not check
-    /// out, 404 when no scheme is declared, 503 when no secret is configured.
-    pub fn http_status(self) -> u16 {
-        match self {
-            WebhookRefusal::BodyTooLarge { .. } => 413,
-            WebhookRefusal::NotJson | WebhookRefusal::NoTaskId => 400,
-            WebhookRefusal::NotDeclared => 404,
-            WebhookRefusal::NoSecret => 503,
-            WebhookRefusal::MissingHeader(_)
-            | WebhookRefusal::BadSignature
-            | WebhookRefusal::BadTimestamp
-            | WebhookRefusal::StaleTimestamp
-            | WebhookRefusal::FutureTimestamp => 401,
-        }
-    }
-}
-
-pub(crate) fn refused(provider: &str, reason: WebhookRefusal) -> crate::Error {
-    crate::Error::WebhookRefused(crate::error::WebhookRefused { provider: crate::task::excerpt(provider, 40), reason })
-}
 
 impl crate::Client {
     /// Checks a webhook delivery that claims to come from `provider` (the
@@ -137,8 +73,12 @@ impl crate::Client {
     ) -> crate::Result<crate::Task> {
         let configured = self.configured(provider)?;
         let spec = configured.spec;
-        let hook = spec.webhook.as_ref().ok_or_else(|| refused(spec.name, WebhookRefusal::NotDeclared))?;
-        let secret = webhook_secret(configured, hook).ok_or_else(|| refused(spec.name, WebhookRefusal::NoSecret))?;
+        let hook = spec
+            .webhook
+            .as_ref()
+            .ok_or_else(|| crate::Error::webhook_refused(spec.name, WebhookRefusal::NotDeclared))?;
+        let secret = webhook_secret(configured, hook)
+            .ok_or_else(|| crate::Error::webhook_refused(spec.name, WebhookRefusal::NoSecret))?;
         let now = self.inner().webhooks.clock().wall();
         let result = verify(spec, &secret, headers, raw_body, now);
         match &result {

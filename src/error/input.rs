@@ -2,7 +2,6 @@
 //! deliveries and of wait stores.
 
 use super::BoxError;
-use crate::webhook::WebhookRefusal;
 
 /// The client configuration is unusable (bad URL, bad variable, nothing configured).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,6 +121,64 @@ impl WebhookRefused {
     /// Why it was refused.
     pub fn reason(&self) -> WebhookRefusal {
         self.reason
+    }
+}
+
+/// Why a webhook delivery was refused ([`crate::Error::WebhookRefused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookRefusal {
+    /// The provider's spec declares no webhook scheme.
+    #[error("the provider's spec declares no webhook scheme")]
+    NotDeclared,
+    /// No secret is configured to check the signature with.
+    #[error("no webhook secret is configured for it")]
+    NoSecret,
+    /// A header the scheme needs is missing (or not text).
+    #[error("the `{0}` header is missing")]
+    MissingHeader(&'static str),
+    /// The signature does not match the body (or is not in the declared encoding).
+    #[error("the signature does not match")]
+    BadSignature,
+    /// The timestamp header is not a Unix time in seconds.
+    #[error("the timestamp is not a Unix time")]
+    BadTimestamp,
+    /// The timestamp is older than the tolerance (a replay, or a late retry).
+    #[error("the timestamp is too old")]
+    StaleTimestamp,
+    /// The timestamp is further in the future than the tolerance.
+    #[error("the timestamp is in the future")]
+    FutureTimestamp,
+    /// The body is larger than the scheme's `max-body`.
+    #[error("the body exceeds the {limit}-byte cap")]
+    BodyTooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// The body is not a JSON object.
+    #[error("the body is not a JSON object")]
+    NotJson,
+    /// The payload has no usable task id where the spec says.
+    #[error("the payload has no usable task id")]
+    NoTaskId,
+}
+
+impl WebhookRefusal {
+    /// The HTTP status a receiver answers: 413 for an oversized body, 400 for
+    /// a malformed one, 401 for a signature or timestamp that does not check
+    /// out, 404 when no scheme is declared, 503 when no secret is configured.
+    pub fn http_status(self) -> u16 {
+        match self {
+            WebhookRefusal::BodyTooLarge { .. } => 413,
+            WebhookRefusal::NotJson | WebhookRefusal::NoTaskId => 400,
+            WebhookRefusal::NotDeclared => 404,
+            WebhookRefusal::NoSecret => 503,
+            WebhookRefusal::MissingHeader(_)
+            | WebhookRefusal::BadSignature
+            | WebhookRefusal::BadTimestamp
+            | WebhookRefusal::StaleTimestamp
+            | WebhookRefusal::FutureTimestamp => 401,
+        }
     }
 }
 

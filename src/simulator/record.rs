@@ -1,9 +1,10 @@
-//! What the simulator received, for tests to assert on.
+//! What the simulator received and sent, for tests to assert on.
 
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::fault::Fault;
+use crate::{Phase, TaskRef};
 
 /// One request the simulator received, with secrets redacted.
 #[derive(Debug, Clone)]
@@ -59,4 +60,18 @@ impl RecordedRequest {
     pub fn json(&self) -> Option<Value> {
         serde_json::from_str(&self.body).ok()
     }
+}
+
+/// One webhook the simulator sent or dropped.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebhookDelivery {
+    /// The task it is about.
+    pub task: TaskRef,
+    /// The phase it reports.
+    pub phase: Phase,
+    /// False when it was dropped on purpose (see [`super::Callback::drop_rate`]).
+    pub sent: bool,
+    /// The receiver's HTTP status (`None` when dropped or when sending failed).
+    pub status: Option<u16>,
 }

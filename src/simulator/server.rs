@@ -18,7 +18,7 @@ use super::auth;
 use super::bodies::{self, Rendered};
 use super::fault::{Fault, FaultQueue};
 use super::lifecycle::{Answer, Progress};
-use super::record::RecordedRequest;
+use super::record::{RecordedRequest, WebhookDelivery};
 use crate::Phase;
 use crate::spec::{OperationSpec, ProviderSpec};
 
@@ -56,7 +56,7 @@ pub(crate) struct SimState {
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) next_id: u64,
     /// Webhooks sent or dropped, in order.
-    pub(crate) webhooks: Vec<super::webhooks::WebhookDelivery>,
+    pub(crate) webhooks: Vec<WebhookDelivery>,
 }
 
 impl Shared {

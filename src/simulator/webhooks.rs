@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::bodies::{self, Rendered, set_pointer};
+use super::record::WebhookDelivery;
 use super::server::Shared;
 use crate::spec::{ProviderSpec, SchemeKind, WebhookSpec};
 use crate::{Phase, TaskRef};
@@ -57,20 +58,6 @@ impl Callback {
         self.seed = Some(seed);
         self
     }
-}
-
-/// One webhook the simulator sent or dropped.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct WebhookDelivery {
-    /// The task it is about.
-    pub task: TaskRef,
-    /// The phase it reports.
-    pub phase: Phase,
-    /// False when it was dropped on purpose (see [`Callback::drop_rate`]).
-    pub sent: bool,
-    /// The receiver's HTTP status (`None` when dropped or when sending failed).
-    pub status: Option<u16>,
 }
 
 /// The secret that signs a provider's demo webhooks: the demo credential of

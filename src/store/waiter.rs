@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
-use crate::waiter::{Hooks, SharedGrant, SharedTokens};
+use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
 use crate::{Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::{Poller, WaitOptions};
-use crate::waiter::{Finished, Group, Key, Lane};
+use crate::wait::waiter::{Engine, Finished, Group, Key, Lane};
 use crate::webhook::Registration;
 use crate::{Client, Error, PollEvent, Result, Task, TaskRef, WaitState};
 
@@ -120,7 +120,7 @@ impl Wait {
     pub(crate) fn on_lane(lane: Lane, poller: Poller) -> Result<Self> {
         let (group, finished) = Group::stepped(u64::MAX);
         let key = 0;
-        if !lane.send(crate::waiter::Command::Add(crate::waiter::Entry::new(key, poller, group.clone()))) {
+        if !lane.send(crate::wait::waiter::Command::Add(crate::wait::waiter::Entry::new(key, poller, group.clone()))) {
             return Err(Error::config("the scheduler has stopped"));
         }
         let running = Running {
@@ -179,7 +179,7 @@ impl Wait {
         // Nobody reads the events any more: the scheduler stops building them,
         // and polls on without being asked.
         running.events = None;
-        running.lane.send(crate::waiter::Command::Step(running.key));
+        running.lane.send(crate::wait::waiter::Command::Step(running.key));
         if let Some(outcome) = running.outcome.take() {
             return outcome;
         }
@@ -197,15 +197,18 @@ impl Start {
             Origin::Saved(state) => &state.task_ref,
         };
         let provider = client.configured_for(task)?.spec.name;
-        let engine = &client.inner().engine;
+        let engine = Engine::of(&client)?;
         let lane = engine.lane(&client, provider, options.clock.as_ref(), None)?;
         let options = engine.options(provider, &options, &lane)?;
         let poller = match origin {
             Origin::New(task) => Poller::new(task, &options)?,
             Origin::Saved(state) => Poller::resume(*state, &options)?,
         };
-        let (group, finished) =
-            if watched { Group::stepped(engine.next_id()) } else { Group::new(engine.next_id(), None) };
+        let (group, finished) = if watched {
+            Group::stepped(crate::wait::waiter::next_id())
+        } else {
+            Group::new(crate::wait::waiter::next_id(), None)
+        };
         let events = if watched { group.watch() } else { None };
         let (key, registration) = engine.add(&client, &lane, &group, poller)?;
         Ok(Running {
@@ -238,7 +241,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         // A wait nobody waits on any more stops (one that ended is already gone).
         if !self.ended {
-            self.lane.send(crate::waiter::Command::Cancel(self.key));
+            self.lane.send(crate::wait::waiter::Command::Cancel(self.key));
         }
     }
 }
@@ -279,7 +282,7 @@ impl Stream for Wait {
                     Poll::Pending => {
                         // Stepped one poll at a time: the next goes when the consumer asks.
                         if !std::mem::replace(&mut running.asked, true) {
-                            running.lane.send(crate::waiter::Command::Step(running.key));
+                            running.lane.send(crate::wait::waiter::Command::Step(running.key));
                         }
                         return Poll::Pending;
                     }

@@ -11,10 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::spec::BoxFuture;
+use crate::spec::Jitter;
 use crate::wait::{Poller, Wait};
-use crate::{
-    Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState,
-};
+use crate::{Error, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
@@ -683,14 +682,14 @@ struct ReadFn(Mutex<ScriptedRead>);
 
 type ScriptedRead = Box<dyn FnMut(Duration) -> BoxFuture<'static, crate::Result<Task>> + Send>;
 
-impl crate::waiter::Source for ReadFn {
+impl crate::wait::waiter::Source for ReadFn {
     fn read_one(&self, _task: TaskRef, budget: Duration, _keep_body: bool) -> BoxFuture<'static, crate::Result<Task>> {
         (self.0.lock().expect("lock"))(budget)
     }
 
     fn read_many(
         &self,
-        _ids: crate::waiter::BatchIds,
+        _ids: crate::wait::waiter::BatchIds,
         _budget: Duration,
     ) -> BoxFuture<'static, crate::Result<Vec<Option<crate::observe::Seen>>>> {
         Box::pin(std::future::ready(Err(Error::config("no batch reads here"))))
@@ -711,9 +710,15 @@ impl Poller {
         let provider = self.task_ref().spec().name;
         let source = ReadFn(Mutex::new(Box::new(move |budget| Box::pin(read(budget)))));
         let unlimited = crate::spec::RateSpec { per_second: 1e6, burst: 1_000_000 };
-        let lane =
-            crate::waiter::Lane::spawn(provider, Arc::new(source), self.clock().clone(), (unlimited, None), 1, None)
-                .expect("a tokio runtime");
+        let lane = crate::wait::waiter::Lane::spawn(
+            provider,
+            Arc::new(source),
+            self.clock().clone(),
+            (unlimited, None),
+            1,
+            None,
+        )
+        .expect("a tokio runtime");
         Wait::on_lane(lane, self).expect("the scheduler runs")
     }
 

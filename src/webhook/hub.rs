@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::{Clock, Task, TaskRef};
 
+/// Default number of deliveries kept for tasks nobody waits on yet.
+pub const DEFAULT_UNCLAIMED_CAPACITY: usize = 10_000;
+
 /// A task's key: provider (lower case) and id. Inputs are not part of it:
 /// a delivery names only the id.
 type Key = (String, String);

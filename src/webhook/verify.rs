@@ -12,9 +12,9 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{WebhookRefusal, refused};
+use crate::error::WebhookRefusal;
 use crate::spec::{MessagePart, ProviderSpec, SignatureAlgorithm, SignatureEncoding, WebhookSpec};
-use crate::{Phase, Result, Task, TaskRef};
+use crate::{Result, Task};
 
 /// Checks a delivery and reads it as a task. `now` is the wall-clock time of
 /// the client's clock (never the system's directly, so tolerance is testable).
@@ -25,7 +25,7 @@ pub(crate) fn verify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<Task> {
-    let no = |reason| refused(spec.name, reason);
+    let no = |reason| crate::Error::webhook_refused(spec.name, reason);
     let hook = spec.webhook.as_ref().ok_or_else(|| no(WebhookRefusal::NotDeclared))?;
     if body.len() > hook.max_body_bytes {
         return Err(no(WebhookRefusal::BodyTooLarge { limit: hook.max_body_bytes }));
@@ -60,7 +60,7 @@ pub(crate) fn verify(
     if !payload.is_object() {
         return Err(no(WebhookRefusal::NotJson));
     }
-    task_of(spec, hook, payload).ok_or_else(|| no(WebhookRefusal::NoTaskId))
+    crate::observe::webhook_task(spec, hook, payload).ok_or_else(|| no(WebhookRefusal::NoTaskId))
 }
 
 /// The timestamp is Unix seconds within `tolerance_ms` of `now`, either way.
@@ -152,32 +152,4 @@ pub(crate) fn sign(
         headers.push((name, stamp));
     }
     headers
-}
-
-/// The task a verified payload describes; `None` without a usable id.
-fn task_of(spec: &'static ProviderSpec, hook: &WebhookSpec, payload: Value) -> Option<Task> {
-    let id = crate::observe::scalar_text(payload.pointer(hook.id))?.into_owned();
-    let task_ref = TaskRef::new(spec.name, id).ok()?;
-    let (status, phase, rule_error) = match hook.status {
-        Some(pointer) => {
-            let status = crate::observe::text_at(&payload, pointer);
-            let (rule, phase) = crate::observe::phase_of(spec, status.as_deref(), |p| payload.pointer(p));
-            (status, phase, rule.and_then(|r| r.error))
-        }
-        None => {
-            let error_present = hook.failed_if_present.iter().any(|p| payload.pointer(p).is_some_and(|v| !v.is_null()));
-            let http_failed =
-                hook.http_status.and_then(|p| payload.pointer(p)).and_then(Value::as_f64).is_some_and(|s| s >= 400.0);
-            let phase = if error_present || http_failed { Phase::Failed } else { Phase::Succeeded };
-            (None, phase, None)
-        }
-    };
-    let error = if matches!(phase, Phase::Failed | Phase::Cancelled | Phase::Unknown) {
-        rule_error
-            .and_then(|p| crate::observe::text_at(&payload, p))
-            .or_else(|| hook.error.iter().find_map(|p| crate::observe::text_at(&payload, p)))
-    } else {
-        None
-    };
-    Some(Task::new(task_ref, phase, status.map(Into::into), error, hook.result, 200, payload).delivered_by_webhook())
 }

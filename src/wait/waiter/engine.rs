@@ -23,9 +23,14 @@ use crate::{Client, Clock, Error, Policy, Result, Task, WaitOptions};
 pub(crate) struct Engine {
     /// The clock of waits whose options name none.
     clock: Arc<dyn Clock>,
-    /// Numbers waits and groups.
-    next_id: AtomicU64,
     state: Mutex<State>,
+}
+
+/// A number no other wait or group of this process has (a scheduler tells
+/// waits and groups apart by it).
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Default)]
@@ -87,14 +92,15 @@ impl Lane {
 }
 
 impl Engine {
-    /// An engine whose waits run on `clock` unless their options name another.
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
-        Self { clock, next_id: AtomicU64::new(0), state: Mutex::default() }
+    /// The client's engine, made on its first wait: its waits run on the
+    /// client's clock unless their options name another.
+    pub(crate) fn of(client: &Client) -> Result<&Engine> {
+        let slot = client.inner().engine.get_or_init(|| Box::new(Engine::new(client.webhooks().clock().clone())));
+        slot.downcast_ref::<Engine>().ok_or_else(|| Error::config("the client's wait engine is of another type"))
     }
 
-    /// A number no other wait or group of this engine has.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    fn new(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, state: Mutex::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -163,7 +169,7 @@ impl Engine {
         group: &Arc<Group>,
         poller: Poller,
     ) -> Result<(Key, Option<Registration>)> {
-        let key = self.next_id();
+        let key = next_id();
         let hooked = poller.task_ref().spec().webhook.is_some().then(|| poller.task_ref().clone());
         if !lane.send(Command::Add(Entry::new(key, poller, group.clone()))) {
             return Err(Error::config("the provider's scheduler has stopped (its tokio runtime shut down)"));

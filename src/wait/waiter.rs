@@ -68,7 +68,7 @@ use crate::{Client, Clock, Error, PollEvent, Result, Task, TaskRef, WaitOptions,
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub(crate) use budget::SharedGrant;
 pub(crate) use budget::SharedTokens;
-pub(crate) use engine::{Engine, Lane};
+pub(crate) use engine::{Engine, Lane, next_id};
 #[cfg(test)]
 pub(crate) use scheduler::Entry;
 pub(crate) use scheduler::{Command, Finished, Group, Key};
@@ -151,7 +151,7 @@ impl Waiter {
     }
 
     pub(crate) fn with_hooks(client: &Client, clock: Option<Arc<dyn Clock>>, hooks: Hooks) -> Self {
-        let (group, finished) = Group::new(client.inner().engine.next_id(), hooks.progress);
+        let (group, finished) = Group::new(engine::next_id(), hooks.progress);
         let shared = Shared {
             client: client.clone(),
             clock,
@@ -248,7 +248,7 @@ impl Shared {
     fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
         let provider = self.client.configured_for(&task)?.spec.name;
         let lane = self.lane(provider)?;
-        let poller = Poller::new(task.clone(), &self.client.inner().engine.options(provider, options, &lane)?)?;
+        let poller = Poller::new(task.clone(), &Engine::of(&self.client)?.options(provider, options, &lane)?)?;
         self.enqueue(provider, lane, task, poller)
     }
 
@@ -265,7 +265,7 @@ impl Shared {
         if let Some(lane) = self.registry().lanes.get(provider) {
             return Ok(lane.clone());
         }
-        let engine = &self.client.inner().engine;
+        let engine = Engine::of(&self.client)?;
         engine.lane(&self.client, provider, self.clock.as_ref(), self.tokens.get(provider))
     }
 
@@ -279,7 +279,7 @@ impl Shared {
         let std::collections::hash_map::Entry::Vacant(waiting) = registry.waiting.entry(task) else {
             return Err(Error::config(format!("already waiting on {}", poller.task_ref())));
         };
-        let (key, registration) = self.client.inner().engine.add(&self.client, &lane, &self.group, poller)?;
+        let (key, registration) = Engine::of(&self.client)?.add(&self.client, &lane, &self.group, poller)?;
         if let Some(registration) = registration {
             registry.webhooks.insert(waiting.key().clone(), registration);
         }
