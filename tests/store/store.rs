@@ -4,13 +4,11 @@
 #![cfg(all(feature = "store-sqlite", feature = "store-postgres", feature = "simulator"))]
 #![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
-mod store_common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use store_common::{TestStore, every_store, sqlite};
+use crate::support::store::{TestStore, every_store, sqlite};
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::spec::RateSpec;
 use taskpoll::store::{Claim, NewWait, OutcomeKind, StoredOutcome, StoredWaiter};

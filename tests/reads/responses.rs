@@ -278,7 +278,7 @@ async fn read_served(provider: &str, status: u16, json: &str, id: &str) -> taskp
         .await;
     let client = client_for(spec(provider), &server.uri());
     // A documented body is about its own task: ask for that one (answers about
-    // another task are refused; tests/security.rs covers that).
+    // another task are refused; tests/reads/security.rs covers that).
     let documented = serde_json::from_str::<serde_json::Value>(json)
         .ok()
         .and_then(|body| spec(provider).task().id().and_then(|pointer| body.pointer(pointer).cloned()));

@@ -133,7 +133,7 @@ fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str> {
 macro_rules! snapshot {
     ($name:expr, $value:expr) => {
         insta::with_settings!({
-            snapshot_path => "../snapshots",
+            snapshot_path => "../../snapshots",
             prepend_module_to_snapshot => false,
             omit_expression => true,
         }, {
@@ -169,7 +169,7 @@ fn client(config: ProviderConfig) -> Client {
 }
 
 // Canned answers, one per operation. They carry no task id, so they answer
-// any requested id (the id check is tested in tests/security.rs).
+// any requested id (the id check is tested in tests/reads/security.rs).
 
 fn cloudinary_body() -> Value {
     json!({"data": {"status": "processing"}, "request_id": "r-1"})
