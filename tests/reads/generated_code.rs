@@ -10,13 +10,7 @@ use taskpoll::codegen;
 
 macro_rules! snapshot {
     ($name:expr, $value:expr) => {
-        insta::with_settings!({
-            snapshot_path => "../../snapshots",
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!($name, $value);
-        })
+        crate::support::snapshot_settings().bind(|| insta::assert_snapshot!($name, $value))
     };
 }
 

@@ -14,7 +14,7 @@ use taskpoll::spec::RateSpec;
 use taskpoll::store::{Claim, NewWait, OutcomeKind, StoredOutcome, StoredWaiter};
 use taskpoll::{Client, ManualClock, Policy, TaskRef, WaitOptions, WaitState};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
 
 const T0: u64 = 1_900_000_000_000;
 

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
 
 /// PostgreSQL gets the 10,000 waits; the SQLite file (one writer at
 /// a time) 2,000, to keep the test's time reasonable.

@@ -18,11 +18,9 @@ use taskpoll::{
     Error, Jitter, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState,
 };
 
-// ---------------------------------------------------------------- helpers
+use crate::support::{factpulse_helper as helper, secs};
 
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
+// ---------------------------------------------------------------- helpers
 
 fn as_secs(ds: &[Duration]) -> Vec<f64> {
     ds.iter().map(Duration::as_secs_f64).collect()
@@ -139,10 +137,6 @@ impl Reader {
     fn budgets(&self) -> Vec<f64> {
         self.polls.lock().expect("lock").iter().map(|(_, b)| b.as_secs_f64()).collect()
     }
-}
-
-fn helper() -> Policy {
-    Policy::factpulse_helper().expect("preset")
 }
 
 fn opts(deadline: f64) -> WaitOptions {
