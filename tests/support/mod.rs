@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests. Each test binary
+//! Helpers shared by the integration tests. A test binary that needs them
 //! (`tests/<concern>/main.rs`, `tests/<concern>.rs`) includes this module with
 //! `#[path = "../support/mod.rs"] mod support;` and uses the part it needs.
 #![allow(dead_code)] // every binary uses only some of the helpers
