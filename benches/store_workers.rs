@@ -21,7 +21,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 
 // The tests' store helpers (a fresh PostgreSQL database per run).
-#[path = "../tests/store_common/mod.rs"]
+#[path = "../tests/support/store.rs"]
 mod store_common;
 
 type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error>>;

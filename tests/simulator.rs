@@ -5,6 +5,9 @@
 #![cfg(feature = "simulator")]
 #![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -12,7 +15,7 @@ use taskpoll::simulator::{Fault, Lifecycle, Simulator, served_phase};
 use taskpoll::spec::{OperationSpec, ProviderSpec, providers};
 use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, TaskRef};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use support::TestResult;
 
 fn phase_of_raw(spec: &ProviderSpec, raw: &str) -> Option<Phase> {
     let lower = raw.to_lowercase();

@@ -6,6 +6,8 @@
 //! It builds offline from its committed lockfile into `<target>/user_crate`,
 //! so repeated runs are incremental. Needs the `codegen` and `simulator`
 //! features only to be meaningful next to them (CI runs `--all-features`).
+//! Too slow for every `cargo test`, it is ignored there and run as a step of
+//! its own: `cargo test --all-features --test user_crate -- --ignored`.
 #![cfg(all(feature = "codegen", feature = "simulator"))]
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ fn target_dir() -> PathBuf {
 }
 
 #[test]
+#[ignore = "builds a whole crate (minutes on two cores): run it with `--test user_crate -- --ignored`, as .ci/run does"]
 fn a_provider_declared_in_another_crate_works_with_client_waiter_and_simulator() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/user_crate/Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -4,6 +4,9 @@
 //! that end by webhook or by polling (against the simulator).
 #![cfg(all(feature = "simulator", feature = "webhook"))]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,7 +20,7 @@ use taskpoll::simulator::{Callback, Lifecycle, Simulator};
 use taskpoll::webhook::{ReceiverLimits, WebhookRefusal};
 use taskpoll::{Client, Phase, Policy, ProviderConfig, Via, WaitOptions};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use support::TestResult;
 
 // ------------------------------------------------------------- vectors
 //

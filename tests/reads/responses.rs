@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use taskpoll::generated::{cloudinary, deepomatic, factpulse, qolaba};
-use taskpoll::spec::{Example, ProviderSpec, SchemeKind};
-use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, Task, TaskRef};
+use taskpoll::spec::{Example, ProviderSpec};
+use taskpoll::{Client, Error, Phase, ProviderConfig, Task, TaskRef};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{client, made_up_credential, with_demo_variables};
 
 /// The providers of `specs/` (others come from `tests/specs` with the
 /// `fixture-provider` feature).
@@ -257,16 +258,9 @@ fn expected_tasks() -> BTreeMap<(&'static str, &'static str, &'static str), Expe
 fn client_for(spec: &ProviderSpec, uri: &str) -> Client {
     let mut config = ProviderConfig::new(spec.name()).base_url(uri);
     if let Some(scheme) = spec.schemes().first() {
-        let credential = match scheme.kind() {
-            SchemeKind::Basic => Credential::Basic { username: "user".into(), password: SecretString::from("pass") },
-            _ => Credential::Token(SecretString::from("token")),
-        };
-        config = config.credential(scheme.name(), credential);
+        config = config.credential(scheme.name(), made_up_credential(scheme.kind(), "token"));
     }
-    for variable in spec.server_variables() {
-        config = config.server_variable(variable.name(), "demo");
-    }
-    Client::builder().provider(config).build().expect("client builds")
+    client(with_demo_variables(config, spec))
 }
 
 /// Serves `json` with `status` and reads task `id` once.
@@ -278,7 +272,7 @@ async fn read_served(provider: &str, status: u16, json: &str, id: &str) -> taskp
         .await;
     let client = client_for(spec(provider), &server.uri());
     // A documented body is about its own task: ask for that one (answers about
-    // another task are refused; tests/security.rs covers that).
+    // another task are refused; tests/reads/security.rs covers that).
     let documented = serde_json::from_str::<serde_json::Value>(json)
         .ok()
         .and_then(|body| spec(provider).task().id().and_then(|pointer| body.pointer(pointer).cloned()));

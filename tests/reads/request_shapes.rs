@@ -17,6 +17,8 @@ use taskpoll::{Client, Credential, Error, ProviderConfig, TaskRef};
 use wiremock::matchers::{any, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::{answering, client, received};
+
 // ---------------------------------------------------------------------------
 // Fake credentials. None of them may appear in a snapshot.
 
@@ -132,44 +134,30 @@ fn header<'a>(request: &'a wiremock::Request, name: &str) -> Option<&'a str> {
 
 macro_rules! snapshot {
     ($name:expr, $value:expr) => {
-        insta::with_settings!({
-            snapshot_path => "../snapshots",
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
+        crate::support::snapshot_settings().bind(|| {
             insta::assert_json_snapshot!($name, $value, {
                 ".headers.host" => "[host]",
                 ".**.headers.host" => "[host]",
-            });
+            })
         })
     };
 }
 
 /// A loopback server answering every request with `body` (HTTP 200).
 async fn server_answering(body: Value) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_json(body)).mount(&server).await;
-    server
-}
-
-async fn requests(server: &MockServer) -> Vec<wiremock::Request> {
-    server.received_requests().await.expect("request recording is on")
+    answering(ResponseTemplate::new(200).set_body_json(body)).await
 }
 
 async fn only_request(server: &MockServer) -> wiremock::Request {
-    let mut all = requests(server).await;
+    let mut all = received(server).await;
     assert_eq!(all.len(), 1, "expected exactly one request, got {}", all.len());
     let request = all.remove(0);
     check_common(&request);
     request
 }
 
-fn client(config: ProviderConfig) -> Client {
-    Client::builder().provider(config).build().expect("client builds")
-}
-
 // Canned answers, one per operation. They carry no task id, so they answer
-// any requested id (the id check is tested in tests/security.rs).
+// any requested id (the id check is tested in tests/reads/security.rs).
 
 fn cloudinary_body() -> Value {
     json!({"data": {"status": "processing"}, "request_id": "r-1"})
@@ -445,7 +433,7 @@ async fn deepomatic_list_tasks_follows_next() {
         (second.id(), second.phase(), second.error()),
         ("2", taskpoll::Phase::Failed, Some("Could not read the input image"))
     );
-    let all = requests(&server).await;
+    let all = received(&server).await;
     assert_eq!(all.len(), 2);
     for request in &all {
         check_common(request);
@@ -485,7 +473,7 @@ async fn deepomatic_list_tasks_chunks() {
     let tasks = client.get_many("deepomatic", &ids).await.unwrap();
     assert_eq!(tasks.len(), 101);
     assert!(tasks.iter().all(Result::is_ok), "{tasks:?}");
-    let all = requests(&server).await;
+    let all = received(&server).await;
     let counts: Vec<usize> = all.iter().map(|r| r.url.query_pairs().filter(|(k, _)| k == "task_ids").count()).collect();
     assert_eq!(counts, [100, 1]);
 }
@@ -520,7 +508,7 @@ async fn hostile_requests(
         let task = client.get(&TaskRef::new(provider, *id).unwrap()).await;
         assert!(task.is_ok(), "{provider}:{id}: {task:?}");
     }
-    let all = requests(&server).await;
+    let all = received(&server).await;
     assert_eq!(all.len(), HOSTILE.len());
     all.iter().for_each(check_common);
     all
@@ -628,7 +616,7 @@ async fn backslash_ids_stay_in_one_segment() {
             Err(other) => panic!("{id:?}: {other:?}"),
         };
         let result = client.get(&task_ref).await;
-        let sent = requests(&server).await;
+        let sent = received(&server).await;
         match result {
             Err(Error::InvalidTaskId(_)) => assert!(sent.is_empty()),
             _ => {
@@ -669,7 +657,7 @@ async fn unsafe_ids_are_refused_before_sending() {
             let many = client.get_many(provider, &refused).await.unwrap();
             assert!(many.iter().all(|r| matches!(r, Err(Error::InvalidTaskId(_)))), "{many:?}");
         }
-        let sent = requests(&server).await;
+        let sent = received(&server).await;
         assert!(
             sent.is_empty(),
             "{provider}: a refused id reached the server: {:?}",
@@ -716,7 +704,7 @@ async fn missing_credentials_fail_before_sending() {
             let batch = client.get_many(provider, &["1", "2"]).await;
             assert!(matches!(batch, Err(Error::MissingCredentials(_))), "{batch:?}");
         }
-        assert!(requests(&server).await.is_empty(), "{provider}: a request left without credentials");
+        assert!(received(&server).await.is_empty(), "{provider}: a request left without credentials");
     }
 }
 
@@ -732,7 +720,7 @@ async fn app_id_alone_is_not_enough() {
     assert!(error.is_config(), "{error:?}");
     assert!(error.to_string().contains("ApiKey"), "{error}");
     assert_no_secret(&format!("{error} {error:?}"), "the error");
-    assert!(requests(&server).await.is_empty());
+    assert!(received(&server).await.is_empty());
 }
 
 /// Debug output of configs, builders and clients, and errors (Display and
@@ -827,7 +815,7 @@ async fn factpulse_typed_siblings() {
         typed.get_signature_task_status().task_id(id).send().await.unwrap();
         typed.get_validation_task_status().task_id(id).send().await.unwrap();
         typed.get_verification_status().task_id(id).send().await.unwrap();
-        let all = requests(&server).await;
+        let all = received(&server).await;
         assert_eq!(all.len(), 4);
         for request in &all {
             check_common(request);

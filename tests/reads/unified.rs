@@ -10,23 +10,14 @@ use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, TaskRef};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn deepomatic(server: &MockServer) -> Client {
-    Client::builder()
-        .provider(ProviderConfig::new("deepomatic").api_key("secret-key-1").base_url(server.uri()))
-        .build()
-        .expect("client")
-}
+use crate::support::{client, received, task};
 
-fn task(provider: &str, id: &str) -> TaskRef {
-    TaskRef::new(provider, id).expect("task ref")
+fn deepomatic(server: &MockServer) -> Client {
+    client(ProviderConfig::new("deepomatic").api_key("secret-key-1").base_url(server.uri()))
 }
 
 async fn answer(server: &MockServer, template: ResponseTemplate) {
     Mock::given(method("GET")).respond_with(template).mount(server).await;
-}
-
-async fn received(server: &MockServer) -> usize {
-    server.received_requests().await.map_or(0, |r| r.len())
 }
 
 #[tokio::test]
@@ -221,7 +212,7 @@ async fn hostile_ids_never_reach_the_wire() {
     let client = deepomatic(&server);
     let results = client.get_many("deepomatic", &["..", "ok\r\n"]).await.expect("no batch request needed");
     assert!(results.iter().all(|r| matches!(r, Err(Error::InvalidTaskId(_)))));
-    assert_eq!(received(&server).await, 0);
+    assert_eq!(received(&server).await.len(), 0);
 }
 
 #[test]
@@ -269,7 +260,7 @@ async fn unconfigured_providers_are_refused_before_any_request() {
     let client = deepomatic(&server);
     let err = client.get(&task("factpulse", "abc")).await.unwrap_err();
     assert!(matches!(err, Error::ProviderNotConfigured(_)), "{err:?}");
-    assert_eq!(received(&server).await, 0);
+    assert_eq!(received(&server).await.len(), 0);
 }
 
 #[tokio::test]
@@ -280,7 +271,7 @@ async fn missing_credentials_fail_before_sending() {
         Client::builder().provider(ProviderConfig::new("deepomatic").base_url(server.uri())).build().expect("client");
     let err = client.get(&task("deepomatic", "1")).await.unwrap_err();
     assert!(matches!(err, Error::MissingCredentials(_)) && err.is_auth(), "{err:?}");
-    assert_eq!(received(&server).await, 0);
+    assert_eq!(received(&server).await.len(), 0);
 }
 
 fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
@@ -465,7 +456,7 @@ async fn get_many_uses_the_batch_call_and_follows_pages() {
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1].url.query(), Some("limit=2&offset=2&task_ids=1&task_ids=2&task_ids=3&task_ids=4"));
     assert!(client.get_many::<&str>("deepomatic", &[]).await.expect("nothing to do").is_empty());
-    assert_eq!(received(&server).await, 2, "an empty id list sends nothing");
+    assert_eq!(received(&server).await.len(), 2, "an empty id list sends nothing");
 }
 
 #[tokio::test]

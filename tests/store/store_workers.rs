@@ -7,19 +7,17 @@
 #![cfg(all(feature = "cli", feature = "store-sqlite", feature = "store-postgres"))]
 #![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
-mod store_common;
-
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use store_common::{TestStore, postgres, sqlite};
+use crate::support::store::{TestStore, postgres, sqlite};
 use taskpoll::simulator::{Lifecycle, Simulator};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
 
 /// PostgreSQL gets the 10,000 waits; the SQLite file (one writer at
 /// a time) 2,000, to keep the test's time reasonable.

@@ -8,33 +8,8 @@ use serde_json::Value;
 use taskpoll::TaskRef;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-/// Runs the binary with a clean environment plus `env`.
-async fn taskpoll(args: &[&str], env: &[(String, String)]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_taskpoll"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn sim_env(sim: &Simulator) -> Vec<(String, String)> {
-    sim.credentials().into_iter().map(|v| (v.name, v.value)).collect()
-}
-
-fn lines(output: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::support::TestResult;
+use crate::support::cli::{lines, raw_control, sim_env, stderr, taskpoll};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_prints_one_json_line_per_task() -> TestResult {
@@ -236,12 +211,6 @@ async fn simulate_prints_a_working_environment() -> TestResult {
 
 /// Server text that would clear the screen, forge a line and reverse what follows.
 const HOSTILE: &str = "\u{1b}[2J\u{1b}[1;1H\r\ntaskpoll: deepomatic:1 succeeded \u{202e}deliaf\u{7f}\u{9b}31m";
-
-/// Characters that must never reach a terminal raw (newlines end lines only).
-fn raw_control(c: char) -> bool {
-    (c.is_control() && c != '\n')
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
 
 fn assert_escaped(out: &Output, lines_on_stderr: usize) {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), stderr(out));

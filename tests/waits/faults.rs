@@ -18,11 +18,13 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use taskpoll::error::TransportKind;
-use taskpoll::spec::{ProviderSpec, SchemeKind};
-use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, Task, TaskRef, WaitOptions};
+use taskpoll::spec::ProviderSpec;
+use taskpoll::{Client, Error, Phase, ProviderConfig, Task, TaskRef, WaitOptions};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+
+use crate::support::{made_up_credential, with_demo_variables};
 
 const SECRET: &str = "fault-matrix-s3cr3t";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -428,16 +430,9 @@ async fn answer(mut stream: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<(Instan
 
 /// A configuration with a credential for every scheme of the provider.
 fn config(spec: &ProviderSpec, base_url: &str) -> ProviderConfig {
-    let mut config = ProviderConfig::new(spec.name()).base_url(base_url);
-    for var in spec.server_variables() {
-        config = config.server_variable(var.name(), "demo");
-    }
+    let mut config = with_demo_variables(ProviderConfig::new(spec.name()).base_url(base_url), spec);
     for scheme in spec.schemes() {
-        let credential = match scheme.kind() {
-            SchemeKind::Basic => Credential::Basic { username: "user".into(), password: SECRET.to_string().into() },
-            _ => Credential::Token(SECRET.to_string().into()),
-        };
-        config = config.credential(scheme.name(), credential);
+        config = config.credential(scheme.name(), made_up_credential(scheme.kind(), SECRET));
     }
     config
 }

@@ -11,7 +11,7 @@ use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::spec::providers;
 use taskpoll::{Client, Error, Phase, Policy, TaskRef, WaitOptions};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
 
 /// A client for every provider at the simulator, with a budget loose enough
 /// for a thousand tasks in a test.

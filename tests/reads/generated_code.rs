@@ -10,13 +10,7 @@ use taskpoll::codegen;
 
 macro_rules! snapshot {
     ($name:expr, $value:expr) => {
-        insta::with_settings!({
-            snapshot_path => "../snapshots",
-            prepend_module_to_snapshot => false,
-            omit_expression => true,
-        }, {
-            insta::assert_snapshot!($name, $value);
-        })
+        crate::support::snapshot_settings().bind(|| insta::assert_snapshot!($name, $value))
     };
 }
 
@@ -27,7 +21,7 @@ fn spec_dir() -> std::path::PathBuf {
 /// One snapshot per spec: the normaliser's notes (what it changed; the build
 /// does not print them), then the generated code. A spec with no snapshot yet
 /// (a provider just added) is reported, not failed: record it with
-/// `INSTA_UPDATE=always cargo test --all-features --test generated_code` and review it.
+/// `INSTA_UPDATE=always cargo test --all-features --test reads generated_code::` and review it.
 #[test]
 fn generated_code_per_spec() {
     let specs = codegen::spec_files(&spec_dir()).expect("specs/ is readable");
@@ -66,7 +60,7 @@ fn modules_are_named_after_their_providers() {
 }
 
 /// `specs/x-taskpoll.schema.json` is the JSON Schema of the extension's types,
-/// for editors. Refresh it with `TASKPOLL_WRITE_SCHEMA=1 cargo test --all-features --test generated_code`.
+/// for editors. Refresh it with `TASKPOLL_WRITE_SCHEMA=1 cargo test --all-features --test reads generated_code::`.
 #[test]
 fn the_published_json_schema_matches_the_extension_types() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/x-taskpoll.schema.json");

@@ -4,20 +4,18 @@
 #![cfg(all(feature = "store-sqlite", feature = "store-postgres", feature = "simulator"))]
 #![allow(clippy::disallowed_methods)] // reads real time: a test's or benchmark's own timing
 
-mod store_common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use store_common::{TestStore, every_store, sqlite};
+use crate::support::store::{TestStore, every_store, sqlite};
 use taskpoll::clock::ManualClock;
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::spec::RateSpec;
 use taskpoll::store::{Claim, NewWait, OutcomeKind, StoredOutcome, StoredWaiter};
 use taskpoll::{Client, Policy, TaskRef, WaitOptions, WaitState};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
 
 const T0: u64 = 1_900_000_000_000;
 

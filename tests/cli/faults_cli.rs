@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
 use taskpoll::spec::ProviderSpec;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+use crate::support::TestResult;
+use crate::support::cli::{raw_control, sim_env};
 
 /// Clears the screen, forges a line, reverses what follows.
 const HOSTILE: &str = "\u{1b}[2J\r\ntaskpoll: task succeeded \u{202e}deliaf\u{7f}\u{9b}31m\u{2066}";
@@ -75,11 +76,6 @@ fn expect(case: Case, wait: bool) -> Expect {
     }
 }
 
-fn raw_control(c: char) -> bool {
-    (c.is_control() && c != '\n')
-        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
 /// `{}` with `text` at a JSON pointer such as `/error/message`.
 fn body_with(pointer: &str, text: &str) -> Value {
     let mut value = json!(text);
@@ -100,7 +96,7 @@ struct Cell {
 }
 
 async fn run_cell(spec: &'static ProviderSpec, case: Case, wait: bool, sim: &Simulator) -> Result<Cell, String> {
-    let env: Vec<(String, String)> = sim.credentials().into_iter().map(|v| (v.name, v.value)).collect();
+    let env = sim_env(sim);
     let err = |e: taskpoll::Error| e.to_string();
     let lifecycle = match case {
         Case::UnknownStatus => Lifecycle::new().status_for_polls("MYSTERY", 1000).then_succeed(),

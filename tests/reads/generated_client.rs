@@ -6,14 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use taskpoll::{Client, Error, ProviderConfig};
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
-async fn answering(template: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any()).respond_with(template).mount(&server).await;
-    server
-}
+use crate::support::answering;
 
 fn deepomatic(server: &MockServer, timeout: Duration) -> Client {
     Client::builder()

@@ -19,11 +19,9 @@ use taskpoll::{Client, Error, Phase, Policy, ProviderConfig, TaskRef, WaitOption
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-// ---------------------------------------------------------------- helpers
+use crate::support::{client, factpulse_helper as helper, received, secs};
 
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s)
-}
+// ---------------------------------------------------------------- helpers
 
 /// Answers a scripted sequence, then repeats the last answer, and records the
 /// virtual time of each request on the engine's clock.
@@ -72,7 +70,7 @@ impl Server {
     }
 
     async fn requests(&self) -> usize {
-        self.server.received_requests().await.map_or(0, |r| r.len())
+        received(&self.server).await.len()
     }
 
     fn client(&self, provider: &str) -> Client {
@@ -80,7 +78,7 @@ impl Server {
             "factpulse" => ProviderConfig::new(provider).bearer("jwt"),
             _ => ProviderConfig::new(provider).api_key("k"),
         };
-        Client::builder().provider(config.base_url(self.server.uri())).build().expect("client")
+        client(config.base_url(self.server.uri()))
     }
 }
 
@@ -114,10 +112,6 @@ fn unavailable() -> ResponseTemplate {
 
 fn manual() -> Arc<ManualClock> {
     Arc::new(ManualClock::new())
-}
-
-fn helper() -> Policy {
-    Policy::factpulse_helper().expect("preset")
 }
 
 /// A fixed 1 s cadence (no growth) for readable instants.

@@ -5,8 +5,9 @@
 
 use serde_json::json;
 use taskpoll::{Client, Error, ProviderConfig, TaskRef};
-use wiremock::matchers::any;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
+
+use crate::support::{answering, made_up_credential, received, with_demo_variables};
 
 const KEY: &str = "dp-apikey-sec-9f1e";
 const APP: &str = "dp-appid-sec-77c2";
@@ -24,16 +25,6 @@ fn deepomatic(server: &MockServer) -> Client {
 
 fn task(id: &str) -> TaskRef {
     TaskRef::new("deepomatic", id).unwrap()
-}
-
-async fn answering(template: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(any()).respond_with(template).mount(&server).await;
-    server
-}
-
-async fn received(server: &MockServer) -> Vec<wiremock::Request> {
-    server.received_requests().await.unwrap_or_default()
 }
 
 fn redirect_to(status: u16, location: &str) -> ResponseTemplate {
@@ -251,19 +242,10 @@ async fn every_provider_with_a_task_id_pointer_checks_it() {
 /// alternative, pointed at `server`.
 fn any_credentials(provider: &str, server: &MockServer) -> ProviderConfig {
     let spec = taskpoll::spec::provider(provider).unwrap();
-    let mut config = ProviderConfig::new(provider).base_url(server.uri());
-    for var in spec.server_variables() {
-        config = config.server_variable(var.name(), "demo");
-    }
+    let mut config = with_demo_variables(ProviderConfig::new(provider).base_url(server.uri()), spec);
     let first = spec.security().iter().find(|(op, _)| *op == spec.get().operation()).map(|(_, alts)| alts[0]);
     for scheme in first.unwrap_or(&[]) {
-        let credential = match spec.scheme(scheme).unwrap().kind() {
-            taskpoll::spec::SchemeKind::Basic => {
-                taskpoll::Credential::Basic { username: "user".into(), password: "pw-s3cr3t".to_string().into() }
-            }
-            _ => taskpoll::Credential::Token("tok-s3cr3t".to_string().into()),
-        };
-        config = config.credential(*scheme, credential);
+        config = config.credential(*scheme, made_up_credential(spec.scheme(scheme).unwrap().kind(), "s3cr3t"));
     }
     config
 }

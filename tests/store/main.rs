@@ -1,0 +1,8 @@
+//! Durable waits, one test binary: the store contract on SQLite and
+//! PostgreSQL, the stored waiter, and worker processes sharing a store.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod store;
+mod store_workers;
