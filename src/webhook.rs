@@ -27,8 +27,8 @@
 //! success first and the hub is listening ([`WebhookHub::set_listening`],
 //! done by [`router`] and [`serve`]), the wait keeps waiting for the webhook
 //! for the spec's `grace` (never past the deadline), then returns the
-//! webhook's task, or the polled success without a result if none came. A
-//! [`crate::Watch`] yields the polled success's event, then (after up to the
+//! webhook's task, or the polled success without a result if none came.
+//! A watched [`crate::Wait`] yields the polled success's event, then (after up to the
 //! grace) the webhook's; the webhook's verdict wins (its `error` makes the
 //! task failed).
 
