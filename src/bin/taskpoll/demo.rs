@@ -4,15 +4,15 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use taskpoll::__private::config_error;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
-use taskpoll::{Error, Phase, Policy, TaskRef, WaitOptions};
+use taskpoll::{Phase, Policy, TaskRef, WaitOptions};
 
+use super::error::Error;
 use super::output::{Exit, err_line, out_line};
 use super::waiting::{Outcome, Progress, wait_all};
 
-fn sim_error(e: Error) -> Error {
-    config_error(format!("cannot start the simulator: {e}"))
+fn sim_error(e: taskpoll::Error) -> Error {
+    Error::usage(format!("cannot start the simulator: {e}"))
 }
 
 pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {
@@ -126,7 +126,7 @@ pub(crate) async fn demo() -> Result<Exit, Error> {
         .iter()
         .map(|s| (s.task.clone(), WaitOptions::new(Duration::from_secs(30)).policy(policy.clone())))
         .collect();
-    let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
+    let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await?;
 
     out_line("");
     out_line(&format!("{:<52} {:<10} {:>5} {:>7}  what happened", "task", "outcome", "polls", "time"));
