@@ -1,7 +1,6 @@
 //! What generated provider modules use and nothing else does (the serde
 //! `__private` pattern): hidden from the documented API, stable only for the
-//! code `taskpoll::codegen` emits (and for the `taskpoll` CLI, which builds
-//! its usage errors with the constructors at the end).
+//! code `taskpoll::codegen` emits.
 //!
 //! The descriptor types of [`crate::spec`] keep their fields to the crate
 //! (users read them through accessors), so no other crate can write them as
@@ -118,22 +117,4 @@ pub trait ProviderOps: Send + Sync {
         let _ = (ids, page);
         Box::pin(async { Err(progenitor_client::Error::InvalidRequest("this provider has no batch operation".into())) })
     }
-}
-
-/// A configuration or usage error (the CLI's flags and files).
-pub fn config_error(message: impl Into<String>) -> crate::Error {
-    crate::Error::config(message)
-}
-
-/// A malformed task reference (the CLI's ids).
-pub fn invalid_task_ref(input: &str, reason: impl Into<String>) -> crate::Error {
-    crate::Error::InvalidTaskRef(crate::error::InvalidTaskRef {
-        input: crate::task::excerpt(input, 80),
-        reason: reason.into(),
-    })
-}
-
-/// The provider with this name, or the error that says which ones exist.
-pub fn known_provider(name: &str) -> crate::Result<&'static crate::ProviderSpec> {
-    crate::spec::known_provider(name)
 }

@@ -47,7 +47,7 @@ pub use wait::{PollEvent, Wait, WaitOptions, WaitState, Waiter};
 #[cfg(test)]
 pub(crate) use clock::ManualClock;
 pub(crate) use clock::{Clock, TokioClock};
-pub(crate) use spec::{Jitter, ProviderSpec};
+pub(crate) use spec::Jitter;
 pub(crate) use wait::UnknownStatusPolicy;
 pub(crate) use waiter::WaitOutcome;
 
