@@ -28,7 +28,7 @@
 //! done by [`router`] and [`serve`]), the wait keeps waiting for the webhook
 //! for the spec's `grace` (never past the deadline), then returns the
 //! webhook's task, or the polled success without a result if none came. A
-//! [`crate::Watch`] yields the polled success's event, then (after up to the
+//! [`crate::Wait`] yields the polled success's event, then (after up to the
 //! grace) the webhook's; the webhook's verdict wins (its `error` makes the
 //! task failed).
 
