@@ -1,7 +1,6 @@
 //! What generated provider modules use and nothing else does (the serde
 //! `__private` pattern): hidden from the documented API, stable only for the
-//! code `taskpoll::codegen` emits (and for the `taskpoll` CLI, which builds
-//! its usage errors with the constructors at the end).
+//! code `taskpoll::codegen` emits.
 //!
 //! The descriptor types of [`crate::spec`] keep their fields to the crate
 //! (users read them through accessors), so no other crate can write them as

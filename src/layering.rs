@@ -44,15 +44,6 @@ const ALLOWED: &[Allowed] = &[
     },
 ];
 
-/// The CLI's one circle (`stored` takes `waiting::Interrupts` while `waiting`
-/// hands `--store` waits to `stored`), the lead's to remove with the CLI's
-/// rework (issue 23): then delete this entry.
-const ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK: &[Allowed] = &[Allowed {
-    from: "stored",
-    to: "waiting",
-    why: "stored.rs uses waiting::Interrupts; move Interrupts to a module of its own",
-}];
-
 /// One allowed edge: `from` and `to` are layer entries (CLI modules in the CLI's list).
 struct Allowed {
     from: &'static str,
@@ -123,15 +114,11 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
         if from == to {
             continue;
         }
-        if allowed(ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK, &from, &to) {
-            used_allowances.insert((from.clone(), to.clone()));
-            continue;
-        }
         cli_graph.entry(from).or_default().insert(to);
     }
     problems.extend(cycles(&cli_graph).into_iter().map(|c| format!("src/bin/taskpoll: {c}")));
 
-    for entry in ALLOWED.iter().chain(ALLOWED_CLI_CYCLE_UNTIL_THE_CLI_REWORK) {
+    for entry in ALLOWED {
         if !used_allowances.contains(&(entry.from.to_string(), entry.to.to_string())) {
             problems.push(format!(
                 "allowed edge {} -> {} ({}) no longer exists: remove its entry",

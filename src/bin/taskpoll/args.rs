@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use taskpoll::__private::{config_error, invalid_task_ref, known_provider};
 use taskpoll::spec::{ProviderSpec, RateSpec, SchemeKind};
 use taskpoll::wait::UnknownStatusPolicy;
-use taskpoll::{Client, ClientBuilder, Error, Policy, TaskRef, WaitOptions, WaitState};
+use taskpoll::{Client, ClientBuilder, Policy, TaskRef, WaitOptions, WaitState};
+
+use super::error::{self, Error};
 
 /// Read and wait on long-running tasks at HTTP providers.
 #[derive(Debug, Parser)]
@@ -286,7 +287,7 @@ fn parse_budget(text: &str) -> Result<Budget, String> {
 fn split_pair<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), Error> {
     text.split_once('=')
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| config_error(format!("{what} must be NAME=VALUE, got `{text}`")))
+        .ok_or_else(|| Error::usage(format!("{what} must be NAME=VALUE, got `{text}`")))
 }
 
 impl TaskArgs {
@@ -296,13 +297,13 @@ impl TaskArgs {
         match (&self.from, self.ids.as_slice()) {
             (Some(path), _) => {
                 let file =
-                    std::fs::File::open(path).map_err(|e| config_error(format!("--from {}: {e}", path.display())))?;
+                    std::fs::File::open(path).map_err(|e| Error::usage(format!("--from {}: {e}", path.display())))?;
                 self.refs_from_lines(std::io::BufReader::new(file), &path.display().to_string())
             }
             (None, [only]) if only == "-" => self.refs_from_lines(std::io::stdin().lock(), "standard input"),
-            (None, []) => Err(config_error("no task: give IDs, `-` (standard input) or --from FILE")),
+            (None, []) => Err(Error::usage("no task: give IDs, `-` (standard input) or --from FILE")),
             (None, ids) if ids.iter().any(|id| id == "-") => {
-                Err(config_error("`-` (read the IDs from standard input) must be the only ID"))
+                Err(Error::usage("`-` (read the IDs from standard input) must be the only ID"))
             }
             (None, ids) => ids.iter().map(|id| self.task_ref(id)).collect(),
         }
@@ -318,11 +319,11 @@ impl TaskArgs {
             line.clear();
             let read = input
                 .read_until(b'\n', &mut line)
-                .map_err(|e| config_error(format!("{source}, line {number}: cannot read: {e}")))?;
+                .map_err(|e| Error::usage(format!("{source}, line {number}: cannot read: {e}")))?;
             if read == 0 {
                 break;
             }
-            let bad = |reason: String| config_error(format!("{source}, line {number}: {reason}"));
+            let bad = |reason: String| Error::usage(format!("{source}, line {number}: {reason}"));
             let text = std::str::from_utf8(&line).map_err(|_| bad("not UTF-8 text".into()))?;
             let text = text.trim();
             if text.is_empty() || text.starts_with('#') {
@@ -331,7 +332,7 @@ impl TaskArgs {
             refs.push(self.task_ref(text).map_err(|e| bad(e.to_string()))?);
         }
         if refs.is_empty() {
-            return Err(config_error(format!("{source} names no task")));
+            return Err(Error::usage(format!("{source} names no task")));
         }
         Ok(refs)
     }
@@ -343,25 +344,25 @@ impl TaskArgs {
                 // `--provider deepomatic deepomatic:1` means task 1, not an id `deepomatic:1`.
                 Some(named) if named == provider => id.parse::<TaskRef>()?,
                 Some(named) => {
-                    return Err(invalid_task_ref(id, format!("a {named} task, but --provider is {provider}")));
+                    return Err(Error::invalid_task_ref(id, format!("a {named} task, but --provider is {provider}")));
                 }
                 None => TaskRef::new(provider, id)?,
             },
             None => id.parse::<TaskRef>().map_err(|e| match e {
-                Error::InvalidTaskRef(_) if !id.contains(':') => {
-                    invalid_task_ref(id, "expected `provider:id` (or pass --provider)")
+                taskpoll::Error::InvalidTaskRef(_) if !id.contains(':') => {
+                    Error::invalid_task_ref(id, "expected `provider:id` (or pass --provider)")
                 }
-                other => other,
+                other => Error::from(other),
             })?,
         };
         for input in &self.inputs {
             let (name, value) = split_pair(input, "--input")?;
             if value.is_empty() {
-                return Err(config_error(format!("--input {name}= has no value")));
+                return Err(Error::usage(format!("--input {name}= has no value")));
             }
             // A second value would silently replace the first (or both be sent).
             if task.inputs().contains_key(name) {
-                return Err(config_error(format!("--input {name} is given more than once for {task}")));
+                return Err(Error::usage(format!("--input {name} is given more than once for {task}")));
             }
             task = task.with_input(name, value)?;
         }
@@ -395,8 +396,8 @@ impl ProviderArgs {
                 .provider
                 .as_deref()
                 .or(only)
-                .ok_or_else(|| config_error("--base-url, --api-key, --token, --basic and --var need --provider"))?;
-            let spec = known_provider(provider)?;
+                .ok_or_else(|| Error::usage("--base-url, --api-key, --token, --basic and --var need --provider"))?;
+            let spec = error::provider(provider)?;
             self.flag_overlay(spec, &mut overlay)?;
         }
         let lookup = |name: &str| overlay.get(name).cloned().or_else(|| std::env::var(name).ok());
@@ -417,20 +418,20 @@ impl ProviderArgs {
             builder = builder.request_timeout(timeout);
         }
         let not_configured = |provider: &str| {
-            config_error(format!(
+            Error::usage(format!(
                 "{provider} is not configured: set {} in the environment, or pass --provider {provider} with credentials",
                 env_hint(provider)
             ))
         };
         let client = match tune(builder).build() {
             Ok(client) => client,
-            Err(Error::Config(e)) if e.message().starts_with("no provider configured") => {
+            Err(taskpoll::Error::Config(e)) if e.message().starts_with("no provider configured") => {
                 return Err(match refs.first() {
                     Some(task) => not_configured(task.provider()),
-                    None => Error::Config(e),
+                    None => taskpoll::Error::Config(e).into(),
                 });
             }
-            Err(other) => return Err(other),
+            Err(other) => return Err(other.into()),
         };
         // Say which variables are missing before any request, rather than failing per task.
         if let Some(task) = refs.iter().find(|t| !client.providers().any(|p| p.name() == t.provider())) {
@@ -441,7 +442,7 @@ impl ProviderArgs {
 
     /// Translates flags into the environment variables the spec names.
     fn flag_overlay(&self, spec: &ProviderSpec, overlay: &mut HashMap<String, String>) -> Result<(), Error> {
-        let missing = |what: &str| config_error(format!("{} has no {what} scheme", spec.name()));
+        let missing = |what: &str| Error::usage(format!("{} has no {what} scheme", spec.name()));
         let scheme_env =
             |kind: &dyn Fn(SchemeKind) -> bool| spec.schemes().iter().find(|s| kind(s.kind())).map(|s| s.env());
         if let Some(key) = &self.api_key {
@@ -455,7 +456,7 @@ impl ProviderArgs {
             overlay.insert((*var).to_string(), token.clone());
         }
         if let Some(basic) = &self.basic {
-            let (user, secret) = basic.split_once(':').ok_or_else(|| config_error("--basic must be USER:SECRET"))?;
+            let (user, secret) = basic.split_once(':').ok_or_else(|| Error::usage("--basic must be USER:SECRET"))?;
             let env = scheme_env(&|k| k == SchemeKind::Basic).ok_or_else(|| missing("basic"))?;
             let [user_var, secret_var] = env else { return Err(missing("basic (with environment variables)")) };
             overlay.insert((*user_var).to_string(), user.to_string());
@@ -467,16 +468,16 @@ impl ProviderArgs {
                 .server_variables()
                 .iter()
                 .find(|v| v.name() == name)
-                .ok_or_else(|| config_error(format!("{} has no server variable `{name}`", spec.name())))?;
+                .ok_or_else(|| Error::usage(format!("{} has no server variable `{name}`", spec.name())))?;
             let env = var.env().ok_or_else(|| {
-                config_error(format!("{}: server variable `{name}` has no environment variable", spec.name()))
+                Error::usage(format!("{}: server variable `{name}` has no environment variable", spec.name()))
             })?;
             overlay.insert(env.to_string(), value.to_string());
         }
         if let Some(url) = &self.base_url {
             // An empty value would read as unset: production, over DEEPOMATIC_API_URL and the like.
             if url.trim().is_empty() {
-                return Err(config_error("--base-url is empty (leave it out to use the default)"));
+                return Err(Error::usage("--base-url is empty (leave it out to use the default)"));
             }
             let var = spec.base_url_env().map(str::to_string).unwrap_or_else(|| spec.generic_base_url_env());
             overlay.insert(var, url.clone());
@@ -498,7 +499,7 @@ impl OptionArgs {
     }
 
     fn options_with(&self, task: &TaskRef, saved_policy: Option<&str>) -> Result<WaitOptions, Error> {
-        let spec = known_provider(task.provider())?;
+        let spec = error::provider(task.provider())?;
         let deadline = self.timeout.unwrap_or(Duration::from_millis(spec.polite().deadline_ms()));
         let policy = match (self.policy.as_deref(), saved_policy) {
             (None | Some("polite"), None) => Policy::polite(spec.name())?,
@@ -553,7 +554,7 @@ fn check_credentials(
         }
         for var in scheme.env() {
             if value(var).is_some_and(|v| http::HeaderValue::from_str(&v).is_err()) {
-                return Err(config_error(format!(
+                return Err(Error::usage(format!(
                     "{}: {} contains characters not allowed in an HTTP header (a newline or control character?)",
                     spec.name(),
                     source(var)
@@ -574,7 +575,7 @@ fn check_credentials(
     }
     present.sort_unstable();
     present.dedup();
-    Err(config_error(format!(
+    Err(Error::usage(format!(
         "{}: {} {} not enough: set {}",
         spec.name(),
         present.join(" and "),

@@ -4,15 +4,15 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use taskpoll::__private::config_error;
 use taskpoll::simulator::{Fault, Lifecycle, Simulator};
-use taskpoll::{Error, Phase, Policy, TaskRef, WaitOptions};
+use taskpoll::{Phase, Policy, TaskRef, WaitOptions};
 
+use super::error::Error;
 use super::output::{Exit, err_line, out_line};
 use super::waiting::{Outcome, Progress, wait_all};
 
-fn sim_error(e: Error) -> Error {
-    config_error(format!("cannot start the simulator: {e}"))
+fn sim_error(e: taskpoll::Error) -> Error {
+    Error::usage(format!("cannot start the simulator: {e}"))
 }
 
 pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {
@@ -26,7 +26,7 @@ pub(crate) async fn simulate(port: u16) -> Result<Exit, Error> {
     out_line("");
     out_line("# Sample tasks (each read advances its script):");
     let mut samples = Vec::new();
-    for spec in taskpoll::spec::providers() {
+    for spec in shown_providers() {
         let scripts = [
             (
                 "queued 2 polls, running 2 polls, then succeeds",
@@ -65,7 +65,7 @@ struct Scene {
 /// with a plain succeed script.
 fn scenes(sim: &Simulator) -> Result<Vec<Scene>, Error> {
     let mut scenes = Vec::new();
-    for spec in taskpoll::spec::providers() {
+    for spec in shown_providers() {
         let quick = || Lifecycle::new().queued_for_polls(2).running_for_polls(1).then_succeed();
         let mut add = |what: &'static str, lifecycle: Lifecycle, expect: Phase| -> Result<TaskRef, Error> {
             let task = sim.add_task(spec.name(), lifecycle)?;
@@ -112,7 +112,7 @@ pub(crate) async fn demo() -> Result<Exit, Error> {
     out_line(&format!(
         "Waiting on {} tasks at {} providers (deadline 30 s each)...",
         scenes.len(),
-        taskpoll::spec::providers().len()
+        shown_providers().count()
     ));
     out_line("");
     // A brisk policy so the tour takes seconds; real waits use each provider's polite policy.
@@ -126,7 +126,7 @@ pub(crate) async fn demo() -> Result<Exit, Error> {
         .iter()
         .map(|s| (s.task.clone(), WaitOptions::new(Duration::from_secs(30)).policy(policy.clone())))
         .collect();
-    let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await;
+    let outcomes = wait_all(&client, tasks, &Progress::for_stderr(), &|_, _| {}).await?;
 
     out_line("");
     out_line(&format!("{:<52} {:<10} {:>5} {:>7}  what happened", "task", "outcome", "polls", "time"));
@@ -191,4 +191,20 @@ fn shorten(text: &str, width: usize) -> String {
     let mut out: String = text.chars().take(width - 1).collect();
     out.push('…');
     out
+}
+
+/// The providers a user can meet: the made-up one of taskpoll's own tests
+/// (feature `fixture-provider`, on with `--all-features`) stays out of the demo.
+fn shown_providers() -> impl Iterator<Item = &'static taskpoll::spec::ProviderSpec> {
+    taskpoll::spec::providers().iter().copied().filter(|spec| !is_test_fixture(spec))
+}
+
+#[cfg(feature = "fixture-provider")]
+fn is_test_fixture(spec: &taskpoll::spec::ProviderSpec) -> bool {
+    std::ptr::eq(spec, &taskpoll::generated::acme::PROVIDER)
+}
+
+#[cfg(not(feature = "fixture-provider"))]
+fn is_test_fixture(_: &taskpoll::spec::ProviderSpec) -> bool {
+    false
 }

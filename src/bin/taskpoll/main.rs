@@ -9,6 +9,8 @@
 
 mod args;
 mod demo;
+mod error;
+mod interrupts;
 mod output;
 mod state_file;
 mod stored;
@@ -68,7 +70,7 @@ async fn run(cli: Cli) -> Exit {
         Ok(exit) => exit,
         Err(e) => {
             output::err_line(&format!("taskpoll: {e}"));
-            Exit::for_error(&e)
+            e.exit()
         }
     }
 }

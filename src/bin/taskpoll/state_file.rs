@@ -5,18 +5,19 @@
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::Path;
 
-use taskpoll::__private::config_error;
-use taskpoll::{Error, TaskRef, WaitState};
+use taskpoll::{TaskRef, WaitState};
+
+use super::error::Error;
 
 /// Writes the states, replacing the file as a whole: they go to a temporary
 /// file next to it, which is then renamed, so an interrupted write never
 /// leaves half a file where a previous one was.
 pub(crate) fn save(path: &Path, states: &[WaitState]) -> Result<(), Error> {
-    let failed = |e: std::io::Error| config_error(format!("--save-state {}: {e}", path.display()));
+    let failed = |e: std::io::Error| Error::usage(format!("--save-state {}: {e}", path.display()));
     let mut text = String::new();
     for state in states {
         let line = serde_json::to_string(state)
-            .map_err(|e| config_error(format!("--save-state: cannot encode a wait state: {e}")))?;
+            .map_err(|e| Error::usage(format!("--save-state: cannot encode a wait state: {e}")))?;
         text.push_str(&line);
         text.push('\n');
     }
@@ -37,7 +38,7 @@ pub(crate) fn load(path: &Path) -> Result<Vec<WaitState>, Error> {
     if path.as_os_str() == "-" {
         return read(std::io::stdin().lock(), "standard input");
     }
-    let file = std::fs::File::open(path).map_err(|e| config_error(format!("{source}: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::usage(format!("{source}: {e}")))?;
     read(BufReader::new(file), &source)
 }
 
@@ -46,7 +47,7 @@ fn read(mut input: impl BufRead, source: &str) -> Result<Vec<WaitState>, Error> 
     let mut line = Vec::new();
     for number in 1_u64.. {
         line.clear();
-        let bad = |reason: String| config_error(format!("{source}, line {number}: {reason}"));
+        let bad = |reason: String| Error::usage(format!("{source}, line {number}: {reason}"));
         if input.read_until(b'\n', &mut line).map_err(|e| bad(format!("cannot read: {e}")))? == 0 {
             break;
         }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use taskpoll::__private::config_error;
 use taskpoll::store::{OutcomeKind, PostgresStore, SqliteStore, StoredOutcome, StoredWaiter, WaitId, WaitStore};
-use taskpoll::{Error, TaskRef, WaitOptions};
+use taskpoll::{TaskRef, WaitOptions};
 
 use super::args::{OutcomesArgs, WaitManyArgs};
+use super::error::Error;
+use super::interrupts::Interrupts;
 use super::output::{Exit, err_line, print_line, task_json};
-use super::waiting::Interrupts;
 
 /// Opens the store a `--store` URL names.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
@@ -21,7 +21,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn WaitStore>, Error> {
         Ok(Arc::new(PostgresStore::connect(url).await?))
     } else {
         // The value is not echoed: a URL may hold a password.
-        Err(config_error("--store must be sqlite:PATH or postgres://USER@HOST/DB"))
+        Err(Error::usage("--store must be sqlite:PATH or postgres://USER@HOST/DB"))
     }
 }
 
@@ -80,7 +80,7 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
                     err_line(&format!("taskpoll: {error}"));
                     consume(store.as_ref(), &mut printed).await;
                     waiter.stop().await;
-                    return Err(error);
+                    return Err(error.into());
                 }
             },
             () = interrupts.next() => {

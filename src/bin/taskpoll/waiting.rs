@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use taskpoll::__private::config_error;
 use taskpoll::wait::WaitOutcome;
-use taskpoll::{Client, Error, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitState};
+use taskpoll::{Client, Phase, PollEvent, Task, TaskRef, WaitOptions, WaitState};
 
 use super::args::{ManyArgs, OptionArgs, ProviderArgs, ResumeArgs, TaskArgs, WaitArgs, WaitManyArgs};
+use super::error::Error;
+use super::interrupts::Interrupts;
 use super::output::{Exit, err_line, error_text, escape_controls, outcome_json, print_line};
 use super::state_file;
 
@@ -24,9 +25,9 @@ use super::state_file;
 pub(crate) async fn get(args: TaskArgs) -> Result<Exit, Error> {
     let refs = args.task_refs()?;
     let client = args.settings.client(&refs)?;
-    let reads = read_all(&client, &refs).await;
+    let reads = read_all(&client, &refs).await?;
     let mut exit = Exit::Ok;
-    let mut reported: Vec<*const Error> = Vec::new();
+    let mut reported: Vec<*const taskpoll::Error> = Vec::new();
     for (task_ref, read) in refs.iter().zip(&reads) {
         let result = read.as_result();
         if let Err(e) = result {
@@ -49,12 +50,12 @@ pub(crate) async fn get(args: TaskArgs) -> Result<Exit, Error> {
 
 /// One task's read: its own, or the error of the batch read it was part of.
 enum Read {
-    Own(Result<Task, Error>),
-    Shared(Arc<Error>),
+    Own(Result<Task, taskpoll::Error>),
+    Shared(Arc<taskpoll::Error>),
 }
 
 impl Read {
-    fn as_result(&self) -> Result<&Task, &Error> {
+    fn as_result(&self) -> Result<&Task, &taskpoll::Error> {
         match self {
             Read::Own(result) => result.as_ref(),
             Read::Shared(error) => Err(error),
@@ -66,7 +67,7 @@ impl Read {
 const SINGLE_READS: usize = 8;
 
 /// Reads every task; the reads are in the order of `refs`.
-async fn read_all(client: &Client, refs: &[TaskRef]) -> Vec<Read> {
+async fn read_all(client: &Client, refs: &[TaskRef]) -> Result<Vec<Read>, Error> {
     let mut reads: Vec<Option<Read>> = std::iter::repeat_with(|| None).take(refs.len()).collect();
     // Inputs are not ids: such tasks cannot ride in a batch read.
     let (plain, with_inputs): (Vec<usize>, Vec<usize>) = (0..refs.len()).partition(|&i| refs[i].inputs().is_empty());
@@ -98,16 +99,13 @@ async fn read_all(client: &Client, refs: &[TaskRef]) -> Vec<Read> {
     for (i, result) in singles {
         reads[i] = Some(Read::Own(result));
     }
-    reads
-        .into_iter()
-        .map(|read| read.unwrap_or_else(|| Read::Own(Err(config_error("the read returned no answer")))))
-        .collect()
+    reads.into_iter().collect::<Option<Vec<Read>>>().ok_or_else(|| Error::usage("the read returned no answer"))
 }
 
 /// How one task's wait ended.
 pub(crate) struct Outcome {
     pub task_ref: TaskRef,
-    pub result: Result<Task, Error>,
+    pub result: Result<Task, taskpoll::Error>,
     pub polls: u32,
     /// From the start of the wait to its end (not to the end of the last poll).
     pub elapsed: Duration,
@@ -136,26 +134,21 @@ pub(crate) async fn wait_all(
     tasks: Vec<(TaskRef, WaitOptions)>,
     progress: &Progress,
     on_event: &(dyn Fn(&TaskRef, &PollEvent) + Sync),
-) -> Vec<Outcome> {
+) -> Result<Vec<Outcome>, Error> {
     let waits = tasks.into_iter().map(|(task_ref, options)| {
         let bar = spinner(progress, &task_ref);
         async move {
             let started = Instant::now();
             let mut watch = client.wait(&task_ref, options);
-            let mut outcome = Outcome {
-                task_ref: task_ref.clone(),
-                result: Err(config_error("the wait ended without an answer")),
-                polls: 0,
-                elapsed: Duration::ZERO,
-                retried: 0,
-            };
+            let (mut polls, mut retried) = (0, 0);
             let mut last_task = None;
+            let mut failed = None;
             while let Some(item) = watch.next().await {
                 match item {
                     Ok(event) => {
-                        outcome.polls = event.attempt;
+                        polls = event.attempt;
                         if event.error.is_some() {
-                            outcome.retried += 1;
+                            retried += 1;
                         }
                         report(&bar, &task_ref, &event);
                         on_event(&task_ref, &event);
@@ -165,26 +158,27 @@ pub(crate) async fn wait_all(
                     }
                     Err(error) => {
                         if let Some(state) = error.wait_state() {
-                            outcome.polls = state.attempts;
+                            polls = state.attempts;
                         }
-                        outcome.result = Err(error);
-                        last_task = None;
+                        failed = Some(error);
                         break;
                     }
                 }
             }
-            if let Some(task) = last_task {
-                outcome.result = Ok(task);
-            }
-            outcome.elapsed = started.elapsed();
+            let result = match (failed, last_task) {
+                (Some(error), _) => Err(error),
+                (None, Some(task)) => Ok(task),
+                (None, None) => return Err(Error::usage(format!("{task_ref}: the wait ended without an answer"))),
+            };
+            let elapsed = started.elapsed();
             if let Some(bar) = bar {
-                let text = final_message(outcome.result.as_ref(), Some(outcome.polls), outcome.elapsed);
+                let text = final_message(result.as_ref(), Some(polls), elapsed);
                 bar.finish_with_message(escape_controls(&text).into_owned());
             }
-            outcome
+            Ok(Outcome { task_ref, result, polls, elapsed, retried })
         }
     });
-    futures_util::future::join_all(waits).await
+    futures_util::future::join_all(waits).await.into_iter().collect()
 }
 
 /// A task's spinner, when stderr is a terminal.
@@ -201,7 +195,7 @@ fn spinner(progress: &Progress, task_ref: &TaskRef) -> Option<ProgressBar> {
 }
 
 /// What a task's spinner ends with.
-fn final_message(result: Result<&Task, &Error>, polls: Option<u32>, elapsed: Duration) -> String {
+fn final_message(result: Result<&Task, &taskpoll::Error>, polls: Option<u32>, elapsed: Duration) -> String {
     let after = polls.map(|n| format!(" after {n} polls")).unwrap_or_default();
     match result {
         Ok(task) => format!("{}{after}", task.phase()),
@@ -242,7 +236,7 @@ fn exit_for(outcome: &Outcome) -> Exit {
     exit_for_result(&outcome.result)
 }
 
-fn exit_for_result(result: &Result<Task, Error>) -> Exit {
+fn exit_for_result(result: &Result<Task, taskpoll::Error>) -> Exit {
     match result {
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_error(e),
@@ -336,7 +330,7 @@ impl<'a> SavedStates<'a> {
     }
 
     /// Keeps the state of a wait that ended unfinished (its deadline, or Ctrl-C).
-    fn note(&mut self, result: Result<&Task, &Error>) {
+    fn note(&mut self, result: Result<&Task, &taskpoll::Error>) {
         if self.path.is_none() {
             return;
         }
@@ -377,7 +371,7 @@ async fn wait_one(
     let bar = spinner(&progress, &task_ref);
     // A waiter of one: Ctrl-C cancels it, and the wait ends with its state.
     let mut waiter = client.waiter();
-    let mut events = waiter.events().ok_or_else(|| config_error("the waiter's events are already watched"))?;
+    let mut events = waiter.events().ok_or_else(|| Error::usage("the waiter's events are already watched"))?;
     waiter.add(task_ref.clone(), &options)?;
     let mut interrupted = false;
     let outcome = loop {
@@ -394,7 +388,7 @@ async fn wait_one(
     };
     let elapsed = started.elapsed();
     let Some(WaitOutcome { result, polls, .. }) = outcome else {
-        return Err(config_error("the wait ended without an outcome"));
+        return Err(Error::usage("the wait ended without an outcome"));
     };
     if let Some(bar) = bar {
         let text = final_message(result.as_ref(), Some(polls), elapsed);
@@ -427,7 +421,7 @@ async fn wait_many(
 ) -> Result<Exit, Error> {
     let mut waiter = client.waiter();
     // Before the first add, so no poll goes unseen.
-    let mut events = waiter.events().ok_or_else(|| config_error("the waiter's events are already watched"))?;
+    let mut events = waiter.events().ok_or_else(|| Error::usage("the waiter's events are already watched"))?;
     let mut options: HashMap<String, WaitOptions> = HashMap::new();
     let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(starts.len());
     for start in starts {
@@ -507,41 +501,10 @@ async fn wait_many(
     Ok(exit)
 }
 
-/// Ctrl-C (SIGINT), listened for from creation on, so one that comes while
-/// tasks are being added is not lost, nor kills the process without its lines.
-pub(crate) struct Interrupts {
-    #[cfg(unix)]
-    sigint: tokio::signal::unix::Signal,
-}
-
-impl Interrupts {
-    pub(crate) fn listen() -> Result<Self, Error> {
-        #[cfg(unix)]
-        {
-            let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .map_err(|e| config_error(format!("cannot listen for Ctrl-C: {e}")))?;
-            Ok(Self { sigint })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// The next Ctrl-C.
-    pub(crate) async fn next(&mut self) {
-        #[cfg(unix)]
-        let listening = self.sigint.recv().await.is_some();
-        #[cfg(not(unix))]
-        let listening = tokio::signal::ctrl_c().await.is_ok();
-        if !listening {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
 /// A task that finished, for the progress board.
 struct Done<'a> {
     task_ref: &'a TaskRef,
-    result: Result<&'a Task, &'a Error>,
+    result: Result<&'a Task, &'a taskpoll::Error>,
     polls: Option<u32>,
     elapsed: Duration,
 }
@@ -665,7 +628,7 @@ pub(crate) async fn watch(args: WaitArgs) -> Result<Exit, Error> {
             "next_delay_ms": event.next_delay.map(|d| d.as_millis() as u64),
         }));
     };
-    let outcomes = wait_all(&client, tasks, &Progress::Lines, &print_change).await;
+    let outcomes = wait_all(&client, tasks, &Progress::Lines, &print_change).await?;
     for outcome in &outcomes {
         if let Err(e) = &outcome.result {
             report_error(&outcome.task_ref, e, Some(outcome.elapsed));
@@ -675,7 +638,7 @@ pub(crate) async fn watch(args: WaitArgs) -> Result<Exit, Error> {
 }
 
 /// One line on stderr; the task is named once.
-fn report_error(task_ref: &TaskRef, error: &Error, elapsed: Option<Duration>) {
+fn report_error(task_ref: &TaskRef, error: &taskpoll::Error, elapsed: Option<Duration>) {
     let text = error_text(error, elapsed);
     if error.task_ref().is_some() {
         err_line(&format!("taskpoll: {text}"));
