@@ -7,9 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use serde_json::Value;
 
-use crate::config::ClientBuilder;
+use crate::config::{ClientBuilder, ClientInner, Configured};
 use crate::spec::ProviderSpec;
-use crate::transport::ProviderOps;
 use crate::{Error, Result, Task, TaskRef, observe, transport};
 
 /// Reads tasks at every configured provider. Cheap to clone.
@@ -27,32 +26,11 @@ pub struct Client {
     inner: Arc<ClientInner>,
 }
 
-pub(crate) struct ClientInner {
-    pub(crate) providers: Vec<Configured>,
-    pub(crate) concurrency: usize,
-    /// Verified webhook deliveries, handed to the waits (see `webhook.rs`).
-    pub(crate) webhooks: crate::webhook::WebhookHub,
-    /// The schedulers every wait of this client runs on, made on the first
-    /// wait. Typed `Any` because the engine sits above the client (it reads
-    /// through it): the wait layer stores its `Engine` here and downcasts it.
-    pub(crate) engine: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
-}
-
-pub(crate) struct Configured {
-    pub(crate) spec: &'static ProviderSpec,
-    pub(crate) ops: Box<dyn ProviderOps>,
-    pub(crate) http: reqwest::Client,
-    pub(crate) ctx: transport::Ctx,
-    /// The scheme to re-authenticate after a 401, and how.
-    pub(crate) refresh: Option<(&'static str, transport::Refresher)>,
-    pub(crate) base_url: String,
-    pub(crate) request_timeout: Duration,
-    /// The request budget a waiter holds the provider to.
-    pub(crate) rate: crate::spec::RateSpec,
-    /// Status requests a waiter keeps in flight at once.
-    pub(crate) max_in_flight: usize,
-    /// A separate webhook secret (`ProviderConfig::webhook_secret`).
-    pub(crate) webhook_secret: Option<secrecy::SecretString>,
+impl ClientBuilder {
+    /// Checks everything and builds the client.
+    pub fn build(self) -> Result<Client> {
+        Ok(Client::from_inner(self.resolve()?))
+    }
 }
 
 impl std::fmt::Debug for Client {

@@ -1,4 +1,4 @@
-//! Building a [`Client`]: per-provider credentials, base URLs and timeouts,
+//! Building a [`Client`](crate::Client): per-provider credentials, base URLs and timeouts,
 //! from code or from the environment variables each spec names.
 
 use std::collections::BTreeMap;
@@ -10,8 +10,8 @@ use percent_encoding::percent_decode_str;
 use reqwest::header::HeaderValue;
 use secrecy::SecretString;
 
-use crate::client::{Client, ClientInner, Configured};
 use crate::spec::{ProviderSpec, RateSpec, SchemeKind};
+use crate::transport::ProviderOps;
 use crate::transport::{Credential, Ctx, Refresher};
 use crate::{Error, Result};
 
@@ -196,7 +196,7 @@ impl ProviderConfig {
     }
 }
 
-/// Builds a [`Client`]. Errors are reported by [`ClientBuilder::build`].
+/// Builds a [`Client`](crate::Client). Errors are reported by [`ClientBuilder::build`].
 #[derive(Debug)]
 pub struct ClientBuilder {
     providers: Vec<ProviderConfig>,
@@ -344,7 +344,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds every provider configured in the environment (see [`Client::from_env`]).
+    /// Adds every provider configured in the environment (see [`Client::from_env`](crate::Client::from_env)).
     pub fn providers_from_env(self) -> Result<Self> {
         self.providers_from_env_with(|name| std::env::var(name).ok())
     }
@@ -359,8 +359,8 @@ impl ClientBuilder {
         Ok(self)
     }
 
-    /// Checks everything and builds the client.
-    pub fn build(self) -> Result<Client> {
+    /// The resolved configuration of [`ClientBuilder::build`].
+    pub(crate) fn resolve(self) -> Result<ClientInner> {
         if let Some(message) = self.register_error {
             return Err(Error::Config(crate::error::ConfigError { message }));
         }
@@ -439,12 +439,7 @@ impl ClientBuilder {
             });
         }
         let webhooks = crate::webhook::hub::WebhookHub::new(self.webhook_capacity, clock);
-        Ok(Client::from_inner(ClientInner {
-            providers,
-            concurrency: self.concurrency,
-            webhooks,
-            engine: std::sync::OnceLock::new(),
-        }))
+        Ok(ClientInner { providers, concurrency: self.concurrency, webhooks, engine: std::sync::OnceLock::new() })
     }
 }
 
@@ -656,4 +651,34 @@ fn with_server_path(spec: &ProviderSpec, url: &str) -> String {
         Some(path) if host_only => format!("{}{path}", url.trim_end_matches('/')),
         _ => url.to_string(),
     }
+}
+
+/// A client's resolved configuration and shared state (what a `Client` holds).
+pub(crate) struct ClientInner {
+    pub(crate) providers: Vec<Configured>,
+    pub(crate) concurrency: usize,
+    /// Verified webhook deliveries, handed to the waits (see `webhook.rs`).
+    pub(crate) webhooks: crate::webhook::WebhookHub,
+    /// The schedulers every wait of this client runs on, made on the first
+    /// wait. Typed `Any` because the engine sits above the client (it reads
+    /// through it): the wait layer stores its `Engine` here and downcasts it.
+    pub(crate) engine: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// One configured provider, resolved once.
+pub(crate) struct Configured {
+    pub(crate) spec: &'static ProviderSpec,
+    pub(crate) ops: Box<dyn ProviderOps>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) ctx: crate::transport::Ctx,
+    /// The scheme to re-authenticate after a 401, and how.
+    pub(crate) refresh: Option<(&'static str, crate::transport::Refresher)>,
+    pub(crate) base_url: String,
+    pub(crate) request_timeout: Duration,
+    /// The request budget a waiter holds the provider to.
+    pub(crate) rate: crate::spec::RateSpec,
+    /// Status requests a waiter keeps in flight at once.
+    pub(crate) max_in_flight: usize,
+    /// A separate webhook secret (`ProviderConfig::webhook_secret`).
+    pub(crate) webhook_secret: Option<secrecy::SecretString>,
 }

@@ -113,7 +113,7 @@ impl crate::Client {
 /// The secret for a provider's webhooks: the configured one, else the
 /// credential of the scheme the spec names (a basic scheme's password).
 fn webhook_secret(
-    configured: &crate::client::Configured,
+    configured: &crate::config::Configured,
     hook: &crate::spec::WebhookSpec,
 ) -> Option<secrecy::SecretString> {
     if let Some(secret) = &configured.webhook_secret {

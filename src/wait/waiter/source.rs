@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::client::{BatchItem, ClientInner};
+use crate::client::BatchItem;
+use crate::config::ClientInner;
 use crate::observe::{self, Seen};
 use crate::spec::BoxFuture;
 use crate::{Client, Error, Result, Task, TaskRef};
