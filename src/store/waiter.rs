@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
 use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
-use crate::{Client, Clock, Error, Policy, Result, TaskRef, TokioClock, WaitOptions, WaitOutcome, WaitState, Waiter};
+use crate::{Client, Clock, Error, Policy, Result, TaskRef, WaitOptions, WaitOutcome, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
@@ -102,7 +102,8 @@ impl StoredWaiter {
     pub fn new(client: &Client, store: Arc<dyn WaitStore>) -> Self {
         let config = Config {
             client: client.clone(),
-            clock: Arc::new(TokioClock),
+            // The client's clock: the same scheduler as the client's other waits.
+            clock: client.webhooks().clock().clone(),
             worker: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             lease: Duration::from_secs(30),
             claim_batch: 500,
@@ -164,7 +165,8 @@ impl StoredWaiter {
         self
     }
 
-    /// The clock for every wait, lease and due time (default: tokio's).
+    /// The clock for every wait, lease and due time (default: the client's,
+    /// [`ClientBuilder::clock`](crate::ClientBuilder::clock)).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.config.clock = clock;
         self
