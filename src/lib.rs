@@ -49,8 +49,6 @@ pub use wait::{PollEvent, Wait, WaitOptions, WaitState, Waiter};
 pub(crate) use clock::ManualClock;
 pub(crate) use clock::{Clock, TokioClock};
 pub(crate) use spec::ProviderSpec;
-pub(crate) use wait::UnknownStatusPolicy;
-pub(crate) use wait::waiter::WaitOutcome;
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to
 /// [`ClientBuilder::http_client`] must come from this same version; use this

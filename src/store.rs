@@ -58,7 +58,8 @@ use futures_util::future::BoxFuture;
 
 use crate::spec::RateSpec;
 use crate::wait::Poller;
-use crate::{Clock, Error, Phase, Policy, Result, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
+use crate::wait::UnknownStatusPolicy;
+use crate::{Clock, Error, Phase, Policy, Result, Task, TaskRef, WaitOptions, WaitState};
 
 #[cfg(feature = "store-postgres")]
 pub use postgres::PostgresStore;

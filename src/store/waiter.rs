@@ -17,8 +17,9 @@ use tokio::sync::mpsc;
 
 use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
+use crate::wait::WaitOutcome;
 use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
-use crate::{Client, Clock, Error, Policy, Result, TaskRef, WaitOptions, WaitOutcome, WaitState, Waiter};
+use crate::{Client, Clock, Error, Policy, Result, TaskRef, WaitOptions, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
