@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::spec::BoxFuture;
 use crate::spec::Jitter;
-use crate::wait::{Poller, Wait};
-use crate::{Error, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, UnknownStatusPolicy, WaitOptions, WaitState};
+use crate::wait::{Poller, UnknownStatusPolicy, Wait};
+use crate::{Error, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, WaitOptions, WaitState};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
