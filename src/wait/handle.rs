@@ -11,8 +11,10 @@ use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::{Poller, WaitOptions};
-use crate::wait::waiter::{Engine, Finished, Group, Key, Lane};
+#[cfg(test)]
+use super::Poller;
+use super::WaitOptions;
+use crate::wait::waiter::{Engine, Finished, Group, Key, Lane, next_id};
 use crate::webhook::Registration;
 use crate::{Client, Error, PollEvent, Result, Task, TaskRef, WaitState};
 
@@ -116,25 +118,16 @@ impl Wait {
     }
 
     /// A wait already on `lane` (the engine's tests drive a scripted source this way).
+    /// Events are built once it is streamed (tests run on one thread: no poll goes unseen).
     #[cfg(test)]
     pub(crate) fn on_lane(lane: Lane, poller: Poller) -> Result<Self> {
-        let (group, finished) = Group::stepped(u64::MAX);
+        let group = Group::stepped(u64::MAX);
         let key = 0;
-        if !lane.send(crate::wait::waiter::Command::Add(crate::wait::waiter::Entry::new(key, poller, group.clone()))) {
+        if !lane.send(crate::wait::waiter::Command::Add(crate::wait::waiter::Entry::new(key, poller, group.0.clone())))
+        {
             return Err(Error::config("the scheduler has stopped"));
         }
-        let running = Running {
-            lane,
-            key,
-            finished,
-            events: None,
-            outcome: None,
-            ended: false,
-            asked: true,
-            group,
-            _registration: None,
-            _client: None,
-        };
+        let running = Running::new(lane, key, group, false, None, None);
         Ok(Self { stage: Stage::Running(running), only_changes: false })
     }
 
@@ -178,8 +171,9 @@ impl Wait {
         let running = self.start(false)?;
         // Nobody reads the events any more: the scheduler stops building them,
         // and polls on without being asked.
-        running.events = None;
-        running.lane.send(crate::wait::waiter::Command::Step(running.key));
+        if running.events.take().is_some() {
+            running.lane.send(crate::wait::waiter::Command::Step(running.key));
+        }
         if let Some(outcome) = running.outcome.take() {
             return outcome;
         }
@@ -199,19 +193,28 @@ impl Start {
         let provider = client.configured_for(task)?.spec.name;
         let engine = Engine::of(&client)?;
         let lane = engine.lane(&client, provider, options.clock.as_ref(), None)?;
-        let options = engine.options(provider, &options, &lane)?;
         let poller = match origin {
-            Origin::New(task) => Poller::new(task, &options)?,
-            Origin::Saved(state) => Poller::resume(*state, &options)?,
+            Origin::New(task) => engine.start(task, &options, &lane)?,
+            Origin::Saved(state) => engine.resume(*state, &options, &lane)?,
         };
-        let (group, finished) = if watched {
-            Group::stepped(crate::wait::waiter::next_id())
-        } else {
-            Group::new(crate::wait::waiter::next_id(), None)
-        };
+        let group = if watched { Group::stepped(next_id()) } else { Group::new(next_id(), None) };
+        let (key, registration) = engine.add(&client, &lane, &group.0, poller)?;
+        Ok(Running::new(lane, key, group, watched, registration, Some(client)))
+    }
+}
+
+impl Running {
+    /// A wait just added to `lane`; `watched`: its events are built from the first poll on.
+    fn new(
+        lane: Lane,
+        key: Key,
+        (group, finished): (Arc<Group>, mpsc::UnboundedReceiver<Vec<Finished>>),
+        watched: bool,
+        registration: Option<Registration>,
+        client: Option<Client>,
+    ) -> Self {
         let events = if watched { group.watch() } else { None };
-        let (key, registration) = engine.add(&client, &lane, &group, poller)?;
-        Ok(Running {
+        Running {
             lane,
             key,
             finished,
@@ -221,12 +224,10 @@ impl Start {
             asked: true,
             group,
             _registration: registration,
-            _client: Some(client),
-        })
+            _client: client,
+        }
     }
-}
 
-impl Running {
     /// The wait's outcome from what its scheduler reported.
     fn end(&mut self, turn: Option<Vec<Finished>>) -> Result<Task> {
         self.ended = true;

@@ -674,6 +674,24 @@ fn resuming_keeps_the_saved_preset_by_name() {
     assert_eq!(resumed.policy().initial_delay(), helper.initial_delay());
 }
 
+/// The engine resumes (a `Waiter`'s and `Client::resume`'s waits alike) the
+/// same way: it puts the provider's polite policy only into new waits.
+#[tokio::test]
+async fn the_engine_keeps_a_resumed_waits_saved_preset() {
+    let client = crate::Client::builder()
+        .provider(crate::ProviderConfig::new("factpulse").bearer("token"))
+        .build()
+        .expect("client");
+    let engine = crate::wait::waiter::Engine::of(&client).expect("engine");
+    let lane = engine.lane(&client, "factpulse", None, None).expect("lane");
+    let options = WaitOptions::new(secs(60.0));
+    let fresh = engine.start(task_ref("factpulse"), &options, &lane).expect("started");
+    assert_eq!(fresh.policy().name(), Policy::polite("factpulse").expect("polite").name());
+    let saved = Poller::new(task_ref("factpulse"), &opts(60.0)).expect("poller").state().clone();
+    let resumed = engine.resume(saved, &options, &lane).expect("resumed");
+    assert_eq!(resumed.policy().name(), "factpulse_helper");
+}
+
 // ---------------------------------------------------------------- the driver
 
 /// A scripted read function as a scheduler's source: single reads only (the

@@ -248,7 +248,7 @@ impl Shared {
     fn add(&self, task: TaskRef, options: &WaitOptions) -> Result<()> {
         let provider = self.client.configured_for(&task)?.spec.name;
         let lane = self.lane(provider)?;
-        let poller = Poller::new(task.clone(), &Engine::of(&self.client)?.options(provider, options, &lane)?)?;
+        let poller = Engine::of(&self.client)?.start(task.clone(), options, &lane)?;
         self.enqueue(provider, lane, task, poller)
     }
 
@@ -256,7 +256,7 @@ impl Shared {
         let task = state.task_ref.clone();
         let provider = self.client.configured_for(&task)?.spec.name;
         let lane = self.lane(provider)?;
-        let poller = Poller::resume(state, &options.clone().clock(lane.clock().clone()))?;
+        let poller = Engine::of(&self.client)?.resume(state, options, &lane)?;
         self.enqueue(provider, lane, task, poller)
     }
 

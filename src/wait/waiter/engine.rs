@@ -17,7 +17,7 @@ use super::source::{ClientSource, Source};
 use crate::spec::{RateSpec, WebhookSpec};
 use crate::wait::Poller;
 use crate::webhook::{Registration, WebhookHub};
-use crate::{Client, Clock, Error, Policy, Result, Task, WaitOptions};
+use crate::{Client, Clock, Error, Policy, Result, Task, TaskRef, WaitOptions, WaitState};
 
 /// The schedulers of one client.
 pub(crate) struct Engine {
@@ -84,11 +84,6 @@ impl Lane {
     pub(crate) fn send(&self, command: Command) -> bool {
         self.commands.send(command).is_ok()
     }
-
-    /// The clock every wait of this lane runs on.
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
 }
 
 impl Engine {
@@ -139,10 +134,20 @@ impl Engine {
         Ok(lane)
     }
 
-    /// The options on the lane's clock, with the provider's polite policy
-    /// (one, shared by every wait that sets none) when they set no policy.
-    pub(crate) fn options(&self, provider: &'static str, options: &WaitOptions, lane: &Lane) -> Result<WaitOptions> {
-        let options = options.clone().clock(lane.clock.clone());
+    /// A new wait's poller on the lane's clock, with the provider's polite
+    /// policy (one, shared by every wait that sets none) when the options set no policy.
+    pub(crate) fn start(&self, task: TaskRef, options: &WaitOptions, lane: &Lane) -> Result<Poller> {
+        let provider = task.spec().name;
+        Poller::new(task, &self.with_policy(provider, options.clone().clock(lane.clock.clone()))?)
+    }
+
+    /// A saved wait's poller on the lane's clock. Options without a policy
+    /// keep the saved one (see [`Poller::resume`]): no polite policy is put in.
+    pub(crate) fn resume(&self, state: WaitState, options: &WaitOptions, lane: &Lane) -> Result<Poller> {
+        Poller::resume(state, &options.clone().clock(lane.clock.clone()))
+    }
+
+    fn with_policy(&self, provider: &'static str, options: WaitOptions) -> Result<WaitOptions> {
         if options.has_policy() {
             return Ok(options);
         }
