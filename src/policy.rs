@@ -246,7 +246,7 @@ impl Policy {
         let mut n: u32 = 1;
         while out.len() < Policy::MAX_SCHEDULE_LEN {
             let wanted = self.delay(n, &mut rng);
-            let Some(next) = place(self, at, wanted, Duration::ZERO, deadline) else { break };
+            let Some(next) = place(self, at, at, wanted, Duration::ZERO, deadline) else { break };
             out.push(next - at);
             at = next;
             n = n.saturating_add(1);
@@ -434,18 +434,20 @@ pub(crate) fn first_poll_at(policy: &Policy, at: Duration, deadline: Duration) -
     Some(at.saturating_add(policy.first_poll).min(horizon))
 }
 
-/// When the next poll is due after an answer at `after`, given the policy's
-/// delay `wanted` and a server `floor` (both offsets from the wait's start);
-/// `None` when no poll fits before the deadline.
+/// When the next poll is due: `wanted` after `from` (when the last poll was
+/// due), at least `floor` (a server's hint) after the answer at `after`, and
+/// never before that answer (all offsets from the wait's start); `None` when
+/// no poll fits before the deadline.
 pub(crate) fn place(
     policy: &Policy,
+    from: Duration,
     after: Duration,
     wanted: Duration,
     floor: Duration,
     deadline: Duration,
 ) -> Option<Duration> {
     let horizon = deadline.saturating_sub(policy.reserve);
-    let planned = after.saturating_add(wanted.max(floor));
+    let planned = from.saturating_add(wanted).max(after.saturating_add(floor));
     let at = if planned <= horizon {
         planned
     } else if after < horizon {
@@ -526,16 +528,27 @@ mod tests {
     fn place_keeps_planned_polls_and_clips_the_last_one() {
         let p = reserve(250);
         // Planned well before the deadline: kept.
-        assert_eq!(place(&p, ms(1000), ms(1500), Duration::ZERO, ms(10_000)), Some(ms(2500)));
+        assert_eq!(place(&p, ms(1000), ms(1000), ms(1500), Duration::ZERO, ms(10_000)), Some(ms(2500)));
         // Planned past deadline − reserve: moved there.
-        assert_eq!(place(&p, ms(8000), ms(5000), Duration::ZERO, ms(10_000)), Some(ms(9750)));
+        assert_eq!(place(&p, ms(8000), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), Some(ms(9750)));
         // Already inside the reserve window: no poll left.
-        assert_eq!(place(&p, ms(9750), ms(1000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&p, ms(9750), ms(9750), ms(1000), Duration::ZERO, ms(10_000)), None);
         // A server floor is never clipped below.
-        assert_eq!(place(&p, ms(8000), ms(100), ms(1900), ms(10_000)), Some(ms(9900)));
+        assert_eq!(place(&p, ms(8000), ms(8000), ms(100), ms(1900), ms(10_000)), Some(ms(9900)));
         // Without a reserve nothing is sent on the deadline itself.
-        assert_eq!(place(&reserve(0), ms(8000), ms(2000), Duration::ZERO, ms(10_000)), None);
-        assert_eq!(place(&reserve(0), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&reserve(0), ms(8000), ms(8000), ms(2000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&reserve(0), ms(8000), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), None);
+    }
+
+    #[test]
+    fn the_next_poll_counts_from_when_the_last_was_due_not_from_its_answer() {
+        let p = reserve(250);
+        // Due at 2 s, answered at 2.3 s: the next, 1 s later, is due at 3 s.
+        assert_eq!(place(&p, ms(2000), ms(2300), ms(1000), Duration::ZERO, ms(10_000)), Some(ms(3000)));
+        // An answer slower than the interval: polled again at once, never before the answer.
+        assert_eq!(place(&p, ms(2000), ms(3400), ms(1000), Duration::ZERO, ms(10_000)), Some(ms(3400)));
+        // A server floor counts from the answer.
+        assert_eq!(place(&p, ms(2000), ms(2300), ms(1000), ms(1000), ms(10_000)), Some(ms(3300)));
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub(crate) struct Poller {
     deadline: Duration,
     /// When the first poll is due, as elapsed time.
     first: Option<Duration>,
+    /// When the poll now in flight (or next) was due, as elapsed time: the
+    /// next poll counts from it, so a round does not drift by its own length.
+    due: Option<Duration>,
+    /// When the last poll was sent, as elapsed time.
+    sent: Duration,
     queued_since: Option<Duration>,
     unknown_since: Option<Duration>,
     /// The last in-progress observation (`None` once forgotten, see [`Poller::forget_last_task`]).
@@ -171,6 +176,8 @@ impl Poller {
             base,
             deadline,
             first,
+            due: first,
+            sent: base,
             queued_since: None,
             unknown_since: None,
             last_task: None,
@@ -321,6 +328,7 @@ impl Poller {
         debug_assert!(matches!(phase, Phase::Queued | Phase::Running), "{phase:?}");
         let sent = self.elapsed(sent_at);
         let received = self.elapsed(received_at).max(sent);
+        self.sent = sent;
         self.state.attempts = self.state.attempts.saturating_add(1);
         self.state.last_poll_ms = Some(millis(sent));
         self.note_observation(phase, status, http_status, sent);
@@ -355,6 +363,7 @@ impl Poller {
     ) -> Decision {
         let sent = self.elapsed(sent_at);
         let received = self.elapsed(received_at).max(sent);
+        self.sent = sent;
         self.state.attempts = self.state.attempts.saturating_add(1);
         self.state.last_poll_ms = Some(millis(sent));
         let next = match Class::of(result) {
@@ -524,12 +533,24 @@ impl Poller {
         })
     }
 
+    /// Plans the next poll after an answer at `received` (elapsed), with an
+    /// optional server floor (counted from the answer).
+    ///
+    /// The policy's delay counts from when the poll was due, not from when
+    /// its answer came, so polls due together stay together and an interval
+    /// does not drift by the read's length; from when it was sent instead
+    /// when it went out early (riding along in a batch), and never less than
+    /// half the delay after it was sent (a poll the rate budget held back
+    /// does not make the next one follow at once).
     fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
         let mut wanted = self.policy.delay(self.state.attempts, &mut self.rng);
         if self.delay_factor > 1.0 {
             wanted = Duration::try_from_secs_f64(wanted.as_secs_f64() * self.delay_factor).unwrap_or(MAX_DEADLINE);
         }
-        let placed = policy::place(&self.policy, received, wanted, floor.unwrap_or_default(), self.deadline);
+        let due = self.due.map_or(self.sent, |due| due.min(self.sent));
+        let from = due.max(self.sent.saturating_sub(wanted / 2));
+        let placed = policy::place(&self.policy, from, received, wanted, floor.unwrap_or_default(), self.deadline);
+        self.due = placed;
         self.finish_plan(placed.map(|at| (at, at - received)));
         match placed {
             Some(at) => Decision::Poll { at: self.instant(at), delay: at - received },

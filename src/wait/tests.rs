@@ -306,14 +306,15 @@ async fn a_server_that_hangs_cannot_push_the_wait_past_its_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn delays_count_from_each_answer() {
+async fn delays_count_from_when_each_poll_was_due_not_from_its_answer() {
     let reader = Reader::new(vec![pending(), pending()]);
     let start = tokio::time::Instant::now();
     let poller = Poller::new(task_ref("factpulse"), &opts(60.0)).expect("poller");
     let result = poller.wait_with(reader.tokio(success, secs(0.25))).await;
     assert!(result.is_ok());
-    assert_eq!(reader.times(), [0.0, 1.25, 3.0]);
-    assert_eq!(start.elapsed(), secs(3.25));
+    // Delays of 1 s and 1.5 s from 0 and 1 s: the reads' 0.25 s does not add up.
+    assert_eq!(reader.times(), [0.0, 1.0, 2.5]);
+    assert_eq!(start.elapsed(), secs(2.75));
 }
 
 #[tokio::test(start_paused = true)]
@@ -538,11 +539,12 @@ async fn a_manual_clock_gives_exact_instants_including_read_latency() {
     let options = opts(4.0).clock(clock.clone());
     let poller = Poller::new(task_ref("factpulse"), &options).expect("poller");
     let result = poller.wait_with(reader.manual(clock.clone(), pending, secs(0.5))).await;
-    // Answers take 0.5 s and delays count from them: polls at 0, 0.5 + 1 = 1.5 and 2 + 1.5 = 3.5.
-    assert_eq!(reader.times(), [0.0, 1.5, 3.5]);
-    // The last read had 0.5 s of budget and used it; the wait ends on the deadline.
-    assert_eq!(reader.budgets(), [4.0, 2.5, 0.5]);
-    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 3), "{result:?}");
+    // Answers take 0.5 s; delays (1 s, 1.5 s, 2.25 s) count from when each poll was due:
+    // polls at 0, 1 and 2.5; the next (4.75) is clipped to the deadline less the reserve (3.75).
+    assert_eq!(reader.times(), [0.0, 1.0, 2.5, 3.75]);
+    // The last read had 0.25 s of budget and used it; the wait ends on the deadline.
+    assert_eq!(reader.budgets(), [4.0, 3.0, 1.5, 0.25]);
+    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 4), "{result:?}");
     assert_eq!(clock.elapsed(), secs(4.0));
 }
 
