@@ -42,6 +42,13 @@ pub struct WaitState {
     pub unknown_count: u32,
     /// How long the current run of unknown statuses has lasted (as of the last poll).
     pub unknown_ms: u64,
+    /// When the task is expected to end, even odds (offset from the start), from
+    /// how long the provider's tasks took; `None` without enough history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_p50_ms: Option<u64>,
+    /// When the task has nine chances in ten to have ended (offset from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_p90_ms: Option<u64>,
 }
 
 impl WaitState {
@@ -61,6 +68,8 @@ impl WaitState {
             queued_ms: 0,
             unknown_count: 0,
             unknown_ms: 0,
+            eta_p50_ms: None,
+            eta_p90_ms: None,
         }
     }
 

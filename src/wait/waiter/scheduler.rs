@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -18,6 +18,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::budget::{Budget, SharedTokens};
 use super::source::{BatchIds, Source};
 use crate::observe::Seen;
+use crate::policy::Durations;
 use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
 use crate::wait::{Decision, Poller};
 use crate::webhook::WebhookHub;
@@ -215,6 +216,33 @@ pub(super) struct Scheduler {
     done: Vec<(Arc<Group>, Finished)>,
     /// The client's webhook hub and the provider's scheme, when it declares one.
     webhook: Option<(WebhookHub, &'static WebhookSpec)>,
+    /// How long the provider's tasks take, learned from the waits that ended
+    /// here: the provider's estimate and one per key a wait gives.
+    durations: Learning,
+}
+
+/// The estimates of one provider's task durations.
+#[derive(Default)]
+struct Learning {
+    all: Arc<Mutex<Durations>>,
+    /// At most [`Learning::MAX_KEYS`]: waits with later keys share `all`.
+    by_key: HashMap<Arc<str>, Arc<Mutex<Durations>>>,
+}
+
+impl Learning {
+    /// Bounds the memory the keys a caller gives can take (about 32 KiB each).
+    const MAX_KEYS: usize = 1_000;
+
+    fn of(&mut self, key: Option<&Arc<str>>) -> Arc<Mutex<Durations>> {
+        let Some(key) = key else { return self.all.clone() };
+        if let Some(durations) = self.by_key.get(key) {
+            return durations.clone();
+        }
+        if self.by_key.len() >= Self::MAX_KEYS {
+            return self.all.clone();
+        }
+        self.by_key.entry(key.clone()).or_default().clone()
+    }
 }
 
 impl Scheduler {
@@ -242,6 +270,7 @@ impl Scheduler {
             commands,
             done: Vec::new(),
             webhook: None,
+            durations: Learning::default(),
         }
     }
 
@@ -303,6 +332,8 @@ impl Scheduler {
         match command {
             Command::Add(mut entry) => {
                 let key = entry.key;
+                let durations = self.durations.of(entry.poller.duration_key());
+                entry.poller.attach(durations);
                 let decision = entry.poller.start();
                 let place = self.entries.vacant_entry();
                 let slot = place.key();
