@@ -424,7 +424,7 @@ impl ClientBuilder {
                 base: reqwest::Url::parse(&base_url)
                     .map_err(|e| Error::config(format!("{}: base URL: {e}", spec.name)))?,
             };
-            let ops = (spec.connect)(&base_url, http.clone(), ctx.clone());
+            let ops = (connect_of(spec)?.0)(&base_url, http.clone(), ctx.clone());
             providers.push(Configured {
                 spec,
                 ops,
@@ -441,6 +441,18 @@ impl ClientBuilder {
         let webhooks = crate::webhook::hub::WebhookHub::new(self.webhook_capacity, clock);
         Ok(ClientInner { providers, concurrency: self.concurrency, webhooks, engine: std::sync::OnceLock::new() })
     }
+}
+
+/// The descriptor's `connect`, typed again (the descriptor holds it
+/// type-erased, see `transport::Connect`). Only a descriptor written by hand
+/// instead of by `taskpoll::codegen` can hold anything else.
+fn connect_of(spec: &'static ProviderSpec) -> Result<crate::transport::Connect> {
+    spec.connect.downcast_ref::<crate::transport::Connect>().copied().ok_or_else(|| {
+        Error::config(format!(
+            "{}: the descriptor's `connect` is not a taskpoll connect function (generate it with taskpoll::codegen)",
+            spec.name
+        ))
+    })
 }
 
 fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<Vec<crate::transport::Held>> {
