@@ -11,7 +11,7 @@ mod wait;
 
 pub use call::{
     ApiError, BodyTooLarge, CrossOriginAnswer, GeneratedCallError, InvalidBody, InvalidRequest, MissingCredentials,
-    MissingFromBatch, TaskIdMismatch, TransportError,
+    MissingFromBatch, TaskIdMismatch, TransportError, TypedBody,
 };
 pub use input::{
     ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, UnknownProvider,
@@ -74,6 +74,9 @@ pub enum Error {
     /// The body was larger than the configured cap and was not read.
     #[error(transparent)]
     BodyTooLarge(BodyTooLarge),
+    /// A task's body does not read as the type asked for ([`crate::Task::typed`]).
+    #[error(transparent)]
+    TypedBody(TypedBody),
     /// The answer came from another origin than the request's; it was not read.
     #[error(transparent)]
     CrossOriginAnswer(CrossOriginAnswer),

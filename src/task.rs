@@ -414,12 +414,6 @@ impl Task {
         &self.body
     }
 
-    /// The body as a provider's generated type, e.g.
-    /// `task.typed::<taskpoll::generated::deepomatic::types::Task>()`.
-    pub fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.body)
-    }
-
     /// Whether the task has finished (succeeded, failed or cancelled).
     pub fn is_terminal(&self) -> bool {
         self.phase.is_terminal()

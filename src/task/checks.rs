@@ -1,10 +1,11 @@
-//! The checked ways to make a [`TaskRef`]: by name ([`TaskRef::new`], which
-//! looks the provider up in the registry), with an extra input, parsed from
-//! `provider:id?name=value` and read back from JSON. Each returns an
-//! [`Error`] that says what is wrong, so this module sits above the errors
-//! and the registry (ARCHITECTURE.md), while the reference itself stays
-//! plain data below them. A child module of `task`, it sees the private
-//! fields it fills.
+//! The checked parts of the task model: the ways to make a [`TaskRef`] (by
+//! name with [`TaskRef::new`], which looks the provider up in the registry;
+//! with an extra input; parsed from `provider:id?name=value`; read back from
+//! JSON) and reading a task's body as a generated type ([`Task::typed`]).
+//! Each returns an [`Error`] that says what is wrong, so this module sits
+//! above the errors and the registry (ARCHITECTURE.md), while the task model
+//! itself stays plain data below them. A child module of `task`, it sees the
+//! private fields it fills.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -12,9 +13,9 @@ use std::str::FromStr;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::{TaskRef, TaskRefFields};
+use super::{Task, TaskRef, TaskRefFields};
 use crate::Error;
-use crate::error::{InvalidTaskId, InvalidTaskRef};
+use crate::error::{InvalidTaskId, InvalidTaskRef, TypedBody};
 use crate::spec::ProviderSpec;
 use crate::text::excerpt;
 
@@ -129,5 +130,23 @@ impl<'de> Deserialize<'de> for TaskRef {
             task = task.with_input(&name, value).map_err(serde::de::Error::custom)?;
         }
         Ok(task)
+    }
+}
+
+impl Task {
+    /// The body as a provider's generated type, e.g.
+    /// `task.typed::<taskpoll::generated::deepomatic::types::Task>()?`. A body
+    /// that does not read as `T` is [`Error::TypedBody`], which says where
+    /// in the body serde stopped and why.
+    pub fn typed<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_path_to_error::deserialize(self.body()).map_err(|e| {
+            let path = e.path().to_string();
+            Error::TypedBody(TypedBody {
+                task: excerpt(&self.task_ref().to_string(), 120),
+                type_name: std::any::type_name::<T>(),
+                path,
+                message: excerpt(&e.into_inner().to_string(), 300),
+            })
+        })
     }
 }
