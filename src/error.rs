@@ -9,6 +9,7 @@ mod call;
 mod input;
 mod wait;
 
+pub use crate::state::TransportKind;
 pub use call::{
     ApiError, BodyTooLarge, CrossOriginAnswer, GeneratedCallError, InvalidBody, InvalidRequest, MissingCredentials,
     MissingFromBatch, TaskIdMismatch, TransportError, TypedBody,
@@ -20,8 +21,6 @@ pub use input::{
 pub use wait::{
     DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus, WaitCancelled,
 };
-
-pub use crate::state::TransportKind;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -44,7 +43,7 @@ pub enum Error {
     /// The client configuration is unusable (bad URL, bad variable, nothing configured).
     #[error(transparent)]
     Config(ConfigError),
-    /// No provider of that name is built into this crate.
+    /// No provider of that name is built into this crate or registered.
     #[error(transparent)]
     UnknownProvider(UnknownProvider),
     /// The provider exists but this client was not configured for it.
