@@ -33,6 +33,17 @@ impl ClientBuilder {
     }
 }
 
+/// The settings a generated typed client shares (`generated::<provider>::client`).
+impl transport::SharedSettings for Client {
+    fn shared_settings(&self, provider: &'static ProviderSpec) -> Result<(String, reqwest::Client, transport::Ctx)> {
+        let configured = match self.inner.providers.iter().find(|p| std::ptr::eq(p.spec, provider)) {
+            Some(p) => p,
+            None => self.configured(provider.name)?,
+        };
+        Ok((configured.base_url.clone(), configured.http.clone(), configured.ctx.clone()))
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let providers: Vec<(&str, &str)> =
@@ -102,12 +113,12 @@ impl Client {
     pub(crate) fn configured(&self, provider: &str) -> Result<&Configured> {
         match self.inner.providers.iter().find(|p| p.spec.name.eq_ignore_ascii_case(provider)) {
             Some(p) => Ok(p),
-            None if crate::spec::provider(provider).is_some() => {
+            None => {
+                crate::spec::known_provider(provider)?;
                 Err(Error::ProviderNotConfigured(crate::error::ProviderNotConfigured {
                     provider: provider.to_string(),
                 }))
             }
-            None => Err(Error::unknown_provider(provider)),
         }
     }
 
