@@ -115,6 +115,13 @@ impl Durations {
         Duration::try_from_secs_f64(value).ok()
     }
 
+    /// The `q`-quantile from the cached table (cheap: for every read), with
+    /// at least [`Durations::MIN_HISTORY`] recorded.
+    pub(crate) fn cached_quantile(&mut self, q: f64) -> Option<Duration> {
+        let table = self.table()?;
+        Duration::try_from_secs_f64(table.quantile(q)).ok()
+    }
+
     /// When a task still pending at `elapsed` is expected to end (from its
     /// wait's start); `None` with too little history, or past every duration seen.
     pub fn eta(&mut self, elapsed: Duration) -> Option<Eta> {

@@ -75,7 +75,7 @@ pub(crate) use engine::{Engine, Lane, next_id};
 pub(crate) use scheduler::Entry;
 pub(crate) use scheduler::{Command, Finished, Group, Key};
 #[cfg(test)]
-pub(crate) use source::{BatchIds, Source};
+pub(crate) use source::{BatchIds, Limits, Source};
 
 /// Waits on many tasks, of any providers, at once; a [`Stream`] of
 /// `(TaskRef, Result<Task>)` in the order the tasks finish.
