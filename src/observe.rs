@@ -63,7 +63,8 @@ fn from_raw(
 ) -> Result<Task, Error> {
     let body = task_body(spec, operation, &raw)?;
     check_id(spec, operation, task_ref, &body)?;
-    Ok(task_from_body(spec, task_ref.clone(), raw.status, body).with_retry_after(raw.retry_after))
+    let task = task_from_body(spec, task_ref.clone(), raw.status, body);
+    Ok(task.with_retry_after(raw.retry_after).with_next_poll(raw.next_poll))
 }
 
 /// Classifies an answer obtained elsewhere exactly as a read would (see [`Task::decode`]).
@@ -80,6 +81,7 @@ pub(crate) fn decode(
         status: http_status,
         body: bytes::Bytes::copy_from_slice(body),
         retry_after: None,
+        next_poll: None,
         redirect: None,
     };
     from_raw(spec, spec.get.operation, task_ref, raw)

@@ -202,7 +202,7 @@ impl Policy {
     }
 
     /// The shortest delay the policy plans (its first fixed or exponential one).
-    fn shortest_delay(&self) -> Duration {
+    pub(crate) fn shortest_delay(&self) -> Duration {
         self.delays.first().map_or(self.initial_delay, |d| (*d).min(self.initial_delay)).saturating_add(self.offset)
     }
 

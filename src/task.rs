@@ -177,6 +177,9 @@ pub struct Task {
     http_status: u16,
     /// The answer's `Retry-After`, in milliseconds (an in-progress answer may pace the client).
     retry_after_ms: Option<u64>,
+    /// The provider's suggested delay before the next poll, in milliseconds
+    /// (its spec's `next-poll-header`); a hint for the engine, not serialised.
+    next_poll_ms: Option<u64>,
     body: Value,
     via: Via,
 }
@@ -288,6 +291,7 @@ impl<'de> Deserialize<'de> for Task {
             result: TaskResult::Owned(read.result.filter(|v| !v.is_null())),
             http_status: read.http_status,
             retry_after_ms: read.retry_after_ms,
+            next_poll_ms: None,
             body: read.body,
             via: read.via,
         })
@@ -331,7 +335,8 @@ impl Task {
         body: Value,
     ) -> Self {
         let result = result_at.map_or(TaskResult::Owned(None), TaskResult::At);
-        Self { task_ref, phase, status, error, result, http_status, retry_after_ms: None, body, via: Via::Poll }
+        let (retry_after_ms, next_poll_ms) = (None, None);
+        Self { task_ref, phase, status, error, result, http_status, retry_after_ms, next_poll_ms, body, via: Via::Poll }
     }
 
     /// The same observation, marked as delivered by a verified webhook.
@@ -358,6 +363,18 @@ impl Task {
     pub(crate) fn with_retry_after(mut self, hint: Option<std::time::Duration>) -> Self {
         self.retry_after_ms = hint.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self
+    }
+
+    pub(crate) fn with_next_poll(mut self, hint: Option<std::time::Duration>) -> Self {
+        self.next_poll_ms = hint.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// The provider's suggested delay before the next poll, when its spec
+    /// names a header for it (`next-poll-header`) and the answer had one: the
+    /// polling engine follows it within the policy's shortest and longest delays.
+    pub fn next_poll(&self) -> Option<std::time::Duration> {
+        self.next_poll_ms.map(std::time::Duration::from_millis)
     }
 
     /// The `Retry-After` hint of the answer, if it had one (the polling engine

@@ -110,6 +110,8 @@ pub(crate) struct RawResponse {
     pub(crate) body: Bytes,
     /// The server's pacing hint (`Retry-After` and its millisecond variants).
     pub(crate) retry_after: Option<Duration>,
+    /// The provider's suggested delay before the next poll (its spec's `next-poll-header`).
+    pub(crate) next_poll: Option<Duration>,
     /// For a 3xx: where its `Location` points (an origin, or "the same origin").
     pub(crate) redirect: Option<String>,
 }
@@ -142,17 +144,22 @@ static TOO_LARGE: HeaderName = HeaderName::from_static("x-taskpoll-too-large");
 pub(crate) static RETRY_AFTER_MS: [HeaderName; 2] =
     [HeaderName::from_static("retry-after-ms"), HeaderName::from_static("x-ms-retry-after-ms")];
 
-/// Whether classification reads this header of an answer (see [`keep_read_headers`]).
-fn is_read(name: &HeaderName) -> bool {
-    *name == RETRY_AFTER || *name == LOCATION || RETRY_AFTER_MS.iter().any(|ms| name == ms)
+/// Whether classification reads this header of an answer (see
+/// [`keep_read_headers`]): the pacing hints, a redirect's target, and the
+/// provider's next-poll header when its spec names one.
+fn is_read(name: &HeaderName, ctx: &Ctx) -> bool {
+    *name == RETRY_AFTER
+        || *name == LOCATION
+        || RETRY_AFTER_MS.iter().any(|ms| name == ms)
+        || ctx.provider.next_poll_header.is_some_and(|next| name.as_str() == next)
 }
 
 /// Leaves an answer-client answer with only the headers classification reads:
 /// progenitor copies the headers of every answer it wraps, and most answers
 /// then have none left to copy. A server's own `x-taskpoll-*` headers go too,
 /// so only [`exec`] can mark an answer.
-fn keep_read_headers(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_read) {
+fn keep_read_headers(headers: &mut HeaderMap, ctx: &Ctx) {
+    if !headers.keys().any(|name| is_read(name, ctx)) {
         // Not `clear`, which keeps the table (and progenitor would copy it).
         *headers = HeaderMap::new();
         return;
@@ -163,7 +170,7 @@ fn keep_read_headers(headers: &mut HeaderMap) {
         if name.is_some() {
             current = name;
         }
-        if let Some(name) = current.as_ref().filter(|name| is_read(name)) {
+        if let Some(name) = current.as_ref().filter(|name| is_read(name, ctx)) {
             headers.append(name.clone(), value);
         }
     }
@@ -219,7 +226,13 @@ pub(crate) fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> impl Fut
             }
         }
         let body = joined.map_or(first, BytesMut::freeze);
-        Ok(RawResponse { status: meta.status, body, retry_after: meta.retry_after, redirect: meta.redirect })
+        Ok(RawResponse {
+            status: meta.status,
+            body,
+            retry_after: meta.retry_after,
+            next_poll: meta.next_poll,
+            redirect: meta.redirect,
+        })
     }
 }
 
@@ -228,6 +241,7 @@ pub(crate) fn receive(ctx: &Ctx, operation_id: &str, answer: Answer) -> impl Fut
 struct Meta {
     status: u16,
     retry_after: Option<Duration>,
+    next_poll: Option<Duration>,
     redirect: Option<String>,
 }
 
@@ -236,6 +250,7 @@ impl Meta {
         Meta {
             status,
             retry_after: retry_after(headers, || ctx.clock.wall()),
+            next_poll: ctx.provider.next_poll_header.and_then(|name| milliseconds(headers, name)),
             redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
         }
     }
@@ -386,7 +401,7 @@ pub fn exec<'a>(
                     return Ok(marked(status, version, &TOO_LARGE, HeaderValue::from_static("1")));
                 }
                 Mode::Answer => {
-                    keep_read_headers(response.headers_mut());
+                    keep_read_headers(response.headers_mut(), ctx);
                     return Ok(response);
                 }
                 // Boxed: the answer client's reads, the many, need no room for it.
@@ -611,6 +626,13 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
 /// `now` is read only for an HTTP date (most answers have no hint at all).
+/// A header whose value is a whole number of milliseconds; `None` when
+/// absent or malformed (a hint, never an error).
+fn milliseconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let text = headers.get(name)?.to_str().ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_millis)
+}
+
 pub(crate) fn retry_after(headers: &HeaderMap, now: impl FnOnce() -> SystemTime) -> Option<Duration> {
     for name in &RETRY_AFTER_MS {
         if let Some(ms) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())

@@ -174,6 +174,8 @@ pub(crate) struct Provider {
     pub polite: Policy,
     /// `poll.pending-budget`.
     pub pending_budget_ms: Option<u64>,
+    /// `poll.next-poll-header`, lower case.
+    pub next_poll_header: Option<String>,
     /// `poll.presets`, by name.
     pub presets: Vec<(String, Policy)>,
     /// Security schemes, by name.
@@ -315,6 +317,7 @@ impl Extension {
             phases,
             polite,
             pending_budget_ms: self.poll.pending_budget.map(|d| d.0),
+            next_poll_header: self.poll.next_poll_header.as_ref().map(|h| h.to_ascii_lowercase()),
             presets,
             schemes,
             ext: self,

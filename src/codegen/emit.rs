@@ -361,6 +361,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
     });
     let polite = policy(&p.polite);
     let pending = opt(p.pending_budget_ms.map(u64_lit));
+    let next_poll_header = opt(p.next_poll_header.as_deref().map(|h| quote!(#h)));
     let (name, title, module, base_url) = (&p.name, &p.title, &p.module, &p.base_url);
     let base_url_env = opt(ext.base_url_env.as_ref());
     let celery = ext.celery_backed;
@@ -407,6 +408,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
             rules: &[#(#rules),*],
             polite: #polite,
             pending_budget_ms: #pending,
+            next_poll_header: #next_poll_header,
             presets: &[#(#presets),*],
             schemes: security::SCHEMES,
             security: security::SECURITY,

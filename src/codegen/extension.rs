@@ -405,6 +405,11 @@ pub struct Poll {
     pub polite: Option<PolicyDoc>,
     /// Default pending-forever guard (time spent queued).
     pub pending_budget: Option<DurationText>,
+    /// A response header in which the provider suggests the delay before the
+    /// next poll, in milliseconds (OpenAI's `openai-poll-after-ms`, Azure's
+    /// `retry-after-ms` on a 200); the engine follows it within the policy's
+    /// shortest and longest delays.
+    pub next_poll_header: Option<String>,
     /// Named parity presets (snake_case names).
     #[serde(default)]
     pub presets: BTreeMap<String, PolicyDoc>,

@@ -128,6 +128,9 @@ descriptor! {
         polite: PolicySpec,
         /// Default pending-forever budget, in milliseconds.
         pending_budget_ms: Option<u64>,
+        /// A response header (lower case) carrying the provider's suggested
+        /// delay before the next poll, in milliseconds (`poll.next-poll-header`).
+        next_poll_header: Option<&'static str>,
         /// Named parity presets.
         presets: &'static [(&'static str, PolicySpec)],
         /// Security schemes.

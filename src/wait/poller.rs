@@ -372,7 +372,7 @@ impl Poller {
         self.last_error = None;
         let next = match self.guard(phase, sent, Observed::Bare { phase, status, http_status }) {
             Some(error) => Decision::Fail(error),
-            None => self.keep_polling(received, None),
+            None => self.keep_polling(received, None, None),
         };
         if matches!(next, Decision::Expire { .. }) {
             self.finish_plan(None);
@@ -382,11 +382,12 @@ impl Poller {
 
     /// After an in-progress answer that passed the guards: the next poll, or
     /// the end when a `Retry-After` leaves no time for one.
-    fn keep_polling(&mut self, received: Duration, hint: Option<Duration>) -> Decision {
+    /// `suggested`: the provider's suggested delay (its spec's `next-poll-header`).
+    fn keep_polling(&mut self, received: Duration, hint: Option<Duration>, suggested: Option<Duration>) -> Decision {
         // An in-progress answer's Retry-After paces the next poll like an error's.
         match self.past_deadline(received, hint) {
             Some((hint, remaining)) => Decision::Fail(self.retry_after_error(hint, remaining, None)),
-            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling))),
+            None => self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)), suggested),
         }
     }
 
@@ -419,11 +420,12 @@ impl Poller {
                 self.pending_seen = sent;
                 self.note(event, &task, sent);
                 let hint = task.retry_after();
+                let suggested = task.next_poll();
                 match self.guard(task.phase(), sent, Observed::Task(&task)) {
                     Some(error) => Decision::Fail(error),
                     None => {
                         self.last_task = Some(Box::new(task));
-                        self.keep_polling(received, hint)
+                        self.keep_polling(received, hint, suggested)
                     }
                 }
             }
@@ -438,7 +440,7 @@ impl Poller {
                     }
                     None => {
                         self.last_error = Some(Box::new(error));
-                        self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)))
+                        self.plan(received, hint.map(|h| h.min(self.retry_after_ceiling)), None)
                     }
                 }
             }
@@ -581,10 +583,17 @@ impl Poller {
     /// when it went out early (riding along in a batch), and never less than
     /// half the delay after it was sent (a poll the rate budget held back
     /// does not make the next one follow at once).
-    fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
+    /// A provider's `suggested` delay (its spec's `next-poll-header`) wins
+    /// over the policy's, kept within the policy's shortest and longest
+    /// delays, and counts from the answer that carried it.
+    fn plan(&mut self, received: Duration, floor: Option<Duration>, suggested: Option<Duration>) -> Decision {
         let mut durations = self.durations.as_ref().map(lock);
-        let mut wanted =
-            self.policy.next_delay(self.state.attempts, self.sent, durations.as_deref_mut(), &mut self.rng);
+        let mut wanted = match suggested {
+            Some(delay) => {
+                delay.clamp(self.policy.shortest_delay(), self.policy.max_delay().max(self.policy.shortest_delay()))
+            }
+            None => self.policy.next_delay(self.state.attempts, self.sent, durations.as_deref_mut(), &mut self.rng),
+        };
         if let Some(eta) = durations.as_deref_mut().and_then(|d| d.eta(received)) {
             self.state.eta_p50_ms = Some(millis(eta.p50));
             self.state.eta_p90_ms = Some(millis(eta.p90));
@@ -594,7 +603,7 @@ impl Poller {
             wanted = Duration::try_from_secs_f64(wanted.as_secs_f64() * self.delay_factor).unwrap_or(MAX_DEADLINE);
         }
         let due = self.due.map_or(self.sent, |due| due.min(self.sent));
-        let from = due.max(self.sent.saturating_sub(wanted / 2));
+        let from = if suggested.is_some() { received } else { due.max(self.sent.saturating_sub(wanted / 2)) };
         let placed = policy::place(&self.policy, from, received, wanted, floor.unwrap_or_default(), self.deadline);
         self.due = placed;
         self.finish_plan(placed.map(|at| (at, at - received)));

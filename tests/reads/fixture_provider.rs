@@ -27,6 +27,37 @@ fn the_spec_alone_declares_the_provider() {
     }
 }
 
+/// The spec names a header in which the provider suggests the next poll's
+/// delay: a read carries it, and a wait follows it within the policy's delays.
+#[tokio::test]
+async fn the_next_poll_header_of_the_spec_paces_the_wait() {
+    let server = MockServer::start().await;
+    let pending = json!({"job": {"id": "j-7", "state": "working"}});
+    Mock::given(method("GET"))
+        .and(path("/jobs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(pending).insert_header("acme-poll-after-ms", "300"))
+        .up_to_n_times(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jobs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"job": {"id": "j-7", "state": "done"}})))
+        .mount(&server)
+        .await;
+    let client = acme(&server);
+    let task_ref = TaskRef::new("acme", "j-7").expect("ref");
+    let read = client.get(&task_ref).await.expect("task");
+    assert_eq!(read.next_poll(), Some(std::time::Duration::from_millis(300)));
+    let mut wait = client.wait(&task_ref, taskpoll::WaitOptions::new(std::time::Duration::from_secs(5)));
+    let mut delays = Vec::new();
+    while let Some(event) = futures_util::StreamExt::next(&mut wait).await {
+        let event = event.expect("event");
+        delays.extend(event.next_delay);
+    }
+    // The polite policy's delays are 100 ms, 200 ms, 400 ms; the provider asks for 300 ms.
+    assert_eq!(delays, [std::time::Duration::from_millis(300)]);
+}
+
 #[tokio::test]
 async fn get_sends_the_id_and_inputs_as_query_parameters() {
     let server = MockServer::start().await;
