@@ -127,7 +127,7 @@ impl Wait {
         {
             return Err(Error::config("the scheduler has stopped"));
         }
-        let running = Running::new(lane, key, group, false, None, None);
+        let running = Running::new(lane, key, group, None, None, None);
         Ok(Self { stage: Stage::Running(running), only_changes: false })
     }
 
@@ -198,22 +198,24 @@ impl Start {
             Origin::Saved(state) => engine.resume(*state, &options, &lane)?,
         };
         let group = if watched { Group::stepped(next_id()) } else { Group::new(next_id(), None) };
+        // Watched before the wait is added: its first poll may land (on another
+        // worker) before this function returns, and its event must be built.
+        let events = if watched { group.0.watch() } else { None };
         let (key, registration) = engine.add(&client, &lane, &group.0, poller)?;
-        Ok(Running::new(lane, key, group, watched, registration, Some(client)))
+        Ok(Running::new(lane, key, group, events, registration, Some(client)))
     }
 }
 
 impl Running {
-    /// A wait just added to `lane`; `watched`: its events are built from the first poll on.
+    /// A wait just added to `lane`; `events`: its events, when watched from the first poll on.
     fn new(
         lane: Lane,
         key: Key,
         (group, finished): (Arc<Group>, mpsc::UnboundedReceiver<Vec<Finished>>),
-        watched: bool,
+        events: Option<mpsc::UnboundedReceiver<PollEvent>>,
         registration: Option<Registration>,
         client: Option<Client>,
     ) -> Self {
-        let events = if watched { group.watch() } else { None };
         Running {
             lane,
             key,
