@@ -276,8 +276,8 @@ impl ClientBuilder {
     /// strips only `Authorization` when it follows a redirect to another
     /// origin, so API-key headers would be sent there. taskpoll refuses an
     /// answer that came from another origin ([`Error::CrossOriginAnswer`]),
-    /// but by then the request has left. taskpoll's own client follows no
-    /// redirect.
+    /// but by then the request has left. taskpoll's own client follows a
+    /// redirect to the same origin only (at most 5 in a row).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -383,12 +383,12 @@ impl ClientBuilder {
             .map_err(|_| Error::config("the user agent contains characters not allowed in a header"))?;
         let http = match self.http {
             Some(http) => http,
-            // Redirects are never followed: the credential headers (`X-API-KEY`, …)
-            // would go to whatever origin a `Location` names (reqwest strips only
-            // `Authorization`). A 3xx is reported as the API error it is.
+            // Redirects are followed to the same origin only: the credential headers
+            // (`X-API-KEY`, …) would go to whatever origin a `Location` names (reqwest
+            // strips only `Authorization`). Any other 3xx is reported as the API error it is.
             None => reqwest::Client::builder()
                 .connect_timeout(self.connect_timeout)
-                .redirect(reqwest::redirect::Policy::none())
+                .redirect(crate::transport::redirect_policy())
                 .build()
                 .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
         };
