@@ -600,6 +600,10 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            #[cfg(feature = "rustls")]
+            if wraps_rustls(io) {
+                return TransportKind::Tls;
+            }
             match io.kind() {
                 ErrorKind::ConnectionRefused => return TransportKind::Refused,
                 ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
@@ -610,6 +614,10 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
                 _ => {}
             }
         }
+        #[cfg(feature = "rustls")]
+        if e.is::<rustls::Error>() {
+            return TransportKind::Tls;
+        }
         if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
             return TransportKind::Reset;
         }
@@ -617,8 +625,8 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
         text.push('\n');
         source = e.source();
     }
-    // The resolver's and the TLS backend's error types are private to
-    // hyper-util and native-tls, so these two are recognised by their text.
+    // The resolver's and native-tls's error types are private to hyper-util
+    // and native-tls, so these two are recognised by their text.
     if text.contains("dns error") || text.contains("failed to lookup address") {
         TransportKind::Dns
     } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
@@ -628,6 +636,21 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
     } else {
         TransportKind::Other
     }
+}
+
+/// Whether an io error is (around) a rustls error: rustls reports a failed
+/// handshake as io errors around its own, whose text names no TLS, and an io
+/// error's `source` skips what it wraps.
+#[cfg(feature = "rustls")]
+fn wraps_rustls(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(error) = inner {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+    }
+    false
 }
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.
