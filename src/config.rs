@@ -278,6 +278,10 @@ impl ClientBuilder {
     /// answer that came from another origin ([`Error::CrossOriginAnswer`]),
     /// but by then the request has left. taskpoll's own client follows a
     /// redirect to the same origin only (at most 5 in a row).
+    ///
+    /// With the `rustls` feature and not `native-tls`, a client you build
+    /// needs a rustls crypto provider (reqwest panics without one): pass it a
+    /// `rustls::ClientConfig`, or install a provider for the process first.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
