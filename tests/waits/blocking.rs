@@ -2,6 +2,8 @@
 //! macro, the simulator on a runtime of its own, the client on the one it
 //! owns. Real time with millisecond delays; no duration is asserted.
 
+#![allow(clippy::unwrap_used)] // In tests a panic is the failure report.
+
 use std::time::Duration;
 
 use taskpoll::simulator::{Lifecycle, Simulator};
