@@ -33,6 +33,17 @@ impl ClientBuilder {
     }
 }
 
+/// The settings a generated typed client shares (`generated::<provider>::client`).
+impl transport::SharedSettings for Client {
+    fn shared_settings(&self, provider: &'static ProviderSpec) -> Result<(String, reqwest::Client, transport::Ctx)> {
+        let configured = match self.inner.providers.iter().find(|p| std::ptr::eq(p.spec, provider)) {
+            Some(p) => p,
+            None => self.configured(provider.name)?,
+        };
+        Ok((configured.base_url.clone(), configured.http.clone(), configured.ctx.clone()))
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let providers: Vec<(&str, &str)> =
@@ -102,25 +113,33 @@ impl Client {
     pub(crate) fn configured(&self, provider: &str) -> Result<&Configured> {
         match self.inner.providers.iter().find(|p| p.spec.name.eq_ignore_ascii_case(provider)) {
             Some(p) => Ok(p),
-            None if crate::spec::provider(provider).is_some() => {
+            None => {
+                crate::spec::known_provider(provider)?;
                 Err(Error::ProviderNotConfigured(crate::error::ProviderNotConfigured {
                     provider: provider.to_string(),
                 }))
             }
-            None => Err(Error::unknown_provider(provider)),
         }
     }
 
     /// Reads a task's status once.
     pub async fn get(&self, task: &TaskRef) -> Result<Task> {
-        self.get_within(task, None).await
+        self.get_within(task, None, None).await
     }
 
     /// Reads a task's status once, with the request timeout clipped to `budget`
-    /// (the polling engine passes the time left before its deadline).
-    pub(crate) async fn get_within(&self, task: &TaskRef, budget: Option<Duration>) -> Result<Task> {
+    /// (the polling engine passes the time left before its deadline) and to
+    /// `attempt` (the engine's attempt timeout: on expiry the read is a
+    /// timeout to retry, not the end of the wait's time).
+    pub(crate) async fn get_within(
+        &self,
+        task: &TaskRef,
+        budget: Option<Duration>,
+        attempt: Option<Duration>,
+    ) -> Result<Task> {
         let provider = self.configured_for(task)?;
-        let timeout = budget.map_or(provider.request_timeout, |b| b.min(provider.request_timeout));
+        let request_timeout = attempt.map_or(provider.request_timeout, |a| a.min(provider.request_timeout));
+        let timeout = budget.map_or(request_timeout, |b| b.min(request_timeout));
         if timeout.is_zero() {
             return Err(observe::no_time_left(provider.spec, &provider.ctx.base));
         }
@@ -129,8 +148,10 @@ impl Client {
         // bounds (taken only when a 401 can lead to a second read).
         #[allow(clippy::disallowed_methods)]
         let started = provider.refresh.as_ref().map(|_| tokio::time::Instant::now());
-        // Whether the limit is the wait's remaining budget rather than the request timeout.
-        let from_deadline = timeout < provider.request_timeout;
+        // Whether the limit is the wait's remaining budget rather than the
+        // request (or attempt) timeout: the attempt timeout never exceeds the
+        // budget, so equal means the deadline is what cuts the read.
+        let from_deadline = budget.is_some_and(|b| b <= request_timeout);
         let mut result = read_once(provider, task, timeout, from_deadline).await;
         if let (Err(e), Some(refresh), Some(started)) = (&result, &provider.refresh, started)
             && e.status() == Some(401)
@@ -173,7 +194,7 @@ impl Client {
         let valid: Vec<String> = refs.iter().filter_map(|r| r.as_ref().ok().map(|t| t.id().to_string())).collect();
         let (spec, id) = (configured.spec, configured.spec.many.map_or("", |many| many.id));
         let mut found = HashMap::with_capacity(valid.len());
-        self.read_batch(configured, &valid, configured.request_timeout, |item, http_status| {
+        self.read_batch(configured, &valid, (configured.request_timeout, None), |item, http_status| {
             let body = match item {
                 BatchItem::InPlace(raw) => serde_json::from_str(raw.get()).ok(),
                 BatchItem::Built(body) => Some(body),
@@ -211,9 +232,10 @@ impl Client {
         &self,
         provider: &Configured,
         ids: &[String],
-        budget: Duration,
+        (budget, attempt): (Duration, Option<Duration>),
         mut each: impl FnMut(BatchItem<'_>, u16) + Send,
     ) -> Result<()> {
+        let request_timeout = attempt.map_or(provider.request_timeout, |a| a.min(provider.request_timeout));
         let spec = provider.spec;
         let Some(many) = spec.many else { return Ok(()) };
         // Ids are copied only when one is repeated (the waiter's never are).
@@ -235,11 +257,14 @@ impl Client {
         for chunk in ids.chunks(chunk_size) {
             let mut page = first_page.clone();
             for _ in 0..MAX_PAGES {
-                let timeout = provider.request_timeout.min(budget.saturating_sub(started.elapsed()));
+                let left = budget.saturating_sub(started.elapsed());
+                let timeout = request_timeout.min(left);
                 if timeout.is_zero() {
                     return Err(observe::no_time_left(spec, &provider.ctx.base));
                 }
-                let from_deadline = timeout < provider.request_timeout;
+                // Whether the whole read's budget cuts this page (a wait's deadline, for the engine).
+                let from_deadline =
+                    if attempt.is_some() { left <= request_timeout } else { timeout < provider.request_timeout };
                 let call = async {
                     transport::receive(&provider.ctx, many.operation, provider.ops.list(chunk, &page).await).await
                 };

@@ -212,6 +212,9 @@ pub struct ClientBuilder {
     register_error: Option<String>,
     clock: Option<Arc<dyn crate::Clock>>,
     webhook_capacity: usize,
+    /// What [`ClientBuilder::providers_from_env`] looked for, for the error
+    /// when nothing got configured (variable names only, never values).
+    env_search: Option<EnvSearch>,
 }
 
 impl Default for ClientBuilder {
@@ -229,6 +232,7 @@ impl Default for ClientBuilder {
             register_error: None,
             clock: None,
             webhook_capacity: crate::webhook::hub::DEFAULT_UNCLAIMED_CAPACITY,
+            env_search: None,
         }
     }
 }
@@ -349,17 +353,31 @@ impl ClientBuilder {
     }
 
     /// Adds every provider configured in the environment (see [`Client::from_env`](crate::Client::from_env)).
+    ///
+    /// When no provider gets configured, [`Self::build`] says which variables
+    /// were looked for, and names any set variable that looks like a
+    /// provider's credential (`*_API_KEY`, `*_API_TOKEN`, …) but that no known
+    /// spec reads: a provider generated in your own crate that was not
+    /// registered first.
     pub fn providers_from_env(self) -> Result<Self> {
-        self.providers_from_env_with(|name| std::env::var(name).ok())
+        let set: Vec<String> = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()).collect();
+        self.read_env(&|name| std::env::var(name).ok(), &set)
     }
 
     /// Like [`Self::providers_from_env`], reading variables through `lookup` (for tests).
-    pub fn providers_from_env_with(mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        for spec in crate::spec::providers() {
-            if let Some(config) = env_config(spec, &lookup)? {
+    pub fn providers_from_env_with(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        self.read_env(&lookup, &[])
+    }
+
+    /// `set`: the names of the variables that are set, when they can be listed.
+    fn read_env(mut self, lookup: &dyn Fn(&str) -> Option<String>, set: &[String]) -> Result<Self> {
+        let known = crate::spec::providers();
+        for spec in known {
+            if let Some(config) = env_config(spec, lookup)? {
                 self = self.provider(config);
             }
         }
+        self.env_search = Some(EnvSearch::new(known, set));
         Ok(self)
     }
 
@@ -369,9 +387,12 @@ impl ClientBuilder {
             return Err(Error::Config(crate::error::ConfigError { message }));
         }
         if self.providers.is_empty() {
-            return Err(Error::config(
-                "no provider configured (add one with ClientBuilder::provider, or set its environment variables)",
-            ));
+            return Err(Error::config(match &self.env_search {
+                Some(search) => search.nothing_configured(),
+                None => "no provider configured (add one with ClientBuilder::provider, or set its environment \
+                         variables and call ClientBuilder::providers_from_env)"
+                    .to_string(),
+            }));
         }
         if self.concurrency == 0 {
             return Err(Error::config("concurrency must be at least 1"));
@@ -431,7 +452,7 @@ impl ClientBuilder {
                 base: reqwest::Url::parse(&base_url)
                     .map_err(|e| Error::config(format!("{}: base URL: {e}", spec.name)))?,
             };
-            let ops = (spec.connect)(&base_url, http.clone(), ctx.clone());
+            let ops = (connect_of(spec)?.0)(&base_url, http.clone(), ctx.clone());
             providers.push(Configured {
                 spec,
                 ops,
@@ -465,6 +486,18 @@ fn rustls_config() -> Result<rustls::ClientConfig> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The descriptor's `connect`, typed again (the descriptor holds it
+/// type-erased, see `transport::Connect`). Only a descriptor written by hand
+/// instead of by `taskpoll::codegen` can hold anything else.
+fn connect_of(spec: &'static ProviderSpec) -> Result<crate::transport::Connect> {
+    spec.connect.downcast_ref::<crate::transport::Connect>().copied().ok_or_else(|| {
+        Error::config(format!(
+            "{}: the descriptor's `connect` is not a taskpoll connect function (generate it with taskpoll::codegen)",
+            spec.name
+        ))
+    })
 }
 
 fn resolve_credentials(spec: &'static ProviderSpec, config: &ProviderConfig) -> Result<Vec<crate::transport::Held>> {
@@ -648,6 +681,86 @@ fn env_config(spec: &'static ProviderSpec, lookup: &dyn Fn(&str) -> Option<Strin
         config = config.base_url(with_server_path(spec, &url));
     }
     Ok(Some(config))
+}
+
+/// What [`ClientBuilder::providers_from_env`] looked for: variable names only.
+#[derive(Debug)]
+struct EnvSearch {
+    /// Per provider, the credential variables that configure it.
+    looked_for: Vec<String>,
+    /// Set variables that look like a provider's credential or base URL but
+    /// that no known spec reads (sorted).
+    unclaimed: Vec<String>,
+}
+
+/// The endings of variable names that usually hold a provider's credential.
+const CREDENTIAL_ENDINGS: [&str; 5] = ["_API_KEY", "_API_TOKEN", "_API_SECRET", "_ACCESS_TOKEN", "_AUTH_TOKEN"];
+
+/// The most unclaimed variables an error names.
+const MAX_UNCLAIMED_SHOWN: usize = 5;
+
+impl EnvSearch {
+    fn new(known: &[&'static ProviderSpec], set: &[String]) -> Self {
+        let mut claimed: Vec<String> = Vec::new();
+        let mut looked_for = Vec::new();
+        for spec in known {
+            // The read operation's security alternatives, each as the variables that make it up.
+            let env_of = |scheme: &str| spec.scheme(scheme).map(|s| s.env.join(" + ")).filter(|e| !e.is_empty());
+            let mut alternatives: Vec<String> = spec.credentials_url.iter().map(|cu| cu.var.to_string()).collect();
+            for alternative in spec.get_security() {
+                let vars: Option<Vec<String>> = alternative.iter().map(|scheme| env_of(scheme)).collect();
+                if let Some(vars) = vars.filter(|v| !v.is_empty())
+                    && !alternatives.contains(&vars.join(" + "))
+                {
+                    alternatives.push(vars.join(" + "));
+                }
+            }
+            if !alternatives.is_empty() {
+                looked_for.push(format!("{}: {}", spec.name, alternatives.join(" or ")));
+            }
+            claimed.extend(spec.credentials_url.iter().map(|cu| cu.var.to_string()));
+            claimed.extend(spec.schemes.iter().flat_map(|s| s.env.iter().map(|v| v.to_string())));
+            claimed.extend(spec.server_variables.iter().filter_map(|v| v.env.map(str::to_string)));
+            claimed.extend(spec.base_url_env.map(str::to_string));
+            claimed.extend(spec.webhook.and_then(|w| w.secret_env).map(str::to_string));
+            claimed.push(spec.generic_base_url_env());
+        }
+        let looks_like_a_provider_s = |name: &str| {
+            CREDENTIAL_ENDINGS.iter().any(|end| name.len() > end.len() && name.ends_with(end))
+                || (name.starts_with("TASKPOLL_") && name.ends_with("_BASE_URL"))
+        };
+        let mut unclaimed: Vec<String> =
+            set.iter().filter(|name| looks_like_a_provider_s(name) && !claimed.contains(name)).cloned().collect();
+        unclaimed.sort();
+        unclaimed.dedup();
+        EnvSearch { looked_for, unclaimed }
+    }
+
+    /// The error text when the environment configured no provider.
+    fn nothing_configured(&self) -> String {
+        let looked_for = if self.looked_for.is_empty() { "none".to_string() } else { self.looked_for.join("; ") };
+        let mut message = format!("no provider configured: none of the variables looked for is set ({looked_for})");
+        let register = "ClientBuilder::register before providers_from_env, or taskpoll::spec::register before \
+                        Client::from_env";
+        match self.unclaimed.as_slice() {
+            [] => message.push_str(&format!(
+                "; a provider generated in your own crate is read from the environment once registered ({register})"
+            )),
+            unclaimed => {
+                let mut names: Vec<&str> = unclaimed.iter().take(MAX_UNCLAIMED_SHOWN).map(String::as_str).collect();
+                if unclaimed.len() > MAX_UNCLAIMED_SHOWN {
+                    names.push("…");
+                }
+                let (verb, pronoun) = if unclaimed.len() == 1 { ("is", "it") } else { ("are", "them") };
+                message.push_str(&format!(
+                    "; {} {verb} set, but no known provider reads {pronoun}: register the provider generated in your \
+                     own crate first ({register})",
+                    names.join(", ")
+                ));
+            }
+        }
+        message
+    }
 }
 
 /// A URL as it may be shown: no userinfo, query or fragment, even when it

@@ -2,15 +2,17 @@
 
 use std::time::Duration;
 
+use crate::state::PollError;
 use crate::{Task, TaskRef, WaitState};
 
 mod call;
 mod input;
 mod wait;
 
+pub use crate::state::TransportKind;
 pub use call::{
     ApiError, BodyTooLarge, CrossOriginAnswer, GeneratedCallError, InvalidBody, InvalidRequest, MissingCredentials,
-    MissingFromBatch, TaskIdMismatch, TransportError,
+    MissingFromBatch, TaskIdMismatch, TransportError, TypedBody,
 };
 pub use input::{
     ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, UnknownProvider,
@@ -21,48 +23,6 @@ pub use wait::{
 };
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// Why a transport-level request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum TransportKind {
-    /// Could not connect, for a reason not listed below.
-    Connect,
-    /// The server refused the connection (nothing listens on that port).
-    Refused,
-    /// The host name could not be resolved.
-    Dns,
-    /// The TLS handshake failed (certificate, protocol).
-    Tls,
-    /// The connection was reset or closed before the answer was complete.
-    Reset,
-    /// The answer's body ended early (fewer bytes than its `Content-Length`).
-    TruncatedBody,
-    /// The per-request timeout passed.
-    Timeout,
-    /// The request was cut off because the wait's deadline budget ran out.
-    DeadlineBudget,
-    /// Anything else.
-    Other,
-}
-
-impl TransportKind {
-    /// What happened, for a message about `host`.
-    pub(crate) fn describe(self, host: &str) -> String {
-        match self {
-            TransportKind::Connect => format!("could not connect to {host}"),
-            TransportKind::Refused => format!("connection refused by {host}"),
-            TransportKind::Dns => format!("could not resolve {host} (DNS)"),
-            TransportKind::Tls => format!("TLS handshake with {host} failed"),
-            TransportKind::Reset => format!("connection to {host} reset or closed before the answer was complete"),
-            TransportKind::TruncatedBody => format!("answer from {host} cut short (truncated body)"),
-            TransportKind::Timeout => format!("request to {host} timed out"),
-            TransportKind::DeadlineBudget => format!("request to {host} stopped: the wait's deadline budget ran out"),
-            TransportKind::Other => format!("transport error with {host}"),
-        }
-    }
-}
 
 fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
@@ -83,7 +43,7 @@ pub enum Error {
     /// The client configuration is unusable (bad URL, bad variable, nothing configured).
     #[error(transparent)]
     Config(ConfigError),
-    /// No provider of that name is built into this crate.
+    /// No provider of that name is built into this crate or registered.
     #[error(transparent)]
     UnknownProvider(UnknownProvider),
     /// The provider exists but this client was not configured for it.
@@ -113,6 +73,9 @@ pub enum Error {
     /// The body was larger than the configured cap and was not read.
     #[error(transparent)]
     BodyTooLarge(BodyTooLarge),
+    /// A task's body does not read as the type asked for ([`crate::Task::typed`]).
+    #[error(transparent)]
+    TypedBody(TypedBody),
     /// The answer came from another origin than the request's; it was not read.
     #[error(transparent)]
     CrossOriginAnswer(CrossOriginAnswer),
@@ -161,13 +124,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn unknown_provider(name: &str) -> Self {
-        let known: Vec<&str> = crate::spec::providers().iter().map(|p| p.name).collect();
-        Error::UnknownProvider(UnknownProvider { name: crate::task::excerpt(name, 40), known: known.join(", ") })
+    /// A provider name the registry does not know; `known`: the names it does
+    /// (handed in by the registry, which sits above the errors).
+    pub(crate) fn unknown_provider<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        let known: Vec<&str> = known.into_iter().collect();
+        Error::UnknownProvider(UnknownProvider { name: crate::text::excerpt(name, 40), known: known.join(", ") })
     }
 
     pub(crate) fn webhook_refused(provider: &str, reason: WebhookRefusal) -> Self {
-        Error::WebhookRefused(WebhookRefused { provider: crate::task::excerpt(provider, 40), reason })
+        Error::WebhookRefused(WebhookRefused { provider: crate::text::excerpt(provider, 40), reason })
     }
 
     pub(crate) fn config(message: impl Into<String>) -> Self {
@@ -391,6 +356,21 @@ impl Error {
             Error::UnknownStatus(e) => Some(e.wait_state()),
             Error::WaitCancelled(e) => Some(e.wait_state()),
             _ => None,
+        }
+    }
+}
+
+/// Written here, next to the predicates it reads, so the wait state (below
+/// the errors) never names an `Error`.
+impl PollError {
+    /// The serialisable summary of one poll's error.
+    pub(crate) fn of(error: &Error) -> Self {
+        PollError {
+            message: error.to_string(),
+            http_status: error.status(),
+            transport: error.transport_kind(),
+            retryable: error.is_retryable(),
+            retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

@@ -19,14 +19,7 @@ pub use crate::spec::{
 };
 pub use futures_util::future::BoxFuture;
 
-pub use crate::transport::{Answer, Ctx, Mode, ProviderOps, exec, pre};
-
-/// What a provider's generated client needs to share a unified client's
-/// settings (used by `taskpoll::generated::<provider>::client`).
-pub fn generated_parts(client: &crate::Client, provider: &str) -> crate::Result<(String, reqwest::Client, Ctx)> {
-    let p = client.configured(provider)?;
-    Ok((p.base_url.clone(), p.http.clone(), p.ctx.clone()))
-}
+pub use crate::transport::{Answer, Connect, Ctx, Mode, ProviderOps, SharedSettings, exec, pre};
 
 /// The parts of a generated module that are the same for every provider:
 /// the `ClientHooks` impl (auth, user agent, timeout, body cap; see
@@ -44,8 +37,13 @@ macro_rules! __generated_glue {
         /// credentials (the hooks apply auth, the user agent, the request timeout and the body cap).
         /// For the operations the unified layer does not call, such as a provider's typed status
         /// siblings; a call's error converts into `taskpoll::Error` with `?`.
-        pub fn client(unified: &$crate::Client) -> ::core::result::Result<Client, $crate::Error> {
-            let (base_url, http, ctx) = $crate::__private::generated_parts(unified, PROVIDER.name())?;
+        ///
+        /// `unified` is a `&taskpoll::Client`: the client implements this trait, so the generated
+        /// modules (which the registry lists) sit below the client and never name it.
+        pub fn client(
+            unified: &impl $crate::__private::SharedSettings,
+        ) -> ::core::result::Result<Client, $crate::Error> {
+            let (base_url, http, ctx) = $crate::__private::SharedSettings::shared_settings(unified, &PROVIDER)?;
             ::core::result::Result::Ok(Client::new_with_client(&base_url, http, ctx))
         }
 
@@ -98,22 +96,4 @@ macro_rules! __generated_hooks {
             }
         }
     };
-}
-
-/// A configuration or usage error (the CLI's flags and files).
-pub fn config_error(message: impl Into<String>) -> crate::Error {
-    crate::Error::config(message)
-}
-
-/// A malformed task reference (the CLI's ids).
-pub fn invalid_task_ref(input: &str, reason: impl Into<String>) -> crate::Error {
-    crate::Error::InvalidTaskRef(crate::error::InvalidTaskRef {
-        input: crate::task::excerpt(input, 80),
-        reason: reason.into(),
-    })
-}
-
-/// The provider with this name, or the error that says which ones exist.
-pub fn known_provider(name: &str) -> crate::Result<&'static crate::ProviderSpec> {
-    crate::spec::known_provider(name)
 }

@@ -5,46 +5,12 @@
 //! path (comments, doc text and strings are skipped). A module belongs to the
 //! layer of its longest listed prefix (a submodule to its parent's unless it is
 //! listed itself). An edge fails when it goes up the order; edges inside one
-//! layer fail when they close a cycle. The CLI binary's modules have no order,
-//! only no cycle.
+//! layer fail when they close a cycle. There are no exceptions. The CLI
+//! binary's modules have no order, only no cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// Edges that break the rules today, each with what removes it. The test
-/// fails when one of them no longer exists, so the list only shrinks.
-const ALLOWED: &[Allowed] = &[
-    // The model's knot (ARCHITECTURE.md, layer 3): an `Error` holds a `Task` and
-    // a `WaitState`, while `TaskRef::new`, the wait state's constructors and the
-    // registry return an `Error`. Allowed in one direction only, so the rest
-    // of the model stays a tree.
-    Allowed { from: "task", to: "error", why: "TaskRef::new and the id checks return an Error" },
-    Allowed { from: "state", to: "error", why: "a PollError wraps the Error of one poll" },
-    Allowed { from: "spec", to: "error", why: "register and known_provider return an Error" },
-    Allowed {
-        from: "spec::descriptor",
-        to: "transport",
-        why: "ProviderSpec carries the generated `connect` fn (transport's Ctx to ProviderOps); to \
-              remove: emit `connect` in a transport-level driver record next to PROVIDER and look it \
-              up by provider in config (changes codegen/emit.rs and `register`)",
-    },
-    Allowed {
-        from: "spec",
-        to: "generated",
-        why: "the registry's built-in list is generated::ALL, and the generated modules also hold \
-              the typed clients (which need Client); to remove: emit the descriptor table into a \
-              data-only file that spec.rs includes",
-    },
-];
-
-/// One allowed edge: `from` and `to` are layer entries (CLI modules in the CLI's list).
-struct Allowed {
-    from: &'static str,
-    to: &'static str,
-    /// Why it is still there and what removes it.
-    why: &'static str,
-}
 
 #[test]
 fn imports_follow_the_documented_layers_and_close_no_cycle() {
@@ -53,7 +19,6 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
     assert!(!layers.is_empty(), "ARCHITECTURE.md lists no layers under `## Layers`");
 
     let mut problems = Vec::new();
-    let mut used_allowances = BTreeSet::new();
 
     let library = Crate::read(&root.join("src"), "lib.rs", &["bin"]);
     let node_of = |module: &str| -> Option<(String, usize)> {
@@ -84,10 +49,6 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
         if from == to {
             continue;
         }
-        if allowed(ALLOWED, &from, &to) {
-            used_allowances.insert((from.clone(), to.clone()));
-            continue;
-        }
         if from_layer < to_layer {
             problems.push(format!(
                 "{}: {} -> {} goes up ({from} is layer {from_layer}, {to} layer {to_layer})",
@@ -112,21 +73,9 @@ fn imports_follow_the_documented_layers_and_close_no_cycle() {
     }
     problems.extend(cycles(&cli_graph).into_iter().map(|c| format!("src/bin/taskpoll: {c}")));
 
-    for entry in ALLOWED {
-        if !used_allowances.contains(&(entry.from.to_string(), entry.to.to_string())) {
-            problems.push(format!(
-                "allowed edge {} -> {} ({}) no longer exists: remove its entry",
-                entry.from, entry.to, entry.why
-            ));
-        }
-    }
     problems.sort();
     problems.dedup();
     assert!(problems.is_empty(), "layering problems:\n  {}", problems.join("\n  "));
-}
-
-fn allowed(list: &[Allowed], from: &str, to: &str) -> bool {
-    list.iter().any(|a| a.from == from && a.to == to)
 }
 
 /// The layers of `ARCHITECTURE.md`: under `## Layers`, items `N. **Name**

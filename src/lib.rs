@@ -28,6 +28,7 @@ mod state;
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub mod store;
 mod task;
+mod text;
 mod transport;
 pub mod wait;
 pub mod webhook;
@@ -50,7 +51,6 @@ pub use wait::{PollEvent, Wait, WaitOptions, WaitState, Waiter};
 #[cfg(test)]
 pub(crate) use clock::ManualClock;
 pub(crate) use clock::{Clock, TokioClock};
-pub(crate) use spec::ProviderSpec;
 
 /// The HTTP client taskpoll builds on. A `reqwest::Client` handed to
 /// [`ClientBuilder::http_client`] must come from this same version; use this

@@ -13,7 +13,7 @@ use crate::error::{
 };
 use crate::raw_json::pointer as at_pointer;
 use crate::spec::{ProviderSpec, Rule, WebhookSpec};
-use crate::task::excerpt;
+use crate::text::excerpt;
 use crate::transport::{NoAnswer, RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
 

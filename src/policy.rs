@@ -33,6 +33,10 @@ use std::time::Duration;
 use crate::spec::{Jitter, PolicySpec, ProviderSpec};
 use crate::{Error, Result};
 
+mod learned;
+
+pub use learned::{Durations, Eta};
+
 /// How often to poll: first poll, fixed delays, exponential part, jitter,
 /// offset, and the time kept for the final poll. Built with [`Policy::builder`]
 /// or read from a spec ([`Policy::polite`], [`Policy::preset`]).
@@ -49,6 +53,18 @@ pub struct Policy {
     reserve: Duration,
     suggested_deadline: Option<Duration>,
     seed: Option<u64>,
+    /// Plans from the learned durations (see [`Policy::learned`]).
+    learned: Option<Learned>,
+}
+
+/// How a learned policy plans.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Learned {
+    /// The chance that the task ended since the last poll at which the next one goes out.
+    target: f64,
+    /// Without history it polls as the wait's provider's polite policy (`Policy::learned()`),
+    /// not as its own delays.
+    polite_fallback: bool,
 }
 
 impl Default for Policy {
@@ -66,6 +82,7 @@ impl Default for Policy {
             reserve: Policy::DEFAULT_FINAL_POLL_RESERVE,
             suggested_deadline: None,
             seed: None,
+            learned: None,
         }
     }
 }
@@ -101,6 +118,7 @@ impl Policy {
             reserve: Policy::DEFAULT_FINAL_POLL_RESERVE,
             suggested_deadline: (spec.deadline_ms > 0).then(|| Duration::from_millis(spec.deadline_ms)),
             seed: None,
+            learned: None,
         };
         policy.validate()?;
         Ok(policy)
@@ -116,14 +134,153 @@ impl Policy {
         Self::from_spec(format!("{}:polite", spec.name), &spec.polite)
     }
 
-    /// The named parity preset (a spec's `poll.presets`), looked up across all providers.
+    /// The chance, per poll, that the task ended since the previous poll,
+    /// which [`Policy::learned`] aims at.
+    pub const DEFAULT_LEARNED_TARGET: f64 = 0.5;
+
+    /// `learned`: polls where the task has likely ended, from how long the
+    /// provider's tasks took (the client learns it from every wait that sees
+    /// its task end; see [`Durations`](crate::wait::Durations)). With too
+    /// little history yet, it polls as the provider's polite policy; its
+    /// gaps stay within the polite policy's first and longest delays.
+    ///
+    /// To learn over your own schedule instead, use [`PolicyBuilder::learned`].
+    pub fn learned() -> Self {
+        let learned = Learned { target: Policy::DEFAULT_LEARNED_TARGET, polite_fallback: true };
+        Policy { name: Cow::Borrowed("learned"), learned: Some(learned), ..Policy::default() }
+    }
+
+    /// Whether the policy plans from learned durations.
+    pub fn is_learned(&self) -> bool {
+        self.learned.is_some()
+    }
+
+    /// The policy a wait on `spec`'s provider runs: [`Policy::learned`]
+    /// becomes the provider's polite policy that learns; others stay as they are.
+    pub(crate) fn for_provider(self: &std::sync::Arc<Self>, spec: &ProviderSpec) -> Result<std::sync::Arc<Self>> {
+        match self.learned {
+            Some(learned) if learned.polite_fallback => {
+                let polite = Self::polite_for(spec)?;
+                let learned = Learned { polite_fallback: false, ..learned };
+                Ok(std::sync::Arc::new(Policy { name: self.name.clone(), learned: Some(learned), ..polite }))
+            }
+            _ => Ok(self.clone()),
+        }
+    }
+
+    /// The delay before the first poll: the learned one when there is history.
+    pub(crate) fn first_delay(&self, durations: Option<&mut Durations>) -> Duration {
+        self.learned_poll(Duration::ZERO, Duration::ZERO, durations).unwrap_or(self.first_poll)
+    }
+
+    /// The delay after poll `n` made at `last_poll` (elapsed): to the next
+    /// learned poll when there is history, else [`Policy::delay`].
+    pub(crate) fn next_delay(
+        &self,
+        n: u32,
+        last_poll: Duration,
+        durations: Option<&mut Durations>,
+        rng: &mut fastrand::Rng,
+    ) -> Duration {
+        let min_gap = self.shortest_delay() / 2;
+        match self.learned_poll(last_poll, min_gap, durations) {
+            Some(at) => at.saturating_sub(last_poll),
+            None => self.delay(n, rng),
+        }
+    }
+
+    /// The next learned poll after `elapsed`, at least `min_gap` later.
+    fn learned_poll(
+        &self,
+        elapsed: Duration,
+        min_gap: Duration,
+        durations: Option<&mut Durations>,
+    ) -> Option<Duration> {
+        self.learned?;
+        let key = self.baseline_key();
+        durations?.next_poll(elapsed, min_gap, (key, &|horizon| self.mean_poll_times(horizon)))
+    }
+
+    /// The shortest delay the policy plans (its first fixed or exponential one).
+    fn shortest_delay(&self) -> Duration {
+        self.delays.first().map_or(self.initial_delay, |d| (*d).min(self.initial_delay)).saturating_add(self.offset)
+    }
+
+    /// The policy's own poll times up to `horizon` seconds, each delay at its
+    /// mean under the jitter: the baseline a learned schedule must not be slower than.
+    fn mean_poll_times(&self, horizon: f64) -> Vec<f64> {
+        let mean = match self.jitter {
+            Jitter::Full => 0.5,
+            Jitter::Equal => 0.75,
+            _ => 1.0,
+        };
+        let mut at = self.first_poll.as_secs_f64();
+        let mut times = vec![at];
+        let mut n: u32 = 1;
+        while at < horizon && times.len() < Policy::MAX_SCHEDULE_LEN {
+            let step = match self.delays.get(n as usize - 1) {
+                Some(fixed) => fixed.as_secs_f64(),
+                None => {
+                    let k = i32::try_from(n as usize - 1 - self.delays.len()).unwrap_or(i32::MAX);
+                    let base =
+                        (self.initial_delay.as_secs_f64() * self.factor.powi(k)).min(self.max_delay.as_secs_f64());
+                    base * mean + self.offset.as_secs_f64()
+                }
+            };
+            at += step.max(1e-3);
+            times.push(at);
+            n = n.saturating_add(1);
+        }
+        times
+    }
+
+    /// Tells one baseline from another (a learned plan is kept per baseline).
+    fn baseline_key(&self) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.first_poll, &self.delays, self.initial_delay, self.factor.to_bits(), self.max_delay, self.offset)
+            .hash(&mut hasher);
+        std::mem::discriminant(&self.jitter).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The instants of the polls, from the start of the wait, that this
+    /// policy plans with `durations` for a task that never ends before
+    /// `deadline` (as [`Policy::poll_times`]; a dry run of a learned schedule).
+    pub fn learned_poll_times(&self, deadline: Duration, durations: &mut Durations) -> Vec<Duration> {
+        let mut rng = self.rng();
+        let mut out = Vec::new();
+        let Some(first) = first_poll_at(self, self.first_delay(Some(durations)), Duration::ZERO, deadline) else {
+            return out;
+        };
+        out.push(first);
+        let mut at = first;
+        let mut n: u32 = 1;
+        while out.len() < Policy::MAX_SCHEDULE_LEN {
+            let wanted = self.next_delay(n, at, Some(durations), &mut rng);
+            let Some(next) = place(self, at, at, wanted, Duration::ZERO, deadline) else { break };
+            out.push(next);
+            at = next;
+            n = n.saturating_add(1);
+        }
+        out
+    }
+
+    /// The named parity preset (a spec's `poll.presets`), looked up across
+    /// all providers; `learned` is [`Policy::learned`].
     pub fn preset(name: &str) -> Result<Self> {
+        if name == "learned" {
+            return Ok(Self::learned());
+        }
         crate::spec::providers()
             .iter()
             .find_map(|p| p.presets.iter().find(|(n, _)| *n == name))
             .ok_or_else(|| {
-                let known: Vec<&str> =
-                    crate::spec::providers().iter().flat_map(|p| p.presets.iter().map(|(n, _)| *n)).collect();
+                let known: Vec<&str> = crate::spec::providers()
+                    .iter()
+                    .flat_map(|p| p.presets.iter().map(|(n, _)| *n))
+                    .chain(["learned"])
+                    .collect();
                 Error::InvalidPolicy(crate::error::InvalidPolicy {
                     message: format!("no preset named `{name}` (known: {})", known.join(", ")),
                 })
@@ -240,13 +397,13 @@ impl Policy {
     pub fn schedule(&self, deadline: Duration) -> Vec<Duration> {
         let mut rng = self.rng();
         let mut out = Vec::new();
-        let Some(first) = first_poll_at(self, Duration::ZERO, deadline) else { return out };
+        let Some(first) = first_poll_at(self, self.first_poll, Duration::ZERO, deadline) else { return out };
         out.push(first);
         let mut at = first;
         let mut n: u32 = 1;
         while out.len() < Policy::MAX_SCHEDULE_LEN {
             let wanted = self.delay(n, &mut rng);
-            let Some(next) = place(self, at, wanted, Duration::ZERO, deadline) else { break };
+            let Some(next) = place(self, at, at, wanted, Duration::ZERO, deadline) else { break };
             out.push(next - at);
             at = next;
             n = n.saturating_add(1);
@@ -272,6 +429,11 @@ impl Policy {
         };
         if !self.factor.is_finite() || self.factor < 1.0 {
             return invalid(format!("factor must be a finite number >= 1 (got {})", self.factor));
+        }
+        if let Some(learned) = self.learned
+            && !(learned.target > 0.0 && learned.target < 1.0)
+        {
+            return invalid(format!("the learned chance must be between 0 and 1, exclusive (got {})", learned.target));
         }
         if self.initial_delay.is_zero() && self.offset.is_zero() {
             return invalid("initial delay and offset are both zero (polls would not be spaced)".into());
@@ -394,6 +556,15 @@ impl PolicyBuilder {
         self
     }
 
+    /// Plans from the learned durations of the provider's tasks (see
+    /// [`Policy::learned`]), aiming each poll at this chance (between 0 and 1,
+    /// exclusive) that the task ended since the previous one; this policy's
+    /// own delays apply while there is too little history, and bound the gaps.
+    pub fn learned(mut self, chance: f64) -> Self {
+        self.policy.learned = Some(Learned { target: chance, polite_fallback: false });
+        self
+    }
+
     /// Random jitter (the default).
     pub fn unseeded(mut self) -> Self {
         self.policy.seed = None;
@@ -426,26 +597,28 @@ impl Policy {
 /// When the first poll is due, from the start `at` (offsets from the wait's
 /// start): after the policy's first delay, clipped to the final-poll instant;
 /// `None` when the deadline has passed.
-pub(crate) fn first_poll_at(policy: &Policy, at: Duration, deadline: Duration) -> Option<Duration> {
+pub(crate) fn first_poll_at(policy: &Policy, first: Duration, at: Duration, deadline: Duration) -> Option<Duration> {
     if at >= deadline {
         return None;
     }
     let horizon = deadline.saturating_sub(policy.reserve).max(at);
-    Some(at.saturating_add(policy.first_poll).min(horizon))
+    Some(at.saturating_add(first).min(horizon))
 }
 
-/// When the next poll is due after an answer at `after`, given the policy's
-/// delay `wanted` and a server `floor` (both offsets from the wait's start);
-/// `None` when no poll fits before the deadline.
+/// When the next poll is due: `wanted` after `from` (when the last poll was
+/// due), at least `floor` (a server's hint) after the answer at `after`, and
+/// never before that answer (all offsets from the wait's start); `None` when
+/// no poll fits before the deadline.
 pub(crate) fn place(
     policy: &Policy,
+    from: Duration,
     after: Duration,
     wanted: Duration,
     floor: Duration,
     deadline: Duration,
 ) -> Option<Duration> {
     let horizon = deadline.saturating_sub(policy.reserve);
-    let planned = after.saturating_add(wanted.max(floor));
+    let planned = from.saturating_add(wanted).max(after.saturating_add(floor));
     let at = if planned <= horizon {
         planned
     } else if after < horizon {
@@ -526,24 +699,35 @@ mod tests {
     fn place_keeps_planned_polls_and_clips_the_last_one() {
         let p = reserve(250);
         // Planned well before the deadline: kept.
-        assert_eq!(place(&p, ms(1000), ms(1500), Duration::ZERO, ms(10_000)), Some(ms(2500)));
+        assert_eq!(place(&p, ms(1000), ms(1000), ms(1500), Duration::ZERO, ms(10_000)), Some(ms(2500)));
         // Planned past deadline − reserve: moved there.
-        assert_eq!(place(&p, ms(8000), ms(5000), Duration::ZERO, ms(10_000)), Some(ms(9750)));
+        assert_eq!(place(&p, ms(8000), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), Some(ms(9750)));
         // Already inside the reserve window: no poll left.
-        assert_eq!(place(&p, ms(9750), ms(1000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&p, ms(9750), ms(9750), ms(1000), Duration::ZERO, ms(10_000)), None);
         // A server floor is never clipped below.
-        assert_eq!(place(&p, ms(8000), ms(100), ms(1900), ms(10_000)), Some(ms(9900)));
+        assert_eq!(place(&p, ms(8000), ms(8000), ms(100), ms(1900), ms(10_000)), Some(ms(9900)));
         // Without a reserve nothing is sent on the deadline itself.
-        assert_eq!(place(&reserve(0), ms(8000), ms(2000), Duration::ZERO, ms(10_000)), None);
-        assert_eq!(place(&reserve(0), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&reserve(0), ms(8000), ms(8000), ms(2000), Duration::ZERO, ms(10_000)), None);
+        assert_eq!(place(&reserve(0), ms(8000), ms(8000), ms(5000), Duration::ZERO, ms(10_000)), None);
+    }
+
+    #[test]
+    fn the_next_poll_counts_from_when_the_last_was_due_not_from_its_answer() {
+        let p = reserve(250);
+        // Due at 2 s, answered at 2.3 s: the next, 1 s later, is due at 3 s.
+        assert_eq!(place(&p, ms(2000), ms(2300), ms(1000), Duration::ZERO, ms(10_000)), Some(ms(3000)));
+        // An answer slower than the interval: polled again at once, never before the answer.
+        assert_eq!(place(&p, ms(2000), ms(3400), ms(1000), Duration::ZERO, ms(10_000)), Some(ms(3400)));
+        // A server floor counts from the answer.
+        assert_eq!(place(&p, ms(2000), ms(2300), ms(1000), ms(1000), ms(10_000)), Some(ms(3300)));
     }
 
     #[test]
     fn the_first_poll_is_clipped_but_never_skipped_while_time_remains() {
         let p = Policy { first_poll: ms(5000), ..reserve(250) };
-        assert_eq!(first_poll_at(&p, Duration::ZERO, ms(3000)), Some(ms(2750)));
-        assert_eq!(first_poll_at(&p, Duration::ZERO, ms(100)), Some(Duration::ZERO));
-        assert_eq!(first_poll_at(&p, Duration::ZERO, Duration::ZERO), None);
+        assert_eq!(first_poll_at(&p, p.first_poll, Duration::ZERO, ms(3000)), Some(ms(2750)));
+        assert_eq!(first_poll_at(&p, p.first_poll, Duration::ZERO, ms(100)), Some(Duration::ZERO));
+        assert_eq!(first_poll_at(&p, p.first_poll, Duration::ZERO, Duration::ZERO), None);
     }
 
     #[test]

@@ -68,5 +68,5 @@ pub fn provider(name: &str) -> Option<&'static ProviderSpec> {
 
 /// The provider with this name, or the error that says which ones exist.
 pub(crate) fn known_provider(name: &str) -> Result<&'static ProviderSpec, crate::Error> {
-    provider(name).ok_or_else(|| crate::Error::unknown_provider(name))
+    provider(name).ok_or_else(|| crate::Error::unknown_provider(name, providers().iter().map(|p| p.name)))
 }

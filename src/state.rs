@@ -6,8 +6,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::TransportKind;
-use crate::{Error, Phase, Task, TaskRef};
+use crate::{Phase, Task, TaskRef};
 
 /// Where a wait stands; serialisable so a wait can resume with the remaining
 /// budget (see [`Client::resume`](crate::Client::resume)). Times named `*_at_ms` are Unix
@@ -42,6 +41,13 @@ pub struct WaitState {
     pub unknown_count: u32,
     /// How long the current run of unknown statuses has lasted (as of the last poll).
     pub unknown_ms: u64,
+    /// When the task is expected to end, even odds (offset from the start), from
+    /// how long the provider's tasks took; `None` without enough history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_p50_ms: Option<u64>,
+    /// When the task has nine chances in ten to have ended (offset from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_p90_ms: Option<u64>,
 }
 
 impl WaitState {
@@ -61,6 +67,8 @@ impl WaitState {
             queued_ms: 0,
             unknown_count: 0,
             unknown_ms: 0,
+            eta_p50_ms: None,
+            eta_p90_ms: None,
         }
     }
 
@@ -75,7 +83,7 @@ impl WaitState {
     }
 }
 
-/// Why one poll failed (the wait went on, or ended with the [`Error`] the
+/// Why one poll failed (the wait went on, or ended with the [`Error`](crate::Error) the
 /// stream yields next): the error's kind and context, serialisable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -90,18 +98,6 @@ pub struct PollError {
     pub retryable: bool,
     /// The server's pacing hint, in milliseconds.
     pub retry_after_ms: Option<u64>,
-}
-
-impl PollError {
-    pub(crate) fn of(error: &Error) -> Self {
-        PollError {
-            message: error.to_string(),
-            http_status: error.status(),
-            transport: error.transport_kind(),
-            retryable: error.is_retryable(),
-            retry_after_ms: error.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        }
-    }
 }
 
 impl std::fmt::Display for PollError {
@@ -136,4 +132,46 @@ pub struct PollEvent {
     pub next_delay: Option<Duration>,
     /// Where the wait stands after this poll: save it to resume the wait later.
     pub state: WaitState,
+}
+
+/// Why a transport-level request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Could not connect, for a reason not listed below.
+    Connect,
+    /// The server refused the connection (nothing listens on that port).
+    Refused,
+    /// The host name could not be resolved.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The connection was reset or closed before the answer was complete.
+    Reset,
+    /// The answer's body ended early (fewer bytes than its `Content-Length`).
+    TruncatedBody,
+    /// The per-request timeout passed.
+    Timeout,
+    /// The request was cut off because the wait's deadline budget ran out.
+    DeadlineBudget,
+    /// Anything else.
+    Other,
+}
+
+impl TransportKind {
+    /// What happened, for a message about `host`.
+    pub(crate) fn describe(self, host: &str) -> String {
+        match self {
+            TransportKind::Connect => format!("could not connect to {host}"),
+            TransportKind::Refused => format!("connection refused by {host}"),
+            TransportKind::Dns => format!("could not resolve {host} (DNS)"),
+            TransportKind::Tls => format!("TLS handshake with {host} failed"),
+            TransportKind::Reset => format!("connection to {host} reset or closed before the answer was complete"),
+            TransportKind::TruncatedBody => format!("answer from {host} cut short (truncated body)"),
+            TransportKind::Timeout => format!("request to {host} timed out"),
+            TransportKind::DeadlineBudget => format!("request to {host} stopped: the wait's deadline budget ran out"),
+            TransportKind::Other => format!("transport error with {host}"),
+        }
+    }
 }

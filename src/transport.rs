@@ -562,6 +562,22 @@ pub trait ProviderOps: Send + Sync {
     }
 }
 
+/// How a generated module makes its [`ProviderOps`] for a configured
+/// client. A descriptor holds it type-erased (`ProviderSpec::connect`):
+/// the descriptors are plain data below this layer, so they cannot name
+/// `Ctx`; configuration downcasts it once per provider it resolves.
+#[derive(Debug, Clone, Copy)]
+pub struct Connect(pub fn(&str, reqwest::Client, Ctx) -> Box<dyn ProviderOps>);
+
+/// What a generated typed client takes from the unified client whose
+/// settings it shares (its base URL, HTTP client and hooks' state).
+/// Implemented by [`crate::Client`] in the client layer, so the generated
+/// modules, which the registry lists, never name the client.
+pub trait SharedSettings {
+    /// The settings of `provider` on this client, or why there are none.
+    fn shared_settings(&self, provider: &'static ProviderSpec) -> Result<(String, reqwest::Client, Ctx), Error>;
+}
+
 /// A generated client's error, as a call of the typed clients returns it.
 impl<E> From<progenitor_client::Error<E>> for Error {
     fn from(error: progenitor_client::Error<E>) -> Self {

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 
-pub use crate::policy::{Policy, PolicyBuilder};
+pub use crate::policy::{Durations, Eta, Policy, PolicyBuilder};
 pub use crate::spec::Jitter;
 pub use crate::state::{PollError, PollEvent, WaitState};
 pub use crate::wait::waiter::{Outcomes, PendingTask, WaitOutcome, Waiter, WaiterHandle};
@@ -100,6 +100,8 @@ pub struct WaitOptions {
     pub(crate) clock: Option<Arc<dyn Clock>>,
     /// A resumed wait keeps its saved deadline instead of a fresh one (a wait store's waits).
     pub(crate) keep_saved_deadline: bool,
+    /// Which learned estimate of durations the wait reads and feeds.
+    pub(crate) duration_key: Option<Arc<str>>,
 }
 
 impl WaitOptions {
@@ -116,6 +118,7 @@ impl WaitOptions {
             retry_after_ceiling: WaitOptions::DEFAULT_RETRY_AFTER_CEILING,
             clock: None,
             keep_saved_deadline: false,
+            duration_key: None,
         }
     }
 
@@ -153,6 +156,16 @@ impl WaitOptions {
     /// hints count as this long (zero ignores the hints).
     pub fn retry_after_ceiling(mut self, ceiling: Duration) -> Self {
         self.retry_after_ceiling = ceiling;
+        self
+    }
+
+    /// Learns and reads how long tasks take under this key, apart from the
+    /// provider's other tasks (say, a model name whose tasks take longer):
+    /// [`Policy::learned`] plans from it and the ETA comes from it. The
+    /// client keeps at most a thousand keys per provider; waits with later
+    /// keys share the provider's estimate.
+    pub fn duration_key(mut self, key: impl Into<String>) -> Self {
+        self.duration_key = Some(Arc::from(key.into()));
         self
     }
 

@@ -413,7 +413,7 @@ fn provider_tokens(p: &Provider, ops: &Operations, answer: syn::File) -> TokenSt
             operations: &[#(#operations),*],
             examples: &[#(#examples),*],
             webhook: #webhook,
-            connect,
+            connect: &::taskpoll::__private::Connect(connect),
             parse_documented,
         }.build();
 

@@ -169,6 +169,36 @@ impl InvalidBody {
     }
 }
 
+/// A task's body does not read as the type asked for with
+/// [`crate::Task::typed`] (a field missing, of another type, …).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("task {task}: the body does not read as `{type_name}` at `{path}`: {message}")]
+pub struct TypedBody {
+    pub(crate) task: String,
+    pub(crate) type_name: &'static str,
+    pub(crate) path: String,
+    pub(crate) message: String,
+}
+
+impl TypedBody {
+    /// The task, as `provider:id`.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+    /// The type asked for (its full Rust path).
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+    /// Where in the body it failed, as serde walked it (`data.status`; `.` for the body itself).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// What serde found wrong there (server text is not repeated beyond what serde quotes).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// The body was larger than the configured cap and was not read.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{provider} {operation}: HTTP {status} body exceeds the {limit}-byte cap")]

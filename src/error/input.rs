@@ -17,9 +17,12 @@ impl ConfigError {
     }
 }
 
-/// No provider of that name is built into this crate.
+/// No provider of that name is built into this crate or registered.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown provider `{name}` (known: {known})")]
+#[error(
+    "unknown provider `{name}` (known: {known}); a provider generated in your own crate is known once \
+     registered: ClientBuilder::register or taskpoll::spec::register"
+)]
 pub struct UnknownProvider {
     pub(crate) name: String,
     pub(crate) known: String,

@@ -7,8 +7,6 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::transport::ProviderOps;
-
 /// Where a task is in its life, whatever the provider calls it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -143,8 +141,10 @@ descriptor! {
         /// How the provider signs the webhooks it sends, and what they carry
         /// (`x-taskpoll.webhook`); `None`: it sends none taskpoll can verify.
         webhook: Option<WebhookSpec>,
+        /// How the generated module connects a configured client: transport's
+        /// `Connect`, type-erased because the descriptors sit below transport.
         #[doc(hidden)]
-        connect: fn(&str, reqwest::Client, crate::transport::Ctx) -> Box<dyn ProviderOps>,
+        connect: &'static (dyn std::any::Any + Send + Sync),
         #[doc(hidden)]
         parse_documented: fn(&str, &str) -> Option<Result<(), serde_json::Error>>,
     }

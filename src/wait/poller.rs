@@ -1,6 +1,6 @@
 //! The poll step: one wait's state machine, with no I/O and no sleeping.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::clock::Clock;
 use crate::error::{DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus};
 use crate::observe::Class;
-use crate::policy::{self, Policy};
+use crate::policy::{self, Durations, Policy};
 use crate::spec::ProviderSpec;
 use crate::{Error, Phase, Result, Task, TaskRef};
 
@@ -66,6 +66,20 @@ pub(crate) struct Poller {
     deadline: Duration,
     /// When the first poll is due, as elapsed time.
     first: Option<Duration>,
+    /// When the poll now in flight (or next) was due, as elapsed time: the
+    /// next poll counts from it, so a round does not drift by its own length.
+    due: Option<Duration>,
+    /// When the last poll was sent, as elapsed time.
+    sent: Duration,
+    /// When the last poll that found the task pending was sent (the start
+    /// before any): the task ended between it and the poll that saw it ended.
+    pending_seen: Duration,
+    /// How long the provider's tasks take (the engine's estimate, shared by
+    /// its waits): a learned policy plans from it, the state's ETA comes from
+    /// it, and this wait's task adds to it when it ends.
+    durations: Option<Arc<Mutex<Durations>>>,
+    /// Which estimate the engine gives this wait (see [`WaitOptions::duration_key`]).
+    duration_key: Option<Arc<str>>,
     queued_since: Option<Duration>,
     unknown_since: Option<Duration>,
     /// The last in-progress observation (`None` once forgotten, see [`Poller::forget_last_task`]).
@@ -94,7 +108,7 @@ impl Poller {
             started_at_ms,
             started_at_ms.saturating_add(millis(deadline)),
         );
-        let first = policy::first_poll_at(&policy, Duration::ZERO, deadline);
+        let first = policy::first_poll_at(&policy, policy.first_poll(), Duration::ZERO, deadline);
         Ok(Self::assemble(spec, policy, options, origin, Duration::ZERO, deadline, first, state))
     }
 
@@ -110,7 +124,7 @@ impl Poller {
         // provider's polite policy); a custom policy must be given again.
         let policy = match &options.policy {
             None => match Policy::preset(&state.policy) {
-                Ok(policy) => Arc::new(policy),
+                Ok(policy) => Arc::new(policy).for_provider(spec)?,
                 Err(_) => resolve_policy(spec, options)?,
             },
             Some(_) => resolve_policy(spec, options)?,
@@ -171,6 +185,11 @@ impl Poller {
             base,
             deadline,
             first,
+            due: first,
+            sent: base,
+            pending_seen: base,
+            durations: None,
+            duration_key: options.duration_key.clone(),
             queued_since: None,
             unknown_since: None,
             last_task: None,
@@ -178,6 +197,23 @@ impl Poller {
             last_error: None,
             state,
             delay_factor: 1.0,
+        }
+    }
+
+    /// Shares the engine's estimate of how long tasks take (see [`Poller::durations`]).
+    pub(crate) fn attach(&mut self, durations: Arc<Mutex<Durations>>) {
+        self.durations = Some(durations);
+    }
+
+    /// The key of the estimate this wait reads and feeds, if its options give one.
+    pub(crate) fn duration_key(&self) -> Option<&Arc<str>> {
+        self.duration_key.as_ref()
+    }
+
+    /// Adds how long the task took (it ended at `ended`, elapsed) to the estimate.
+    fn record_duration(&self, ended: Duration) {
+        if let Some(durations) = &self.durations {
+            lock(durations).record(ended);
         }
     }
 
@@ -255,6 +291,12 @@ impl Poller {
     /// The first decision: when to make the first poll (or, if no time is
     /// left, to expire at once).
     pub(crate) fn start(&mut self) -> Decision {
+        let fresh = self.state.attempts == 0 && self.base.is_zero();
+        if fresh && self.policy.is_learned() {
+            let first = self.policy.first_delay(self.durations.as_ref().map(lock).as_deref_mut());
+            self.first = policy::first_poll_at(&self.policy, first, Duration::ZERO, self.deadline);
+            self.due = self.first;
+        }
         match self.first {
             Some(at) => {
                 self.state.next_poll_ms = Some(millis(at));
@@ -321,6 +363,8 @@ impl Poller {
         debug_assert!(matches!(phase, Phase::Queued | Phase::Running), "{phase:?}");
         let sent = self.elapsed(sent_at);
         let received = self.elapsed(received_at).max(sent);
+        self.sent = sent;
+        self.pending_seen = sent;
         self.state.attempts = self.state.attempts.saturating_add(1);
         self.state.last_poll_ms = Some(millis(sent));
         self.note_observation(phase, status, http_status, sent);
@@ -355,10 +399,13 @@ impl Poller {
     ) -> Decision {
         let sent = self.elapsed(sent_at);
         let received = self.elapsed(received_at).max(sent);
+        self.sent = sent;
         self.state.attempts = self.state.attempts.saturating_add(1);
         self.state.last_poll_ms = Some(millis(sent));
         let next = match Class::of(result) {
             Class::Terminal(task) => {
+                // It ended between the last poll that saw it pending and this one.
+                self.record_duration(self.pending_seen + (sent - self.pending_seen.min(sent)) / 2);
                 self.note(event, &task, sent);
                 self.last_error = None;
                 self.finish_plan(None);
@@ -369,6 +416,7 @@ impl Poller {
                 }
             }
             Class::Pending(task) => {
+                self.pending_seen = sent;
                 self.note(event, &task, sent);
                 let hint = task.retry_after();
                 match self.guard(task.phase(), sent, Observed::Task(&task)) {
@@ -524,12 +572,31 @@ impl Poller {
         })
     }
 
+    /// Plans the next poll after an answer at `received` (elapsed), with an
+    /// optional server floor (counted from the answer).
+    ///
+    /// The policy's delay counts from when the poll was due, not from when
+    /// its answer came, so polls due together stay together and an interval
+    /// does not drift by the read's length; from when it was sent instead
+    /// when it went out early (riding along in a batch), and never less than
+    /// half the delay after it was sent (a poll the rate budget held back
+    /// does not make the next one follow at once).
     fn plan(&mut self, received: Duration, floor: Option<Duration>) -> Decision {
-        let mut wanted = self.policy.delay(self.state.attempts, &mut self.rng);
+        let mut durations = self.durations.as_ref().map(lock);
+        let mut wanted =
+            self.policy.next_delay(self.state.attempts, self.sent, durations.as_deref_mut(), &mut self.rng);
+        if let Some(eta) = durations.as_deref_mut().and_then(|d| d.eta(received)) {
+            self.state.eta_p50_ms = Some(millis(eta.p50));
+            self.state.eta_p90_ms = Some(millis(eta.p90));
+        }
+        drop(durations);
         if self.delay_factor > 1.0 {
             wanted = Duration::try_from_secs_f64(wanted.as_secs_f64() * self.delay_factor).unwrap_or(MAX_DEADLINE);
         }
-        let placed = policy::place(&self.policy, received, wanted, floor.unwrap_or_default(), self.deadline);
+        let due = self.due.map_or(self.sent, |due| due.min(self.sent));
+        let from = due.max(self.sent.saturating_sub(wanted / 2));
+        let placed = policy::place(&self.policy, from, received, wanted, floor.unwrap_or_default(), self.deadline);
+        self.due = placed;
         self.finish_plan(placed.map(|at| (at, at - received)));
         match placed {
             Some(at) => Decision::Poll { at: self.instant(at), delay: at - received },
@@ -563,6 +630,7 @@ impl Poller {
     /// wait ends with it as it would on a poll that saw it (no poll is counted).
     pub(crate) fn observe_webhook(&mut self, at: Instant, task: Task) -> (PollEvent, Decision) {
         let elapsed = self.elapsed(at);
+        self.record_duration(elapsed);
         let mut event = self.event(self.state.attempts, elapsed);
         self.note(Some(&mut event), &task, elapsed);
         self.last_error = None;
@@ -601,9 +669,14 @@ enum Observed<'a> {
     },
 }
 
+/// The estimate, even if a panic elsewhere poisoned its lock (it holds plain numbers).
+fn lock(durations: &Arc<Mutex<Durations>>) -> std::sync::MutexGuard<'_, Durations> {
+    durations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn resolve_policy(spec: &ProviderSpec, options: &WaitOptions) -> Result<Arc<Policy>> {
     match &options.policy {
-        Some(policy) => Ok(policy.clone()),
+        Some(policy) => policy.for_provider(spec),
         None => Policy::polite_for(spec).map(Arc::new),
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::spec::BoxFuture;
 use crate::spec::Jitter;
+use crate::wait::waiter::Limits;
 use crate::wait::{Poller, UnknownStatusPolicy, Wait};
 use crate::{Error, ManualClock, Phase, Policy, PollEvent, Task, TaskRef, WaitOptions, WaitState};
 use futures_util::StreamExt as _;
@@ -89,17 +90,18 @@ impl Reader {
         &self,
         then: fn() -> crate::Result<Task>,
         latency: Duration,
-    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
+    ) -> impl FnMut(Limits) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
     {
         let start = tokio::time::Instant::now();
         let script = self.script.clone();
         let polls = self.polls.clone();
-        move |budget| {
-            polls.lock().expect("lock").push((start.elapsed(), budget));
+        move |limits: Limits| {
+            polls.lock().expect("lock").push((start.elapsed(), limits.budget));
             let next = script.lock().expect("lock").pop_front().unwrap_or_else(then);
+            // A read never outlives its budget nor its attempt timeout (the real client clips its request timeout).
+            let cut = limits.budget.min(limits.attempt);
             Box::pin(async move {
-                // A read never outlives its budget (the real client clips its request timeout).
-                match tokio::time::timeout(budget, tokio::time::sleep(latency)).await {
+                match tokio::time::timeout(cut, tokio::time::sleep(latency)).await {
                     Ok(()) => next,
                     Err(_) => Err(timeout()),
                 }
@@ -113,15 +115,16 @@ impl Reader {
         clock: Arc<ManualClock>,
         then: fn() -> crate::Result<Task>,
         latency: Duration,
-    ) -> impl FnMut(Duration) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
+    ) -> impl FnMut(Limits) -> std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>> + Send + 'static
     {
         let script = self.script.clone();
         let polls = self.polls.clone();
-        move |budget| {
-            polls.lock().expect("lock").push((clock.elapsed(), budget));
+        move |limits: Limits| {
+            polls.lock().expect("lock").push((clock.elapsed(), limits.budget));
             let next = script.lock().expect("lock").pop_front().unwrap_or_else(then);
-            let result = if latency > budget {
-                clock.advance(budget);
+            let cut = limits.budget.min(limits.attempt);
+            let result = if latency > cut {
+                clock.advance(cut);
                 Err(timeout())
             } else {
                 clock.advance(latency);
@@ -294,26 +297,85 @@ async fn a_server_that_hangs_cannot_push_the_wait_past_its_deadline() {
     let reader = Reader::new(vec![]);
     let start = tokio::time::Instant::now();
     let poller = Poller::new(task_ref("factpulse"), &opts(5.0)).expect("poller");
-    // Every read takes an hour; the budget cuts each one at the deadline.
+    // Every read takes an hour. With no answer times seen yet, each attempt gets
+    // half the time left (at least 1 s): cut at 2.5 s, then 3.75 s; the last
+    // read, at 4 s, is cut at the deadline.
     let result = poller.wait_with(reader.tokio(pending, secs(3600.0))).await;
     assert_eq!(start.elapsed(), secs(5.0));
-    assert_eq!(reader.times(), [0.0]);
+    assert_eq!(reader.times(), [0.0, 2.5, 4.0]);
+    assert_eq!(reader.budgets(), [5.0, 2.5, 1.0]);
     let Err(Error::DeadlineExceeded(ended)) = &result else { panic!("{result:?}") };
-    assert_eq!((ended.polls(), ended.last_task().is_none()), (1, true));
+    assert_eq!((ended.polls(), ended.last_task().is_none()), (3, true));
     let e = ended.last_error().expect("the last cause");
     assert!(std::error::Error::source(&result.as_ref().unwrap_err()).is_some(), "the last cause is the source");
     assert!(e.is_timeout());
 }
 
+/// A read that hangs costs its attempt timeout, not the wait: the next poll
+/// goes out and the wait ends well before its deadline.
 #[tokio::test(start_paused = true)]
-async fn delays_count_from_each_answer() {
+async fn a_server_that_hangs_once_then_answers_ends_the_wait_before_its_deadline() {
+    let start = tokio::time::Instant::now();
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let seen = reads.clone();
+    let poller = Poller::new(task_ref("factpulse"), &opts(5.0)).expect("poller");
+    let result = poller
+        .wait_with(move |limits: Limits| {
+            let mut reads = seen.lock().expect("lock");
+            reads.push((start.elapsed(), limits.attempt));
+            let hang = reads.len() == 1;
+            Box::pin(async move {
+                let latency = if hang { secs(3600.0) } else { secs(0.05) };
+                match tokio::time::timeout(limits.budget.min(limits.attempt), tokio::time::sleep(latency)).await {
+                    Ok(()) => success(),
+                    Err(_) => Err(timeout()),
+                }
+            }) as std::pin::Pin<Box<dyn Future<Output = crate::Result<Task>> + Send>>
+        })
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let reads = reads.lock().expect("lock").clone();
+    // The hung read was given up at 2.5 s (half the time left, no answer times yet).
+    assert_eq!(reads[0], (secs(0.0), secs(2.5)));
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(start.elapsed() < secs(3.0), "{:?}", start.elapsed());
+}
+
+/// Once answers have been seen, the attempt timeout follows them: four times
+/// their 99th percentile, at least one second.
+#[tokio::test(start_paused = true)]
+async fn the_attempt_timeout_follows_the_answer_times_seen() {
+    let reader = Reader::new(vec![]);
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let mut read = reader.tokio(pending, secs(0.5));
+    let policy = Policy::builder().initial_delay(secs(1.0)).factor(1.0).max_delay(secs(1.0)).build().expect("policy");
+    let poller = Poller::new(task_ref("factpulse"), &WaitOptions::new(secs(60.0)).policy(policy)).expect("poller");
+    let _ = poller
+        .wait_with(move |limits: Limits| {
+            seen.lock().expect("lock").push(limits.attempt);
+            read(limits)
+        })
+        .await;
+    let attempts = attempts.lock().expect("lock").clone();
+    // Half the time left at first; 4 × 0.5 s = 2 s once 20 answers of 0.5 s were seen.
+    assert_eq!(attempts[0], secs(30.0));
+    // (The last few are cut by the deadline: never past it.)
+    assert!(attempts.len() > 50, "{}", attempts.len());
+    assert!(attempts[25..50].iter().all(|a| (a.as_secs_f64() - 2.0).abs() < 0.05), "{attempts:?}");
+    assert_eq!(attempts.last(), Some(&secs(0.25)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_count_from_when_each_poll_was_due_not_from_its_answer() {
     let reader = Reader::new(vec![pending(), pending()]);
     let start = tokio::time::Instant::now();
     let poller = Poller::new(task_ref("factpulse"), &opts(60.0)).expect("poller");
     let result = poller.wait_with(reader.tokio(success, secs(0.25))).await;
     assert!(result.is_ok());
-    assert_eq!(reader.times(), [0.0, 1.25, 3.0]);
-    assert_eq!(start.elapsed(), secs(3.25));
+    // Delays of 1 s and 1.5 s from 0 and 1 s: the reads' 0.25 s does not add up.
+    assert_eq!(reader.times(), [0.0, 1.0, 2.5]);
+    assert_eq!(start.elapsed(), secs(2.75));
 }
 
 #[tokio::test(start_paused = true)]
@@ -538,11 +600,12 @@ async fn a_manual_clock_gives_exact_instants_including_read_latency() {
     let options = opts(4.0).clock(clock.clone());
     let poller = Poller::new(task_ref("factpulse"), &options).expect("poller");
     let result = poller.wait_with(reader.manual(clock.clone(), pending, secs(0.5))).await;
-    // Answers take 0.5 s and delays count from them: polls at 0, 0.5 + 1 = 1.5 and 2 + 1.5 = 3.5.
-    assert_eq!(reader.times(), [0.0, 1.5, 3.5]);
-    // The last read had 0.5 s of budget and used it; the wait ends on the deadline.
-    assert_eq!(reader.budgets(), [4.0, 2.5, 0.5]);
-    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 3), "{result:?}");
+    // Answers take 0.5 s; delays (1 s, 1.5 s, 2.25 s) count from when each poll was due:
+    // polls at 0, 1 and 2.5; the next (4.75) is clipped to the deadline less the reserve (3.75).
+    assert_eq!(reader.times(), [0.0, 1.0, 2.5, 3.75]);
+    // The last read had 0.25 s of budget and used it; the wait ends on the deadline.
+    assert_eq!(reader.budgets(), [4.0, 3.0, 1.5, 0.25]);
+    assert!(matches!(&result, Err(Error::DeadlineExceeded(e)) if e.polls() == 4), "{result:?}");
     assert_eq!(clock.elapsed(), secs(4.0));
 }
 
@@ -698,17 +761,22 @@ async fn the_engine_keeps_a_resumed_waits_saved_preset() {
 /// provider's batch operation is not used), so every poll is one call.
 struct ReadFn(Mutex<ScriptedRead>);
 
-type ScriptedRead = Box<dyn FnMut(Duration) -> BoxFuture<'static, crate::Result<Task>> + Send>;
+type ScriptedRead = Box<dyn FnMut(Limits) -> BoxFuture<'static, crate::Result<Task>> + Send>;
 
 impl crate::wait::waiter::Source for ReadFn {
-    fn read_one(&self, _task: TaskRef, budget: Duration, _keep_body: bool) -> BoxFuture<'static, crate::Result<Task>> {
-        (self.0.lock().expect("lock"))(budget)
+    fn read_one(
+        &self,
+        _task: TaskRef,
+        limits: crate::wait::waiter::Limits,
+        _keep_body: bool,
+    ) -> BoxFuture<'static, crate::Result<Task>> {
+        (self.0.lock().expect("lock"))(limits)
     }
 
     fn read_many(
         &self,
         _ids: crate::wait::waiter::BatchIds,
-        _budget: Duration,
+        _limits: crate::wait::waiter::Limits,
     ) -> BoxFuture<'static, crate::Result<Vec<Option<crate::observe::Seen>>>> {
         Box::pin(std::future::ready(Err(Error::config("no batch reads here"))))
     }
@@ -722,11 +790,11 @@ impl Poller {
     /// This wait on a scheduler of its own whose reads are `read` (no rate limit).
     fn watch_with<F, Fut>(self, mut read: F) -> Wait
     where
-        F: FnMut(Duration) -> Fut + Send + 'static,
+        F: FnMut(Limits) -> Fut + Send + 'static,
         Fut: Future<Output = crate::Result<Task>> + Send + 'static,
     {
         let provider = self.task_ref().spec().name;
-        let source = ReadFn(Mutex::new(Box::new(move |budget| Box::pin(read(budget)))));
+        let source = ReadFn(Mutex::new(Box::new(move |limits| Box::pin(read(limits)))));
         let unlimited = crate::spec::RateSpec { per_second: 1e6, burst: 1_000_000 };
         let lane = crate::wait::waiter::Lane::spawn(
             provider,
@@ -743,7 +811,7 @@ impl Poller {
     /// [`Poller::watch_with`], to its end.
     async fn wait_with<F, Fut>(self, read: F) -> crate::Result<Task>
     where
-        F: FnMut(Duration) -> Fut + Send + 'static,
+        F: FnMut(Limits) -> Fut + Send + 'static,
         Fut: Future<Output = crate::Result<Task>> + Send + 'static,
     {
         self.watch_with(read).until_done().await

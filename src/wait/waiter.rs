@@ -57,11 +57,13 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_core::Stream;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
+use crate::policy::Eta;
 use crate::wait::Poller;
 use crate::webhook::Registration;
 use crate::{Client, Clock, Error, PollEvent, Result, Task, TaskRef, WaitOptions, WaitState};
@@ -73,7 +75,7 @@ pub(crate) use engine::{Engine, Lane, next_id};
 pub(crate) use scheduler::Entry;
 pub(crate) use scheduler::{Command, Finished, Group, Key};
 #[cfg(test)]
-pub(crate) use source::{BatchIds, Source};
+pub(crate) use source::{BatchIds, Limits, Source};
 
 /// Waits on many tasks, of any providers, at once; a [`Stream`] of
 /// `(TaskRef, Result<Task>)` in the order the tasks finish.
@@ -402,6 +404,16 @@ pub struct PendingTask {
     pub state: WaitState,
     /// How the wait ended ([`Error::is_deadline`] or [`Error::is_wait_cancelled`]).
     pub error: Error,
+}
+
+impl PendingTask {
+    /// When the task is expected to end (from its wait's start), from how
+    /// long the provider's tasks took; `None` without enough history.
+    pub fn eta(&self) -> Option<Eta> {
+        let p50 = Duration::from_millis(self.state.eta_p50_ms?);
+        let p90 = Duration::from_millis(self.state.eta_p90_ms?);
+        Some(Eta { p50, p90 })
+    }
 }
 
 impl Outcomes {

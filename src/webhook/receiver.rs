@@ -42,7 +42,7 @@ async fn receive(State(client): State<Client>, Path(provider): Path<String>, req
         Ok(bytes) => bytes,
         Err(_) => {
             // Debug-formatted: the name comes from the request path (untrusted, control characters escaped).
-            tracing::info!(provider = ?crate::task::excerpt(&provider, 40), "webhook refused: body over the cap or cut short");
+            tracing::info!(provider = ?crate::text::excerpt(&provider, 40), "webhook refused: body over the cap or cut short");
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
     };

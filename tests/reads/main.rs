@@ -7,6 +7,7 @@
 mod support;
 
 mod codegen_errors;
+mod first_errors;
 mod fixture_provider;
 mod generated_client;
 mod generated_code;

@@ -137,7 +137,8 @@ pub(crate) struct OptionArgs {
     /// The deadline for the whole wait, e.g. `60s`, `5m` (default: the provider's suggested one).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
-    /// Polling policy: `polite` (default) or a preset such as `factpulse_helper`, `deepomatic_client`.
+    /// Polling policy: `polite` (default), `learned` (from how long the provider's tasks took), or a
+    /// preset such as `factpulse_helper`, `deepomatic_client`.
     #[arg(long, value_name = "NAME")]
     pub policy: Option<String>,
     /// Unknown statuses: `keep` (default), `fail`, a count (`3`) or a duration (`30s`).

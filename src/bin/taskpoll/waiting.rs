@@ -210,7 +210,10 @@ fn final_message(result: Result<&Task, &taskpoll::Error>, polls: Option<u32>, el
 fn report(bar: &Option<ProgressBar>, task_ref: &TaskRef, event: &PollEvent) {
     let phase = event.phase.map_or("-".to_string(), |p| p.to_string());
     let status = event.status.as_deref().unwrap_or("");
-    let next = event.next_delay.map(|d| format!(", next poll in {:.1}s", d.as_secs_f64())).unwrap_or_default();
+    let mut next = event.next_delay.map(|d| format!(", next poll in {:.1}s", d.as_secs_f64())).unwrap_or_default();
+    if let Some(left) = time_left(event) {
+        next.push_str(&format!(", ~{} left", seconds_text(left)));
+    }
     match bar {
         Some(bar) => {
             let text = match &event.error {
@@ -229,6 +232,22 @@ fn report(bar: &Option<ProgressBar>, task_ref: &TaskRef, event: &PollEvent) {
                 err_line(&format!("{task_ref}: {phase} ({status}) at poll {attempt}, {at:.1}s"));
             }
         }
+    }
+}
+
+/// How long the task is expected to take still (even odds), from how long
+/// the provider's tasks took; `None` without enough history.
+fn time_left(event: &PollEvent) -> Option<Duration> {
+    let p50 = Duration::from_millis(event.state.eta_p50_ms?);
+    event.next_delay.is_some().then(|| p50.saturating_sub(event.elapsed))
+}
+
+/// `40 s`, `3 min`, `2 h`.
+fn seconds_text(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 120 => format!("{} s", s.max(1)),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3_600),
     }
 }
 
@@ -458,6 +477,7 @@ async fn wait_many(
             // A task's events before its outcome line: they were sent first.
             biased;
             Some(event) = events.next() => {
+                board.expect(&event);
                 let retried = event.error.is_some() && event.next_delay.is_some();
                 let moved = event.changed && event.attempt > 1 && event.next_delay.is_some();
                 if retried || moved {
@@ -517,7 +537,15 @@ enum Board {
     /// A spinner per task (a terminal, a handful of tasks).
     Spinners { multi: MultiProgress, bars: HashMap<TaskRef, ProgressBar> },
     /// One bar: done / failed / pending, requests sent, current rate (a terminal, many tasks).
-    Summary { bar: ProgressBar, failed: u64, requests: u64, at: Instant, rate: f64 },
+    Summary {
+        bar: ProgressBar,
+        failed: u64,
+        requests: u64,
+        at: Instant,
+        rate: f64,
+        /// When each pending task is expected to end (even odds), where an estimate exists.
+        ends: HashMap<TaskRef, Instant>,
+    },
     /// Not a terminal: a line per failure (printed with the outcome), nothing per success.
     Lines,
 }
@@ -547,7 +575,7 @@ impl Board {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
-        Board::Summary { bar, failed: 0, requests: 0, at: Instant::now(), rate: 0.0 }
+        Board::Summary { bar, failed: 0, requests: 0, at: Instant::now(), rate: 0.0, ends: HashMap::new() }
     }
 
     fn finished(&mut self, done: Done<'_>, pending: usize, requests_sent: u64) {
@@ -560,7 +588,8 @@ impl Board {
                     bar.finish_with_message(escape_controls(&text).into_owned());
                 }
             }
-            Board::Summary { bar, failed, .. } => {
+            Board::Summary { bar, failed, ends, .. } => {
+                ends.remove(task_ref);
                 if !matches!(result, Ok(task) if task.phase() == Phase::Succeeded) {
                     *failed += 1;
                 }
@@ -586,9 +615,21 @@ impl Board {
         self.render(pending, requests_sent);
     }
 
+    /// Notes when a pending task is expected to end.
+    fn expect(&mut self, event: &PollEvent) {
+        if let Board::Summary { ends, .. } = self {
+            match time_left(event) {
+                Some(left) => ends.insert(event.state.task_ref.clone(), Instant::now() + left),
+                None => ends.remove(&event.state.task_ref),
+            };
+        }
+    }
+
     fn render(&self, pending: usize, requests_sent: u64) {
-        if let Board::Summary { bar, failed, rate, .. } = self {
-            bar.set_message(format!("{failed} failed, {pending} pending, {requests_sent} requests, {rate:.1}/s"));
+        if let Board::Summary { bar, failed, rate, ends, .. } = self {
+            let left = ends.values().max().map(|end| end.saturating_duration_since(Instant::now()));
+            let left = left.map(|d| format!(", ~{} left", seconds_text(d))).unwrap_or_default();
+            bar.set_message(format!("{failed} failed, {pending} pending, {requests_sent} requests, {rate:.1}/s{left}"));
         }
     }
 
@@ -626,6 +667,8 @@ pub(crate) async fn watch(args: WaitArgs) -> Result<Exit, Error> {
             "http_status": event.task.as_ref().map(Task::http_status),
             "error": event.task.as_ref().and_then(Task::error),
             "next_delay_ms": event.next_delay.map(|d| d.as_millis() as u64),
+            "eta_p50_ms": event.state.eta_p50_ms,
+            "eta_p90_ms": event.state.eta_p90_ms,
         }));
     };
     let outcomes = wait_all(&client, tasks, &Progress::Lines, &print_change).await?;

@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::budget::{Budget, SharedTokens};
-use super::source::{BatchIds, Source};
+use super::source::{BatchIds, Limits, Source};
 use crate::observe::Seen;
+use crate::policy::Durations;
 use crate::spec::{BoxFuture, RateSpec, WebhookSpec};
 use crate::wait::{Decision, Poller};
 use crate::webhook::WebhookHub;
@@ -215,6 +216,36 @@ pub(super) struct Scheduler {
     done: Vec<(Arc<Group>, Finished)>,
     /// The client's webhook hub and the provider's scheme, when it declares one.
     webhook: Option<(WebhookHub, &'static WebhookSpec)>,
+    /// How long the provider's tasks take, learned from the waits that ended
+    /// here: the provider's estimate and one per key a wait gives.
+    durations: Learning,
+    /// How long the provider's answers take to arrive (sent to answered), for
+    /// the attempt timeout.
+    latencies: Durations,
+}
+
+/// The estimates of one provider's task durations.
+#[derive(Default)]
+struct Learning {
+    all: Arc<Mutex<Durations>>,
+    /// At most [`Learning::MAX_KEYS`]: waits with later keys share `all`.
+    by_key: HashMap<Arc<str>, Arc<Mutex<Durations>>>,
+}
+
+impl Learning {
+    /// Bounds the memory the keys a caller gives can take (about 32 KiB each).
+    const MAX_KEYS: usize = 1_000;
+
+    fn of(&mut self, key: Option<&Arc<str>>) -> Arc<Mutex<Durations>> {
+        let Some(key) = key else { return self.all.clone() };
+        if let Some(durations) = self.by_key.get(key) {
+            return durations.clone();
+        }
+        if self.by_key.len() >= Self::MAX_KEYS {
+            return self.all.clone();
+        }
+        self.by_key.entry(key.clone()).or_default().clone()
+    }
 }
 
 impl Scheduler {
@@ -242,6 +273,8 @@ impl Scheduler {
             commands,
             done: Vec::new(),
             webhook: None,
+            durations: Learning::default(),
+            latencies: Durations::new(),
         }
     }
 
@@ -303,6 +336,8 @@ impl Scheduler {
         match command {
             Command::Add(mut entry) => {
                 let key = entry.key;
+                let durations = self.durations.of(entry.poller.duration_key());
+                entry.poller.attach(durations);
                 let decision = entry.poller.start();
                 let place = self.entries.vacant_entry();
                 let slot = place.key();
@@ -486,7 +521,9 @@ impl Scheduler {
         entry.group.requests.fetch_add(1, Ordering::Relaxed);
         // A watched wait's events show whole observations; others keep no body between polls.
         let keep_body = entry.group.watcher().is_some();
-        let read = on_a_worker(self.source.read_one(entry.poller.task_ref().clone(), budget, keep_body));
+        let task_ref = entry.poller.task_ref().clone();
+        let limits = Limits { budget, attempt: self.attempt_timeout(budget) };
+        let read = on_a_worker(self.source.read_one(task_ref, limits, keep_body));
         self.in_flight.push(Box::pin(async move { Flight::One { tag, sent: now, result: read.await } }));
     }
 
@@ -540,8 +577,24 @@ impl Scheduler {
         if tags.is_empty() {
             return;
         }
-        let read = on_a_worker(self.source.read_many(ids, budget));
+        let limits = Limits { budget, attempt: self.attempt_timeout(budget) };
+        let read = on_a_worker(self.source.read_many(ids, limits));
         self.in_flight.push(Box::pin(async move { Flight::Many { tags, sent: now, result: read.await } }));
+    }
+
+    /// How long one read may take before it is given up and retried on a
+    /// new connection: four times the 99th percentile of the provider's
+    /// answer times once 20 answers were seen, else half the time left
+    /// before the wait's deadline (`remaining`); never under one second (a
+    /// cold connection's TLS handshake), never past the deadline, and never
+    /// over the client's request timeout (the read applies it).
+    fn attempt_timeout(&mut self, remaining: Duration) -> Duration {
+        const FLOOR: Duration = Duration::from_secs(1);
+        let bound = match self.latencies.cached_quantile(0.99) {
+            Some(p99) => p99.saturating_mul(4),
+            None => remaining / 2,
+        };
+        bound.max(FLOOR).min(remaining)
     }
 
     /// Marks a wait in flight and returns its request budget (the time left
@@ -557,6 +610,18 @@ impl Scheduler {
 
     fn land(&mut self, flight: Flight) {
         let received = self.clock.now();
+        // Only answers: a read that got none says nothing of how long answers take.
+        let answered = match &flight {
+            Flight::One { sent, result, .. } => {
+                result.as_ref().err().is_none_or(|e| e.status().is_some()).then_some(*sent)
+            }
+            Flight::Many { sent, result, .. } => {
+                result.as_ref().err().is_none_or(|e| e.status().is_some()).then_some(*sent)
+            }
+        };
+        if let Some(sent) = answered {
+            self.latencies.record(received.saturating_duration_since(sent));
+        }
         match flight {
             Flight::One { tag, sent, result } => {
                 if let Err(error) = &result {

@@ -15,12 +15,12 @@ use crate::{Client, Error, Result, Task, TaskRef};
 pub(crate) trait Source: Send + Sync + 'static {
     /// Reads one task; the whole read stays within `budget`. Without
     /// `keep_body`, an in-progress answer's body is dropped as soon as it is read.
-    fn read_one(&self, task: TaskRef, budget: Duration, keep_body: bool) -> BoxFuture<'static, Result<Task>>;
+    fn read_one(&self, task: TaskRef, limits: Limits, keep_body: bool) -> BoxFuture<'static, Result<Task>>;
 
     /// Reads several tasks in one batch call: what the answer says of
     /// `ids[i]` at `[i]`, `None` where it does not mention the id (a repeated
     /// id is answered at its first place). Only called when [`Self::batch_size`] is `Some`.
-    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>>;
+    fn read_many(&self, ids: BatchIds, limits: Limits) -> BoxFuture<'static, Result<Vec<Option<Seen>>>>;
 
     /// Ids per batch read, or `None` when the provider has no batch operation.
     fn batch_size(&self) -> Option<usize>;
@@ -29,6 +29,15 @@ pub(crate) trait Source: Send + Sync + 'static {
 /// A configured provider of a [`Client`]. The client's engine holds its
 /// schedulers, so a scheduler's source holds the client weakly: a client
 /// nobody holds any more is dropped with its engine and schedulers.
+/// How long one read may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The time left before the wait's deadline (the earliest of a batch's waits).
+    pub(crate) budget: Duration,
+    /// The engine's attempt timeout (see `Scheduler::attempt_timeout`).
+    pub(crate) attempt: Duration,
+}
+
 pub(crate) struct ClientSource {
     client: Weak<ClientInner>,
     provider: &'static str,
@@ -51,10 +60,10 @@ impl Source for ClientSource {
     // A single read's in-progress answer sheds its body here, on the thread
     // that parsed it: freed where it was allocated (cheap), rather than by the
     // scheduler's thread after the poll (contended).
-    fn read_one(&self, task: TaskRef, budget: Duration, keep_body: bool) -> BoxFuture<'static, Result<Task>> {
+    fn read_one(&self, task: TaskRef, limits: Limits, keep_body: bool) -> BoxFuture<'static, Result<Task>> {
         let client = self.client();
         Box::pin(async move {
-            let mut task = client?.get_within(&task, Some(budget)).await?;
+            let mut task = client?.get_within(&task, Some(limits.budget), Some(limits.attempt)).await?;
             if !keep_body {
                 task.shed_in_progress_body();
             }
@@ -64,7 +73,7 @@ impl Source for ClientSource {
 
     // Answers are matched to ids here, on the worker that read them, so the
     // scheduler's single task takes each result by its place.
-    fn read_many(&self, ids: BatchIds, budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+    fn read_many(&self, ids: BatchIds, limits: Limits) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
         let client = self.client();
         let provider = self.provider;
         Box::pin(async move {
@@ -75,7 +84,7 @@ impl Source for ClientSource {
             let mut places = Places::new(&ids);
             let mut seen: Vec<Option<Seen>> = std::iter::repeat_with(|| None).take(ids.len()).collect();
             client
-                .read_batch(configured, &ids, budget, |item, http_status| {
+                .read_batch(configured, &ids, (limits.budget, Some(limits.attempt)), |item, http_status| {
                     let read = match item {
                         BatchItem::InPlace(raw) => observe::batch_item(spec, id_pointer, http_status, raw),
                         BatchItem::Built(body) => observe::item_task(spec, id_pointer, http_status, body)

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::scheduler::{Command, Entry, Finished, Group, Scheduler};
-use super::source::{BatchIds, Source};
+use super::source::{BatchIds, Limits, Source};
 use crate::observe::Seen;
 use crate::spec::{BoxFuture, ProviderSpec, RateSpec};
 use crate::wait::Poller;
@@ -122,7 +122,7 @@ fn set(body: &mut Value, pointer: &str, value: Value) {
 }
 
 impl Source for Arc<Scripted> {
-    fn read_one(&self, task: TaskRef, _budget: Duration, _keep_body: bool) -> BoxFuture<'static, Result<Task>> {
+    fn read_one(&self, task: TaskRef, _limits: Limits, _keep_body: bool) -> BoxFuture<'static, Result<Task>> {
         let (at, failure) = self.record(vec![task.id().to_string()], false);
         let result = match failure {
             Some(error) => Err(error),
@@ -131,7 +131,7 @@ impl Source for Arc<Scripted> {
         self.answer(result)
     }
 
-    fn read_many(&self, ids: BatchIds, _budget: Duration) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
+    fn read_many(&self, ids: BatchIds, _limits: Limits) -> BoxFuture<'static, Result<Vec<Option<Seen>>>> {
         let ids = ids.to_vec();
         let (at, failure) = self.record(ids.clone(), true);
         let result = match failure {

@@ -1,0 +1,167 @@
+//! Fixed schedules against the learned one, in virtual time (no network, no
+//! sleeping): requests per task and detection lag (when a poll first sees the
+//! task ended, less when it ended) for tasks whose durations come from a
+//! distribution.
+//!
+//! Each mix runs 2,000 tasks one after another; a wait follows its policy's
+//! dry-run schedule ([`Policy::poll_times`], and [`Policy::learned_poll_times`]
+//! with the estimate as it stands when the task starts), and each task that
+//! ends adds to the estimate the way the engine does (the midpoint between
+//! the last poll that saw it pending and the one that saw it ended). Figures
+//! are over the tasks after the first 200 completions. The shift mix runs
+//! 1,000 tasks from a log-normal around 10 s, then 1,000 five times longer;
+//! its "after" figures are the 200 tasks right after the first 200
+//! completions of the new durations, to set against a run that had only the
+//! longer durations from the start.
+//!
+//! Run with `cargo bench --bench schedules`. Environment: `TASKS=2000`,
+//! `SEED=7`, `PROVIDERS=deepomatic,cloudinary`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Duration;
+
+use taskpoll::Policy;
+use taskpoll::wait::Durations;
+
+/// Warm-up completions excluded from the figures.
+const WARMUP: usize = 200;
+
+struct Figures {
+    requests: f64,
+    lag_p50: f64,
+    lag_p99: f64,
+}
+
+/// How a wait that follows `schedule` sees a task that took `took`: its
+/// requests, its detection lag, and the duration the engine would record.
+fn detect(schedule: &[Duration], took: f64) -> Option<(usize, f64, f64)> {
+    let mut pending_seen = 0.0;
+    for (i, at) in schedule.iter().enumerate() {
+        let at = at.as_secs_f64();
+        if at >= took {
+            return Some((i + 1, at - took, pending_seen + (at - pending_seen) / 2.0));
+        }
+        pending_seen = at;
+    }
+    None
+}
+
+/// Runs `durations` (seconds) through `policy`; figures over `measured` (task indexes).
+fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>) -> Figures {
+    let mut learned = Durations::new();
+    let (mut requests, mut lags) = (0usize, Vec::new());
+    let longest = durations.iter().copied().fold(0.0, f64::max);
+    let deadline = Duration::from_secs_f64(longest * 3.0 + 60.0);
+    let fixed = (!policy.is_learned()).then_some(());
+    for (i, &took) in durations.iter().enumerate() {
+        let schedule = match fixed {
+            Some(()) => policy.poll_times(deadline),
+            None => policy.learned_poll_times(deadline, &mut learned),
+        };
+        let Some((polls, lag, seen)) = detect(&schedule, took) else { continue };
+        learned.record(Duration::from_secs_f64(seen));
+        if measured.contains(&i) {
+            requests += polls;
+            lags.push(lag);
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    let at = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    Figures { requests: requests as f64 / lags.len().max(1) as f64, lag_p50: at(0.5), lag_p99: at(0.99) }
+}
+
+/// A standard normal draw (Box–Muller).
+fn normal(rng: &mut fastrand::Rng) -> f64 {
+    let (u, v) = (rng.f64().max(1e-12), rng.f64());
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+}
+
+fn log_normal(rng: &mut fastrand::Rng, median: f64, sigma: f64) -> f64 {
+    median * (sigma * normal(rng)).exp()
+}
+
+fn main() {
+    let tasks: usize = std::env::var("TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let seed: u64 = std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(7);
+    let providers = std::env::var("PROVIDERS").unwrap_or_else(|_| "deepomatic,cloudinary".into());
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let half = tasks / 2;
+    let mixes: Vec<(&str, Vec<f64>)> = vec![
+        ("log-normal ~1 s", (0..tasks).map(|_| log_normal(&mut rng, 1.0, 0.4)).collect()),
+        ("log-normal ~10 s", (0..tasks).map(|_| log_normal(&mut rng, 10.0, 0.4)).collect()),
+        ("log-normal ~60 s", (0..tasks).map(|_| log_normal(&mut rng, 60.0, 0.4)).collect()),
+        (
+            "bimodal 0.3 s / 20 s",
+            (0..tasks)
+                .map(|_| if rng.bool() { log_normal(&mut rng, 0.3, 0.2) } else { log_normal(&mut rng, 20.0, 0.2) })
+                .collect(),
+        ),
+        // Pareto with shape 1.5 from 2 s: a heavy tail (p99 about 43 s).
+        ("heavy tail (Pareto 1.5)", (0..tasks).map(|_| 2.0 / rng.f64().max(1e-9).powf(1.0 / 1.5)).collect()),
+        (
+            "5x shift mid-run",
+            (0..tasks).map(|i| log_normal(&mut rng, if i < half { 10.0 } else { 50.0 }, 0.4)).collect(),
+        ),
+    ];
+    for provider in providers.split(',') {
+        let polite = Policy::polite(provider).expect("a known provider");
+        let learned = polite.to_builder().name("learned").learned(Policy::DEFAULT_LEARNED_TARGET).build();
+        let learned = learned.expect("a valid policy");
+        let mut policies = vec![("polite", polite.clone()), ("learned", learned.clone())];
+        for preset in ["deepomatic_client", "factpulse_helper"] {
+            if let Ok(p) = Policy::preset(preset)
+                && preset.starts_with(provider)
+            {
+                policies.push((preset, p));
+            }
+        }
+        println!("\n{provider}: requests per task, detection lag p50 / p99 (s), tasks {WARMUP}..{tasks}");
+        println!("{:<26} {:<18} {:>9} {:>9} {:>9}", "mix", "policy", "requests", "lag p50", "lag p99");
+        for (mix, durations) in &mixes {
+            let mut rows = Vec::new();
+            for (name, policy) in &policies {
+                let f = run(policy, durations, WARMUP..tasks);
+                println!("{mix:<26} {name:<18} {:>9.2} {:>9.2} {:>9.2}", f.requests, f.lag_p50, f.lag_p99);
+                rows.push((*name, f));
+            }
+            if let [(_, p), (_, l), ..] = rows.as_slice() {
+                let ok = l.requests <= p.requests / 2.0 && l.lag_p50 <= p.lag_p50 && l.lag_p99 <= p.lag_p99;
+                println!(
+                    "{:<26} {:<18} {:>8.2}x {:>8.2}x {:>8.2}x  goal (<= 0.5x, <= 1x, <= 1x): {}",
+                    "",
+                    "learned / polite",
+                    l.requests / p.requests,
+                    l.lag_p50 / p.lag_p50,
+                    l.lag_p99 / p.lag_p99,
+                    if ok { "met" } else { "MISSED" }
+                );
+            }
+            if mix.contains("shift") {
+                let after = run(&learned, durations, half + WARMUP..half + 2 * WARMUP);
+                let steady: Vec<f64> = durations[half..].iter().chain(&durations[half..]).copied().collect();
+                let settled = run(&learned, &steady, WARMUP..steady.len());
+                let within = |a: f64, b: f64| (a - b).abs() <= 0.1 * b;
+                println!(
+                    "{:<26} {:<18} {:>9.2} {:>9.2} {:>9.2}  (settled: {:.2} / {:.2} / {:.2}; within 10 %: {})",
+                    "",
+                    "learned, after",
+                    after.requests,
+                    after.lag_p50,
+                    after.lag_p99,
+                    settled.requests,
+                    settled.lag_p50,
+                    settled.lag_p99,
+                    if within(after.requests, settled.requests)
+                        && within(after.lag_p50, settled.lag_p50)
+                        && within(after.lag_p99, settled.lag_p99)
+                    {
+                        "met"
+                    } else {
+                        "MISSED"
+                    }
+                );
+            }
+        }
+    }
+}
