@@ -280,8 +280,12 @@ impl ClientBuilder {
     /// strips only `Authorization` when it follows a redirect to another
     /// origin, so API-key headers would be sent there. taskpoll refuses an
     /// answer that came from another origin ([`Error::CrossOriginAnswer`]),
-    /// but by then the request has left. taskpoll's own client follows no
-    /// redirect.
+    /// but by then the request has left. taskpoll's own client follows a
+    /// redirect to the same origin only (at most 5 in a row).
+    ///
+    /// With the `rustls` feature and not `native-tls`, a client you build
+    /// needs a rustls crypto provider (reqwest panics without one): pass it a
+    /// `rustls::ClientConfig`, or install a provider for the process first.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -404,14 +408,17 @@ impl ClientBuilder {
             .map_err(|_| Error::config("the user agent contains characters not allowed in a header"))?;
         let http = match self.http {
             Some(http) => http,
-            // Redirects are never followed: the credential headers (`X-API-KEY`, …)
-            // would go to whatever origin a `Location` names (reqwest strips only
-            // `Authorization`). A 3xx is reported as the API error it is.
-            None => reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?,
+            // Redirects are followed to the same origin only: the credential headers
+            // (`X-API-KEY`, …) would go to whatever origin a `Location` names (reqwest
+            // strips only `Authorization`). Any other 3xx is reported as the API error it is.
+            None => {
+                let builder = reqwest::Client::builder()
+                    .connect_timeout(self.connect_timeout)
+                    .redirect(crate::transport::redirect_policy());
+                #[cfg(feature = "rustls")]
+                let builder = builder.tls_backend_preconfigured(rustls_config()?);
+                builder.build().map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")))?
+            }
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(crate::TokioClock));
         let mut providers = Vec::new();
@@ -462,6 +469,23 @@ impl ClientBuilder {
         let webhooks = crate::webhook::hub::WebhookHub::new(self.webhook_capacity, clock);
         Ok(ClientInner { providers, concurrency: self.concurrency, webhooks, engine: std::sync::OnceLock::new() })
     }
+}
+
+/// The TLS of taskpoll's own HTTP client with the feature `rustls` (also when
+/// `native-tls` is on: asking for rustls is the choice). What reqwest's own
+/// rustls sets up (the platform's verifier, HTTP/2 offered), with the `ring`
+/// crypto provider: reqwest's is aws-lc-rs, a long C build.
+#[cfg(feature = "rustls")]
+fn rustls_config() -> Result<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .map_err(|e| Error::config(format!("cannot set up TLS (rustls): {e}")))?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The descriptor's `connect`, typed again (the descriptor holds it

@@ -8,6 +8,8 @@ extern crate self as taskpoll;
 #[doc(hidden)]
 #[path = "glue.rs"]
 pub mod __private;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod client;
 pub mod clock;
 #[cfg(feature = "codegen")]

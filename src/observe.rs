@@ -248,9 +248,7 @@ fn api_error(spec: &'static ProviderSpec, operation: &'static str, raw: &RawResp
         operation,
         status: raw.status,
         message: match &raw.redirect {
-            Some(target) => {
-                Some(format!("redirect to {target} not followed (credentials stay with the configured origin)"))
-            }
+            Some(note) => Some(note.clone()),
             None => parsed.and_then(|body| error_message(spec, body)),
         },
         body_excerpt: body_excerpt(&raw.body),

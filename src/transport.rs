@@ -112,7 +112,7 @@ pub(crate) struct RawResponse {
     pub(crate) retry_after: Option<Duration>,
     /// The provider's suggested delay before the next poll (its spec's `next-poll-header`).
     pub(crate) next_poll: Option<Duration>,
-    /// For a 3xx: where its `Location` points (an origin, or "the same origin").
+    /// For a 3xx: why it was not followed, and where its `Location` points (an origin only).
     pub(crate) redirect: Option<String>,
 }
 
@@ -251,7 +251,7 @@ impl Meta {
             status,
             retry_after: retry_after(headers, || ctx.clock.wall()),
             next_poll: ctx.provider.next_poll_header.and_then(|name| milliseconds(headers, name)),
-            redirect: (300..400).contains(&status).then(|| redirect_target(&ctx.base, headers)),
+            redirect: (300..400).contains(&status).then(|| redirect_note(status, &ctx.base, headers)),
         }
     }
 }
@@ -391,7 +391,8 @@ pub fn exec<'a>(
             }
             let mut response = result?;
             let (status, version) = (response.status(), response.version());
-            // A caller-supplied client may follow redirects: never take another origin's answer.
+            // taskpoll's own client follows redirects to the same origin only (`redirect_policy`); a
+            // caller-supplied one may follow any: never take another origin's answer.
             if !same_origin(response.url(), &ctx.base) {
                 return Ok(other_origin(ctx, operation_id, &response));
             }
@@ -486,13 +487,49 @@ fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
     a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Where a redirect points, as an origin only (no path, query or userinfo).
-fn redirect_target(request_url: &reqwest::Url, headers: &HeaderMap) -> String {
+/// The most redirects taskpoll's own HTTP client follows for one request
+/// (each to the origin the request was sent to).
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+/// The redirect policy of taskpoll's own HTTP client: a redirect to the
+/// request's origin (scheme, host and port) is followed, up to
+/// [`MAX_REDIRECTS`] in a row, as the official clients do (a server's
+/// `APPEND_SLASH` 301, a moved path); a redirect anywhere else is not, and its
+/// 3xx is reported as it came. reqwest keeps every header on a same-origin
+/// hop, so the credentials go along, and only there.
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` starts with the request's own URL and grows by one per hop.
+        let hops = attempt.previous().len();
+        let origin = attempt.previous().first();
+        if hops <= MAX_REDIRECTS && origin.is_some_and(|origin| same_origin(attempt.url(), origin)) {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Why a 3xx answer was not followed, for its error: where its `Location`
+/// points, as an origin only (no path, query or userinfo).
+fn redirect_note(status: u16, request_url: &reqwest::Url, headers: &HeaderMap) -> String {
     let location = headers.get(LOCATION).and_then(|v| v.to_str().ok());
     match location.map(|l| request_url.join(l)) {
-        Some(Ok(target)) if target.origin() == request_url.origin() => "the same origin".to_string(),
-        Some(Ok(target)) => target.origin().ascii_serialization(),
-        Some(Err(_)) | None => "no usable Location".to_string(),
+        Some(Ok(target)) if target.origin() == request_url.origin() => {
+            if matches!(status, 301 | 302 | 303 | 307 | 308) {
+                format!(
+                    "too many redirects on the same origin (a loop?): taskpoll follows at most {MAX_REDIRECTS} \
+                     in a row (a client given to ClientBuilder::http_client follows its own policy)"
+                )
+            } else {
+                "redirect to the same origin not followed (not a redirect status HTTP clients follow)".to_string()
+            }
+        }
+        Some(Ok(target)) => format!(
+            "redirect to {} not followed (credentials stay with the configured origin)",
+            target.origin().ascii_serialization()
+        ),
+        Some(Err(_)) | None => "redirect with no usable Location not followed".to_string(),
     }
 }
 
@@ -594,6 +631,10 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            #[cfg(feature = "rustls")]
+            if wraps_rustls(io) {
+                return TransportKind::Tls;
+            }
             match io.kind() {
                 ErrorKind::ConnectionRefused => return TransportKind::Refused,
                 ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
@@ -604,6 +645,10 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
                 _ => {}
             }
         }
+        #[cfg(feature = "rustls")]
+        if e.is::<rustls::Error>() {
+            return TransportKind::Tls;
+        }
         if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
             return TransportKind::Reset;
         }
@@ -611,8 +656,8 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
         text.push('\n');
         source = e.source();
     }
-    // The resolver's and the TLS backend's error types are private to
-    // hyper-util and native-tls, so these two are recognised by their text.
+    // The resolver's and native-tls's error types are private to hyper-util
+    // and native-tls, so these two are recognised by their text.
     if text.contains("dns error") || text.contains("failed to lookup address") {
         TransportKind::Dns
     } else if ["tls", "ssl", "certificate", "handshake"].iter().any(|word| text.contains(word)) {
@@ -622,6 +667,21 @@ pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
     } else {
         TransportKind::Other
     }
+}
+
+/// Whether an io error is (around) a rustls error: rustls reports a failed
+/// handshake as io errors around its own, whose text names no TLS, and an io
+/// error's `source` skips what it wraps.
+#[cfg(feature = "rustls")]
+fn wraps_rustls(io: &std::io::Error) -> bool {
+    let mut inner = io.get_ref();
+    while let Some(error) = inner {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+    }
+    false
 }
 
 /// `Retry-After` (seconds or HTTP date), or `retry-after-ms` / `x-ms-retry-after-ms`.

@@ -5,7 +5,8 @@
 
 use serde_json::json;
 use taskpoll::{Client, Error, ProviderConfig, TaskRef};
-use wiremock::{MockServer, ResponseTemplate};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{answering, made_up_credential, received, with_demo_variables};
 
@@ -55,13 +56,81 @@ async fn a_redirect_to_another_origin_is_not_followed_and_names_the_origin() {
     assert!(received(&other).await.is_empty(), "the other origin received a request");
 }
 
+/// A server that moved the task to another path on the same origin (Django's
+/// `APPEND_SLASH`, a renamed route): `GET /v0.7/tasks/1/` answers `status` to
+/// `/v0.7/moved/tasks/1/`, which answers the finished task.
+async fn moved_on_the_same_origin(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v0.7/tasks/1/"))
+        .respond_with(redirect_to(status, "/v0.7/moved/tasks/1/"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v0.7/moved/tasks/1/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "1", "status": "success", "data": {}})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The credentials each request carried, as `(X-API-KEY, X-APP-ID)`.
+fn credentials_sent(request: &wiremock::Request) -> (Option<&str>, Option<&str>) {
+    let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok());
+    (header("x-api-key"), header("x-app-id"))
+}
+
 #[tokio::test]
-async fn a_redirect_to_the_same_origin_is_not_followed_either() {
-    let server = answering(redirect_to(307, "/v0.7/tasks/2/")).await;
+async fn a_redirect_to_the_same_origin_is_followed_with_the_credentials() {
+    for status in [301, 302, 303, 307, 308] {
+        let server = moved_on_the_same_origin(status).await;
+        let task = deepomatic(&server).get(&task("1")).await.unwrap();
+        assert_eq!(task.phase(), taskpoll::Phase::Succeeded, "{status}");
+        let requests = received(&server).await;
+        let paths: Vec<&str> = requests.iter().map(|r| r.url.path()).collect();
+        assert_eq!(paths, ["/v0.7/tasks/1/", "/v0.7/moved/tasks/1/"], "{status}");
+        for request in &requests {
+            assert_eq!(credentials_sent(request), (Some(KEY), Some(APP)), "{status}: {}", request.url);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_generated_client_follows_a_redirect_to_the_same_origin() {
+    let server = moved_on_the_same_origin(301).await;
+    let unified = deepomatic(&server);
+    let typed = taskpoll::generated::deepomatic::client(&unified).unwrap();
+    let answer = typed.get_task().task_id("1").send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let requests = received(&server).await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(credentials_sent(&requests[1]), (Some(KEY), Some(APP)));
+}
+
+#[tokio::test]
+async fn a_redirect_loop_on_the_same_origin_ends_with_a_clear_error() {
+    let server = answering(redirect_to(307, "/v0.7/tasks/1/")).await;
     let err = deepomatic(&server).get(&task("1")).await.unwrap_err();
     assert!(matches!(&err, Error::Api(e) if e.status() == 307), "{err:?}");
-    assert!(err.to_string().contains("the same origin"), "{err}");
-    assert_eq!(received(&server).await.len(), 1, "followed a redirect");
+    assert!(!err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("too many redirects") && text.contains("at most 5"), "{text}");
+    // The request, then the five redirects followed.
+    assert_eq!(received(&server).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_same_origin_hop_that_then_leaves_the_origin_is_not_followed_there() {
+    let other = other_origin().await;
+    let server = MockServer::start().await;
+    Mock::given(path("/v0.7/tasks/1/")).respond_with(redirect_to(301, "/v0.7/moved/")).mount(&server).await;
+    let elsewhere = format!("{}/v0.7/tasks/1/", other.uri());
+    Mock::given(path("/v0.7/moved/")).respond_with(redirect_to(302, &elsewhere)).mount(&server).await;
+    let err = deepomatic(&server).get(&task("1")).await.unwrap_err();
+    assert!(matches!(&err, Error::Api(e) if e.status() == 302), "{err:?}");
+    assert!(err.to_string().contains(&other.uri()), "{err}");
+    assert_eq!(received(&server).await.len(), 2);
+    assert!(received(&other).await.is_empty(), "the other origin received a request");
 }
 
 #[tokio::test]
@@ -74,7 +143,7 @@ async fn a_redirect_location_never_shows_userinfo_path_or_query() {
 }
 
 #[tokio::test]
-async fn the_generated_client_does_not_follow_redirects() {
+async fn the_generated_client_does_not_follow_a_redirect_to_another_origin() {
     let other = other_origin().await;
     let server = answering(redirect_to(302, &format!("{}/v0.7/tasks/1/", other.uri()))).await;
     let unified = deepomatic(&server);

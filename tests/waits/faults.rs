@@ -35,6 +35,8 @@ const MARGIN: Duration = Duration::from_secs(2);
 const ARRIVAL_MARGIN: Duration = Duration::from_millis(300);
 /// Large enough for the 100k-deep body (200 kB) to reach the JSON parser.
 const BODY_CAP: usize = 256 * 1024;
+/// The most redirects to the same origin taskpoll follows for one read.
+const REDIRECTS_FOLLOWED: usize = 5;
 
 /// What the server does with one request.
 #[derive(Clone)]
@@ -53,6 +55,9 @@ enum Reply {
 enum Ending {
     /// `wait` returns this error at once (after one request).
     AtOnce,
+    /// `wait` returns this error at once, after one read that followed the
+    /// most redirects to the same origin taskpoll follows (README, "Security").
+    AtOnceAfterRedirects,
     /// `wait` keeps trying and ends at the deadline.
     Deadline,
     /// `wait` returns the task.
@@ -320,10 +325,11 @@ fn faults() -> Vec<Fault> {
             wait: Ending::AtOnce,
         },
         Fault {
-            name: "redirect to the same origin",
+            // The server answers every path alike: each hop redirects again.
+            name: "redirect loop on the same origin",
             reply: |_| Reply::Bytes(http("307 Temporary Redirect", &[("location", "/elsewhere".into())], b"")),
             get: |r| is_api(r, 307),
-            wait: Ending::AtOnce,
+            wait: Ending::AtOnceAfterRedirects,
         },
         Fault {
             name: "redirect to another origin",
@@ -525,6 +531,7 @@ async fn run_cell(cell: Prepared) -> Cell {
         (Ending::Finished, Ok(task)) => task.phase() == Phase::Succeeded,
         // A permanent error, or a `Retry-After` past the deadline: no retry.
         (Ending::AtOnce, Err(e)) => wait_requests.len() <= 1 && (!e.is_retryable() || e.is_deadline()),
+        (Ending::AtOnceAfterRedirects, Err(e)) => wait_requests.len() == 1 + REDIRECTS_FOLLOWED && !e.is_retryable(),
         (Ending::Deadline, Err(e)) => e.is_deadline() && e.wait_state().is_some(),
         _ => false,
     };
