@@ -26,6 +26,7 @@ mod state;
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub mod store;
 mod task;
+mod telemetry;
 mod transport;
 pub mod wait;
 pub mod webhook;
