@@ -7,4 +7,5 @@ mod support;
 
 mod faults;
 mod many_waits;
+mod spans;
 mod wait_e2e;
