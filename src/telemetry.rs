@@ -168,7 +168,8 @@ impl Lane {
                 reported: 0,
                 batch: metrics::histogram!(names::BATCH_SIZE, "provider" => provider),
                 paused: metrics::counter!(names::PAUSED, "provider" => provider),
-                race: ["false", "true"].map(|won| metrics::counter!(names::WEBHOOK_RACE, "provider" => provider, "won" => won)),
+                race: ["false", "true"]
+                    .map(|won| metrics::counter!(names::WEBHOOK_RACE, "provider" => provider, "won" => won)),
                 ends: Default::default(),
             }
         };
@@ -470,6 +471,7 @@ pub(crate) fn delivery_dropped(provider: &str) {
 }
 
 /// A store worker let `waits` waits go: its lease on them was lost.
+#[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
 pub(crate) fn leases_lost(waits: usize) {
     #[cfg(feature = "metrics")]
     metrics::counter!(names::LEASES_LOST).increment(waits as u64);
@@ -494,4 +496,55 @@ fn describe() {
         metrics::describe_counter!(names::DELIVERIES_DROPPED, Unit::Count, "Unclaimed deliveries dropped.");
         metrics::describe_counter!(names::LEASES_LOST, Unit::Count, "Waits let go after a lost lease.");
     });
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// The value of one rendered series, by its name and labels.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn holds_count_once_lanes_add_up_and_outcomes_label_ends() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // The lane outlives the closure: dropped, it would take its waits off the gauge.
+        let _lane = metrics::with_local_recorder(&recorder, || {
+            let mut throttle = Throttle::new("factpulse");
+            // One hold, however often a held scheduler asks again.
+            for by in [HeldBy::Rate, HeldBy::Rate, HeldBy::Paused] {
+                throttle.held(by, Duration::from_millis(10));
+            }
+            throttle.released();
+            throttle.held(HeldBy::Paused, Duration::from_millis(10));
+
+            // Two lanes of one provider (two clients): the gauge is their sum.
+            let (mut a, mut b) = (Lane::new("factpulse"), Lane::new("factpulse"));
+            a.waits_active(3);
+            b.waits_active(2);
+            a.waits_active(1);
+            drop(b);
+            let task_ref = TaskRef::new("factpulse", "t-1").expect("ref");
+            let done = Task::new(task_ref, crate::Phase::Succeeded, None, None, None, 200, serde_json::Value::Null);
+            a.wait_ended(WaitSpan(None), &Ok(done), 2, Duration::from_millis(1500));
+            a.wait_ended(WaitSpan(None), &Err(Error::config("gone")), 1, Duration::ZERO);
+            a.webhook_race(true);
+            a
+        });
+        let text = handle.render();
+        let series = |s: &str| value(&text, s);
+        assert_eq!(series(r#"taskpoll_ratelimit_throttled{provider="factpulse",reason="rate"}"#), Some(1.0), "{text}");
+        assert_eq!(series(r#"taskpoll_ratelimit_throttled{provider="factpulse",reason="paused"}"#), Some(1.0));
+        assert_eq!(series(r#"taskpoll_ratelimit_throttled{provider="factpulse",reason="shared"}"#), Some(0.0));
+        assert_eq!(series(r#"taskpoll_waits_active{provider="factpulse"}"#), Some(1.0), "{text}");
+        assert_eq!(series(r#"taskpoll_wait_polls_sum{provider="factpulse",outcome="succeeded"}"#), Some(2.0));
+        assert_eq!(series(r#"taskpoll_wait_duration_sum{provider="factpulse",outcome="succeeded"}"#), Some(1.5));
+        assert_eq!(series(r#"taskpoll_wait_polls_count{provider="factpulse",outcome="error"}"#), Some(1.0));
+        assert!(!text.contains(r#"outcome="failed""#), "an outcome no wait had: {text}");
+        assert_eq!(series(r#"taskpoll_webhook_race{provider="factpulse",won="true"}"#), Some(1.0));
+        assert!(!text.contains("t-1"), "no task id as a label: {text}");
+    }
 }

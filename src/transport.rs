@@ -372,7 +372,12 @@ pub fn exec<'a>(
         // In a block, so that nothing of the answer is kept across the typed client's await.
         let typed = {
             let result = sent.await;
-            read.answered(result.as_ref().map(|r| r.status().as_u16()).map_err(|e| crate::telemetry::error_type(transport_kind(e))));
+            read.answered(
+                result
+                    .as_ref()
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| crate::telemetry::error_type(transport_kind(e))),
+            );
             if let Some((method, started)) = logged {
                 log_answer(ctx, operation_id, &method, started, &result);
             }

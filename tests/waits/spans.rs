@@ -93,9 +93,8 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::INFO)
-        .with(capture.clone());
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO).with(capture.clone());
     tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
 
     let sim = Simulator::start().await?;
@@ -129,7 +128,9 @@ async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
     let path_of = |provider: &str| {
         taskpoll::spec::provider(provider).and_then(|p| p.operation(p.get().operation())).map(|o| o.path())
     };
-    for (read, path) in of_wait.iter().map(|r| (r, path_of("factpulse"))).chain(alone.iter().map(|r| (r, path_of("deepomatic")))) {
+    for (read, path) in
+        of_wait.iter().map(|r| (r, path_of("factpulse"))).chain(alone.iter().map(|r| (r, path_of("deepomatic"))))
+    {
         assert_eq!(read.field("http.request.method"), Some("GET"), "{read:?}");
         assert_eq!(read.field("url.template"), path, "{read:?}");
         assert_eq!(read.field("server.address"), Some("127.0.0.1"), "{read:?}");

@@ -44,10 +44,8 @@ fn filter(verbose: u8) -> Result<EnvFilter, Error> {
 
 /// Installs the log subscriber on stderr.
 pub(crate) fn init_logs(verbose: u8, format: LogFormat) -> Result<(), Error> {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(verbose)?)
-        .with_ansi(false)
-        .with_writer(Escaped(format));
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter(verbose)?).with_ansi(false).with_writer(Escaped(format));
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -96,9 +94,8 @@ impl std::io::Write for Escaped {
 /// its first wait starts.
 pub(crate) async fn serve_metrics(addr: SocketAddr) -> Result<(), Error> {
     let bad = |e: &dyn std::fmt::Display| Error::usage(format!("--metrics-listen {addr}: {e}"));
-    let recorder = buckets(PrometheusBuilder::new().with_recommended_naming(true))
-        .map_err(|e| bad(&e))?
-        .build_recorder();
+    let recorder =
+        buckets(PrometheusBuilder::new().with_recommended_naming(true)).map_err(|e| bad(&e))?.build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| bad(&e))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| bad(&e))?;

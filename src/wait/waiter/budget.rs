@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
 
 use crate::Clock;
-use crate::telemetry::{HeldBy, Throttle};
 use crate::spec::RateSpec;
+use crate::telemetry::{HeldBy, Throttle};
 
 /// governor's clock, read from the waiter's [`Clock`].
 #[derive(Debug, Clone)]

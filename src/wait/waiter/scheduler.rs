@@ -493,7 +493,8 @@ impl Scheduler {
         entry.group.requests.fetch_add(1, Ordering::Relaxed);
         // A watched wait's events show whole observations; others keep no body between polls.
         let keep_body = entry.group.watcher().is_some();
-        let read = on_a_worker(entry.span.read(self.source.read_one(entry.poller.task_ref().clone(), budget, keep_body)));
+        let read =
+            on_a_worker(entry.span.read(self.source.read_one(entry.poller.task_ref().clone(), budget, keep_body)));
         self.in_flight.push(Box::pin(async move { Flight::One { tag, sent: now, result: read.await } }));
     }
 
