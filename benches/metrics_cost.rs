@@ -132,7 +132,7 @@ fn client(prometheus: bool) -> BoxResult<()> {
     let (succeeded, rendered) = runtime.block_on(async {
         let mut waiter = client.waiter();
         for i in 0..tasks {
-            waiter.add(TaskRef::new(PROVIDER, &(ID_BASE + i).to_string())?, &options)?;
+            waiter.add(TaskRef::new(PROVIDER, (ID_BASE + i).to_string())?, &options)?;
         }
         let mut succeeded = 0;
         while let Some(outcome) = waiter.next_outcome().await {

@@ -108,7 +108,7 @@ async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
     let task = sim.add_task_with_id("factpulse", &id, Lifecycle::new().queued_for_polls(1).then_succeed())?;
     client.wait(&task, options.clone()).await?;
     // One read of a task the server does not know: a 404.
-    let missing = taskpoll::TaskRef::new("deepomatic", &format!("{PREFIX}missing"))?;
+    let missing = taskpoll::TaskRef::new("deepomatic", format!("{PREFIX}missing"))?;
     let error = client.get(&missing).await.expect_err("unknown");
     assert_eq!(error.status(), Some(404), "{error:?}");
 
