@@ -28,6 +28,7 @@ mod state;
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub mod store;
 mod task;
+mod telemetry;
 mod text;
 mod transport;
 pub mod wait;

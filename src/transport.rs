@@ -381,11 +381,18 @@ pub fn exec<'a>(
 ) -> impl Future<Output = reqwest::Result<reqwest::Response>> + Send + 'a {
     // What the debug lines say, taken only when they are written.
     let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| (request.method().clone(), ctx.clock.now()));
-    let sent = http.execute(request);
+    let read = crate::telemetry::HttpRead::start(ctx.provider, operation_id, &request, &ctx.clock);
+    let sent = read.in_span(http.execute(request));
     async move {
         // In a block, so that nothing of the answer is kept across the typed client's await.
         let typed = {
             let result = sent.await;
+            read.answered(
+                result
+                    .as_ref()
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| crate::telemetry::error_type(transport_kind(e))),
+            );
             if let Some((method, started)) = logged {
                 log_answer(ctx, operation_id, &method, started, &result);
             }

@@ -81,6 +81,7 @@ impl crate::Client {
             .ok_or_else(|| crate::Error::webhook_refused(spec.name, WebhookRefusal::NoSecret))?;
         let now = self.inner().webhooks.clock().wall();
         let result = verify(spec, &secret, headers, raw_body, now);
+        crate::telemetry::webhook_received(spec.name, result.is_ok());
         match &result {
             Ok(task) => tracing::debug!(task = %task.task_ref(), phase = %task.phase(), "webhook verified"),
             Err(error) => tracing::info!(provider = spec.name, error = %error, "webhook refused"),

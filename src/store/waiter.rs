@@ -421,6 +421,7 @@ impl Driver {
                     } else {
                         // Another worker holds it now; its outcome is that worker's to write.
                         tracing::debug!(task = %outcome.task_ref, "outcome not written: the lease was lost");
+                        crate::telemetry::leases_lost(1);
                     }
                 }
             }
@@ -442,6 +443,7 @@ impl Driver {
         // A lease this worker could not renew in time: stop polling before another worker may start.
         if !self.held.is_empty() && now_ms.saturating_add(lease_ms / 4) >= self.held_until_ms {
             tracing::warn!(worker = %self.config.worker, "leases not renewed in time: letting the waits go");
+            crate::telemetry::leases_lost(self.held.len());
             self.let_go_all();
         }
         if now_ms >= self.next_save_ms {
@@ -472,6 +474,7 @@ impl Driver {
                 if !kept {
                     // It ran out before this renewal: the store took every wait back.
                     tracing::warn!(worker = %self.config.worker, "lease ran out: letting the waits go");
+                    crate::telemetry::leases_lost(self.held.len());
                     self.let_go_all();
                 }
                 self.held_until_ms = until;

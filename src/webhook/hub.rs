@@ -154,6 +154,7 @@ impl WebhookHub {
             if state.unclaimed.get(&key).is_some_and(|(g, _)| *g == generation) {
                 state.unclaimed.remove(&key);
                 state.evicted += 1;
+                crate::telemetry::delivery_dropped(&key.0);
             }
         }
         // Claimed and replaced entries leave stale order entries behind; drop them now and then.

@@ -10,4 +10,5 @@ mod support;
 mod blocking;
 mod faults;
 mod many_waits;
+mod spans;
 mod wait_e2e;

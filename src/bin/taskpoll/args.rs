@@ -18,6 +18,17 @@ use super::error::{self, Error};
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log on stderr: `-v` every poll and request (taskpoll's debug events), `-vv` everything's.
+    /// `RUST_LOG` (e.g. `taskpoll=debug,hyper=info`), when set, replaces it. Without either: warnings.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// How log lines are written: text, or one JSON object per line.
+    #[arg(long, value_name = "FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: super::telemetry::LogFormat,
+    /// Serve metrics for Prometheus at `http://ADDR/metrics` while the command runs
+    /// (e.g. `127.0.0.1:9464`; port 0 picks a free one, printed on stderr).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 const AFTER_HELP: &str = "\

@@ -14,6 +14,7 @@ mod interrupts;
 mod output;
 mod state_file;
 mod stored;
+mod telemetry;
 mod waiting;
 
 use std::process::ExitCode;
@@ -45,6 +46,10 @@ where
             return ExitCode::from(code);
         }
     };
+    if let Err(e) = telemetry::init_logs(cli.verbose, cli.log_format) {
+        output::err_line(&format!("taskpoll: {e}"));
+        return ExitCode::from(e.exit() as u8);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -57,6 +62,12 @@ where
 }
 
 async fn run(cli: Cli) -> Exit {
+    if let Some(addr) = cli.metrics_listen
+        && let Err(e) = telemetry::serve_metrics(addr).await
+    {
+        output::err_line(&format!("taskpoll: {e}"));
+        return e.exit();
+    }
     let result = match cli.command {
         Command::Get(task_args) => waiting::get(task_args).await,
         Command::Wait(wait_args) => waiting::wait(wait_args).await,

@@ -240,9 +240,13 @@ pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
 /// C1 and bidirectional controls through raw; they are escaped here as
 /// `\uXXXX` (all are in the BMP), which is still the same JSON string.
 pub(crate) fn json_line(value: &Value) -> String {
-    let text = value.to_string();
+    escape_json_text(&value.to_string()).into_owned()
+}
+
+/// [`json_line`]'s escaping of a JSON text already written (a JSON log line).
+pub(crate) fn escape_json_text(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {
-        return text;
+        return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 12);
     for c in text.chars() {
@@ -252,7 +256,7 @@ pub(crate) fn json_line(value: &Value) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Prints one JSON line on stdout.

@@ -11,6 +11,7 @@ use governor::{Quota, RateLimiter, clock, middleware::NoOpMiddleware, state};
 
 use crate::Clock;
 use crate::spec::RateSpec;
+use crate::telemetry::{HeldBy, Throttle};
 
 /// governor's clock, read from the waiter's [`Clock`].
 #[derive(Debug, Clone)]
@@ -30,6 +31,7 @@ pub(super) struct Budget {
     limiter: Limiter,
     paused_until: Option<Instant>,
     shared: Option<Arc<SharedTokens>>,
+    throttle: Throttle,
 }
 
 /// How long a scheduler waits for more shared tokens once it has none.
@@ -122,34 +124,49 @@ impl SharedTokens {
 }
 
 impl Budget {
-    pub(super) fn new(rate: RateSpec, clock: Arc<dyn Clock>, shared: Option<Arc<SharedTokens>>) -> Self {
+    pub(super) fn new(
+        provider: &'static str,
+        rate: RateSpec,
+        clock: Arc<dyn Clock>,
+        shared: Option<Arc<SharedTokens>>,
+    ) -> Self {
         // The config layer checked that the rate is positive and finite; the
         // fallbacks only keep this total.
         let period = Duration::from_secs_f64(1.0 / rate.per_second).max(Duration::from_nanos(1));
         let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
-        Self { limiter: RateLimiter::direct_with_clock(quota, WaiterClock(clock)), paused_until: None, shared }
+        let limiter = RateLimiter::direct_with_clock(quota, WaiterClock(clock));
+        Self { limiter, paused_until: None, shared, throttle: Throttle::new(provider) }
     }
 
     /// Takes one request from the budget, or says when to try again.
     pub(super) fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        let taken = self.try_take(now);
+        match taken {
+            Ok(()) => self.throttle.released(),
+            Err((by, until)) => self.throttle.held(by, until.saturating_duration_since(now)),
+        }
+        taken.map_err(|(_, until)| until)
+    }
+
+    fn try_take(&mut self, now: Instant) -> Result<(), (HeldBy, Instant)> {
         if let Some(until) = self.paused_until {
             if until > now {
-                return Err(until);
+                return Err((HeldBy::Paused, until));
             }
             self.paused_until = None;
         }
         if let Some(shared) = &self.shared
             && !shared.take(now)
         {
-            return Err(now + SHARED_RETRY);
+            return Err((HeldBy::Shared, now + SHARED_RETRY));
         }
         self.limiter.check().map_err(|not_until| {
             if let Some(shared) = &self.shared {
                 shared.give_back();
             }
             // At least a millisecond, so a sleep always moves the clock on.
-            now + not_until.wait_time_from(now).max(Duration::from_millis(1))
+            (HeldBy::Rate, now + not_until.wait_time_from(now).max(Duration::from_millis(1)))
         })
     }
 

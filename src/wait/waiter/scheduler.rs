@@ -143,6 +143,7 @@ pub(crate) struct Entry {
     /// A polled success without a result, held until the webhook brings it
     /// or the grace ends (`end`), when the provider's results come only by webhook.
     held: Option<Box<Task>>,
+    span: crate::telemetry::WaitSpan,
 }
 
 impl Entry {
@@ -158,6 +159,7 @@ impl Entry {
             parked: false,
             single_only: false,
             held: None,
+            span: crate::telemetry::WaitSpan::new(poller.task_ref(), poller.policy().name()),
             poller,
             group,
         })
@@ -222,6 +224,7 @@ pub(super) struct Scheduler {
     /// How long the provider's answers take to arrive (sent to answered), for
     /// the attempt timeout.
     latencies: Durations,
+    telemetry: crate::telemetry::Lane,
 }
 
 /// The estimates of one provider's task durations.
@@ -261,7 +264,7 @@ impl Scheduler {
         Self {
             provider,
             source,
-            budget: Budget::new(rate, clock.clone(), shared),
+            budget: Budget::new(provider, rate, clock.clone(), shared),
             clock,
             max_in_flight: max_in_flight.max(1),
             entries: slab::Slab::new(),
@@ -275,6 +278,7 @@ impl Scheduler {
             webhook: None,
             durations: Learning::default(),
             latencies: Durations::new(),
+            telemetry: crate::telemetry::Lane::new(provider),
         }
     }
 
@@ -295,6 +299,7 @@ impl Scheduler {
             // whose read is in flight (a manual clock would jump there).
             self.end_due(now);
             self.report();
+            self.telemetry.waits_active(self.entries.len());
             let next_end = self.by_end.peek().map(|Reverse((end, _, _))| *end);
             let wake = match (next_read, next_end) {
                 (Some(read), Some(end)) => Some(read.min(end)),
@@ -360,7 +365,9 @@ impl Scheduler {
             Command::Cancel(key) => self.cancel(key),
             Command::Webhook(key, task) => {
                 // A read in flight for it lands on no entry and is dropped.
-                if let Some(mut entry) = self.slots.get(&key).copied().and_then(|slot| self.remove((key, slot))) {
+                let entry = self.slots.get(&key).copied().and_then(|slot| self.remove((key, slot)));
+                self.telemetry.webhook_race(entry.is_some());
+                if let Some(mut entry) = entry {
                     let (event, decision) = entry.poller.observe_webhook(self.clock.now(), *task);
                     if let Some(watcher) = entry.group.watcher() {
                         let _ = watcher.send(event);
@@ -517,13 +524,13 @@ impl Scheduler {
 
     fn send_one(&mut self, tag: Tag, now: Instant) {
         let Some(budget) = self.take_off(tag, now) else { return };
+        let limits = Limits { budget, attempt: self.attempt_timeout(budget) };
         let Some(entry) = at(&mut self.entries, tag) else { return };
         entry.group.requests.fetch_add(1, Ordering::Relaxed);
         // A watched wait's events show whole observations; others keep no body between polls.
         let keep_body = entry.group.watcher().is_some();
         let task_ref = entry.poller.task_ref().clone();
-        let limits = Limits { budget, attempt: self.attempt_timeout(budget) };
-        let read = on_a_worker(self.source.read_one(task_ref, limits, keep_body));
+        let read = on_a_worker(entry.span.read(self.source.read_one(task_ref, limits, keep_body)));
         self.in_flight.push(Box::pin(async move { Flight::One { tag, sent: now, result: read.await } }));
     }
 
@@ -578,7 +585,7 @@ impl Scheduler {
             return;
         }
         let limits = Limits { budget, attempt: self.attempt_timeout(budget) };
-        let read = on_a_worker(self.source.read_many(ids, limits));
+        let read = on_a_worker(self.telemetry.batch(tags.len(), self.source.read_many(ids, limits)));
         self.in_flight.push(Box::pin(async move { Flight::Many { tags, sent: now, result: read.await } }));
     }
 
@@ -670,7 +677,7 @@ impl Scheduler {
         if !bounded.is_zero()
             && let Some(until) = received.checked_add(bounded)
         {
-            tracing::debug!(provider = self.provider, pause_ms = bounded.as_millis() as u64, "provider paused");
+            self.telemetry.paused(bounded);
             self.budget.pause_until(until);
         }
     }
@@ -690,7 +697,7 @@ impl Scheduler {
             Ok(Seen::Task(task)) => task.retry_after().is_some(),
             Err(error) => error.retry_after().is_some(),
         };
-        let span = wait_span(&entry.poller);
+        let span = entry.span.current();
         let _entered = span.enter();
         let decision = match (entry.group.watcher(), result) {
             (Some(watcher), result) => {
@@ -769,12 +776,9 @@ impl Scheduler {
 
     /// Reports a wait's end (sent with the others of this turn, see [`Scheduler::report`]).
     fn finish(&mut self, entry: Box<Entry>, result: Result<Task>) {
-        let Entry { poller, group, .. } = *entry;
+        let Entry { poller, group, span, .. } = *entry;
         let polls = poller.state().attempts;
-        wait_span(&poller).in_scope(|| match &result {
-            Ok(_) => tracing::debug!(polls, outcome = "succeeded", "wait ended"),
-            Err(error) => tracing::debug!(polls, outcome = error.to_string().as_str(), "wait ended"),
-        });
+        self.telemetry.wait_ended(span, &result, polls, poller.elapsed(self.clock.now()));
         self.done.push((group, Finished { task_ref: poller.into_task_ref(), result, polls }));
     }
 
@@ -796,17 +800,6 @@ impl Scheduler {
 /// The wait at `tag` in `entries`, if it is still there.
 fn at(entries: &mut slab::Slab<Box<Entry>>, (key, slot): Tag) -> Option<&mut Box<Entry>> {
     entries.get_mut(slot).filter(|entry| entry.key == key)
-}
-
-/// The span of a wait's events (nothing is built unless a subscriber wants them).
-fn wait_span(poller: &Poller) -> tracing::Span {
-    let task_ref = poller.task_ref();
-    tracing::debug_span!(
-        "taskpoll.wait",
-        provider = task_ref.provider(),
-        task_id = task_ref.id(),
-        policy = poller.policy().name()
-    )
 }
 
 /// The task a read saw, whole or (in progress, from a batch item read in
