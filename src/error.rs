@@ -13,8 +13,8 @@ pub use call::{
     MissingFromBatch, TaskIdMismatch, TransportError,
 };
 pub use input::{
-    ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, StoreFault, UnknownProvider,
-    WebhookRefusal, WebhookRefused,
+    ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, StoreFault,
+    UnknownProvider, WebhookRefusal, WebhookRefused,
 };
 pub use wait::{
     DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus, WaitCancelled,

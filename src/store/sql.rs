@@ -783,9 +783,7 @@ macro_rules! wait_store_on_sql {
                 Box::pin(self.sql.sweep(now_ms, limits, gone_before_ms))
             }
 
-            fn delivery_stats(
-                &self,
-            ) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::DeliveryStats>>> {
+            fn delivery_stats(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::DeliveryStats>>> {
                 Box::pin(self.sql.delivery_stats())
             }
 

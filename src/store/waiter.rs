@@ -638,9 +638,8 @@ impl Driver {
         let now_ms = self.now_ms();
         let now = self.config.clock.now();
         for task in tasks {
-            let same = |held: &TaskRef| {
-                held.provider() == task.task_ref().provider() && held.id() == task.task_ref().id()
-            };
+            let same =
+                |held: &TaskRef| held.provider() == task.task_ref().provider() && held.id() == task.task_ref().id();
             let tasks_held: Vec<TaskRef> = self.held.keys().filter(|held| same(held)).cloned().collect();
             let mut to_hub = false;
             for held_task in tasks_held {
@@ -681,7 +680,6 @@ impl Driver {
             self.unwritten.push(StoredOutcome::of(held.id, task_ref, &result, held.state, now_ms));
         }
     }
-
 
     fn let_go_all(&mut self) {
         let tasks: Vec<TaskRef> = self.held.keys().cloned().collect();
@@ -744,7 +742,8 @@ impl Driver {
                 let policy = self.config.policies.0.get(&wait.state.policy).cloned();
                 let options = wait.options.to_options(&wait.state, &self.config.clock, policy);
                 self.held.insert(task.clone(), Held { id: wait.id, state: wait.state.clone() });
-                if let Some(grace_end_ms) = held_success(&wait.state, self.config.client.webhooks().is_listening(), now_ms)
+                if let Some(grace_end_ms) =
+                    held_success(&wait.state, self.config.client.webhooks().is_listening(), now_ms)
                 {
                     match Poller::resume(wait.state.clone(), &options) {
                         Ok(poller) => {
@@ -829,8 +828,8 @@ impl Driver {
     fn report(&mut self, error: Error) {
         tracing::warn!(worker = %self.config.worker, %error, "wait store");
         let _ = self.out.send(Err(error));
-        self.backoff_ms = (self.backoff_ms.saturating_mul(2))
-            .clamp(super::millis(MIN_BACKOFF), super::millis(MAX_BACKOFF));
+        self.backoff_ms =
+            (self.backoff_ms.saturating_mul(2)).clamp(super::millis(MIN_BACKOFF), super::millis(MAX_BACKOFF));
         self.retry_at_ms = self.now_ms().saturating_add(self.backoff_ms);
     }
 

@@ -4,5 +4,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod fleet_webhooks;
 mod store;
 mod store_workers;

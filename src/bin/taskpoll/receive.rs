@@ -18,7 +18,8 @@ const GONE_AFTER: Duration = Duration::from_secs(3_600);
 
 pub(crate) async fn receive(args: ReceiveArgs) -> Result<Exit, Error> {
     let client = args.settings.client(&[])?;
-    let store = if args.no_notify && (args.store.starts_with("postgres://") || args.store.starts_with("postgresql://")) {
+    let store = if args.no_notify && (args.store.starts_with("postgres://") || args.store.starts_with("postgresql://"))
+    {
         std::sync::Arc::new(PostgresStore::connect(&args.store).await?.notify_deliveries(false))
     } else {
         stored::open(&args.store).await?

@@ -70,7 +70,10 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
         Some(addr) => {
             let limits = taskpoll::store::DeliveryLimits::default();
             let server = taskpoll::webhook::serve_store(client.clone(), store.clone(), limits, addr).await?;
-            err_line(&format!("taskpoll: receiving webhooks at http://{}/<provider>, written to the store", server.addr()));
+            err_line(&format!(
+                "taskpoll: receiving webhooks at http://{}/<provider>, written to the store",
+                server.addr()
+            ));
             Some(server)
         }
         None => None,
