@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod deliveries;
 mod fleet_webhooks;
 mod store;
 mod store_workers;
