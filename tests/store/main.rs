@@ -6,5 +6,6 @@ mod support;
 
 mod deliveries;
 mod fleet_webhooks;
+mod outage;
 mod store;
 mod store_workers;
