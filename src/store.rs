@@ -123,7 +123,8 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
     /// received at `now_ms`, for the worker holding its task's wait to apply
     /// (see [`StoredWaiter`]). Only a finished task's delivery is kept; the
     /// first one of a task wins; a delivery whose wait has finished is not
-    /// kept. Kept deliveries expire after `limits.keep_for`, and at most
+    /// kept. Kept deliveries expire after `limits.keep_for` (dropped by
+    /// [`WaitStore::sweep`]), and at most
     /// `limits.capacity_per_provider` are kept per provider (the oldest is
     /// dropped first); each drop is counted ([`WaitStore::delivery_stats`]).
     /// The default implementation keeps nothing: the store does not take deliveries.

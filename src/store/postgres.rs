@@ -133,7 +133,6 @@ impl Dialect for Postgres {
     const BY_ID_ONLY: &'static str = "";
     const INTEGER: &'static str = "BIGINT";
     const JSON_ELEMENTS: &'static str = "jsonb_array_elements($1::jsonb) AS e(value)";
-    const NO_LIMIT: &'static str = "ALL";
     const NOTIFY_DELIVERY: Option<&'static str> = Some("SELECT pg_notify('taskpoll_deliveries', $1)");
 
     fn floor(expr: &str) -> String {

@@ -45,8 +45,6 @@ pub(super) trait Dialect: Database {
     const INTEGER: &'static str;
     /// A table of the elements of the JSON array bound at `$1`, each in column `value`.
     const JSON_ELEMENTS: &'static str;
-    /// A `LIMIT` that keeps every row (before an `OFFSET`).
-    const NO_LIMIT: &'static str;
     /// Sent in a delivery's transaction to wake the workers sooner (PostgreSQL's `NOTIFY`), if any.
     const NOTIFY_DELIVERY: Option<&'static str>;
 
@@ -483,16 +481,8 @@ where
         let failed = failed("cannot write a webhook delivery");
         let provider = task.task_ref().provider();
         let task_id = task.task_ref().id();
-        let expired_before = db_int(now_ms.saturating_sub(super::millis(limits.keep_for)));
-        let mut tx = self.pool.begin().await.map_err(&failed)?;
-        // Writes first (none reads first), so SQLite takes its write lock at once.
-        let expired = sqlx::query("DELETE FROM taskpoll_deliveries WHERE provider = $1 AND received_at_ms < $2")
-            .bind(provider)
-            .bind(expired_before)
-            .execute(&mut *tx)
-            .await
-            .map_err(&failed)?;
-        let expired = DB::rows_affected(&expired);
+        // One statement each, no transaction: a receiver writes many deliveries a second, and
+        // each step stands alone (expired deliveries are dropped by the sweeps).
         // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
         let inserted = sqlx::query(
             "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
@@ -504,11 +494,10 @@ where
         .bind(task_id)
         .bind(to_json(task)?)
         .bind(db_int(now_ms))
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await
         .map_err(&failed)?;
         let written = DB::rows_affected(&inserted) == 1;
-        let mut over_capacity = 0;
         if written {
             // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
             let sql = format!(
@@ -520,29 +509,25 @@ where
                 .bind(provider)
                 .bind(task_id)
                 .bind(db_int(now_ms))
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await
                 .map_err(&failed)?;
-            let sql = format!(
-                "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq IN ( \
-                   SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT {} OFFSET $2)",
-                DB::NO_LIMIT
-            );
-            let dropped = sqlx::query(&sql)
-                .bind(provider)
-                .bind(i64::from(limits.capacity_per_provider.max(1)))
-                .execute(&mut *tx)
-                .await
-                .map_err(&failed)?;
-            over_capacity = DB::rows_affected(&dropped);
             if self.notify
                 && let Some(notify) = DB::NOTIFY_DELIVERY
             {
-                sqlx::query(notify).bind(provider).execute(&mut *tx).await.map_err(&failed)?;
+                sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
             }
+            // Over the capacity: the oldest go (through the (provider, seq) index).
+            let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+                 SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+            let dropped = sqlx::query(sql)
+                .bind(provider)
+                .bind(i64::from(limits.capacity_per_provider.max(1)))
+                .execute(&self.pool)
+                .await
+                .map_err(&failed)?;
+            count_drops(&self.pool, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
         }
-        count_drops(&mut *tx, provider, over_capacity, expired).await.map_err(&failed)?;
-        tx.commit().await.map_err(&failed)?;
         Ok(if written {
             DeliveryWrite::Written
         } else {

@@ -88,7 +88,6 @@ impl Dialect for Sqlite {
     const BY_ID_ONLY: &'static str = "+";
     const INTEGER: &'static str = "INTEGER";
     const JSON_ELEMENTS: &'static str = "json_each($1)";
-    const NO_LIMIT: &'static str = "-1";
     const NOTIFY_DELIVERY: Option<&'static str> = None;
 
     fn floor(expr: &str) -> String {
