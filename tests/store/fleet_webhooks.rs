@@ -144,8 +144,6 @@ fn check_results(by_task: &HashMap<String, Vec<Value>>, rows: &[(String, Option<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug (issue 25 report): under load some deliveries are applied after the 30 s grace, \
-            so a wait ends as its polled success without its result; run with --ignored"]
 async fn every_webhook_only_result_reaches_the_worker_holding_its_wait() -> TestResult {
     let Some(server) = postgres_url() else { return Ok(()) };
     let url = fresh_postgres(&server).await?;
