@@ -15,8 +15,8 @@ pub use call::{
     MissingFromBatch, TaskIdMismatch, TransportError, TypedBody,
 };
 pub use input::{
-    ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, UnknownProvider,
-    WebhookRefusal, WebhookRefused,
+    ConfigError, InvalidPolicy, InvalidTaskId, InvalidTaskRef, ProviderNotConfigured, StoreError, StoreFault,
+    UnknownProvider, WebhookRefusal, WebhookRefused,
 };
 pub use wait::{
     DeadlineExceeded, RetryAfterPastDeadline, StillPending, TaskCancelled, TaskFailed, UnknownStatus, WaitCancelled,
@@ -142,7 +142,16 @@ impl Error {
     /// A store error with its driver's error as the source.
     #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
     pub(crate) fn store(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Error::Store(StoreError { message: message.into(), source: Some(Box::new(source)) })
+        Error::Store(StoreError { message: message.into(), fault: StoreFault::Other, source: Some(Box::new(source)) })
+    }
+
+    /// A store error of a known kind (see [`StoreFault`]).
+    pub(crate) fn store_fault(
+        message: impl Into<String>,
+        fault: StoreFault,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Store(StoreError { message: message.into(), fault, source: Some(Box::new(source)) })
     }
 
     /// A copy of a read error, for each task of a batch read that failed as

@@ -118,6 +118,103 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
         want: u32,
         now_ms: u64,
     ) -> BoxFuture<'a, Result<u32>>;
+
+    /// Writes a verified webhook delivery (from [`crate::Client::verify_webhook`])
+    /// received at `now_ms`, for the worker holding its task's wait to apply
+    /// (see [`StoredWaiter`]). Only a finished task's delivery is kept; the
+    /// first one of a task wins; a delivery whose wait has finished is not
+    /// kept. Kept deliveries expire after `limits.keep_for` (dropped by
+    /// [`WaitStore::sweep`]), and at most
+    /// `limits.capacity_per_provider` are kept per provider (the oldest is
+    /// dropped first); each drop is counted ([`WaitStore::delivery_stats`]).
+    /// The default implementation keeps nothing: the store does not take deliveries.
+    fn deliver<'a>(
+        &'a self,
+        task: &'a Task,
+        now_ms: u64,
+        limits: &'a DeliveryLimits,
+    ) -> BoxFuture<'a, Result<DeliveryWrite>> {
+        let _ = (task, now_ms, limits);
+        Box::pin(async { Err(Error::config("this wait store does not keep webhook deliveries")) })
+    }
+
+    /// The deliveries kept for unfinished waits `worker` holds, at most `limit`.
+    fn deliveries<'a>(&'a self, worker: &'a str, limit: u32) -> BoxFuture<'a, Result<Vec<Task>>> {
+        let _ = (worker, limit);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Housekeeping, run now and then by every [`StoredWaiter`] and receiver:
+    /// drops expired deliveries (counted) and those whose wait has finished,
+    /// and forgets workers whose lease ran out before `gone_before_ms` and
+    /// that hold no unfinished wait.
+    fn sweep<'a>(&'a self, now_ms: u64, limits: &'a DeliveryLimits, gone_before_ms: u64) -> BoxFuture<'a, Result<()>> {
+        let _ = (now_ms, limits, gone_before_ms);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Deliveries kept and dropped so far, per provider.
+    fn delivery_stats(&self) -> BoxFuture<'_, Result<Vec<DeliveryStats>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// A hint that deliveries were written (PostgreSQL: `LISTEN`), to read
+    /// them sooner than the next regular read; `None` if the store has none.
+    /// Only a hint: a missed one delays a delivery by one read interval.
+    fn delivery_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// Bounds on the webhook deliveries a store keeps for tasks ([`WaitStore::deliver`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryLimits {
+    /// The most kept per provider (default 10,000); the oldest is dropped first.
+    pub capacity_per_provider: u32,
+    /// How long one is kept for a wait not yet added (default 1 hour).
+    pub keep_for: Duration,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        Self { capacity_per_provider: 10_000, keep_for: Duration::from_secs(3_600) }
+    }
+}
+
+impl DeliveryLimits {
+    /// At most `capacity_per_provider` per provider, each kept for `keep_for`.
+    pub fn new(capacity_per_provider: u32, keep_for: Duration) -> Self {
+        Self { capacity_per_provider: capacity_per_provider.max(1), keep_for }
+    }
+}
+
+/// What [`WaitStore::deliver`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryWrite {
+    /// Kept: the worker holding the task's wait (or the first to claim it) applies it.
+    Written,
+    /// A delivery of the task is kept already (a duplicate): the first one stands.
+    AlreadyKept,
+    /// The task's wait has finished: its outcome is written already.
+    WaitFinished,
+    /// The task is not finished: nothing to apply, nothing kept.
+    NotFinished,
+}
+
+/// A provider's webhook deliveries in a store ([`WaitStore::delivery_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryStats {
+    /// The provider.
+    pub provider: String,
+    /// Kept now (not yet applied, or applied and not yet swept).
+    pub kept: u64,
+    /// Dropped to stay within the capacity, so far.
+    pub dropped_over_capacity: u64,
+    /// Dropped when they expired, so far.
+    pub expired: u64,
 }
 
 /// A claim for [`WaitStore::claim`].

@@ -190,6 +190,7 @@ impl WebhookRefusal {
 #[error("wait store: {message}")]
 pub struct StoreError {
     pub(crate) message: String,
+    pub(crate) fault: StoreFault,
     #[source]
     pub(crate) source: Option<BoxError>,
 }
@@ -199,4 +200,27 @@ impl StoreError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// What went wrong with the database, as far as its error says.
+    pub fn fault(&self) -> StoreFault {
+        self.fault
+    }
+}
+
+/// What went wrong with a store's database ([`StoreError::fault`]), so that
+/// a caller can tell a fault that passes (retry) from one that needs a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreFault {
+    /// The database cannot be reached (down, restarting, connection lost,
+    /// no connection free in time): writes resume when it is back.
+    Unavailable,
+    /// Another writer held the database's lock beyond the busy timeout (SQLite).
+    Locked,
+    /// The database or its file is read-only.
+    ReadOnly,
+    /// The disk (or the file-size limit) is full.
+    Full,
+    /// Anything else (a constraint, bad data, a bug).
+    Other,
 }

@@ -5,19 +5,32 @@
 //! here are how to connect and PostgreSQL's [`Dialect`].
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgQueryResult};
+use tokio::sync::watch;
 
 use super::sql::{Dialect, Migrations, SqlStore, wait_store_on_sql};
 use crate::{Error, Result};
 
 /// A [`WaitStore`](super::WaitStore) in a PostgreSQL database (feature `store-postgres`).
+///
+/// A delivery's write also sends `NOTIFY taskpoll_deliveries`, and a
+/// [`StoredWaiter`](super::StoredWaiter) on it `LISTEN`s, to apply deliveries
+/// sooner than its next regular read; the hint is never needed for
+/// correctness, and [`PostgresStore::notify_deliveries`] turns it off.
 #[derive(Clone)]
 pub struct PostgresStore {
     sql: SqlStore<Postgres>,
+    notify: bool,
+    /// The listener's hints, while someone reads them.
+    hints: Arc<Mutex<Option<watch::Sender<u64>>>>,
 }
+
+/// The channel of delivery hints.
+const CHANNEL: &str = "taskpoll_deliveries";
 
 impl fmt::Debug for PostgresStore {
     // The URL (and its password) is never shown.
@@ -39,14 +52,76 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| Error::store("cannot connect to the PostgreSQL store", e))?;
-        Ok(Self { sql: SqlStore::new(pool).await? })
+        Ok(Self { sql: SqlStore::new(pool).await?, notify: true, hints: Arc::default() })
+    }
+
+    /// Whether deliveries send `NOTIFY` and workers `LISTEN` for it (default:
+    /// yes). Off, workers find deliveries on their next read of the table
+    /// (every 250 ms): no notification traffic and no listening connection.
+    pub fn notify_deliveries(mut self, on: bool) -> Self {
+        self.notify = on;
+        self.sql.set_notify(on);
+        self
+    }
+
+    /// Hints from a listener task, started on first use (and again once
+    /// nobody read the last one's); none without a tokio runtime or with hints off.
+    fn hints(&self) -> Option<watch::Receiver<u64>> {
+        if !self.notify {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let mut slot = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = slot.as_ref().filter(|sender| !sender.is_closed()) {
+            return Some(sender.subscribe());
+        }
+        let (sender, receiver) = watch::channel(0);
+        drop(runtime.spawn(listen(self.sql.pool().clone(), sender.clone())));
+        *slot = Some(sender);
+        Some(receiver)
+    }
+}
+
+/// Listens for delivery hints until nobody reads them, reconnecting with
+/// backoff when the database goes away (hints missed meanwhile only delay).
+async fn listen(pool: sqlx::PgPool, hints: watch::Sender<u64>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            // Deliveries may have come while not listening.
+            hints.send_modify(|n| *n += 1);
+            loop {
+                listener.recv().await?;
+                hints.send_modify(|n| *n += 1);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            () = hints.closed() => return,
+            result = listening => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "wait store: delivery hints: listening again after {backoff:?}");
+                }
+            }
+        }
+        tokio::select! {
+            () = hints.closed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
 wait_store_on_sql!(PostgresStore);
 
 impl Dialect for Postgres {
-    const MIGRATIONS: Migrations = &[(1, "waits and budgets", include_str!("migrations/postgres/0001_waits.sql"))];
+    const MIGRATIONS: Migrations = &[
+        (1, "waits and budgets", include_str!("migrations/postgres/0001_waits.sql")),
+        (2, "webhook deliveries", include_str!("migrations/postgres/0002_deliveries.sql")),
+    ];
     const BEGIN_MIGRATIONS: &'static str = "BEGIN";
     // A lock held until the transaction ends: 0x7461736b706f6c6c, "taskpoll" in ASCII.
     const LOCK_MIGRATIONS: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(8386110886425619564)");
@@ -58,6 +133,7 @@ impl Dialect for Postgres {
     const BY_ID_ONLY: &'static str = "";
     const INTEGER: &'static str = "BIGINT";
     const JSON_ELEMENTS: &'static str = "jsonb_array_elements($1::jsonb) AS e(value)";
+    const NOTIFY_DELIVERY: Option<&'static str> = Some("SELECT pg_notify('taskpoll_deliveries', $1)");
 
     fn floor(expr: &str) -> String {
         // A cast alone would round.

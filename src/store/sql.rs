@@ -8,10 +8,12 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _, Type};
 
 use super::{
-    Claim, ClaimedWait, NewWait, OutcomeBody, StoredOutcome, WaitId, db_int, due_at_ms, from_db_int, from_json, to_json,
+    Claim, ClaimedWait, DeliveryLimits, DeliveryStats, DeliveryWrite, NewWait, OutcomeBody, StoredOutcome, WaitId,
+    db_int, due_at_ms, from_db_int, from_json, to_json,
 };
+use crate::error::StoreFault;
 use crate::spec::RateSpec;
-use crate::{Error, Result, WaitState};
+use crate::{Error, Result, Task, TaskRef, WaitState};
 
 /// Migrations shipped with the crate: (version, description, SQL).
 pub(super) type Migrations = &'static [(i64, &'static str, &'static str)];
@@ -43,6 +45,8 @@ pub(super) trait Dialect: Database {
     const INTEGER: &'static str;
     /// A table of the elements of the JSON array bound at `$1`, each in column `value`.
     const JSON_ELEMENTS: &'static str;
+    /// Sent in a delivery's transaction to wake the workers sooner (PostgreSQL's `NOTIFY`), if any.
+    const NOTIFY_DELIVERY: Option<&'static str>;
 
     /// The largest integer at most `expr` (a non-negative number).
     fn floor(expr: &str) -> String;
@@ -73,18 +77,93 @@ fn batch<DB: Dialect>(columns: &[BatchColumn]) -> String {
 }
 
 fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::store(what, e)
+    move |e| {
+        let fault = fault_of(&e);
+        Error::store_fault(what, fault, e)
+    }
+}
+
+/// What kind of fault a database error is, from its SQLSTATE (PostgreSQL)
+/// or result code (SQLite), so a caller can tell a passing fault from one
+/// that needs a person (README, "When the database fails").
+pub(super) fn fault_of(error: &sqlx::Error) -> StoreFault {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreFault::Unavailable,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else { return StoreFault::Other };
+            // A SQLSTATE has five characters; SQLite's codes have at most four digits.
+            if code.len() == 5 {
+                // 08 connection exception, 57P shut down or starting, 53 out of resources.
+                return match code.as_ref() {
+                    c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => StoreFault::Unavailable,
+                    "25006" => StoreFault::ReadOnly,
+                    "53100" => StoreFault::Full,
+                    _ => StoreFault::Other,
+                };
+            }
+            sqlite_fault(&code)
+        }
+        _ => StoreFault::Other,
+    }
+}
+
+/// A SQLite result code's kind (its primary code is the low byte).
+fn sqlite_fault(code: &str) -> StoreFault {
+    match code.parse::<i64>() {
+        // SQLITE_BUSY, SQLITE_LOCKED.
+        Ok(n) if matches!(n & 0xff, 5 | 6) => StoreFault::Locked,
+        // SQLITE_READONLY.
+        Ok(n) if n & 0xff == 8 => StoreFault::ReadOnly,
+        // SQLITE_FULL, and SQLITE_IOERR_WRITE: a write past the file-size
+        // limit (EFBIG) or a failing disk.
+        Ok(13 | 778) => StoreFault::Full,
+        // SQLITE_CANTOPEN.
+        Ok(n) if n & 0xff == 14 => StoreFault::Unavailable,
+        _ => StoreFault::Other,
+    }
+}
+
+/// Adds to a provider's counts of dropped deliveries.
+async fn count_drops<'c, DB, E>(executor: E, provider: &str, over_capacity: u64, expired: u64) -> sqlx::Result<()>
+where
+    DB: Dialect,
+    E: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    if over_capacity == 0 && expired == 0 {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO taskpoll_delivery_drops (provider, over_capacity, expired) VALUES ($1, $2, $3) \
+         ON CONFLICT (provider) DO UPDATE SET over_capacity = taskpoll_delivery_drops.over_capacity + excluded.over_capacity, \
+           expired = taskpoll_delivery_drops.expired + excluded.expired",
+    )
+    .bind(provider)
+    .bind(db_int(over_capacity))
+    .bind(db_int(expired))
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 /// A store on one SQL engine: a pool of connections to it.
 pub(super) struct SqlStore<DB: Database> {
     pool: Pool<DB>,
+    /// Whether a delivery's write also sends the dialect's wake-up hint.
+    notify: bool,
 }
 
 // Derived, it would ask for `DB: Clone`.
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self { pool: self.pool.clone(), notify: self.notify }
     }
 }
 
@@ -96,15 +175,52 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> f64: Encode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
 {
     /// The store on `pool`, its tables brought up to date.
     pub(super) async fn new(pool: Pool<DB>) -> Result<Self> {
-        let store = Self { pool };
+        let store = Self { pool, notify: DB::NOTIFY_DELIVERY.is_some() };
         store.migrate().await?;
+        store.fill_task_ids().await?;
         Ok(store)
+    }
+
+    /// The pool (PostgreSQL's listener connects through it).
+    #[cfg_attr(not(feature = "store-postgres"), allow(dead_code))]
+    pub(super) fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// Sends (or not) the wake-up hint with each delivery.
+    #[cfg_attr(not(feature = "store-postgres"), allow(dead_code))]
+    pub(super) fn set_notify(&mut self, notify: bool) {
+        self.notify = notify && DB::NOTIFY_DELIVERY.is_some();
+    }
+
+    /// Fills in the task id of unfinished waits added before deliveries were
+    /// kept (migration 2), so deliveries find them too. Nothing to do after that.
+    async fn fill_task_ids(&self) -> Result<()> {
+        let failed = failed("cannot fill in task ids");
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, task FROM taskpoll_waits WHERE task_id IS NULL AND finished_at_ms IS NULL")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(&failed)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .filter_map(|(id, task)| task.parse::<TaskRef>().ok().map(|task| serde_json::json!([id, task.id()])))
+            .collect();
+        let sql = format!(
+            "UPDATE taskpoll_waits AS w SET task_id = u.task_id FROM {} WHERE w.id = u.wait_id",
+            batch::<DB>(&[BatchColumn::Integer("wait_id"), BatchColumn::Text("task_id")])
+        );
+        sqlx::query(&sql).bind(to_json(&rows)?).execute(&self.pool).await.map_err(&failed)?;
+        Ok(())
     }
 
     /// Applies the migrations not yet applied, one process at a time.
@@ -146,6 +262,7 @@ where
             rows.push(serde_json::json!([
                 wait.state.task_ref.provider(),
                 wait.state.task_ref.to_string(),
+                wait.state.task_ref.id(),
                 to_json(&wait.options)?,
                 to_json(&wait.state)?,
                 db_int(due_at_ms(&wait.state)),
@@ -154,14 +271,20 @@ where
         let columns = [
             BatchColumn::Text("provider"),
             BatchColumn::Text("task"),
+            BatchColumn::Text("task_id"),
             BatchColumn::Text("options"),
             BatchColumn::Text("state"),
             BatchColumn::Integer("due"),
         ];
         // `WHERE true` tells SQLite's parser the `ON CONFLICT` is the upsert's.
+        // A wait whose task's delivery came first is due at once: whoever
+        // claims it ends it with the delivery.
         let sql = format!(
-            "INSERT INTO taskpoll_waits (provider, task, options, state, due_at_ms) \
-             SELECT * FROM {} WHERE true ON CONFLICT (task) DO NOTHING",
+            "INSERT INTO taskpoll_waits (provider, task, task_id, options, state, due_at_ms) \
+             SELECT u.provider, u.task, u.task_id, u.options, u.state, \
+               CASE WHEN EXISTS (SELECT 1 FROM taskpoll_deliveries AS d \
+                 WHERE d.provider = u.provider AND d.task_id = u.task_id) THEN 0 ELSE u.due END \
+             FROM {} WHERE true ON CONFLICT (task) DO NOTHING",
             batch::<DB>(&columns)
         );
         let done =
@@ -350,6 +473,158 @@ where
         Ok(from_db_int(count))
     }
 
+    /// Writes a verified delivery of a finished task (see [`super::WaitStore::deliver`]).
+    pub(super) async fn deliver(&self, task: &Task, now_ms: u64, limits: &DeliveryLimits) -> Result<DeliveryWrite> {
+        if !task.is_terminal() {
+            return Ok(DeliveryWrite::NotFinished);
+        }
+        let failed = failed("cannot write a webhook delivery");
+        let provider = task.task_ref().provider();
+        let task_id = task.task_ref().id();
+        // One statement each, no transaction: a receiver writes many deliveries a second, and
+        // each step stands alone (expired deliveries are dropped by the sweeps).
+        // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
+        let inserted = sqlx::query(
+            "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM taskpoll_waits AS w \
+               WHERE w.provider = $1 AND w.task_id = $2 AND w.finished_at_ms IS NOT NULL) \
+             ON CONFLICT (provider, task_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(task_id)
+        .bind(to_json(task)?)
+        .bind(db_int(now_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(&failed)?;
+        let written = DB::rows_affected(&inserted) == 1;
+        if written {
+            // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
+            let sql = format!(
+                "UPDATE taskpoll_waits SET due_at_ms = {}(due_at_ms, $3) \
+                 WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL",
+                DB::LEAST
+            );
+            sqlx::query(&sql)
+                .bind(provider)
+                .bind(task_id)
+                .bind(db_int(now_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(&failed)?;
+            if self.notify
+                && let Some(notify) = DB::NOTIFY_DELIVERY
+            {
+                sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
+            }
+            // Over the capacity: the oldest go (through the (provider, seq) index).
+            let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+                 SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+            let dropped = sqlx::query(sql)
+                .bind(provider)
+                .bind(i64::from(limits.capacity_per_provider.max(1)))
+                .execute(&self.pool)
+                .await
+                .map_err(&failed)?;
+            count_drops(&self.pool, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+        }
+        Ok(if written {
+            DeliveryWrite::Written
+        } else {
+            // Either the same task's delivery is kept already, or its wait has finished.
+            let late: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM taskpoll_waits WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NOT NULL",
+            )
+            .bind(provider)
+            .bind(task_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(&failed)?;
+            if late.is_some() { DeliveryWrite::WaitFinished } else { DeliveryWrite::AlreadyKept }
+        })
+    }
+
+    /// The deliveries kept for unfinished waits `worker` holds.
+    pub(super) async fn deliveries(&self, worker: &str, limit: u32) -> Result<Vec<Task>> {
+        let failed = failed("cannot read webhook deliveries");
+        let tasks: Vec<String> = sqlx::query_scalar(
+            "SELECT d.task FROM taskpoll_waits AS w JOIN taskpoll_deliveries AS d \
+               ON d.provider = w.provider AND d.task_id = w.task_id \
+             WHERE w.worker = $1 AND w.finished_at_ms IS NULL LIMIT $2",
+        )
+        .bind(worker)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(&failed)?;
+        tasks.iter().map(|task| from_json(task, "webhook delivery")).collect()
+    }
+
+    /// Drops expired deliveries (counted) and those of finished waits, and
+    /// forgets workers whose lease ran out before `gone_before_ms` and that hold no wait.
+    pub(super) async fn sweep(&self, now_ms: u64, limits: &DeliveryLimits, gone_before_ms: u64) -> Result<()> {
+        let failed = failed("cannot clean up the store");
+        let expired_before = db_int(now_ms.saturating_sub(super::millis(limits.keep_for)));
+        let mut tx = self.pool.begin().await.map_err(&failed)?;
+        let expired: Vec<String> =
+            sqlx::query_scalar("DELETE FROM taskpoll_deliveries WHERE received_at_ms < $1 RETURNING provider")
+                .bind(expired_before)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(&failed)?;
+        let mut by_provider: Vec<(String, u64)> = Vec::new();
+        for provider in expired {
+            match by_provider.iter_mut().find(|(p, _)| *p == provider) {
+                Some((_, n)) => *n += 1,
+                None => by_provider.push((provider, 1)),
+            }
+        }
+        for (provider, n) in by_provider {
+            count_drops(&mut *tx, &provider, 0, n).await.map_err(&failed)?;
+        }
+        // Applied (or late): their outcome is written.
+        sqlx::query(
+            "DELETE FROM taskpoll_deliveries WHERE EXISTS (SELECT 1 FROM taskpoll_waits AS w \
+               WHERE w.provider = taskpoll_deliveries.provider AND w.task_id = taskpoll_deliveries.task_id \
+                 AND w.finished_at_ms IS NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(&failed)?;
+        sqlx::query(
+            "DELETE FROM taskpoll_workers WHERE lease_until_ms < $1 AND NOT EXISTS ( \
+               SELECT 1 FROM taskpoll_waits AS w WHERE w.worker = taskpoll_workers.worker AND w.finished_at_ms IS NULL)",
+        )
+        .bind(db_int(gone_before_ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(&failed)?;
+        tx.commit().await.map_err(&failed)
+    }
+
+    /// Deliveries kept and dropped, per provider.
+    pub(super) async fn delivery_stats(&self) -> Result<Vec<DeliveryStats>> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT p.provider, \
+               (SELECT COUNT(*) FROM taskpoll_deliveries AS d WHERE d.provider = p.provider), \
+               COALESCE(x.over_capacity, 0), COALESCE(x.expired, 0) \
+             FROM (SELECT provider FROM taskpoll_deliveries UNION SELECT provider FROM taskpoll_delivery_drops) AS p \
+             LEFT JOIN taskpoll_delivery_drops AS x ON x.provider = p.provider ORDER BY p.provider",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(failed("cannot read delivery counts"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, kept, over_capacity, expired)| DeliveryStats {
+                provider,
+                kept: from_db_int(kept),
+                dropped_over_capacity: from_db_int(over_capacity),
+                expired: from_db_int(expired),
+            })
+            .collect())
+    }
+
     pub(super) async fn take_tokens(&self, provider: &str, rate: RateSpec, want: u32, now_ms: u64) -> Result<u32> {
         let failed = failed("cannot take from the shared rate budget");
         let burst = f64::from(rate.burst.max(1));
@@ -465,6 +740,40 @@ macro_rules! wait_store_on_sql {
                 now_ms: u64,
             ) -> $crate::spec::BoxFuture<'a, $crate::Result<u32>> {
                 Box::pin(self.sql.take_tokens(provider, rate, want, now_ms))
+            }
+
+            fn deliver<'a>(
+                &'a self,
+                task: &'a $crate::Task,
+                now_ms: u64,
+                limits: &'a $crate::store::DeliveryLimits,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<$crate::store::DeliveryWrite>> {
+                Box::pin(self.sql.deliver(task, now_ms, limits))
+            }
+
+            fn deliveries<'a>(
+                &'a self,
+                worker: &'a str,
+                limit: u32,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<Vec<$crate::Task>>> {
+                Box::pin(self.sql.deliveries(worker, limit))
+            }
+
+            fn sweep<'a>(
+                &'a self,
+                now_ms: u64,
+                limits: &'a $crate::store::DeliveryLimits,
+                gone_before_ms: u64,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<()>> {
+                Box::pin(self.sql.sweep(now_ms, limits, gone_before_ms))
+            }
+
+            fn delivery_stats(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::DeliveryStats>>> {
+                Box::pin(self.sql.delivery_stats())
+            }
+
+            fn delivery_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+                self.hints()
             }
         }
     };

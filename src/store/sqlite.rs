@@ -60,8 +60,18 @@ impl SqliteStore {
 
 wait_store_on_sql!(SqliteStore);
 
+impl SqliteStore {
+    /// No wake-up hint: workers read deliveries on their next tick.
+    fn hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
 impl Dialect for Sqlite {
-    const MIGRATIONS: Migrations = &[(1, "waits and budgets", include_str!("migrations/sqlite/0001_waits.sql"))];
+    const MIGRATIONS: Migrations = &[
+        (1, "waits and budgets", include_str!("migrations/sqlite/0001_waits.sql")),
+        (2, "webhook deliveries", include_str!("migrations/sqlite/0002_deliveries.sql")),
+    ];
     // Takes SQLite's write lock at once, so two processes opening a new file
     // do not both apply the migrations.
     const BEGIN_MIGRATIONS: &'static str = "BEGIN IMMEDIATE";
@@ -78,6 +88,7 @@ impl Dialect for Sqlite {
     const BY_ID_ONLY: &'static str = "+";
     const INTEGER: &'static str = "INTEGER";
     const JSON_ELEMENTS: &'static str = "json_each($1)";
+    const NOTIFY_DELIVERY: Option<&'static str> = None;
 
     fn floor(expr: &str) -> String {
         // Truncation, which is the floor for the non-negative numbers it is given

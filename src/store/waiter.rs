@@ -6,6 +6,14 @@
 //! after polls (coalesced: the latest state of each wait, every
 //! `save_every`), tops up each provider's share of the shared rate budget,
 //! and writes each outcome to the store before it reports it.
+//!
+//! Webhook deliveries written to the store by any process
+//! ([`WaitStore::deliver`]: a `taskpoll receive`, a worker's receiver) reach
+//! the waits this worker holds: every [`DELIVERY_EVERY`] (and at once on
+//! PostgreSQL's `NOTIFY` hint) it reads the deliveries of its waits and hands
+//! each to the client's hub, the path a local delivery takes. A held success
+//! (the grace for a webhook-only result) is saved with the wait's state, so
+//! a worker that claims it after a crash waits out the grace without polling.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,16 +23,27 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
-use super::{Claim, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
+use super::{Claim, DeliveryLimits, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
-use crate::wait::WaitOutcome;
 use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
-use crate::{Client, Clock, Error, Policy, Result, TaskRef, WaitOptions, WaitState, Waiter};
+use crate::wait::{Decision, Poller, WaitOutcome};
+use crate::{Client, Clock, Error, Phase, Policy, Result, Task, TaskRef, WaitOptions, WaitState, Waiter};
 
 /// How often the driver looks at its clocks when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
 /// Outcomes written in one store write, at most.
 const FINISH_BATCH: usize = 1_000;
+/// How often the deliveries of held waits are read from the store (sooner on a hint).
+pub(crate) const DELIVERY_EVERY: Duration = Duration::from_millis(250);
+/// Deliveries read at once, at most.
+const DELIVERY_BATCH: u32 = 1_000;
+/// How often the store is swept (expired deliveries, workers gone).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// A worker whose lease ran out this long ago, holding nothing, is forgotten.
+const GONE_AFTER: Duration = Duration::from_secs(3_600);
+/// The first and the longest wait between retries of a failing store.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The many-task waiter on a [`WaitStore`]: waits survive a restart and
 /// several processes share them (see the [module](super) documentation).
@@ -57,6 +76,9 @@ struct Config {
     save_every: Duration,
     shared_budget: bool,
     policies: Policies,
+    webhooks: bool,
+    hints: bool,
+    delivery_limits: DeliveryLimits,
 }
 
 enum Command {
@@ -112,6 +134,9 @@ impl StoredWaiter {
             save_every: Duration::from_secs(1),
             shared_budget: true,
             policies: Policies::default(),
+            webhooks: false,
+            hints: true,
+            delivery_limits: DeliveryLimits::default(),
         };
         Self { store, config, running: None, stats: Arc::new(Counters::default()) }
     }
@@ -163,6 +188,32 @@ impl StoredWaiter {
     /// name or the provider's polite policy).
     pub fn policy(mut self, policy: Policy) -> Self {
         self.config.policies.0.insert(policy.name().to_string(), Arc::new(policy));
+        self
+    }
+
+    /// Whether webhook deliveries reach this worker's waits through the store
+    /// (default: no): a receiver writes them there (`taskpoll receive`,
+    /// [`crate::webhook::store_router`]). On, the client's hub is marked
+    /// listening ([`crate::webhook::WebhookHub::set_listening`]), so a polled
+    /// success of a provider whose result comes only by webhook is held for
+    /// its grace rather than ended without its result. Deliveries in the store
+    /// are applied either way.
+    pub fn webhooks_from_store(mut self, on: bool) -> Self {
+        self.config.webhooks = on;
+        self
+    }
+
+    /// Whether to wake up on the store's delivery hint (PostgreSQL's
+    /// `NOTIFY`; default: yes) rather than only read deliveries every 250 ms.
+    pub fn delivery_hints(mut self, on: bool) -> Self {
+        self.config.hints = on;
+        self
+    }
+
+    /// The bounds this worker's sweeps apply to kept deliveries (default
+    /// [`DeliveryLimits::default`]: 10,000 per provider, one hour).
+    pub fn delivery_limits(mut self, limits: DeliveryLimits) -> Self {
+        self.config.delivery_limits = limits;
         self
     }
 
@@ -248,6 +299,10 @@ impl StoredWaiter {
         };
         let tokens_list: Vec<(&'static str, RateSpec, Arc<SharedTokens>)> =
             providers.iter().filter_map(|(name, rate)| tokens.get(name).map(|t| (*name, *rate, t.clone()))).collect();
+        if config.webhooks {
+            config.client.webhooks().set_listening(true);
+        }
+        let hints = if config.hints { self.store.delivery_hints() } else { None };
         let (progress, progress_rx) = mpsc::unbounded_channel();
         let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
         let waiter = Waiter::with_hooks(&config.client, Some(config.clock.clone()), hooks);
@@ -265,6 +320,14 @@ impl StoredWaiter {
             lost: HashSet::new(),
             dirty: HashSet::new(),
             unwritten: Vec::new(),
+            restored: HashMap::new(),
+            holding: HashSet::new(),
+            applied: HashSet::new(),
+            hints,
+            next_deliveries_ms: 0,
+            next_sweep_ms: 0,
+            backoff_ms: 0,
+            retry_at_ms: 0,
             held_until_ms: 0,
             next_renew_ms: 0,
             next_save_ms: 0,
@@ -321,6 +384,21 @@ struct Driver {
     dirty: HashSet<TaskRef>,
     /// Outcomes a store error kept from being written; retried.
     unwritten: Vec<StoredOutcome>,
+    /// Held successes claimed from the store (another worker polled them):
+    /// not polled, ended by their delivery or at the end of the grace.
+    restored: HashMap<TaskRef, Restored>,
+    /// Held waits whose success the scheduler holds for its webhook.
+    holding: HashSet<TaskRef>,
+    /// Held waits whose delivery was handed to the hub.
+    applied: HashSet<TaskRef>,
+    /// The store's delivery hints, if any.
+    hints: Option<tokio::sync::watch::Receiver<u64>>,
+    next_deliveries_ms: u64,
+    next_sweep_ms: u64,
+    /// After failed store operations, how long the next waits (0: the last worked).
+    backoff_ms: u64,
+    /// No store operation before then (Unix ms), after a failure.
+    retry_at_ms: u64,
     /// Until when the last renewal holds every held wait.
     held_until_ms: u64,
     next_renew_ms: u64,
@@ -329,6 +407,14 @@ struct Driver {
     next_idle_check_ms: u64,
     /// The shared-budget task; ends with the driver.
     _budget: Option<AbortOnDrop>,
+}
+
+/// A held success claimed from the store.
+struct Restored {
+    /// Reads the delivery as a wait on the task would (its verdict wins).
+    poller: Poller,
+    /// When the grace ends (Unix ms): the polled success is the outcome then.
+    grace_end_ms: u64,
 }
 
 /// A task aborted when dropped.
@@ -355,6 +441,7 @@ impl Driver {
                     }
                     None => return self.stop().await,
                 },
+                Ok(()) = changed(&mut self.hints) => self.next_deliveries_ms = 0,
                 Some(state) = self.progress.recv() => {
                     self.progressed(state);
                     while let Ok(state) = self.progress.try_recv() {
@@ -382,6 +469,10 @@ impl Driver {
     fn progressed(&mut self, state: WaitState) {
         Counters::add(&self.stats.polls, 1);
         if let Some(held) = self.held.get_mut(&state.task_ref) {
+            // The scheduler reports a held success once (with a success phase): no more polls.
+            if state.last_phase == Some(Phase::Succeeded) {
+                self.holding.insert(state.task_ref.clone());
+            }
             self.dirty.insert(state.task_ref.clone());
             held.state = state;
         }
@@ -398,7 +489,7 @@ impl Driver {
                 continue;
             }
             let Some(held) = self.held.remove(&task_ref) else { continue };
-            self.dirty.remove(&task_ref);
+            self.forget(&task_ref);
             let mut state = result.as_ref().err().and_then(Error::wait_state).cloned().unwrap_or(held.state);
             state.attempts = state.attempts.max(polls);
             self.unwritten.push(StoredOutcome::of(held.id, task_ref, &result, state, now_ms));
@@ -413,6 +504,7 @@ impl Driver {
         Counters::add(&self.stats.store_writes, 1);
         match self.store.finish(&self.config.worker, &self.unwritten).await {
             Ok(written) => {
+                self.store_ok();
                 let written: HashSet<WaitId> = written.into_iter().collect();
                 Counters::add(&self.stats.outcomes, written.len() as u64);
                 for outcome in self.unwritten.drain(..) {
@@ -434,18 +526,31 @@ impl Driver {
     async fn housekeep(&mut self) -> bool {
         let now_ms = self.now_ms();
         let lease_ms = super::millis(self.config.lease);
+        self.end_restored(now_ms);
+        // The store failed lately: nothing is asked of it before the backoff
+        // has passed, but a lease that may have run out is still let go.
+        if now_ms < self.retry_at_ms {
+            self.check_lease(now_ms, lease_ms);
+            return true;
+        }
         if !self.unwritten.is_empty() {
             self.write_outcomes().await;
+        }
+        if !self.held.is_empty() && now_ms >= self.next_deliveries_ms {
+            self.next_deliveries_ms = now_ms.saturating_add(super::millis(DELIVERY_EVERY));
+            self.apply_deliveries().await;
+        }
+        if now_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = now_ms.saturating_add(super::millis(SWEEP_EVERY));
+            let gone_before = now_ms.saturating_sub(super::millis(GONE_AFTER));
+            if let Err(error) = self.store.sweep(now_ms, &self.config.delivery_limits, gone_before).await {
+                tracing::warn!(worker = %self.config.worker, %error, "wait store: sweep");
+            }
         }
         if !self.held.is_empty() && now_ms >= self.next_renew_ms {
             self.renew(now_ms, lease_ms).await;
         }
-        // A lease this worker could not renew in time: stop polling before another worker may start.
-        if !self.held.is_empty() && now_ms.saturating_add(lease_ms / 4) >= self.held_until_ms {
-            tracing::warn!(worker = %self.config.worker, "leases not renewed in time: letting the waits go");
-            crate::telemetry::leases_lost(self.held.len());
-            self.let_go_all();
-        }
+        self.check_lease(now_ms, lease_ms);
         if now_ms >= self.next_save_ms {
             self.next_save_ms = now_ms.saturating_add(super::millis(self.config.save_every));
             self.save().await;
@@ -466,11 +571,25 @@ impl Driver {
         true
     }
 
+    /// A lease this worker could not renew in time: stop polling before another worker may start.
+    fn check_lease(&mut self, now_ms: u64, lease_ms: u64) {
+        if !self.held.is_empty() && now_ms.saturating_add(lease_ms / 4) >= self.held_until_ms {
+            tracing::warn!(worker = %self.config.worker, "leases not renewed in time: letting the waits go");
+            crate::telemetry::leases_lost(self.held.len());
+            self.let_go_all();
+        }
+    }
+
     async fn renew(&mut self, now_ms: u64, lease_ms: u64) {
+        // Run out here already (a paused process): let go before the store may say it is new.
+        if !self.held.is_empty() && now_ms >= self.held_until_ms {
+            self.let_go_all();
+        }
         let until = now_ms.saturating_add(lease_ms);
         Counters::add(&self.stats.store_writes, 1);
         match self.store.renew(&self.config.worker, now_ms, until).await {
             Ok(kept) => {
+                self.store_ok();
                 if !kept {
                     // It ran out before this renewal: the store took every wait back.
                     tracing::warn!(worker = %self.config.worker, "lease ran out: letting the waits go");
@@ -481,7 +600,8 @@ impl Driver {
                 self.next_renew_ms = now_ms.saturating_add(lease_ms / 3);
             }
             Err(error) => {
-                self.next_renew_ms = now_ms.saturating_add(claim_interval(lease_ms));
+                // Retried after the backoff; the waits are let go once the lease would have run out.
+                self.next_renew_ms = now_ms;
                 self.report(error);
             }
         }
@@ -490,10 +610,77 @@ impl Driver {
     /// Stops polling a wait this worker no longer holds (its outcome will be ignored).
     fn let_go(&mut self, task: &TaskRef) {
         if self.held.remove(task).is_some() {
-            self.dirty.remove(task);
+            self.forget(task);
+            if self.restored.remove(task).is_some() {
+                return;
+            }
             if self.waiter.cancel(task) {
                 self.lost.insert(task.clone());
             }
+        }
+    }
+
+    /// Forgets what is noted about a wait that ended or was let go.
+    fn forget(&mut self, task: &TaskRef) {
+        self.dirty.remove(task);
+        self.holding.remove(task);
+        self.applied.remove(task);
+    }
+
+    /// Reads the deliveries of held waits from the store and applies each:
+    /// a restored held success ends with it here; any other wait gets it
+    /// through the client's hub, as a local delivery (once per wait).
+    async fn apply_deliveries(&mut self) {
+        let tasks = match self.store.deliveries(&self.config.worker, DELIVERY_BATCH).await {
+            Ok(tasks) => tasks,
+            Err(error) => return self.report(error),
+        };
+        if tasks.is_empty() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let now = self.config.clock.now();
+        for task in tasks {
+            let same =
+                |held: &TaskRef| held.provider() == task.task_ref().provider() && held.id() == task.task_ref().id();
+            let tasks_held: Vec<TaskRef> = self.held.keys().filter(|held| same(held)).cloned().collect();
+            let mut to_hub = false;
+            for held_task in tasks_held {
+                if let Some(mut restored) = self.restored.remove(&held_task) {
+                    let Some(held) = self.held.remove(&held_task) else { continue };
+                    self.forget(&held_task);
+                    let (_, decision) = restored.poller.observe_webhook(now, task.clone());
+                    let result = match decision {
+                        Decision::Done(task) => Ok(task),
+                        Decision::Fail(error) => Err(error),
+                        Decision::Poll { .. } | Decision::Expire { .. } => Err(restored.poller.expire(now)),
+                    };
+                    let state = restored.poller.state().clone();
+                    self.unwritten.push(StoredOutcome::of(held.id, held_task, &result, state, now_ms));
+                } else if self.applied.insert(held_task) {
+                    to_hub = true;
+                }
+            }
+            if to_hub {
+                let _ = self.config.client.webhooks().deliver(task);
+            }
+        }
+        self.write_outcomes().await;
+    }
+
+    /// Ends the restored held successes whose grace is over, as polled.
+    fn end_restored(&mut self, now_ms: u64) {
+        if self.restored.is_empty() {
+            return;
+        }
+        let over: Vec<TaskRef> =
+            self.restored.iter().filter(|(_, r)| r.grace_end_ms <= now_ms).map(|(task, _)| task.clone()).collect();
+        for task_ref in over {
+            self.restored.remove(&task_ref);
+            let Some(held) = self.held.remove(&task_ref) else { continue };
+            self.forget(&task_ref);
+            let result = Ok(polled_success(&held.state));
+            self.unwritten.push(StoredOutcome::of(held.id, task_ref, &result, held.state, now_ms));
         }
     }
 
@@ -549,11 +736,30 @@ impl Driver {
             };
             full |= claimed.len() == limit as usize;
             Counters::add(&self.stats.claimed, claimed.len() as u64);
+            if !claimed.is_empty() {
+                // Deliveries that came before the claim are applied at once.
+                self.next_deliveries_ms = 0;
+            }
             for wait in claimed {
                 let task = wait.state.task_ref.clone();
                 let policy = self.config.policies.0.get(&wait.state.policy).cloned();
                 let options = wait.options.to_options(&wait.state, &self.config.clock, policy);
                 self.held.insert(task.clone(), Held { id: wait.id, state: wait.state.clone() });
+                if let Some(grace_end_ms) =
+                    held_success(&wait.state, self.config.client.webhooks().is_listening(), now_ms)
+                {
+                    match Poller::resume(wait.state.clone(), &options) {
+                        Ok(poller) => {
+                            self.restored.insert(task, Restored { poller, grace_end_ms });
+                            continue;
+                        }
+                        Err(error) => {
+                            self.held.remove(&task);
+                            self.unwritten.push(StoredOutcome::of(wait.id, task, &Err(error), wait.state, now_ms));
+                            continue;
+                        }
+                    }
+                }
                 if let Err(error) = self.waiter.resume(wait.state.clone(), &options) {
                     // Written as its outcome, so it is not claimed again and again.
                     self.held.remove(&task);
@@ -584,6 +790,12 @@ impl Driver {
     async fn stop(&mut self) {
         self.waiter.cancel_all();
         let mut states = Vec::with_capacity(self.held.len());
+        // Restored held successes go back as they are: the next worker waits out the grace.
+        for (task, _) in std::mem::take(&mut self.restored) {
+            if let Some(held) = self.held.remove(&task) {
+                states.push((held.id, held.state));
+            }
+        }
         while !self.held.is_empty() {
             let Some(WaitOutcome { task_ref, result, .. }) = self.waiter.next_outcome().await else { break };
             let Some(held) = self.held.remove(&task_ref) else { continue };
@@ -592,6 +804,9 @@ impl Driver {
                     let state = error.wait_state().cloned().unwrap_or(held.state);
                     states.push((held.id, state));
                 }
+                // A success held for its webhook goes back held (its saved state says so),
+                // so the next worker keeps waiting for the result rather than ending without it.
+                Ok(_) if self.holding.remove(&task_ref) => states.push((held.id, held.state)),
                 // Ended before the cancellation reached it: an outcome like any other.
                 result => {
                     let state = result.as_ref().err().and_then(Error::wait_state).cloned().unwrap_or(held.state);
@@ -610,9 +825,20 @@ impl Driver {
         self.sync_requests();
     }
 
-    fn report(&self, error: Error) {
+    /// Reports a store error and backs off: no store operation until the
+    /// backoff has passed, doubled on each failure in a row from
+    /// [`MIN_BACKOFF`] to [`MAX_BACKOFF`] (a store that works again resets it).
+    fn report(&mut self, error: Error) {
         tracing::warn!(worker = %self.config.worker, %error, "wait store");
         let _ = self.out.send(Err(error));
+        self.backoff_ms =
+            (self.backoff_ms.saturating_mul(2)).clamp(super::millis(MIN_BACKOFF), super::millis(MAX_BACKOFF));
+        self.retry_at_ms = self.now_ms().saturating_add(self.backoff_ms);
+    }
+
+    /// A store operation worked: no backoff.
+    fn store_ok(&mut self) {
+        self.backoff_ms = 0;
     }
 
     fn now_ms(&self) -> u64 {
@@ -658,6 +884,43 @@ async fn top_up(
         }
         clock.sleep(TICK).await;
     }
+}
+
+/// The next change of the store's delivery hints; never ready without them.
+async fn changed(hints: &mut Option<tokio::sync::watch::Receiver<u64>>) -> std::result::Result<(), ()> {
+    match hints {
+        Some(hints) => match hints.changed().await {
+            Ok(()) => Ok(()),
+            // The listener is gone: no more hints (deliveries are still read every tick).
+            Err(_) => {
+                std::future::pending::<()>().await;
+                Err(())
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// When a claimed wait is a held success (its state's last phase is a
+/// success at a provider whose results come only by webhook), when its
+/// grace ends (Unix ms): at once if webhooks are not received here.
+fn held_success(state: &WaitState, listening: bool, now_ms: u64) -> Option<u64> {
+    let hook = state.task_ref.spec().webhook.as_ref()?;
+    if !hook.result_only_by_webhook || state.last_phase != Some(Phase::Succeeded) {
+        return None;
+    }
+    if !listening {
+        return Some(now_ms);
+    }
+    let polled_at = state.started_at_ms.saturating_add(state.last_poll_ms.unwrap_or(0));
+    Some(polled_at.saturating_add(hook.grace_ms).min(state.deadline_at_ms))
+}
+
+/// The success a held wait polled, rebuilt from its saved state (the polled
+/// body is not saved: it carries no result, which comes only by webhook).
+fn polled_success(state: &WaitState) -> Task {
+    let status = state.last_status.clone().map(std::borrow::Cow::Owned);
+    Task::new(state.task_ref.clone(), Phase::Succeeded, status, None, None, 200, serde_json::Value::Null)
 }
 
 /// How often to look for new waits when the last claim found none.

@@ -1,6 +1,8 @@
 //! The webhook receiver on axum (feature `webhook`): `POST /{provider}`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
@@ -10,7 +12,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::connections::{LimitedListener, ReceiverLimits};
+use crate::store::{DeliveryLimits, WaitStore};
 use crate::{Client, Error, Result};
+
+/// Where a receiver puts verified deliveries.
+#[derive(Clone)]
+struct Target {
+    client: Client,
+    /// A store every worker reads them from, or (`None`) the client's own waits.
+    store: Option<(Arc<dyn WaitStore>, DeliveryLimits)>,
+}
 
 /// A router that receives webhooks at `POST /{provider}` (`/cloudinary`,
 /// `/factpulse`) and hands each verified delivery to `client`'s waits
@@ -26,10 +37,23 @@ use crate::{Client, Error, Result};
 /// Marks the client's hub as listening ([`super::WebhookHub::set_listening`]).
 pub fn router(client: Client) -> Router {
     client.webhooks().set_listening(true);
-    Router::new().route("/{provider}", axum::routing::post(receive)).with_state(client)
+    Router::new().route("/{provider}", axum::routing::post(receive)).with_state(Target { client, store: None })
 }
 
-async fn receive(State(client): State<Client>, Path(provider): Path<String>, request: Request) -> Response {
+/// A router like [`router`] whose verified deliveries are written to `store`
+/// ([`WaitStore::deliver`], with `limits`) instead: the worker holding each
+/// task's wait, in any process sharing the store, ends it (see
+/// [`crate::store::StoredWaiter`]). A fleet's stable webhook address behind a
+/// load balancer. Answers 204 once the delivery is written, and 503 when the
+/// store cannot be written (the sender retries later), otherwise as [`router`].
+pub fn store_router(client: Client, store: Arc<dyn WaitStore>, limits: DeliveryLimits) -> Router {
+    client.webhooks().set_listening(true);
+    let target = Target { client, store: Some((store, limits)) };
+    Router::new().route("/{provider}", axum::routing::post(receive)).with_state(target)
+}
+
+async fn receive(State(target): State<Target>, Path(provider): Path<String>, request: Request) -> Response {
+    let client = &target.client;
     let limit = match client.configured(&provider) {
         Ok(configured) => match configured.spec.webhook.as_ref() {
             Some(hook) => hook.max_body_bytes,
@@ -46,8 +70,29 @@ async fn receive(State(client): State<Client>, Path(provider): Path<String>, req
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
     };
-    match client.accept_webhook(&provider, &parts.headers, &bytes) {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+    let accepted = match &target.store {
+        None => client.accept_webhook(&provider, &parts.headers, &bytes),
+        Some(_) => client.verify_webhook(&provider, &parts.headers, &bytes),
+    };
+    match accepted {
+        Ok(task) => match &target.store {
+            None => StatusCode::NO_CONTENT.into_response(),
+            Some((store, limits)) => {
+                let now_ms = client
+                    .webhooks()
+                    .clock()
+                    .wall()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                match store.deliver(&task, now_ms, limits).await {
+                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
+                    Err(error) => {
+                        tracing::warn!(%error, task = %task.task_ref(), "webhook not written to the store: answered 503");
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    }
+                }
+            }
+        },
         Err(Error::WebhookRefused(refused)) => {
             StatusCode::from_u16(refused.reason().http_status()).unwrap_or(StatusCode::BAD_REQUEST).into_response()
         }
@@ -98,12 +143,27 @@ pub async fn serve(client: Client, addr: SocketAddr) -> Result<WebhookServer> {
 
 /// [`serve`] with other limits on the connections senders may open.
 pub async fn serve_with(client: Client, addr: SocketAddr, limits: ReceiverLimits) -> Result<WebhookServer> {
+    serve_router(client.clone(), router(client), addr, limits).await
+}
+
+/// Runs [`store_router`] on `addr` (port 0: any free port), with the default
+/// [`ReceiverLimits`], until the returned server is shut down or dropped.
+pub async fn serve_store(
+    client: Client,
+    store: Arc<dyn WaitStore>,
+    delivery_limits: DeliveryLimits,
+    addr: SocketAddr,
+) -> Result<WebhookServer> {
+    let app = store_router(client.clone(), store, delivery_limits);
+    serve_router(client, app, addr, ReceiverLimits::default()).await
+}
+
+async fn serve_router(client: Client, app: Router, addr: SocketAddr, limits: ReceiverLimits) -> Result<WebhookServer> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::config(format!("webhook receiver: cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::config(format!("webhook receiver: no local address: {e}")))?;
     let (stop, mut stopped) = watch::channel(false);
-    let app = router(client.clone());
     let server = tokio::spawn(async move {
         let serve = axum::serve(LimitedListener::new(listener, limits), app).with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -4,5 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod deliveries;
+mod fleet_webhooks;
+mod outage;
 mod store;
 mod store_workers;

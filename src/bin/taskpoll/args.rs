@@ -76,6 +76,32 @@ pub(crate) enum Command {
     /// Print the outcomes a `wait --store` wrote and nobody has printed yet
     /// (one JSON line each), and mark them consumed.
     Outcomes(OutcomesArgs),
+    /// Receive the providers' signed webhooks and write each verified
+    /// delivery to the store, for the worker holding its wait (a fleet's
+    /// stable webhook address behind a load balancer); runs until Ctrl-C.
+    Receive(ReceiveArgs),
+}
+
+/// `receive`: where to listen, and the store to write to.
+#[derive(Debug, Args)]
+pub(crate) struct ReceiveArgs {
+    /// The wait store the workers share: `sqlite:PATH` or `postgres://USER@HOST/DB`.
+    #[arg(long, value_name = "URL", env = "TASKPOLL_STORE", hide_env_values = true)]
+    pub store: String,
+    /// Where to listen (e.g. `0.0.0.0:8080`); deliveries come to `POST /<provider>`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Deliveries kept per provider for waits not yet added (the oldest is dropped first).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: u32,
+    /// How long a delivery for a wait not yet added is kept.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub keep_for: Duration,
+    /// No PostgreSQL `NOTIFY` with each delivery (workers find it on their next read, within 250 ms).
+    #[arg(long)]
+    pub no_notify: bool,
+    #[command(flatten)]
+    pub settings: ProviderArgs,
 }
 
 /// `outcomes`: where to read them.
@@ -188,8 +214,15 @@ pub(crate) struct WaitManyArgs {
     /// waiting, at `POST /<provider>` (give `http://HOST:PORT/<provider>` as the
     /// task's callback URL): a verified delivery ends its task's wait at once,
     /// polling goes on as the fallback. Each line says how the task ended (`"via"`).
-    #[arg(long, value_name = "ADDR", conflicts_with = "store")]
+    /// With --store, deliveries are written to the store, for whichever worker holds the wait.
+    #[arg(long, value_name = "ADDR")]
     pub webhook_listen: Option<std::net::SocketAddr>,
+    /// With --store: webhook deliveries reach the waits through the store
+    /// (written by `taskpoll receive` or another worker's --webhook-listen),
+    /// so a webhook-only result (Cloudinary) is waited for after a polled success.
+    /// Implied by --webhook-listen.
+    #[arg(long, requires = "store")]
+    pub webhooks_from_store: bool,
 }
 
 /// The many-task waiter's settings, and where unfinished waits are saved.

@@ -12,6 +12,7 @@ mod demo;
 mod error;
 mod interrupts;
 mod output;
+mod receive;
 mod state_file;
 mod stored;
 mod telemetry;
@@ -76,6 +77,7 @@ async fn run(cli: Cli) -> Exit {
         Command::Simulate { port } => demo::simulate(port).await,
         Command::Demo => demo::demo().await,
         Command::Outcomes(args) => stored::outcomes(args).await,
+        Command::Receive(args) => receive::receive(args).await,
     };
     match result {
         Ok(exit) => exit,

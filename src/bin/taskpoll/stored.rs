@@ -47,6 +47,9 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
     if let Some(n) = args.max_held {
         waiter = waiter.max_held(n as usize);
     }
+    if args.webhooks_from_store || args.webhook_listen.is_some() {
+        waiter = waiter.webhooks_from_store(true);
+    }
     if let Some(name) = args.wait.options.policy.as_deref().filter(|name| *name != "polite") {
         waiter = waiter.policy(taskpoll::Policy::preset(name)?);
     }
@@ -62,8 +65,22 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
             err_line(&format!("taskpoll: {} of {asked} tasks were already in the store", asked - added as usize));
         }
     }
+    // Deliveries go to the store: whichever worker holds the wait ends it.
+    let receiver = match args.webhook_listen {
+        Some(addr) => {
+            let limits = taskpoll::store::DeliveryLimits::default();
+            let server = taskpoll::webhook::serve_store(client.clone(), store.clone(), limits, addr).await?;
+            err_line(&format!(
+                "taskpoll: receiving webhooks at http://{}/<provider>, written to the store",
+                server.addr()
+            ));
+            Some(server)
+        }
+        None => None,
+    };
     let mut interrupts = Interrupts::listen()?;
     let mut exit = Exit::Ok;
+    let mut last_store_error: Option<std::time::Instant> = None;
     let mut printed: Vec<WaitId> = Vec::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -75,6 +92,14 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
                     printed.push(outcome.id);
                 }
                 Ok(None) => break,
+                // The database failed: the worker keeps what it holds while its lease
+                // lives, retries with backoff and goes on when the store is back.
+                Err(error) if error.is_store() => {
+                    if last_store_error.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        err_line(&format!("taskpoll: {error} (retrying)"));
+                        last_store_error = Some(std::time::Instant::now());
+                    }
+                }
                 Err(error) => {
                     // The waits are safe in the store: the next run continues them.
                     err_line(&format!("taskpoll: {error}"));
@@ -93,6 +118,9 @@ pub(crate) async fn wait(args: &WaitManyArgs, url: &str) -> Result<Exit, Error> 
         }
     }
     consume(store.as_ref(), &mut printed).await;
+    if let Some(server) = receiver {
+        server.shutdown().await;
+    }
     let stats = waiter.stats();
     err_line(&format!(
         "taskpoll: worker {worker} done: outcomes={} requests={} polls={} store_writes={} claimed={}",

@@ -749,6 +749,11 @@ impl Scheduler {
                     // Wait for the webhook's result: no more polls, end at the grace or the deadline.
                     let end = entry.end.min(received.checked_add(grace).unwrap_or(entry.end));
                     entry.held = Some(Box::new(task));
+                    // A wait store saves the hold (its state's phase is the success), so that a
+                    // restarted worker waits out the grace instead of polling again.
+                    if let Some(progress) = &entry.group.progress {
+                        let _ = progress.send(entry.poller.state().clone());
+                    }
                     self.queue_end(tag, end);
                 } else if let Some(entry) = self.remove(tag) {
                     self.finish(entry, Ok(task));
