@@ -37,7 +37,6 @@
 use std::error::Error as StdError;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -60,6 +59,8 @@ const ID_BASE: usize = 100_000_000;
 const RATE_PER_SECOND: f64 = 5_000.0;
 const RATE_BURST: u32 = 1_000;
 const DEADLINE: Duration = Duration::from_secs(30);
+/// Requests further apart than this are in different rounds.
+const ROUND_GAP_MS: f64 = 20.0;
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rounds_official.py");
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -71,7 +72,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 struct Server {
     /// When the current run started, and each task's finish time in ms after it, by id.
     table: RwLock<(Option<Instant>, usize, Vec<u32>)>,
-    requests: AtomicU64,
+    /// When each request arrived, in ms after the run's start.
+    arrivals: Mutex<Vec<f64>>,
     addr: Mutex<String>,
 }
 
@@ -79,11 +81,24 @@ impl Server {
     /// A fresh set of tasks from `first_id` on, finishing `offsets` ms after now.
     fn start(&self, first_id: usize, offsets: Vec<u32>) {
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = (Some(Instant::now()), first_id, offsets);
-        self.requests.store(0, Ordering::SeqCst);
+        self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
+    fn record(&self) {
+        let start = self.table.read().unwrap_or_else(|e| e.into_inner()).0;
+        if let Some(start) = start {
+            self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    /// The run's requests, and its rounds: bursts of requests with less than
+    /// `ROUND_GAP_MS` between one and the next (a round's pages, sent together
+    /// or one after the other).
+    fn requests(&self) -> (u64, u64) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        arrivals.sort_by(f64::total_cmp);
+        let rounds = arrivals.windows(2).filter(|pair| pair[1] - pair[0] >= ROUND_GAP_MS).count();
+        (arrivals.len() as u64, (rounds + usize::from(!arrivals.is_empty())) as u64)
     }
 
     /// The task as JSON text (as in the spec's examples); `None` for an unknown id.
@@ -110,7 +125,7 @@ fn json_text(body: String) -> Response {
 }
 
 async fn single(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Response {
-    server.requests.fetch_add(1, Ordering::SeqCst);
+    server.record();
     match server.task(&id, Instant::now()) {
         Some(task) => json_text(task),
         None => (StatusCode::NOT_FOUND, json_text(r#"{"detail":"Not found."}"#.into())).into_response(),
@@ -120,7 +135,7 @@ async fn single(State(server): State<Arc<Server>>, Path(id): Path<String>) -> Re
 /// `GET /v0.7/tasks/?task_ids=..&limit=..&offset=..`: a page of the listed
 /// tasks, with a `next` link repeating the ids.
 async fn batch(State(server): State<Arc<Server>>, RawQuery(query): RawQuery) -> Response {
-    server.requests.fetch_add(1, Ordering::SeqCst);
+    server.record();
     let mut ids = Vec::new();
     let (mut limit, mut offset) = (10usize, 0usize);
     for pair in query.as_deref().unwrap_or("").split('&') {
@@ -169,6 +184,7 @@ fn finish_offsets(n: usize, from_ms: u32, spread_ms: u32, seed: u64) -> Vec<u32>
 #[derive(Default)]
 struct Figures {
     requests: u64,
+    rounds: u64,
     succeeded: usize,
     unfinished: usize,
     lags_ms: Vec<f64>,
@@ -177,6 +193,7 @@ struct Figures {
 impl Figures {
     fn add(&mut self, other: Figures) {
         self.requests += other.requests;
+        self.rounds += other.rounds;
         self.succeeded += other.succeeded;
         self.unfinished += other.unfinished;
         self.lags_ms.extend(other.lags_ms);
@@ -185,8 +202,9 @@ impl Figures {
     fn line(&mut self, label: &str) -> String {
         self.lags_ms.sort_by(f64::total_cmp);
         format!(
-            "{label:<34} {:>8} {:>9} {:>10} {:>12.0} {:>12.0}",
+            "{label:<34} {:>8} {:>6} {:>9} {:>10} {:>12.0} {:>12.0}",
             self.requests,
+            self.rounds,
             self.succeeded,
             self.unfinished,
             percentile(&self.lags_ms, 50.0),
@@ -239,7 +257,8 @@ fn taskpoll(
         }
         Ok::<_, taskpoll::Error>(reports)
     })?;
-    let mut figures = Figures { requests: server.requests(), ..Figures::default() };
+    let (requests, rounds) = server.requests();
+    let mut figures = Figures { requests, rounds, ..Figures::default() };
     for (task, at_ms, result) in reports {
         match result {
             Ok(task_done) if task_done.phase() == taskpoll::Phase::Succeeded => {
@@ -287,7 +306,8 @@ fn official(python: &str, server: &Server, url: &str, first_id: usize, offsets: 
     stdout.read_line(&mut line)?;
     let _ = child.wait();
     let answer: Value = serde_json::from_str(&line)?;
-    let mut figures = Figures { requests: server.requests(), ..Figures::default() };
+    let (requests, rounds) = server.requests();
+    let mut figures = Figures { requests, rounds, ..Figures::default() };
     let seen = answer["seen_ms"].as_object().ok_or("no seen_ms")?;
     for (id, at_ms) in seen {
         let index = id.parse::<usize>()? - first_id;
@@ -317,8 +337,8 @@ fn main() -> BoxResult<()> {
         println!("(OFFICIAL_PYTHON not set: the official client's side is skipped)");
     }
     println!(
-        "{:<34} {:>8} {:>9} {:>10} {:>12} {:>12}",
-        "side", "requests", "succeeded", "unfinished", "lag p50 ms", "lag p99 ms"
+        "{:<34} {:>8} {:>6} {:>9} {:>10} {:>12} {:>12}",
+        "side", "requests", "rounds", "succeeded", "unfinished", "lag p50 ms", "lag p99 ms"
     );
     let (mut ours_total, mut theirs_total) = (Figures::default(), Figures::default());
     for run in 0..runs {

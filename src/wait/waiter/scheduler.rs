@@ -222,6 +222,8 @@ pub(super) struct Scheduler {
     /// How long the provider's answers take to arrive (sent to answered), for
     /// the attempt timeout.
     latencies: Durations,
+    /// The salt every wait here draws its jitter from (see [`Poller::share_jitter`]).
+    jitter_salt: u64,
 }
 
 /// The estimates of one provider's task durations.
@@ -275,6 +277,7 @@ impl Scheduler {
             webhook: None,
             durations: Learning::default(),
             latencies: Durations::new(),
+            jitter_salt: fastrand::u64(..),
         }
     }
 
@@ -338,6 +341,7 @@ impl Scheduler {
                 let key = entry.key;
                 let durations = self.durations.of(entry.poller.duration_key());
                 entry.poller.attach(durations);
+                entry.poller.share_jitter(self.jitter_salt);
                 let decision = entry.poller.start();
                 let place = self.entries.vacant_entry();
                 let slot = place.key();
