@@ -18,8 +18,8 @@
 //! answers `GET /v0.7/tasks/{id}/` and `GET /v0.7/tasks/?task_ids=..` in the
 //! shapes of `specs/deepomatic.yaml` (a task is `success` from its finish
 //! instant on) and counts the requests. Printed for each side, per run and
-//! over all runs (`RUNS`, each with its own finish times): requests, and
-//! detection lag p50 / p99 (when the waiter reported a task, or the official
+//! over all runs (`RUNS`, each with its own finish times): requests, rounds
+//! (bursts of requests less than 20 ms apart), and detection lag p50 / p99 (when the waiter reported a task, or the official
 //! client's round that saw it ended, minus the task's finish time). Not a
 //! test: it asserts nothing, it prints the figures next to the goal of
 //! issue 24 (taskpoll sends no more requests than `batch_wait`).
