@@ -222,7 +222,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn client(url: &str) -> BoxResult<Client> {
-    let spec = providers().into_iter().find(|spec| spec.name() == "deepomatic").ok_or("no deepomatic spec")?;
+    let spec = providers().iter().find(|spec| spec.name() == "deepomatic").ok_or("no deepomatic spec")?;
     let mut config =
         ProviderConfig::new("deepomatic").base_url(format!("{url}/v0.7")).rate_limit(RATE_PER_SECOND, RATE_BURST);
     for scheme in spec.schemes() {
