@@ -58,6 +58,9 @@ pub(crate) struct Poller {
     #[cfg(test)]
     clock: Arc<dyn Clock>,
     rng: fastrand::Rng,
+    /// Set by the scheduler for an unseeded policy: each jittered delay is
+    /// drawn from this salt and the poll's number instead of from `rng`.
+    shared_jitter: Option<u64>,
     /// The monotonic instant at which the elapsed time was `base`.
     origin: Instant,
     /// Elapsed time at `origin` (non-zero when resumed).
@@ -175,6 +178,7 @@ impl Poller {
         };
         Self {
             rng: policy.rng(),
+            shared_jitter: None,
             policy,
             unknown: options.unknown_status,
             pending_budget,
@@ -592,7 +596,12 @@ impl Poller {
             Some(delay) => {
                 delay.clamp(self.policy.shortest_delay(), self.policy.max_delay().max(self.policy.shortest_delay()))
             }
-            None => self.policy.next_delay(self.state.attempts, self.sent, durations.as_deref_mut(), &mut self.rng),
+            None => {
+                let attempts = self.state.attempts;
+                let mut shared = self.shared_jitter.map(|salt| fastrand::Rng::with_seed(jitter_seed(salt, attempts)));
+                let rng = shared.as_mut().unwrap_or(&mut self.rng);
+                self.policy.next_delay(attempts, self.sent, durations.as_deref_mut(), rng)
+            }
         };
         if let Some(eta) = durations.as_deref_mut().and_then(|d| d.eta(received)) {
             self.state.eta_p50_ms = Some(millis(eta.p50));
@@ -610,6 +619,18 @@ impl Poller {
         match placed {
             Some(at) => Decision::Poll { at: self.instant(at), delay: at - received },
             None => Decision::Expire { at: self.deadline() },
+        }
+    }
+
+    /// Draws the jitter of each delay from `salt` and the poll's number, not
+    /// from this wait's own random stream, unless the policy is seeded (the
+    /// waits of a seeded policy draw alike already). The scheduler gives all
+    /// its waits one salt: waits polled together then plan the same next
+    /// poll and stay in one round (one batch read per 100 pending, as a loop
+    /// over them draws once per round), while two clients still draw apart.
+    pub(crate) fn share_jitter(&mut self, salt: u64) {
+        if self.policy.seed().is_none() {
+            self.shared_jitter = Some(salt);
         }
     }
 
@@ -664,6 +685,15 @@ impl Poller {
         let since_origin = elapsed.saturating_sub(self.base);
         self.origin.checked_add(since_origin).unwrap_or(self.origin)
     }
+}
+
+/// The seed of the jitter after poll `attempts` under a shared `salt`
+/// (a SplitMix64 step, so neighbouring poll numbers seed unrelated draws).
+fn jitter_seed(salt: u64, attempts: u32) -> u64 {
+    let mut z = salt.wrapping_add(u64::from(attempts).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// What an observation saw, for an error that stops the wait on it.

@@ -225,6 +225,8 @@ pub(super) struct Scheduler {
     /// the attempt timeout.
     latencies: Durations,
     telemetry: crate::telemetry::Lane,
+    /// The salt every wait here draws its jitter from (see [`Poller::share_jitter`]).
+    jitter_salt: u64,
 }
 
 /// The estimates of one provider's task durations.
@@ -279,6 +281,7 @@ impl Scheduler {
             durations: Learning::default(),
             latencies: Durations::new(),
             telemetry: crate::telemetry::Lane::new(provider),
+            jitter_salt: fastrand::u64(..),
         }
     }
 
@@ -343,6 +346,7 @@ impl Scheduler {
                 let key = entry.key;
                 let durations = self.durations.of(entry.poller.duration_key());
                 entry.poller.attach(durations);
+                entry.poller.share_jitter(self.jitter_salt);
                 let decision = entry.poller.start();
                 let place = self.entries.vacant_entry();
                 let slot = place.key();

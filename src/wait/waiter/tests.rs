@@ -218,6 +218,18 @@ fn ids(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{}", 1000 + i)).collect()
 }
 
+/// Groups reads sent at the same instant into rounds.
+fn rounds_of(reads: &[Read]) -> Vec<(Duration, Vec<&Read>)> {
+    let mut rounds: Vec<(Duration, Vec<&Read>)> = Vec::new();
+    for read in reads {
+        match rounds.last_mut() {
+            Some((at, round)) if *at == read.at => round.push(read),
+            _ => rounds.push((read.at, vec![read])),
+        }
+    }
+    rounds
+}
+
 #[tokio::test]
 async fn due_polls_are_coalesced_into_batches_of_max_ids() {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
@@ -236,13 +248,7 @@ async fn due_polls_are_coalesced_into_batches_of_max_ids() {
     assert!(reads.iter().all(|r| r.batch && r.ids.len() <= 100), "only batch reads of at most 100 ids");
     // Per round (reads sent at the same instant), at most ⌈pending / 100⌉ reads.
     let mut pending = 250usize;
-    let mut rounds: Vec<(Duration, Vec<&Read>)> = Vec::new();
-    for read in &reads {
-        match rounds.last_mut() {
-            Some((at, round)) if *at == read.at => round.push(read),
-            _ => rounds.push((read.at, vec![read])),
-        }
-    }
+    let rounds = rounds_of(&reads);
     let mut finished = std::collections::HashSet::new();
     for (at, round) in &rounds {
         assert!(round.len() <= pending.div_ceil(100), "{} reads at {at:?} for {pending} pending", round.len());
@@ -255,6 +261,39 @@ async fn due_polls_are_coalesced_into_batches_of_max_ids() {
     // Far fewer requests than tasks × polls: the waits stayed together.
     assert!(reads.len() <= 3 * rounds.len(), "{} reads in {} rounds", reads.len(), rounds.len());
     assert!(reads.len() <= 24, "{} reads for 250 tasks in {} rounds", reads.len(), rounds.len());
+}
+
+#[tokio::test]
+async fn co_started_waits_with_a_jittered_schedule_stay_in_one_round() {
+    // The official Deepomatic client's schedule: 100 ms plus full jitter on a
+    // doubling cap, unseeded, so each wait would draw its own delays.
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+    let mut scripted = Scripted::new("deepomatic", clock.clone());
+    for (i, id) in ids(300).into_iter().enumerate() {
+        // Finishing at spread times over 0.5-3.5 s.
+        scripted.done_at.insert(id, Duration::from_millis(500 + 10 * i as u64));
+    }
+    let scripted = Arc::new(scripted);
+    let policy = Policy::deepomatic_client().expect("preset");
+    assert_eq!(policy.seed(), None);
+    let waits =
+        ids(300).into_iter().map(|id| (id, options(&clock, Duration::from_secs(60)).policy(policy.clone()))).collect();
+    let mut run = Run::start(&scripted, &clock, LOOSE, 4, waits);
+    let outcomes = run.collect(300).await;
+    assert!(outcomes.iter().all(|f| f.result.as_ref().is_ok_and(|t| t.phase() == Phase::Succeeded)));
+
+    let reads = scripted.reads();
+    let rounds = rounds_of(&reads);
+    // One round per poll of the longest wait: every wait polls at the same instants.
+    let most_polls = outcomes.iter().map(|f| f.polls).max().unwrap_or(0) as usize;
+    assert_eq!(rounds.len(), most_polls, "{} rounds for waits of at most {most_polls} polls", rounds.len());
+    // Each round reads the pending ids in ⌈pending / 100⌉ reads.
+    let mut finished = std::collections::HashSet::new();
+    for (at, round) in &rounds {
+        let pending = 300 - finished.len();
+        assert_eq!(round.len(), pending.div_ceil(100), "{} reads at {at:?} for {pending} pending", round.len());
+        finished.extend(round.iter().flat_map(|r| &r.ids).filter(|id| scripted.done_at[*id] <= *at));
+    }
 }
 
 #[tokio::test]
