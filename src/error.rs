@@ -146,6 +146,7 @@ impl Error {
     }
 
     /// A store error of a known kind (see [`StoreFault`]).
+    #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
     pub(crate) fn store_fault(
         message: impl Into<String>,
         fault: StoreFault,

@@ -43,7 +43,9 @@ mod verify;
 pub use connections::ReceiverLimits;
 pub use hub::{DEFAULT_UNCLAIMED_CAPACITY, Delivery, WebhookHub};
 #[cfg(feature = "webhook")]
-pub use receiver::{WebhookServer, router, serve, serve_store, serve_with, store_router};
+pub use receiver::{WebhookServer, router, serve, serve_with};
+#[cfg(all(feature = "webhook", any(feature = "store-sqlite", feature = "store-postgres")))]
+pub use receiver::{serve_store, store_router};
 
 pub use crate::error::WebhookRefusal;
 pub(crate) use hub::{Registration, Sink};

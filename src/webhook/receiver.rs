@@ -1,7 +1,9 @@
 //! The webhook receiver on axum (feature `webhook`): `POST /{provider}`.
 
 use std::net::SocketAddr;
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 use std::sync::Arc;
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 use std::time::UNIX_EPOCH;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::connections::{LimitedListener, ReceiverLimits};
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 use crate::store::{DeliveryLimits, WaitStore};
 use crate::{Client, Error, Result};
 
@@ -20,8 +23,15 @@ use crate::{Client, Error, Result};
 struct Target {
     client: Client,
     /// A store every worker reads them from, or (`None`) the client's own waits.
-    store: Option<(Arc<dyn WaitStore>, DeliveryLimits)>,
+    store: Option<StoreTarget>,
 }
+
+/// A wait store and how many deliveries it keeps.
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+type StoreTarget = (Arc<dyn WaitStore>, DeliveryLimits);
+/// Without a store feature there is no store to write to.
+#[cfg(not(any(feature = "store-sqlite", feature = "store-postgres")))]
+type StoreTarget = std::convert::Infallible;
 
 /// A router that receives webhooks at `POST /{provider}` (`/cloudinary`,
 /// `/factpulse`) and hands each verified delivery to `client`'s waits
@@ -46,6 +56,7 @@ pub fn router(client: Client) -> Router {
 /// [`crate::store::StoredWaiter`]). A fleet's stable webhook address behind a
 /// load balancer. Answers 204 once the delivery is written, and 503 when the
 /// store cannot be written (the sender retries later), otherwise as [`router`].
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub fn store_router(client: Client, store: Arc<dyn WaitStore>, limits: DeliveryLimits) -> Router {
     client.webhooks().set_listening(true);
     let target = Target { client, store: Some((store, limits)) };
@@ -77,21 +88,7 @@ async fn receive(State(target): State<Target>, Path(provider): Path<String>, req
     match accepted {
         Ok(task) => match &target.store {
             None => StatusCode::NO_CONTENT.into_response(),
-            Some((store, limits)) => {
-                let now_ms = client
-                    .webhooks()
-                    .clock()
-                    .wall()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                match store.deliver(&task, now_ms, limits).await {
-                    Ok(_) => StatusCode::NO_CONTENT.into_response(),
-                    Err(error) => {
-                        tracing::warn!(%error, task = %task.task_ref(), "webhook not written to the store: answered 503");
-                        StatusCode::SERVICE_UNAVAILABLE.into_response()
-                    }
-                }
-            }
+            Some(store) => write_to(store, client, &task).await,
         },
         Err(Error::WebhookRefused(refused)) => {
             StatusCode::from_u16(refused.reason().http_status()).unwrap_or(StatusCode::BAD_REQUEST).into_response()
@@ -146,8 +143,33 @@ pub async fn serve_with(client: Client, addr: SocketAddr, limits: ReceiverLimits
     serve_router(client.clone(), router(client), addr, limits).await
 }
 
+/// Writes a verified delivery to the store: 204 once written, 503 when the
+/// store cannot be written (the sender retries later).
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+async fn write_to((store, limits): &StoreTarget, client: &Client, task: &crate::Task) -> axum::response::Response {
+    let now_ms = client
+        .webhooks()
+        .clock()
+        .wall()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match store.deliver(task, now_ms, limits).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => {
+            tracing::warn!(%error, task = %task.task_ref(), "webhook not written to the store: answered 503");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+#[cfg(not(any(feature = "store-sqlite", feature = "store-postgres")))]
+async fn write_to(store: &StoreTarget, _: &Client, _: &crate::Task) -> axum::response::Response {
+    match *store {}
+}
+
 /// Runs [`store_router`] on `addr` (port 0: any free port), with the default
 /// [`ReceiverLimits`], until the returned server is shut down or dropped.
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub async fn serve_store(
     client: Client,
     store: Arc<dyn WaitStore>,
