@@ -8,12 +8,11 @@
 #![allow(clippy::disallowed_methods)] // reads real time: a test's own timing
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use taskpoll::simulator::{Lifecycle, Simulator};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::support::TestResult;
 use crate::support::store::{fresh_postgres, postgres_url};
@@ -22,20 +21,8 @@ const TASKS: usize = 300;
 const DIR_ENV: &str = "TASKPOLL_TEST_POSTGRES_DIR";
 
 fn worker(sim: &Simulator, url: &str, name: &str, extra: &[&str]) -> std::io::Result<Child> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskpoll"));
-    command
-        .args(["wait", "--store", url, "--provider", "deepomatic", "--base-url", &sim.base_url("deepomatic")])
-        .args(["--worker", name, "--lease", "3s", "--max-held", "200", "--rate", "200:200", "--timeout", "120s"])
-        .args(extra)
-        .env_remove("TASKPOLL_STORE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in sim.credentials() {
-        command.env(&var.name, &var.value);
-    }
-    command.spawn()
+    let settings = ["--lease", "3s", "--max-held", "200", "--rate", "200:200"];
+    crate::store_workers::spawn_worker(sim, url, name, &settings, extra)
 }
 
 /// A worker's stdout (task ids of its outcomes) and stderr, once it ends.

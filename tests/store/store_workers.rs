@@ -28,10 +28,24 @@ const BURST: u32 = 100;
 
 /// A worker: `taskpoll wait --store URL` at the simulator's Deepomatic.
 fn worker(sim: &Simulator, url: &str, name: &str, extra: &[&str]) -> std::io::Result<Child> {
+    spawn_worker(sim, url, name, &["--lease", "2s", "--rate", &format!("{RATE}:{BURST}")], extra)
+}
+
+/// A `taskpoll wait --store` worker process on the simulator's Deepomatic,
+/// with its lease and rate `settings`, then `extra` flags.
+pub(crate) fn spawn_worker(
+    sim: &Simulator,
+    url: &str,
+    name: &str,
+    settings: &[&str],
+    extra: &[&str],
+) -> std::io::Result<Child> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskpoll"));
     command
         .args(["wait", "--store", url, "--provider", "deepomatic", "--base-url", &sim.base_url("deepomatic")])
-        .args(["--worker", name, "--lease", "2s", "--rate", &format!("{RATE}:{BURST}"), "--timeout", "120s"])
+        .args(["--worker", name])
+        .args(settings)
+        .args(["--timeout", "120s"])
         .args(extra)
         .env_remove("TASKPOLL_STORE")
         .stdin(Stdio::null())
