@@ -359,7 +359,7 @@ async fn reauthenticate(
                 if left.is_zero() {
                     return None;
                 }
-                Some(read_once(provider, task, left, from_deadline).await)
+                Some(crate::telemetry::as_resend(1, read_once(provider, task, left, from_deadline)).await)
             }
             Err(reason) => {
                 tracing::warn!(provider = name, scheme, %reason, "refreshed credential cannot be sent");

@@ -17,7 +17,8 @@
 //!   OpenTelemetry through `otel.name`): `http.request.method`,
 //!   `url.template` (the spec's path, relative to the base URL),
 //!   `server.address`, `server.port`, `http.response.status_code`,
-//!   `error.type`, `http.request.resend_count` (on a resend only).
+//!   `error.type`, `http.request.resend_count` (on a resend only: the read
+//!   after a refreshed credential counts 1, each redirect followed one more).
 //! - `taskpoll.rate_budget.wait`: from when a provider's due reads are first
 //!   held by its rate budget (or its `Retry-After` pause) until the budget
 //!   lets one go: `provider`, `reason`.
@@ -345,6 +346,9 @@ impl HttpRead {
         );
         if !span.is_disabled() {
             span.record("otel.name", format!("{method} {template}").as_str());
+            if let Some(count) = resends_before() {
+                span.record("http.request.resend_count", count);
+            }
         }
         #[cfg(feature = "metrics")]
         let metric = Some(HttpMetric {
@@ -366,13 +370,6 @@ impl HttpRead {
     /// Runs the request in the span (what reqwest and hyper log is its).
     pub(crate) fn in_span<F: Future>(&self, request: F) -> tracing::instrument::Instrumented<F> {
         request.instrument(self.span.clone())
-    }
-
-    /// The request is a resend (`count` ≥ 1: a redirect followed, a read
-    /// after a refreshed credential).
-    #[allow(dead_code)] // for the redirects and resends that set it
-    pub(crate) fn resend(&self, count: u32) {
-        self.span.record("http.request.resend_count", count);
     }
 
     /// The answer's head arrived with `status`, or no answer: `error_type`.
@@ -421,6 +418,31 @@ impl Drop for HttpRead {
             self.finish(Err("timeout"));
         }
     }
+}
+
+tokio::task_local! {
+    /// How many times the request about to be sent was sent before (set
+    /// around a read sent again after a refreshed credential): a task-local,
+    /// because the request is built deep inside the generated client.
+    static RESENDS: u32;
+}
+
+/// Runs `read` as the `count`-th resend of a request (`count` ≥ 1).
+pub(crate) async fn as_resend<F: Future>(count: u32, read: F) -> F::Output {
+    RESENDS.scope(count, read).await
+}
+
+fn resends_before() -> Option<u32> {
+    RESENDS.try_with(|count| *count).ok()
+}
+
+/// A redirect is being followed: `hops` is its number within the request
+/// (1 for the first). Called from the redirect policy, which reqwest runs
+/// inside the request's own poll, where its `taskpoll.http` span is entered:
+/// so the current span is that request's.
+pub(crate) fn redirect_followed(hops: usize) {
+    let count = resends_before().unwrap_or(0).saturating_add(u32::try_from(hops).unwrap_or(u32::MAX));
+    tracing::Span::current().record("http.request.resend_count", count);
 }
 
 /// A transport failure's `error.type`.

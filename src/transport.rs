@@ -510,6 +510,7 @@ pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
         let hops = attempt.previous().len();
         let origin = attempt.previous().first();
         if hops <= MAX_REDIRECTS && origin.is_some_and(|origin| same_origin(attempt.url(), origin)) {
+            crate::telemetry::redirect_followed(hops);
             attempt.follow()
         } else {
             attempt.stop()

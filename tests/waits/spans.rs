@@ -47,8 +47,10 @@ impl Visit for Fields<'_> {
 static PORT: AtomicU16 = AtomicU16::new(0);
 const PREFIX: &str = "span-test-";
 
+/// The captured spans; `all` keeps every span (a thread's own subscriber),
+/// else only the spans of this file's global test.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>);
+struct Capture(Arc<Mutex<Vec<Captured>>>, bool);
 
 impl Capture {
     fn spans(&self) -> Vec<Captured> {
@@ -67,7 +69,8 @@ where
         let port = PORT.load(Ordering::SeqCst).to_string();
         let ours = fields.get("task_id").is_some_and(|id| id.starts_with(PREFIX))
             || fields.get("server.port") == Some(&port)
-            || name == "taskpoll.batch";
+            || name == "taskpoll.batch"
+            || self.1;
         if !ours {
             return;
         }
@@ -167,5 +170,58 @@ async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
     let request = spans.iter().find(|s| s.parent == Some(batch.id)).ok_or("no request in the batch")?;
     assert_eq!(request.name, "taskpoll.http");
     assert_eq!(request.field("http.response.status_code"), Some("200"));
+    Ok(())
+}
+
+/// A request sent again carries `http.request.resend_count`: 1 for the read
+/// after a refreshed credential, one more per redirect followed.
+#[tokio::test]
+async fn a_resend_carries_its_count() -> TestResult {
+    use wiremock::matchers::{header, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let capture = Capture(Arc::default(), true);
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO).with(capture.clone());
+    // This thread's own subscriber (the test runs on one thread): the global one is the other test's.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    let status = serde_json::json!({"taskId": "t", "status": "STARTED"});
+    // With the fresh token: moved twice on the same origin, then answered.
+    Mock::given(path("/api/v1/processing/tasks/t/status"))
+        .and(header("authorization", "Bearer fresh"))
+        .respond_with(ResponseTemplate::new(301).insert_header("Location", "/moved/1"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/moved/1"))
+        .respond_with(ResponseTemplate::new(302).insert_header("Location", "/moved/2"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/moved/2")).respond_with(ResponseTemplate::new(200).set_body_json(status)).mount(&server).await;
+    Mock::given(path("/api/v1/processing/tasks/t/status"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"errorCode": "AUTHENTICATION_REQUIRED"})),
+        )
+        .mount(&server)
+        .await;
+    let client = taskpoll::Client::builder()
+        .provider(
+            taskpoll::ProviderConfig::new("factpulse")
+                .bearer("expired")
+                .base_url(server.uri())
+                .refresh_bearer(|| async { Ok("fresh".to_string()) }),
+        )
+        .build()?;
+    let task = client.get(&taskpoll::TaskRef::new("factpulse", "t")?).await?;
+    assert_eq!(task.phase(), taskpoll::Phase::Running);
+
+    let reads: Vec<Captured> = capture.spans().into_iter().filter(|s| s.name == "taskpoll.http").collect();
+    let [first, again] = reads.as_slice() else { panic!("two requests: {reads:#?}") };
+    assert_eq!(first.field("http.response.status_code"), Some("401"), "{first:?}");
+    assert_eq!(first.field("http.request.resend_count"), None, "the first send: {first:?}");
+    // The resend after the refresh, then its two redirects: 1 + 2.
+    assert_eq!(again.field("http.response.status_code"), Some("200"), "{again:?}");
+    assert_eq!(again.field("http.request.resend_count"), Some("3"), "{again:?}");
     Ok(())
 }
