@@ -121,6 +121,7 @@ impl Dialect for Postgres {
     const MIGRATIONS: Migrations = &[
         (1, "waits and budgets", include_str!("migrations/postgres/0001_waits.sql")),
         (2, "webhook deliveries", include_str!("migrations/postgres/0002_deliveries.sql")),
+        (3, "task durations", include_str!("migrations/postgres/0003_durations.sql")),
     ];
     const BEGIN_MIGRATIONS: &'static str = "BEGIN";
     // A lock held until the transaction ends: 0x7461736b706f6c6c, "taskpoll" in ASCII.

@@ -8,8 +8,8 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _, Type};
 
 use super::{
-    Claim, ClaimedWait, DeliveryLimits, DeliveryStats, DeliveryWrite, NewWait, OutcomeBody, StoredOutcome, WaitId,
-    db_int, due_at_ms, from_db_int, from_json, to_json,
+    Claim, ClaimedWait, DeliveryLimits, DeliveryStats, DeliveryWrite, NewWait, OutcomeBody, SeenDuration,
+    StoredOutcome, WaitId, db_int, due_at_ms, from_db_int, from_json, to_json,
 };
 use crate::error::StoreFault;
 use crate::spec::RateSpec;
@@ -625,6 +625,56 @@ where
             .collect())
     }
 
+    pub(super) async fn keep_durations(&self, seen: &[SeenDuration], keep: u32) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let failed = failed("cannot keep task durations");
+        let rows: Vec<serde_json::Value> =
+            seen.iter().map(|d| serde_json::json!([d.provider, d.key, db_int(d.after_ms), db_int(d.by_ms)])).collect();
+        let sql = format!(
+            "INSERT INTO taskpoll_durations (provider, duration_key, after_ms, by_ms) \
+             SELECT u.provider, u.duration_key, u.after_ms, u.by_ms FROM {}",
+            batch::<DB>(&[
+                BatchColumn::Text("provider"),
+                BatchColumn::Text("duration_key"),
+                BatchColumn::Integer("after_ms"),
+                BatchColumn::Integer("by_ms"),
+            ])
+        );
+        sqlx::query(&sql).bind(to_json(&rows)?).execute(&self.pool).await.map_err(&failed)?;
+        // Each lane written to keeps its newest `keep` (through the lane's index).
+        let mut lanes: Vec<(&str, &str)> = seen.iter().map(|d| (d.provider.as_str(), d.key.as_str())).collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        for (provider, key) in lanes {
+            sqlx::query(
+                "DELETE FROM taskpoll_durations WHERE provider = $1 AND duration_key = $2 AND seq <= ( \
+                   SELECT seq FROM taskpoll_durations WHERE provider = $1 AND duration_key = $2 \
+                   ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(provider)
+            .bind(key)
+            .bind(i64::from(keep))
+            .execute(&self.pool)
+            .await
+            .map_err(&failed)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn durations(&self) -> Result<Vec<SeenDuration>> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT provider, duration_key, after_ms, by_ms FROM taskpoll_durations ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("cannot read task durations"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, key, after, by)| SeenDuration::new(provider, key, from_db_int(after), from_db_int(by)))
+            .collect())
+    }
+
     pub(super) async fn take_tokens(&self, provider: &str, rate: RateSpec, want: u32, now_ms: u64) -> Result<u32> {
         let failed = failed("cannot take from the shared rate budget");
         let burst = f64::from(rate.burst.max(1));
@@ -770,6 +820,18 @@ macro_rules! wait_store_on_sql {
 
             fn delivery_stats(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::DeliveryStats>>> {
                 Box::pin(self.sql.delivery_stats())
+            }
+
+            fn keep_durations<'a>(
+                &'a self,
+                seen: &'a [$crate::store::SeenDuration],
+                keep: u32,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<()>> {
+                Box::pin(self.sql.keep_durations(seen, keep))
+            }
+
+            fn durations(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::SeenDuration>>> {
+                Box::pin(self.sql.durations())
             }
 
             fn delivery_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

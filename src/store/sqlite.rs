@@ -71,6 +71,7 @@ impl Dialect for Sqlite {
     const MIGRATIONS: Migrations = &[
         (1, "waits and budgets", include_str!("migrations/sqlite/0001_waits.sql")),
         (2, "webhook deliveries", include_str!("migrations/sqlite/0002_deliveries.sql")),
+        (3, "task durations", include_str!("migrations/sqlite/0003_durations.sql")),
     ];
     // Takes SQLite's write lock at once, so two processes opening a new file
     // do not both apply the migrations.

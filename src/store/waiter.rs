@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
+use super::durations::Journal;
 use super::{Claim, DeliveryLimits, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
 use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
@@ -304,7 +305,8 @@ impl StoredWaiter {
         }
         let hints = if config.hints { self.store.delivery_hints() } else { None };
         let (progress, progress_rx) = mpsc::unbounded_channel();
-        let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
+        let (journal, learned) = Journal::new();
+        let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress), learned: Some(learned) };
         let waiter = Waiter::with_hooks(&config.client, Some(config.clock.clone()), hooks);
         let (out, outcomes) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -314,6 +316,7 @@ impl StoredWaiter {
             providers,
             waiter,
             progress: progress_rx,
+            journal,
             commands: commands_rx,
             out,
             held: HashMap::new(),
@@ -375,6 +378,8 @@ struct Driver {
     providers: Vec<(&'static str, RateSpec)>,
     waiter: Waiter,
     progress: mpsc::UnboundedReceiver<WaitState>,
+    /// What the waits learned of durations, and whether the store's were read.
+    journal: Journal,
     commands: mpsc::UnboundedReceiver<Command>,
     out: mpsc::UnboundedSender<Result<StoredOutcome>>,
     held: HashMap<TaskRef, Held>,
@@ -448,6 +453,7 @@ impl Driver {
                         self.progressed(state);
                     }
                 }
+                Some(learned) = self.journal.next() => self.journal.push(learned),
                 Some(outcome) = self.waiter.next_outcome(), if pending => {
                     let mut batch = vec![outcome];
                     while batch.len() < FINISH_BATCH {
@@ -461,6 +467,8 @@ impl Driver {
                 () = tokio::time::sleep(TICK) => {}
             }
             if !self.housekeep().await {
+                let now_ms = self.now_ms();
+                self.journal.flush(self.store.as_ref(), now_ms).await;
                 return;
             }
         }
@@ -536,6 +544,12 @@ impl Driver {
         if !self.unwritten.is_empty() {
             self.write_outcomes().await;
         }
+        // Before the first claim, so that the first waits plan from what earlier workers learned.
+        if let Err(error) = self.journal.warm_up(self.store.as_ref(), &self.waiter, &self.providers).await {
+            self.report(error);
+            return true;
+        }
+        self.journal.write(self.store.as_ref(), now_ms, false).await;
         if !self.held.is_empty() && now_ms >= self.next_deliveries_ms {
             self.next_deliveries_ms = now_ms.saturating_add(super::millis(DELIVERY_EVERY));
             self.apply_deliveries().await;
@@ -816,6 +830,8 @@ impl Driver {
             }
         }
         self.write_outcomes().await;
+        let now_ms = self.now_ms();
+        self.journal.flush(self.store.as_ref(), now_ms).await;
         if !states.is_empty() {
             Counters::add(&self.stats.store_writes, 1);
             if let Err(error) = self.store.release(&self.config.worker, &states).await {
