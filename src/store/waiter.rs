@@ -534,9 +534,10 @@ impl Driver {
     async fn housekeep(&mut self) -> bool {
         let now_ms = self.now_ms();
         let lease_ms = super::millis(self.config.lease);
-        self.end_restored(now_ms);
         // The store failed lately: nothing is asked of it before the backoff
         // has passed, but a lease that may have run out is still let go.
+        // (A restored held success whose grace is over waits too: its
+        // delivery may be in the store, and its outcome could not be written.)
         if now_ms < self.retry_at_ms {
             self.check_lease(now_ms, lease_ms);
             return true;
@@ -550,9 +551,16 @@ impl Driver {
             return true;
         }
         self.journal.write(self.store.as_ref(), now_ms, false).await;
-        if !self.held.is_empty() && now_ms >= self.next_deliveries_ms {
+        // A restored held success whose grace is over ends as polled only if
+        // its delivery is not in the store now: it may have come while the
+        // worker that held it was dying, or while this one claimed it.
+        let grace_over = self.restored.values().any(|restored| restored.grace_end_ms <= now_ms);
+        if !self.held.is_empty() && (now_ms >= self.next_deliveries_ms || grace_over) {
             self.next_deliveries_ms = now_ms.saturating_add(super::millis(DELIVERY_EVERY));
             self.apply_deliveries().await;
+        }
+        if now_ms >= self.retry_at_ms {
+            self.end_restored(now_ms);
         }
         if now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = now_ms.saturating_add(super::millis(SWEEP_EVERY));

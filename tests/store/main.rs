@@ -6,6 +6,7 @@ mod support;
 
 mod deliveries;
 mod fleet_webhooks;
+mod held_success;
 mod outage;
 mod store;
 mod store_workers;
