@@ -73,7 +73,9 @@ pub(crate) use budget::SharedTokens;
 pub(crate) use engine::{Engine, Lane, next_id};
 #[cfg(test)]
 pub(crate) use scheduler::Entry;
-pub(crate) use scheduler::{Command, Finished, Group, Key, Learned};
+pub(crate) use scheduler::{Command, Finished, Group, Key};
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+pub(crate) use scheduler::Learned;
 #[cfg(test)]
 pub(crate) use source::{BatchIds, Limits, Source};
 
@@ -214,6 +216,7 @@ impl Waiter {
 
     /// Feeds durations learned elsewhere (a wait store's) to the estimate
     /// the waits of `provider` with duration key `key` read.
+    #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
     pub(crate) fn learn(
         &self,
         provider: &'static str,

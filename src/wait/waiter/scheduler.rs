@@ -43,6 +43,7 @@ pub(crate) enum Command {
     Step(Key),
     /// Durations learned elsewhere (a wait store's, from earlier runs), for
     /// the estimate of the waits with this duration key (see [`Learned`]).
+    #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
     Learn(Option<Arc<str>>, Vec<(Duration, Duration)>),
 }
 
