@@ -73,9 +73,9 @@ pub(crate) use budget::SharedTokens;
 pub(crate) use engine::{Engine, Lane, next_id};
 #[cfg(test)]
 pub(crate) use scheduler::Entry;
-pub(crate) use scheduler::{Command, Finished, Group, Key};
 #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
 pub(crate) use scheduler::Learned;
+pub(crate) use scheduler::{Command, Finished, Group, Key};
 #[cfg(test)]
 pub(crate) use source::{BatchIds, Limits, Source};
 
