@@ -7,5 +7,6 @@ mod support;
 mod deliveries;
 mod fleet_webhooks;
 mod outage;
+mod sqlite_faults;
 mod store;
 mod store_workers;
