@@ -184,7 +184,11 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryLimits {
-    /// The most kept per provider (default 10,000); the oldest is dropped first.
+    /// The most kept per provider (default 10,000); the oldest is dropped
+    /// first, each drop counted. Each delivery drops the excess after its
+    /// own write, so while several are written at once (concurrent requests,
+    /// several receivers) a provider holds up to one more per delivery in
+    /// flight, and at most this many once they are written.
     pub capacity_per_provider: u32,
     /// How long one is kept for a wait not yet added (default 1 hour).
     pub keep_for: Duration,

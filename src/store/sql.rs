@@ -76,11 +76,28 @@ fn batch<DB: Dialect>(columns: &[BatchColumn]) -> String {
     format!("(SELECT {} FROM {}) AS u", values.join(", "), DB::JSON_ELEMENTS)
 }
 
-fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+/// A database error met while doing `what`, classified, its message saying
+/// what the fault means for whoever reads it (the driver's words stay in the source).
+pub(super) fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| {
         let fault = fault_of(&e);
-        Error::store_fault(what, fault, e)
+        Error::store_fault(explained(what, fault), fault, e)
     }
+}
+
+/// What was being done, and what the fault means (README, "When the database fails").
+fn explained(what: &str, fault: StoreFault) -> String {
+    let why = match fault {
+        StoreFault::Unavailable => "the database cannot be reached",
+        StoreFault::Locked => {
+            "the database is locked: another process held its write lock for longer than the busy timeout \
+             (`busy_timeout_ms` in the store's URL)"
+        }
+        StoreFault::ReadOnly => "the database is read-only (check the permissions of its file and directory)",
+        StoreFault::Full => "the disk is full, or a file-size limit is reached",
+        StoreFault::Other => return what.to_string(),
+    };
+    format!("{what}: {why}")
 }
 
 /// What kind of fault a database error is, from its SQLSTATE (PostgreSQL)
@@ -228,32 +245,32 @@ where
         // Hand-written rather than sqlx's Migrator: that one records its
         // versions in `_sqlx_migrations`, which the application's own sqlx
         // migrations use too, and each would take the other's for missing ones.
-        let failed = |e| Error::store(format!("cannot bring the {} store's tables up to date", DB::NAME), e);
-        let mut tx = self.pool.begin_with(DB::BEGIN_MIGRATIONS).await.map_err(failed)?;
+        let failed = failed("cannot bring the store's tables up to date");
+        let mut tx = self.pool.begin_with(DB::BEGIN_MIGRATIONS).await.map_err(&failed)?;
         if let Some(lock) = DB::LOCK_MIGRATIONS {
-            sqlx::raw_sql(lock).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::raw_sql(lock).execute(&mut *tx).await.map_err(&failed)?;
         }
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS taskpoll_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
         let done: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *tx).await.map_err(failed)?;
+            sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *tx).await.map_err(&failed)?;
         for (version, description, sql) in DB::MIGRATIONS {
             if done.contains(version) {
                 continue;
             }
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(&failed)?;
             sqlx::query("INSERT INTO taskpoll_migrations (version, description) VALUES ($1, $2)")
                 .bind(*version)
                 .bind(*description)
                 .execute(&mut *tx)
                 .await
-                .map_err(failed)?;
+                .map_err(&failed)?;
         }
-        tx.commit().await.map_err(failed)
+        tx.commit().await.map_err(&failed)
     }
 
     pub(super) async fn add(&self, waits: &[NewWait]) -> Result<u64> {
@@ -481,8 +498,8 @@ where
         let failed = failed("cannot write a webhook delivery");
         let provider = task.task_ref().provider();
         let task_id = task.task_ref().id();
-        // One statement each, no transaction: a receiver writes many deliveries a second, and
-        // each step stands alone (expired deliveries are dropped by the sweeps).
+        // One statement each, but for the trim: a receiver writes many deliveries a second,
+        // and each step stands alone (expired deliveries are dropped by the sweeps).
         // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
         let inserted = sqlx::query(
             "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
@@ -517,16 +534,22 @@ where
             {
                 sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
             }
-            // Over the capacity: the oldest go (through the (provider, seq) index).
+            // Over the capacity: the oldest go (through the (provider, seq) index), counted
+            // in the same transaction so that no drop goes uncounted. Each delivery trims
+            // after its own insert has committed, and the last trim sees every insert before
+            // it: a provider holds one more per delivery in flight, never more once they are
+            // written (DeliveryLimits says so). A trim that fails is made by the next delivery.
             let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
                  SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+            let mut tx = self.pool.begin().await.map_err(&failed)?;
             let dropped = sqlx::query(sql)
                 .bind(provider)
                 .bind(i64::from(limits.capacity_per_provider.max(1)))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(&failed)?;
-            count_drops(&self.pool, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+            count_drops(&mut *tx, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+            tx.commit().await.map_err(&failed)?;
         }
         Ok(if written {
             DeliveryWrite::Written

@@ -8,5 +8,6 @@ mod deliveries;
 mod fleet_webhooks;
 mod held_success;
 mod outage;
+mod sqlite_faults;
 mod store;
 mod store_workers;
