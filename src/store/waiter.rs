@@ -888,22 +888,35 @@ async fn top_up(
     providers: Vec<(&'static str, RateSpec, Arc<SharedTokens>)>,
     stats: Arc<Counters>,
 ) {
+    // Per provider: the schedulers' asks when the last take worked, and after
+    // a failed take, when to try again (backing off as the driver does).
     let mut asked_before: Vec<u64> = vec![0; providers.len()];
+    let mut retry: Vec<Option<(std::time::Instant, Duration)>> = vec![None; providers.len()];
     loop {
-        for ((provider, rate, tokens), asked_before) in providers.iter().zip(asked_before.iter_mut()) {
+        for (((provider, rate, tokens), asked_before), retry) in
+            providers.iter().zip(asked_before.iter_mut()).zip(retry.iter_mut())
+        {
             let asked = tokens.asked();
+            let now = clock.now();
             // Taken once the last grant is spent or lapsed: a renewal drops what is left.
-            if asked == *asked_before || tokens.available(clock.now()) > 0 {
+            if asked == *asked_before || tokens.available(now) > 0 || retry.is_some_and(|(at, _)| now < at) {
                 continue;
             }
-            *asked_before = asked;
             let grant = SharedGrant::for_rate(*rate);
-            let taken_at = clock.now();
             Counters::add(&stats.store_writes, 1);
             match store.take_tokens(provider, grant.bucket, grant.size, wall_ms(clock.as_ref())).await {
                 // The lifetime counts from the take's start: the bound holds however slow the store is.
-                Ok(granted) => tokens.renew(u64::from(granted), taken_at + grant.lifetime),
-                Err(error) => tracing::warn!(%error, provider, "wait store: shared rate budget"),
+                Ok(granted) => {
+                    tokens.renew(u64::from(granted), now + grant.lifetime);
+                    (*asked_before, *retry) = (asked, None);
+                }
+                // Asked again without waiting for the schedulers to ask anew:
+                // a worker whose store came back polls on at once.
+                Err(error) => {
+                    tracing::warn!(%error, provider, "wait store: shared rate budget");
+                    let backoff = retry.map_or(MIN_BACKOFF, |(_, last)| (last * 2).min(MAX_BACKOFF));
+                    *retry = Some((clock.now() + backoff, backoff));
+                }
             }
         }
         clock.sleep(TICK).await;

@@ -51,6 +51,17 @@ async fn finished(url: &str, ended: std::ops::Range<u64>) -> Result<HashMap<i64,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_locked_beyond_its_busy_timeout_is_a_typed_error_and_the_worker_goes_on() -> TestResult {
+    locked_store(false).await
+}
+
+/// The same with the shared rate budget (in the store too): the worker's
+/// polls wait for the store, and take from the budget again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_holds_the_shared_budget_until_it_answers_again() -> TestResult {
+    locked_store(true).await
+}
+
+async fn locked_store(shared_budget: bool) -> TestResult {
     const TASKS: u64 = 60;
     const HELD_FOR: Duration = Duration::from_millis(1_500);
     let sim = Simulator::start().await?;
@@ -67,8 +78,10 @@ async fn a_store_locked_beyond_its_busy_timeout_is_a_typed_error_and_the_worker_
     let client =
         Client::builder().provider(sim.client_config("qolaba").rate_limit(1_000.0, 1_000).max_in_flight(8)).build()?;
     // Without the shared budget (which is in the store too), the worker polls on while the store is locked.
-    let mut waiter =
-        StoredWaiter::new(&client, store.clone()).worker("one").lease(Duration::from_secs(30)).shared_budget(false);
+    let mut waiter = StoredWaiter::new(&client, store.clone())
+        .worker("one")
+        .lease(Duration::from_secs(30))
+        .shared_budget(shared_budget);
     let options = WaitOptions::new(Duration::from_secs(30)).policy(quick_policy());
     waiter.add_all(tasks.iter().map(|t| (t.clone(), options.clone())).collect()).await?;
 
