@@ -410,7 +410,9 @@ impl Poller {
         let next = match Class::of(result) {
             Class::Terminal(task) => {
                 // It ended between the last poll that saw it pending and this one.
-                self.record_duration(self.pending_seen + (sent - self.pending_seen.min(sent)) / 2);
+                if let Some(durations) = &self.durations {
+                    lock(durations).record_between(self.pending_seen, sent);
+                }
                 self.note(event, &task, sent);
                 self.last_error = None;
                 self.finish_plan(None);
