@@ -205,7 +205,8 @@ impl Policy {
     ) -> Option<Duration> {
         self.learned?;
         let key = self.baseline_key();
-        durations?.next_poll(elapsed, min_gap, (key, &|horizon| self.baseline_poll_times(horizon)))
+        let plan_gap = self.shortest_delay() / 2;
+        durations?.next_poll(elapsed, min_gap, (key, plan_gap, &|horizon| self.baseline_poll_times(horizon)))
     }
 
     /// The shortest delay the policy plans (its first fixed or exponential one).
