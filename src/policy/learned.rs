@@ -380,8 +380,11 @@ impl Table {
             for _ in 0..12 {
                 let weight50 = (low * high).sqrt();
                 let plan = grid.cheapest(weight50, weight99, max_gap, min_gap);
-                let lags =
-                    if plan.is_empty() { vec![f64::INFINITY; 2] } else { self.lags(&[plan.clone()], &[0.5, 0.99]) };
+                let lags = if plan.is_empty() {
+                    vec![f64::INFINITY; 2]
+                } else {
+                    self.lags(std::slice::from_ref(&plan), &[0.5, 0.99])
+                };
                 if lags[0] <= p50 && lags[1] <= p99 {
                     let polls = self.expected_polls(&plan);
                     if best.as_ref().is_none_or(|(fewest, _)| polls < *fewest) {
@@ -576,7 +579,7 @@ mod tests {
         assert!(times.len() <= 8, "{times:?}");
         // ... with a lag no worse than it at the median and the 99th percentile.
         let table = d.table().expect("table").clone();
-        let ours = table.lags(&[times.clone()], &[0.5, 0.99]);
+        let ours = table.lags(std::slice::from_ref(&times), &[0.5, 0.99]);
         let baseline = table.lags(&every_second(40.0), &[0.5, 0.99]);
         assert!(ours[0] <= baseline[0] && ours[1] <= baseline[1], "{ours:?} vs {baseline:?}");
     }
