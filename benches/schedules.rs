@@ -6,8 +6,10 @@
 //! Each mix runs 2,000 tasks one after another; a wait follows its policy's
 //! dry-run schedule ([`Policy::poll_times`], and [`Policy::learned_poll_times`]
 //! with the estimate as it stands when the task starts), and each task that
-//! ends adds to the estimate the way the engine does (the midpoint between
-//! the last poll that saw it pending and the one that saw it ended). Figures
+//! ends adds to the estimate the way the engine does (the interval between
+//! the last poll that saw it pending and the one that saw it ended). The
+//! jitter of a schedule is drawn anew for each task, from `SEED`, so
+//! the figures are the same on every run. Figures
 //! are over the tasks after the first 200 completions. The shift mix runs
 //! 1,000 tasks from a log-normal around 10 s, then 1,000 five times longer;
 //! its "after" figures are the 200 tasks right after the first 200
@@ -34,33 +36,36 @@ struct Figures {
 }
 
 /// How a wait that follows `schedule` sees a task that took `took`: its
-/// requests, its detection lag, and the duration the engine would record.
-fn detect(schedule: &[Duration], took: f64) -> Option<(usize, f64, f64)> {
-    let mut pending_seen = 0.0;
-    for (i, at) in schedule.iter().enumerate() {
-        let at = at.as_secs_f64();
-        if at >= took {
-            return Some((i + 1, at - took, pending_seen + (at - pending_seen) / 2.0));
+/// requests, its detection lag, and what the engine would record (the last
+/// poll that saw the task pending, and the one that saw it ended).
+fn detect(schedule: &[Duration], took: f64) -> Option<(usize, f64, Duration, Duration)> {
+    let mut pending_seen = Duration::ZERO;
+    for (i, &at) in schedule.iter().enumerate() {
+        if at.as_secs_f64() >= took {
+            return Some((i + 1, at.as_secs_f64() - took, pending_seen, at));
         }
         pending_seen = at;
     }
     None
 }
 
-/// Runs `durations` (seconds) through `policy`; figures over `measured` (task indexes).
-fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>) -> Figures {
+/// Runs `durations` (seconds) through `policy`; figures over `measured`
+/// (task indexes). `seed` draws the jitter of each task's schedule.
+fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>, seed: u64) -> Figures {
+    let mut jitter = fastrand::Rng::with_seed(seed);
     let mut learned = Durations::new();
     let (mut requests, mut lags) = (0usize, Vec::new());
     let longest = durations.iter().copied().fold(0.0, f64::max);
     let deadline = Duration::from_secs_f64(longest * 3.0 + 60.0);
-    let fixed = (!policy.is_learned()).then_some(());
     for (i, &took) in durations.iter().enumerate() {
-        let schedule = match fixed {
-            Some(()) => policy.poll_times(deadline),
-            None => policy.learned_poll_times(deadline, &mut learned),
+        let policy = policy.to_builder().seed(jitter.u64(..)).build().expect("a valid policy");
+        let schedule = if policy.is_learned() {
+            policy.learned_poll_times(deadline, &mut learned)
+        } else {
+            policy.poll_times(deadline)
         };
-        let Some((polls, lag, seen)) = detect(&schedule, took) else { continue };
-        learned.record(Duration::from_secs_f64(seen));
+        let Some((polls, lag, pending_seen, ended_seen)) = detect(&schedule, took) else { continue };
+        learned.record_between(pending_seen, ended_seen);
         if measured.contains(&i) {
             requests += polls;
             lags.push(lag);
@@ -121,7 +126,7 @@ fn main() {
         for (mix, durations) in &mixes {
             let mut rows = Vec::new();
             for (name, policy) in &policies {
-                let f = run(policy, durations, WARMUP..tasks);
+                let f = run(policy, durations, WARMUP..tasks, seed);
                 println!("{mix:<26} {name:<18} {:>9.2} {:>9.2} {:>9.2}", f.requests, f.lag_p50, f.lag_p99);
                 rows.push((*name, f));
             }
@@ -138,9 +143,9 @@ fn main() {
                 );
             }
             if mix.contains("shift") {
-                let after = run(&learned, durations, half + WARMUP..half + 2 * WARMUP);
+                let after = run(&learned, durations, half + WARMUP..half + 2 * WARMUP, seed);
                 let steady: Vec<f64> = durations[half..].iter().chain(&durations[half..]).copied().collect();
-                let settled = run(&learned, &steady, WARMUP..steady.len());
+                let settled = run(&learned, &steady, WARMUP..steady.len(), seed);
                 let within = |a: f64, b: f64| (a - b).abs() <= 0.1 * b;
                 println!(
                     "{:<26} {:<18} {:>9.2} {:>9.2} {:>9.2}  (settled: {:.2} / {:.2} / {:.2}; within 10 %: {})",

@@ -37,6 +37,13 @@ mod learned;
 
 pub use learned::{Durations, Eta};
 
+/// How many draws of a jittered policy's schedule stand for it as the
+/// baseline of a learned plan (their pooled lags are its lags).
+const BASELINE_DRAWS: u64 = 16;
+
+/// The seed of those draws.
+const BASELINE_SEED: u64 = 0x7a5c_9011;
+
 /// How often to poll: first poll, fixed delays, exponential part, jitter,
 /// offset, and the time kept for the final poll. Built with [`Policy::builder`]
 /// or read from a spec ([`Policy::polite`], [`Policy::preset`]).
@@ -198,7 +205,8 @@ impl Policy {
     ) -> Option<Duration> {
         self.learned?;
         let key = self.baseline_key();
-        durations?.next_poll(elapsed, min_gap, (key, &|horizon| self.mean_poll_times(horizon)))
+        let plan_gap = self.shortest_delay() / 2;
+        durations?.next_poll(elapsed, min_gap, (key, plan_gap, &|horizon| self.baseline_poll_times(horizon)))
     }
 
     /// The shortest delay the policy plans (its first fixed or exponential one).
@@ -206,32 +214,26 @@ impl Policy {
         self.delays.first().map_or(self.initial_delay, |d| (*d).min(self.initial_delay)).saturating_add(self.offset)
     }
 
-    /// The policy's own poll times up to `horizon` seconds, each delay at its
-    /// mean under the jitter: the baseline a learned schedule must not be slower than.
-    fn mean_poll_times(&self, horizon: f64) -> Vec<f64> {
-        let mean = match self.jitter {
-            Jitter::Full => 0.5,
-            Jitter::Equal => 0.75,
-            _ => 1.0,
-        };
-        let mut at = self.first_poll.as_secs_f64();
-        let mut times = vec![at];
-        let mut n: u32 = 1;
-        while at < horizon && times.len() < Policy::MAX_SCHEDULE_LEN {
-            let step = match self.delays.get(n as usize - 1) {
-                Some(fixed) => fixed.as_secs_f64(),
-                None => {
-                    let k = i32::try_from(n as usize - 1 - self.delays.len()).unwrap_or(i32::MAX);
-                    let base =
-                        (self.initial_delay.as_secs_f64() * self.factor.powi(k)).min(self.max_delay.as_secs_f64());
-                    base * mean + self.offset.as_secs_f64()
+    /// The policy's own poll times up to `horizon` seconds, as drawn from
+    /// its jitter ([`BASELINE_DRAWS`] schedules, from a fixed seed so a plan
+    /// is the same on every run; one without jitter): the baseline whose lag
+    /// a learned schedule must not exceed.
+    fn baseline_poll_times(&self, horizon: f64) -> Vec<Vec<f64>> {
+        let draws = if matches!(self.jitter, Jitter::None) { 1 } else { BASELINE_DRAWS };
+        let mut rng = fastrand::Rng::with_seed(BASELINE_SEED);
+        (0..draws)
+            .map(|_| {
+                let mut at = self.first_poll.as_secs_f64();
+                let mut times = vec![at];
+                let mut n: u32 = 1;
+                while at < horizon && times.len() < Policy::MAX_SCHEDULE_LEN {
+                    at += self.delay(n, &mut rng).as_secs_f64().max(1e-3);
+                    times.push(at);
+                    n = n.saturating_add(1);
                 }
-            };
-            at += step.max(1e-3);
-            times.push(at);
-            n = n.saturating_add(1);
-        }
-        times
+                times
+            })
+            .collect()
     }
 
     /// Tells one baseline from another (a learned plan is kept per baseline).
