@@ -47,6 +47,10 @@ pub(super) trait Dialect: Database {
     const JSON_ELEMENTS: &'static str;
     /// Sent in a delivery's transaction to wake the workers sooner (PostgreSQL's `NOTIFY`), if any.
     const NOTIFY_DELIVERY: Option<&'static str>;
+    /// A delivery's whole write as one statement, when the engine can (see
+    /// [`SqlStore::deliver`] for its binds and what it returns); else the
+    /// write takes one statement per step.
+    const DELIVER: Option<&'static str> = None;
 
     /// The largest integer at most `expr` (a non-negative number).
     fn floor(expr: &str) -> String;
@@ -481,6 +485,26 @@ where
         let failed = failed("cannot write a webhook delivery");
         let provider = task.task_ref().provider();
         let task_id = task.task_ref().id();
+        if let Some(sql) = DB::DELIVER {
+            // One round trip: a receiver's writes are on every delivery's path to its wait.
+            let (kept, late, _hints): (i64, i64, i64) = sqlx::query_as(sql)
+                .bind(provider)
+                .bind(task_id)
+                .bind(to_json(task)?)
+                .bind(db_int(now_ms))
+                .bind(i64::from(limits.capacity_per_provider.max(1)))
+                .bind(i64::from(self.notify))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(&failed)?;
+            return Ok(if kept > 0 {
+                DeliveryWrite::Written
+            } else if late > 0 {
+                DeliveryWrite::WaitFinished
+            } else {
+                DeliveryWrite::AlreadyKept
+            });
+        }
         // One statement each, no transaction: a receiver writes many deliveries a second, and
         // each step stands alone (expired deliveries are dropped by the sweeps).
         // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
