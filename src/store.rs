@@ -40,6 +40,7 @@
 //! [`Clock`]; processes sharing a store are assumed to have clocks within a
 //! small fraction of the lease of each other.
 
+mod durations;
 #[cfg(feature = "store-postgres")]
 mod postgres;
 mod sql;
@@ -158,6 +159,19 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    /// Keeps how long tasks took (see [`SeenDuration`]), so that a worker that
+    /// starts later plans its learned schedules from them: at most `keep` per
+    /// provider and duration key, the newest. The default implementation keeps nothing.
+    fn keep_durations<'a>(&'a self, seen: &'a [SeenDuration], keep: u32) -> BoxFuture<'a, Result<()>> {
+        let _ = (seen, keep);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The durations kept by [`WaitStore::keep_durations`], oldest first.
+    fn durations(&self) -> BoxFuture<'_, Result<Vec<SeenDuration>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// A hint that deliveries were written (PostgreSQL: `LISTEN`), to read
     /// them sooner than the next regular read; `None` if the store has none.
     /// Only a hint: a missed one delays a delivery by one read interval.
@@ -170,7 +184,11 @@ pub trait WaitStore: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryLimits {
-    /// The most kept per provider (default 10,000); the oldest is dropped first.
+    /// The most kept per provider (default 10,000); the oldest is dropped
+    /// first, each drop counted. Each delivery drops the excess after its
+    /// own write, so while several are written at once (concurrent requests,
+    /// several receivers) a provider holds up to one more per delivery in
+    /// flight, and at most this many once they are written.
     pub capacity_per_provider: u32,
     /// How long one is kept for a wait not yet added (default 1 hour).
     pub keep_for: Duration,
@@ -215,6 +233,31 @@ pub struct DeliveryStats {
     pub dropped_over_capacity: u64,
     /// Dropped when they expired, so far.
     pub expired: u64,
+}
+
+/// How long one task took, as the wait that saw it end learned it: what a
+/// [`StoredWaiter`] keeps in its store ([`WaitStore::keep_durations`]) so that
+/// the learned schedules ([`Policy::learned`](crate::Policy::learned)) of the
+/// next worker start warm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SeenDuration {
+    /// The provider.
+    pub provider: String,
+    /// The wait's duration key ([`WaitOptions::duration_key`]), empty for none.
+    pub key: String,
+    /// The task was still running this long after its wait started (ms).
+    pub after_ms: u64,
+    /// It was seen ended this long after its wait started (ms).
+    pub by_ms: u64,
+}
+
+impl SeenDuration {
+    /// A task of `provider` (waits with duration key `key`, empty for none)
+    /// still running `after_ms` after its wait started and seen ended `by_ms` after.
+    pub fn new(provider: impl Into<String>, key: impl Into<String>, after_ms: u64, by_ms: u64) -> Self {
+        Self { provider: provider.into(), key: key.into(), after_ms: after_ms.min(by_ms), by_ms }
+    }
 }
 
 /// A claim for [`WaitStore::claim`].
@@ -285,6 +328,9 @@ pub struct StoredOptions {
     pub pending_budget_ms: Option<Option<u64>>,
     /// The most a `Retry-After` pushes the next poll back.
     pub retry_after_ceiling_ms: u64,
+    /// Which estimate of durations the wait reads and feeds ([`WaitOptions::duration_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_key: Option<String>,
 }
 
 impl StoredOptions {
@@ -294,6 +340,7 @@ impl StoredOptions {
             unknown_status: options.unknown_status,
             pending_budget_ms: options.pending_budget.map(|budget| budget.map(millis)),
             retry_after_ceiling_ms: millis(options.retry_after_ceiling),
+            duration_key: options.duration_key.as_deref().map(str::to_string),
         }
     }
 
@@ -309,6 +356,9 @@ impl StoredOptions {
         }
         if let Some(policy) = policy {
             options = options.shared_policy(policy);
+        }
+        if let Some(key) = &self.duration_key {
+            options = options.duration_key(key.as_str());
         }
         options.keep_saved_deadline = true;
         options

@@ -98,6 +98,15 @@ impl Durations {
         self.stale += 1;
     }
 
+    /// Records a task seen ended by `by` that was still running at `after`
+    /// (elapsed times from its wait's start: the poll that saw it pending
+    /// last, and the one that saw it ended): its duration is taken as the
+    /// middle of the two.
+    pub(crate) fn record_between(&mut self, after: Duration, by: Duration) {
+        let after = after.min(by);
+        self.record(after + (by - after) / 2);
+    }
+
     /// Completions the estimate reads (at most two windows).
     pub fn len(&self) -> usize {
         self.current.count() + self.previous.as_ref().map_or(0, DDSketch::count)

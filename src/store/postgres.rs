@@ -121,6 +121,7 @@ impl Dialect for Postgres {
     const MIGRATIONS: Migrations = &[
         (1, "waits and budgets", include_str!("migrations/postgres/0001_waits.sql")),
         (2, "webhook deliveries", include_str!("migrations/postgres/0002_deliveries.sql")),
+        (3, "task durations", include_str!("migrations/postgres/0003_durations.sql")),
     ];
     const BEGIN_MIGRATIONS: &'static str = "BEGIN";
     // A lock held until the transaction ends: 0x7461736b706f6c6c, "taskpoll" in ASCII.
@@ -134,11 +135,10 @@ impl Dialect for Postgres {
     const INTEGER: &'static str = "BIGINT";
     const JSON_ELEMENTS: &'static str = "jsonb_array_elements($1::jsonb) AS e(value)";
     const NOTIFY_DELIVERY: Option<&'static str> = Some("SELECT pg_notify('taskpoll_deliveries', $1)");
-    // The steps of `SqlStore::deliver` in one statement. Binds: provider, task id, task,
-    // now (ms), capacity, notify (1: yes); returns the deliveries kept (0 or 1), the finished
-    // waits of the task (0 or 1) and the hints sent. Every part sees the snapshot from before the insert,
-    // so the trim keeps `capacity - 1` older deliveries (with the new one, `capacity`).
-    // The writing CTEs run whether read or not; the hint's (a SELECT) runs as it is read.
+    // A delivery's insert, due time and hint in one statement. Binds: provider, task id,
+    // task, now (ms), notify (1: yes); returns the deliveries kept (0 or 1), the finished
+    // waits of the task (0 or 1) and the hints sent. The writing CTEs run whether read or
+    // not; the hint's (a SELECT of a volatile function) runs as the final count reads it.
     const DELIVER: Option<&'static str> = Some(
         "WITH late AS ( \
            SELECT 1 FROM taskpoll_waits WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NOT NULL LIMIT 1 \
@@ -149,19 +149,23 @@ impl Dialect for Postgres {
          ), due AS ( \
            UPDATE taskpoll_waits SET due_at_ms = LEAST(due_at_ms, $4) \
            WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL AND EXISTS (SELECT 1 FROM kept) \
-         ), over AS ( \
-           DELETE FROM taskpoll_deliveries WHERE provider = $1 AND EXISTS (SELECT 1 FROM kept) AND seq <= ( \
-             SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $5 - 1) \
-           RETURNING 1 \
-         ), dropped AS ( \
-           INSERT INTO taskpoll_delivery_drops (provider, over_capacity, expired) \
-           SELECT $1, COUNT(*), 0 FROM over HAVING COUNT(*) > 0 \
-           ON CONFLICT (provider) DO UPDATE \
-             SET over_capacity = taskpoll_delivery_drops.over_capacity + excluded.over_capacity \
          ), hint AS ( \
-           SELECT pg_notify('taskpoll_deliveries', $1) FROM kept WHERE $6 = 1 \
+           SELECT pg_notify('taskpoll_deliveries', $1) FROM kept WHERE $5 = 1 \
          ) \
          SELECT (SELECT COUNT(*) FROM kept), (SELECT COUNT(*) FROM late), (SELECT COUNT(*) FROM hint)",
+    );
+    // The trim and its count in one statement (so in one transaction). Binds: provider,
+    // capacity.
+    const TRIM_DELIVERIES: Option<&'static str> = Some(
+        "WITH over AS ( \
+           DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+             SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2) \
+           RETURNING 1 \
+         ) \
+         INSERT INTO taskpoll_delivery_drops (provider, over_capacity, expired) \
+         SELECT $1, COUNT(*), 0 FROM over HAVING COUNT(*) > 0 \
+         ON CONFLICT (provider) DO UPDATE \
+           SET over_capacity = taskpoll_delivery_drops.over_capacity + excluded.over_capacity",
     );
 
     fn floor(expr: &str) -> String {

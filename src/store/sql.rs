@@ -8,8 +8,8 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row as _, Type};
 
 use super::{
-    Claim, ClaimedWait, DeliveryLimits, DeliveryStats, DeliveryWrite, NewWait, OutcomeBody, StoredOutcome, WaitId,
-    db_int, due_at_ms, from_db_int, from_json, to_json,
+    Claim, ClaimedWait, DeliveryLimits, DeliveryStats, DeliveryWrite, NewWait, OutcomeBody, SeenDuration,
+    StoredOutcome, WaitId, db_int, due_at_ms, from_db_int, from_json, to_json,
 };
 use crate::error::StoreFault;
 use crate::spec::RateSpec;
@@ -47,10 +47,13 @@ pub(super) trait Dialect: Database {
     const JSON_ELEMENTS: &'static str;
     /// Sent in a delivery's transaction to wake the workers sooner (PostgreSQL's `NOTIFY`), if any.
     const NOTIFY_DELIVERY: Option<&'static str>;
-    /// A delivery's whole write as one statement, when the engine can (see
-    /// [`SqlStore::deliver`] for its binds and what it returns); else the
-    /// write takes one statement per step.
+    /// A delivery's insert, due time and hint as one statement, when the
+    /// engine can (see [`SqlStore::deliver`] for its binds and what it
+    /// returns); else one statement per step.
     const DELIVER: Option<&'static str> = None;
+    /// The trim of a provider's deliveries over the capacity and its count
+    /// of drops as one statement, when the engine can; else a transaction of two.
+    const TRIM_DELIVERIES: Option<&'static str> = None;
 
     /// The largest integer at most `expr` (a non-negative number).
     fn floor(expr: &str) -> String;
@@ -80,11 +83,28 @@ fn batch<DB: Dialect>(columns: &[BatchColumn]) -> String {
     format!("(SELECT {} FROM {}) AS u", values.join(", "), DB::JSON_ELEMENTS)
 }
 
-fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+/// A database error met while doing `what`, classified, its message saying
+/// what the fault means for whoever reads it (the driver's words stay in the source).
+pub(super) fn failed(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| {
         let fault = fault_of(&e);
-        Error::store_fault(what, fault, e)
+        Error::store_fault(explained(what, fault), fault, e)
     }
+}
+
+/// What was being done, and what the fault means (README, "When the database fails").
+fn explained(what: &str, fault: StoreFault) -> String {
+    let why = match fault {
+        StoreFault::Unavailable => "the database cannot be reached",
+        StoreFault::Locked => {
+            "the database is locked: another process held its write lock for longer than the busy timeout \
+             (`busy_timeout_ms` in the store's URL)"
+        }
+        StoreFault::ReadOnly => "the database is read-only (check the permissions of its file and directory)",
+        StoreFault::Full => "the disk is full, or a file-size limit is reached",
+        StoreFault::Other => return what.to_string(),
+    };
+    format!("{what}: {why}")
 }
 
 /// What kind of fault a database error is, from its SQLSTATE (PostgreSQL)
@@ -232,32 +252,32 @@ where
         // Hand-written rather than sqlx's Migrator: that one records its
         // versions in `_sqlx_migrations`, which the application's own sqlx
         // migrations use too, and each would take the other's for missing ones.
-        let failed = |e| Error::store(format!("cannot bring the {} store's tables up to date", DB::NAME), e);
-        let mut tx = self.pool.begin_with(DB::BEGIN_MIGRATIONS).await.map_err(failed)?;
+        let failed = failed("cannot bring the store's tables up to date");
+        let mut tx = self.pool.begin_with(DB::BEGIN_MIGRATIONS).await.map_err(&failed)?;
         if let Some(lock) = DB::LOCK_MIGRATIONS {
-            sqlx::raw_sql(lock).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::raw_sql(lock).execute(&mut *tx).await.map_err(&failed)?;
         }
         sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS taskpoll_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)",
         )
         .execute(&mut *tx)
         .await
-        .map_err(failed)?;
+        .map_err(&failed)?;
         let done: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *tx).await.map_err(failed)?;
+            sqlx::query_scalar("SELECT version FROM taskpoll_migrations").fetch_all(&mut *tx).await.map_err(&failed)?;
         for (version, description, sql) in DB::MIGRATIONS {
             if done.contains(version) {
                 continue;
             }
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(&failed)?;
             sqlx::query("INSERT INTO taskpoll_migrations (version, description) VALUES ($1, $2)")
                 .bind(*version)
                 .bind(*description)
                 .execute(&mut *tx)
                 .await
-                .map_err(failed)?;
+                .map_err(&failed)?;
         }
-        tx.commit().await.map_err(failed)
+        tx.commit().await.map_err(&failed)
     }
 
     pub(super) async fn add(&self, waits: &[NewWait]) -> Result<u64> {
@@ -485,72 +505,43 @@ where
         let failed = failed("cannot write a webhook delivery");
         let provider = task.task_ref().provider();
         let task_id = task.task_ref().id();
-        if let Some(sql) = DB::DELIVER {
-            // One round trip: a receiver's writes are on every delivery's path to its wait.
-            let (kept, late, _hints): (i64, i64, i64) = sqlx::query_as(sql)
-                .bind(provider)
-                .bind(task_id)
-                .bind(to_json(task)?)
-                .bind(db_int(now_ms))
-                .bind(i64::from(limits.capacity_per_provider.max(1)))
-                .bind(i64::from(self.notify))
-                .fetch_one(&self.pool)
-                .await
-                .map_err(&failed)?;
-            return Ok(if kept > 0 {
-                DeliveryWrite::Written
-            } else if late > 0 {
-                DeliveryWrite::WaitFinished
-            } else {
-                DeliveryWrite::AlreadyKept
-            });
-        }
-        // One statement each, no transaction: a receiver writes many deliveries a second, and
-        // each step stands alone (expired deliveries are dropped by the sweeps).
-        // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
-        let inserted = sqlx::query(
-            "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
-             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM taskpoll_waits AS w \
-               WHERE w.provider = $1 AND w.task_id = $2 AND w.finished_at_ms IS NOT NULL) \
-             ON CONFLICT (provider, task_id) DO NOTHING",
-        )
-        .bind(provider)
-        .bind(task_id)
-        .bind(to_json(task)?)
-        .bind(db_int(now_ms))
-        .execute(&self.pool)
-        .await
-        .map_err(&failed)?;
-        let written = DB::rows_affected(&inserted) == 1;
-        if written {
-            // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
-            let sql = format!(
-                "UPDATE taskpoll_waits SET due_at_ms = {}(due_at_ms, $3) \
-                 WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL",
-                DB::LEAST
-            );
-            sqlx::query(&sql)
-                .bind(provider)
-                .bind(task_id)
-                .bind(db_int(now_ms))
-                .execute(&self.pool)
-                .await
-                .map_err(&failed)?;
-            if self.notify
-                && let Some(notify) = DB::NOTIFY_DELIVERY
-            {
-                sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
+        let written = match DB::DELIVER {
+            // One round trip to the hint: the write is on every delivery's path to its wait.
+            Some(sql) => {
+                let (kept, late, _hints): (i64, i64, i64) = sqlx::query_as(sql)
+                    .bind(provider)
+                    .bind(task_id)
+                    .bind(to_json(task)?)
+                    .bind(db_int(now_ms))
+                    .bind(i64::from(self.notify))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(&failed)?;
+                if kept == 0 {
+                    return Ok(if late > 0 { DeliveryWrite::WaitFinished } else { DeliveryWrite::AlreadyKept });
+                }
+                true
             }
-            // Over the capacity: the oldest go (through the (provider, seq) index).
-            let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
-                 SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
-            let dropped = sqlx::query(sql)
-                .bind(provider)
-                .bind(i64::from(limits.capacity_per_provider.max(1)))
-                .execute(&self.pool)
-                .await
-                .map_err(&failed)?;
-            count_drops(&self.pool, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+            None => self.deliver_by_steps(task, now_ms).await?,
+        };
+        if written {
+            // Over the capacity: the oldest go (through the (provider, seq) index), counted
+            // in the same transaction so that no drop goes uncounted. Each delivery trims
+            // after its own insert has committed, and the last trim sees every insert before
+            // it: a provider holds one more per delivery in flight, never more once they are
+            // written (DeliveryLimits says so). A trim that fails is made by the next delivery.
+            let capacity = i64::from(limits.capacity_per_provider.max(1));
+            if let Some(sql) = DB::TRIM_DELIVERIES {
+                sqlx::query(sql).bind(provider).bind(capacity).execute(&self.pool).await.map_err(&failed)?;
+            } else {
+                let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+                     SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+                let mut tx = self.pool.begin().await.map_err(&failed)?;
+                let dropped =
+                    sqlx::query(sql).bind(provider).bind(capacity).execute(&mut *tx).await.map_err(&failed)?;
+                count_drops(&mut *tx, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+                tx.commit().await.map_err(&failed)?;
+            }
         }
         Ok(if written {
             DeliveryWrite::Written
@@ -566,6 +557,51 @@ where
             .map_err(&failed)?;
             if late.is_some() { DeliveryWrite::WaitFinished } else { DeliveryWrite::AlreadyKept }
         })
+    }
+
+    /// A delivery's insert, due time and hint, one statement each, no
+    /// transaction (each step stands alone; expired deliveries are dropped by
+    /// the sweeps): whether it was kept. A late delivery (the task's wait has
+    /// finished) is not kept: its outcome is written already.
+    async fn deliver_by_steps(&self, task: &Task, now_ms: u64) -> Result<bool> {
+        let failed = failed("cannot write a webhook delivery");
+        let provider = task.task_ref().provider();
+        let task_id = task.task_ref().id();
+        let inserted = sqlx::query(
+            "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM taskpoll_waits AS w \
+               WHERE w.provider = $1 AND w.task_id = $2 AND w.finished_at_ms IS NOT NULL) \
+             ON CONFLICT (provider, task_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(task_id)
+        .bind(to_json(task)?)
+        .bind(db_int(now_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(&failed)?;
+        if DB::rows_affected(&inserted) != 1 {
+            return Ok(false);
+        }
+        // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
+        let sql = format!(
+            "UPDATE taskpoll_waits SET due_at_ms = {}(due_at_ms, $3) \
+             WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL",
+            DB::LEAST
+        );
+        sqlx::query(&sql)
+            .bind(provider)
+            .bind(task_id)
+            .bind(db_int(now_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(&failed)?;
+        if self.notify
+            && let Some(notify) = DB::NOTIFY_DELIVERY
+        {
+            sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
+        }
+        Ok(true)
     }
 
     /// The deliveries kept for unfinished waits `worker` holds.
@@ -646,6 +682,56 @@ where
                 dropped_over_capacity: from_db_int(over_capacity),
                 expired: from_db_int(expired),
             })
+            .collect())
+    }
+
+    pub(super) async fn keep_durations(&self, seen: &[SeenDuration], keep: u32) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let failed = failed("cannot keep task durations");
+        let rows: Vec<serde_json::Value> =
+            seen.iter().map(|d| serde_json::json!([d.provider, d.key, db_int(d.after_ms), db_int(d.by_ms)])).collect();
+        let sql = format!(
+            "INSERT INTO taskpoll_durations (provider, duration_key, after_ms, by_ms) \
+             SELECT u.provider, u.duration_key, u.after_ms, u.by_ms FROM {}",
+            batch::<DB>(&[
+                BatchColumn::Text("provider"),
+                BatchColumn::Text("duration_key"),
+                BatchColumn::Integer("after_ms"),
+                BatchColumn::Integer("by_ms"),
+            ])
+        );
+        sqlx::query(&sql).bind(to_json(&rows)?).execute(&self.pool).await.map_err(&failed)?;
+        // Each lane written to keeps its newest `keep` (through the lane's index).
+        let mut lanes: Vec<(&str, &str)> = seen.iter().map(|d| (d.provider.as_str(), d.key.as_str())).collect();
+        lanes.sort_unstable();
+        lanes.dedup();
+        for (provider, key) in lanes {
+            sqlx::query(
+                "DELETE FROM taskpoll_durations WHERE provider = $1 AND duration_key = $2 AND seq <= ( \
+                   SELECT seq FROM taskpoll_durations WHERE provider = $1 AND duration_key = $2 \
+                   ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+            )
+            .bind(provider)
+            .bind(key)
+            .bind(i64::from(keep))
+            .execute(&self.pool)
+            .await
+            .map_err(&failed)?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn durations(&self) -> Result<Vec<SeenDuration>> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT provider, duration_key, after_ms, by_ms FROM taskpoll_durations ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(failed("cannot read task durations"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(provider, key, after, by)| SeenDuration::new(provider, key, from_db_int(after), from_db_int(by)))
             .collect())
     }
 
@@ -794,6 +880,18 @@ macro_rules! wait_store_on_sql {
 
             fn delivery_stats(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::DeliveryStats>>> {
                 Box::pin(self.sql.delivery_stats())
+            }
+
+            fn keep_durations<'a>(
+                &'a self,
+                seen: &'a [$crate::store::SeenDuration],
+                keep: u32,
+            ) -> $crate::spec::BoxFuture<'a, $crate::Result<()>> {
+                Box::pin(self.sql.keep_durations(seen, keep))
+            }
+
+            fn durations(&self) -> $crate::spec::BoxFuture<'_, $crate::Result<Vec<$crate::store::SeenDuration>>> {
+                Box::pin(self.sql.durations())
             }
 
             fn delivery_hints(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

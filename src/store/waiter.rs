@@ -23,6 +23,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use tokio::sync::mpsc;
 
+use super::durations::Journal;
 use super::{Claim, DeliveryLimits, NewWait, Policies, StoredOutcome, WaitId, WaitStore, wall_ms};
 use crate::spec::RateSpec;
 use crate::wait::waiter::{Hooks, SharedGrant, SharedTokens};
@@ -304,7 +305,8 @@ impl StoredWaiter {
         }
         let hints = if config.hints { self.store.delivery_hints() } else { None };
         let (progress, progress_rx) = mpsc::unbounded_channel();
-        let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress) };
+        let (journal, learned) = Journal::new();
+        let hooks = Hooks { tokens: tokens.clone(), progress: Some(progress), learned: Some(learned) };
         let waiter = Waiter::with_hooks(&config.client, Some(config.clock.clone()), hooks);
         let (out, outcomes) = mpsc::unbounded_channel();
         let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -314,6 +316,7 @@ impl StoredWaiter {
             providers,
             waiter,
             progress: progress_rx,
+            journal,
             commands: commands_rx,
             out,
             held: HashMap::new(),
@@ -375,6 +378,8 @@ struct Driver {
     providers: Vec<(&'static str, RateSpec)>,
     waiter: Waiter,
     progress: mpsc::UnboundedReceiver<WaitState>,
+    /// What the waits learned of durations, and whether the store's were read.
+    journal: Journal,
     commands: mpsc::UnboundedReceiver<Command>,
     out: mpsc::UnboundedSender<Result<StoredOutcome>>,
     held: HashMap<TaskRef, Held>,
@@ -454,9 +459,12 @@ impl Driver {
                         self.progressed(state);
                     }
                 }
+                Some(learned) = self.journal.next() => self.journal.push(learned),
                 () = tokio::time::sleep(TICK) => {}
             }
             if !self.housekeep().await {
+                let now_ms = self.now_ms();
+                self.journal.flush(self.store.as_ref(), now_ms).await;
                 return;
             }
         }
@@ -526,9 +534,10 @@ impl Driver {
     async fn housekeep(&mut self) -> bool {
         let now_ms = self.now_ms();
         let lease_ms = super::millis(self.config.lease);
-        self.end_restored(now_ms);
         // The store failed lately: nothing is asked of it before the backoff
         // has passed, but a lease that may have run out is still let go.
+        // (A restored held success whose grace is over waits too: its
+        // delivery may be in the store, and its outcome could not be written.)
         if now_ms < self.retry_at_ms {
             self.check_lease(now_ms, lease_ms);
             return true;
@@ -536,9 +545,22 @@ impl Driver {
         if !self.unwritten.is_empty() {
             self.write_outcomes().await;
         }
-        if !self.held.is_empty() && now_ms >= self.next_deliveries_ms {
+        // Before the first claim, so that the first waits plan from what earlier workers learned.
+        if let Err(error) = self.journal.warm_up(self.store.as_ref(), &self.waiter, &self.providers).await {
+            self.report(error);
+            return true;
+        }
+        self.journal.write(self.store.as_ref(), now_ms, false).await;
+        // A restored held success whose grace is over ends as polled only if
+        // its delivery is not in the store now: it may have come while the
+        // worker that held it was dying, or while this one claimed it.
+        let grace_over = self.restored.values().any(|restored| restored.grace_end_ms <= now_ms);
+        if !self.held.is_empty() && (now_ms >= self.next_deliveries_ms || grace_over) {
             self.next_deliveries_ms = now_ms.saturating_add(super::millis(DELIVERY_EVERY));
             self.apply_deliveries().await;
+        }
+        if now_ms >= self.retry_at_ms {
+            self.end_restored(now_ms);
         }
         if now_ms >= self.next_sweep_ms {
             self.between_steps().await;
@@ -853,6 +875,8 @@ impl Driver {
             }
         }
         self.write_outcomes().await;
+        let now_ms = self.now_ms();
+        self.journal.flush(self.store.as_ref(), now_ms).await;
         if !states.is_empty() {
             Counters::add(&self.stats.store_writes, 1);
             if let Err(error) = self.store.release(&self.config.worker, &states).await {
@@ -901,22 +925,35 @@ async fn top_up(
     providers: Vec<(&'static str, RateSpec, Arc<SharedTokens>)>,
     stats: Arc<Counters>,
 ) {
+    // Per provider: the schedulers' asks when the last take worked, and after
+    // a failed take, when to try again (backing off as the driver does).
     let mut asked_before: Vec<u64> = vec![0; providers.len()];
+    let mut retry: Vec<Option<(std::time::Instant, Duration)>> = vec![None; providers.len()];
     loop {
-        for ((provider, rate, tokens), asked_before) in providers.iter().zip(asked_before.iter_mut()) {
+        for (((provider, rate, tokens), asked_before), retry) in
+            providers.iter().zip(asked_before.iter_mut()).zip(retry.iter_mut())
+        {
             let asked = tokens.asked();
+            let now = clock.now();
             // Taken once the last grant is spent or lapsed: a renewal drops what is left.
-            if asked == *asked_before || tokens.available(clock.now()) > 0 {
+            if asked == *asked_before || tokens.available(now) > 0 || retry.is_some_and(|(at, _)| now < at) {
                 continue;
             }
-            *asked_before = asked;
             let grant = SharedGrant::for_rate(*rate);
-            let taken_at = clock.now();
             Counters::add(&stats.store_writes, 1);
             match store.take_tokens(provider, grant.bucket, grant.size, wall_ms(clock.as_ref())).await {
                 // The lifetime counts from the take's start: the bound holds however slow the store is.
-                Ok(granted) => tokens.renew(u64::from(granted), taken_at + grant.lifetime),
-                Err(error) => tracing::warn!(%error, provider, "wait store: shared rate budget"),
+                Ok(granted) => {
+                    tokens.renew(u64::from(granted), now + grant.lifetime);
+                    (*asked_before, *retry) = (asked, None);
+                }
+                // Asked again without waiting for the schedulers to ask anew:
+                // a worker whose store came back polls on at once.
+                Err(error) => {
+                    tracing::warn!(%error, provider, "wait store: shared rate budget");
+                    let backoff = retry.map_or(MIN_BACKOFF, |(_, last)| (last * 2).min(MAX_BACKOFF));
+                    *retry = Some((clock.now() + backoff, backoff));
+                }
             }
         }
         clock.sleep(TICK).await;

@@ -197,7 +197,7 @@ impl Start {
             Origin::New(task) => engine.start(task, &options, &lane)?,
             Origin::Saved(state) => engine.resume(*state, &options, &lane)?,
         };
-        let group = if watched { Group::stepped(next_id()) } else { Group::new(next_id(), None) };
+        let group = if watched { Group::stepped(next_id()) } else { Group::new(next_id(), None, None) };
         // Watched before the wait is added: its first poll may land (on another
         // worker) before this function returns, and its event must be built.
         let events = if watched { group.0.watch() } else { None };

@@ -83,6 +83,9 @@ pub(crate) struct Poller {
     durations: Option<Arc<Mutex<Durations>>>,
     /// Which estimate the engine gives this wait (see [`WaitOptions::duration_key`]).
     duration_key: Option<Arc<str>>,
+    /// What this wait added to the estimate when its task ended: it ended
+    /// after the first instant and by the second (elapsed times).
+    learned: Option<(Duration, Duration)>,
     queued_since: Option<Duration>,
     unknown_since: Option<Duration>,
     /// The last in-progress observation (`None` once forgotten, see [`Poller::forget_last_task`]).
@@ -192,6 +195,7 @@ impl Poller {
             due: first,
             sent: base,
             pending_seen: base,
+            learned: None,
             durations: None,
             duration_key: options.duration_key.clone(),
             queued_since: None,
@@ -214,11 +218,19 @@ impl Poller {
         self.duration_key.as_ref()
     }
 
-    /// Adds how long the task took (it ended at `ended`, elapsed) to the estimate.
-    fn record_duration(&self, ended: Duration) {
+    /// Adds how long the task took to the estimate: it ended after `after`
+    /// and by `by` (elapsed times).
+    fn record_duration(&mut self, after: Duration, by: Duration) {
         if let Some(durations) = &self.durations {
-            lock(durations).record(ended);
+            lock(durations).record_between(after, by);
+            self.learned = Some((after, by));
         }
+    }
+
+    /// What this wait added to the estimate when its task ended (see
+    /// [`Durations::record_between`]), if it did.
+    pub(crate) fn learned(&self) -> Option<(Duration, Duration)> {
+        self.learned
     }
 
     /// The task being waited on.
@@ -410,7 +422,7 @@ impl Poller {
         let next = match Class::of(result) {
             Class::Terminal(task) => {
                 // It ended between the last poll that saw it pending and this one.
-                self.record_duration(self.pending_seen + (sent - self.pending_seen.min(sent)) / 2);
+                self.record_duration(self.pending_seen.min(sent), sent);
                 self.note(event, &task, sent);
                 self.last_error = None;
                 self.finish_plan(None);
@@ -660,7 +672,7 @@ impl Poller {
     /// wait ends with it as it would on a poll that saw it (no poll is counted).
     pub(crate) fn observe_webhook(&mut self, at: Instant, task: Task) -> (PollEvent, Decision) {
         let elapsed = self.elapsed(at);
-        self.record_duration(elapsed);
+        self.record_duration(elapsed, elapsed);
         let mut event = self.event(self.state.attempts, elapsed);
         self.note(Some(&mut event), &task, elapsed);
         self.last_error = None;

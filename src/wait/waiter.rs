@@ -73,6 +73,8 @@ pub(crate) use budget::SharedTokens;
 pub(crate) use engine::{Engine, Lane, next_id};
 #[cfg(test)]
 pub(crate) use scheduler::Entry;
+#[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+pub(crate) use scheduler::Learned;
 pub(crate) use scheduler::{Command, Finished, Group, Key};
 #[cfg(test)]
 pub(crate) use source::{BatchIds, Limits, Source};
@@ -124,6 +126,8 @@ pub(crate) struct Hooks {
     pub(crate) tokens: HashMap<&'static str, Arc<SharedTokens>>,
     /// Receives each wait's state after every poll that plans another.
     pub(crate) progress: Option<mpsc::UnboundedSender<WaitState>>,
+    /// Receives what each wait added to the estimate of durations.
+    pub(crate) learned: Option<mpsc::UnboundedSender<scheduler::Learned>>,
 }
 
 #[derive(Default)]
@@ -153,7 +157,7 @@ impl Waiter {
     }
 
     pub(crate) fn with_hooks(client: &Client, clock: Option<Arc<dyn Clock>>, hooks: Hooks) -> Self {
-        let (group, finished) = Group::new(engine::next_id(), hooks.progress);
+        let (group, finished) = Group::new(engine::next_id(), hooks.progress, hooks.learned);
         let shared = Shared {
             client: client.clone(),
             clock,
@@ -208,6 +212,21 @@ impl Waiter {
     pub fn events(&self) -> Option<impl Stream<Item = PollEvent> + Send + Unpin + 'static> {
         let mut events = self.shared.group.watch()?;
         Some(futures_util::stream::poll_fn(move |cx| events.poll_recv(cx)))
+    }
+
+    /// Feeds durations learned elsewhere (a wait store's) to the estimate
+    /// the waits of `provider` with duration key `key` read.
+    #[cfg(any(feature = "store-sqlite", feature = "store-postgres"))]
+    pub(crate) fn learn(
+        &self,
+        provider: &'static str,
+        key: Option<Arc<str>>,
+        seen: Vec<(Duration, Duration)>,
+    ) -> Result<()> {
+        let lane = self.shared.lane(provider)?;
+        lane.send(scheduler::Command::Learn(key, seen));
+        self.shared.registry().lanes.entry(provider).or_insert(lane);
+        Ok(())
     }
 
     /// Runs until every wait has ended, and sorts the outcomes.

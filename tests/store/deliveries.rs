@@ -71,6 +71,33 @@ async fn deliveries_are_bounded_counted_and_found_by_the_wait_added_later() -> T
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_leave_the_capacity_and_count_every_drop() -> TestResult {
+    const DELIVERIES: usize = 40;
+    const CAPACITY: u32 = 10;
+    for TestStore { name, store, .. } in every_store().await? {
+        let sim = Simulator::start().await?;
+        let client = sim.client()?;
+        let mut tasks = Vec::new();
+        for _ in 0..DELIVERIES {
+            let task = sim.add_task("deepomatic", Lifecycle::new().then_succeed())?;
+            tasks.push(client.get(&task).await?);
+        }
+        // All at once, on as many of the store's connections as it has: each
+        // trims after its own write, so none is left over the capacity at the end.
+        let limits = DeliveryLimits::new(CAPACITY, Duration::from_secs(3_600));
+        let writes = tasks.iter().map(|task| store.deliver(task, now_ms(), &limits));
+        for write in futures_util::future::join_all(writes).await {
+            assert_eq!(write?, DeliveryWrite::Written, "{name}");
+        }
+        let stats = store.delivery_stats().await?;
+        let counts = (stats[0].kept, stats[0].dropped_over_capacity, stats[0].expired);
+        assert_eq!(counts, (u64::from(CAPACITY), (DELIVERIES as u64) - u64::from(CAPACITY), 0), "{name}");
+        sim.shutdown().await;
+    }
+    Ok(())
+}
+
 async fn renew(store: &dyn taskpoll::store::WaitStore, worker: &str) -> Result<bool, taskpoll::Error> {
     store.renew(worker, now_ms(), now_ms() + 60_000).await
 }
@@ -93,5 +120,10 @@ async fn a_read_only_sqlite_store_is_a_typed_error() -> TestResult {
     };
     let taskpoll::Error::Store(store_error) = &error else { return Err(format!("{error}").into()) };
     assert_eq!(store_error.fault(), taskpoll::error::StoreFault::ReadOnly, "{error}");
+    assert!(
+        error.to_string().ends_with(": the database is read-only (check the permissions of its file and directory)"),
+        "{error}"
+    );
+    eprintln!("{error}");
     Ok(())
 }

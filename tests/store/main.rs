@@ -6,6 +6,8 @@ mod support;
 
 mod deliveries;
 mod fleet_webhooks;
+mod held_success;
 mod outage;
+mod sqlite_faults;
 mod store;
 mod store_workers;

@@ -294,3 +294,71 @@ fn a_restarted_waiter_continues_every_wait_with_its_saved_schedule_and_deadline(
     runtime.block_on(sim.shutdown());
     Ok(())
 }
+
+#[tokio::test]
+async fn every_backend_keeps_the_newest_durations_of_each_lane() -> TestResult {
+    use taskpoll::store::SeenDuration;
+    for TestStore { name, store, .. } in every_store().await? {
+        let seen = |key: &str, i: u64| SeenDuration::new("qolaba", key, i * 100, i * 100 + 50);
+        let first: Vec<SeenDuration> = (1..=4).map(|i| seen("", i)).chain([seen("gpu", 9)]).collect();
+        store.keep_durations(&first, 3).await?;
+        store.keep_durations(&[seen("", 5), seen("gpu", 10)], 3).await?;
+        let kept = store.durations().await?;
+        let of = |key: &str| kept.iter().filter(|d| d.key == key).map(|d| d.after_ms).collect::<Vec<_>>();
+        assert_eq!(of(""), [300, 400, 500], "{name}: the newest three, oldest first");
+        assert_eq!(of("gpu"), [900, 1_000], "{name}: a key is a lane of its own");
+        assert!(kept.iter().all(|d| d.provider == "qolaba" && d.by_ms == d.after_ms + 50), "{name}: {kept:?}");
+    }
+    Ok(())
+}
+
+/// A worker that starts on a store where another worker's waits ended reads
+/// what they learned: its waits have an ETA from their first polls, where a
+/// cold engine needs [`taskpoll::Durations::MIN_HISTORY`] completions first;
+/// a duration key keeps its own history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_starts_with_the_durations_the_store_kept() -> TestResult {
+    let sim = Simulator::start().await?;
+    let test_store = sqlite().await?;
+    let store = test_store.store.clone();
+    let keyed = WaitOptions::new(Duration::from_secs(20)).policy(quick_policy()).duration_key("gpu");
+    let plain = WaitOptions::new(Duration::from_secs(20)).policy(quick_policy());
+    let run = |worker: &'static str, waits: Vec<(TaskRef, WaitOptions)>| {
+        let (sim, store) = (&sim, store.clone());
+        async move {
+            let mut waiter = StoredWaiter::new(&client(sim, worker)?, store).worker(worker).policy(quick_policy());
+            waiter.add_all(waits).await?;
+            let mut states = Vec::new();
+            while let Some(outcome) = waiter.next_outcome().await? {
+                assert_eq!(outcome.kind, OutcomeKind::Succeeded, "{:?}", outcome.error);
+                states.push(outcome.state);
+            }
+            waiter.stop().await;
+            Ok::<_, Box<dyn std::error::Error>>(states)
+        }
+    };
+    let task = |polls: u32| sim.add_task("qolaba", Lifecycle::new().running_for_polls(polls).then_succeed());
+
+    let mut first = Vec::new();
+    for i in 0..30 {
+        first.push((task(2 + i % 3)?, keyed.clone()));
+    }
+    run("one", first).await?;
+    let kept = store.durations().await?;
+    assert_eq!(kept.iter().filter(|d| d.provider == "qolaba" && d.key == "gpu").count(), 30, "{kept:?}");
+
+    // A second worker (a new client: a new engine, nothing learned in memory).
+    let (mut second, mut keys) = (Vec::new(), HashMap::new());
+    for i in 0..6 {
+        let (task, warm) = (task(3)?, i % 2 == 0);
+        keys.insert(task.clone(), warm);
+        second.push((task, if warm { keyed.clone() } else { plain.clone() }));
+    }
+    let states = run("two", second).await?;
+    assert_eq!(states.len(), 6);
+    for state in &states {
+        let warm = keys[&state.task_ref];
+        assert_eq!(state.eta_p50_ms.is_some(), warm, "{}: keyed {warm}: {state:?}", state.task_ref);
+    }
+    Ok(())
+}

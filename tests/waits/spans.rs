@@ -3,8 +3,7 @@
 //! subscriber layer against the simulator.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::{Policy, WaitOptions};
@@ -42,20 +41,37 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// The simulator port whose reads are captured, and the task ids whose waits are
-/// (the subscriber is global: other tests of this binary run beside this one).
-static PORT: AtomicU16 = AtomicU16::new(0);
+/// The server ports whose reads are captured, and the task ids whose waits are
+/// (the subscriber is global: other tests of this binary run beside these).
+static PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 const PREFIX: &str = "span-test-";
 
-/// The captured spans; `all` keeps every span (a thread's own subscriber),
-/// else only the spans of this file's global test.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Captured>>>, bool);
+struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 impl Capture {
     fn spans(&self) -> Vec<Captured> {
         self.0.lock().expect("lock").clone()
     }
+}
+
+/// The binary's one global subscriber, installed by the first test that asks,
+/// capturing the reads of the servers in [`PORTS`]. Global rather than a
+/// thread's own: `tracing` caches whether a callsite is enabled, and a
+/// thread's own subscriber does not always see callsites other tests registered first.
+fn capture(port: u16) -> Capture {
+    static GLOBAL: OnceLock<Capture> = OnceLock::new();
+    PORTS.lock().expect("lock").push(port);
+    GLOBAL
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let subscriber = tracing_subscriber::registry()
+                .with(tracing_subscriber::filter::LevelFilter::INFO)
+                .with(capture.clone());
+            tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
+            capture
+        })
+        .clone()
 }
 
 impl<S> tracing_subscriber::Layer<S> for Capture
@@ -66,11 +82,10 @@ where
         let mut fields = BTreeMap::new();
         attrs.record(&mut Fields(&mut fields));
         let name = attrs.metadata().name();
-        let port = PORT.load(Ordering::SeqCst).to_string();
+        let port = fields.get("server.port").and_then(|port| port.parse::<u16>().ok());
         let ours = fields.get("task_id").is_some_and(|id| id.starts_with(PREFIX))
-            || fields.get("server.port") == Some(&port)
-            || name == "taskpoll.batch"
-            || self.1;
+            || port.is_some_and(|port| PORTS.lock().expect("lock").contains(&port))
+            || name == "taskpoll.batch";
         if !ours {
             return;
         }
@@ -95,13 +110,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
-    let capture = Capture::default();
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO).with(capture.clone());
-    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of this binary");
-
     let sim = Simulator::start().await?;
-    PORT.store(sim.addr().port(), Ordering::SeqCst);
+    let capture = capture(sim.addr().port());
     let client = sim.client()?;
     let quick = Policy::builder().initial_delay(secs(0.05)).max_delay(secs(0.05)).build()?;
     let options = WaitOptions::new(secs(20.0)).policy(quick);
@@ -125,7 +135,8 @@ async fn a_wait_and_its_reads_carry_opentelemetry_attributes() -> TestResult {
     assert!(wait.closed, "the wait's span ends with the wait");
 
     let port = sim.addr().port().to_string();
-    let reads: Vec<&Captured> = spans.iter().filter(|s| s.name == "taskpoll.http").collect();
+    let reads: Vec<&Captured> =
+        spans.iter().filter(|s| s.name == "taskpoll.http" && s.field("server.port") == Some(port.as_str())).collect();
     let (of_wait, alone): (Vec<&Captured>, Vec<&Captured>) = reads.iter().partition(|s| s.parent == Some(wait.id));
     assert_eq!((of_wait.len(), alone.len()), (2, 1), "{spans:#?}");
     let path_of = |provider: &str| {
@@ -180,13 +191,9 @@ async fn a_resend_carries_its_count() -> TestResult {
     use wiremock::matchers::{header, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
-    let capture = Capture(Arc::default(), true);
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO).with(capture.clone());
-    // This thread's own subscriber (the test runs on one thread): the global one is the other test's.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
     let server = MockServer::start().await;
+    let capture = capture(server.address().port());
+    let port = server.address().port().to_string();
     let status = serde_json::json!({"taskId": "t", "status": "STARTED"});
     // With the fresh token: moved twice on the same origin, then answered.
     Mock::given(path("/api/v1/processing/tasks/t/status"))
@@ -216,7 +223,11 @@ async fn a_resend_carries_its_count() -> TestResult {
     let task = client.get(&taskpoll::TaskRef::new("factpulse", "t")?).await?;
     assert_eq!(task.phase(), taskpoll::Phase::Running);
 
-    let reads: Vec<Captured> = capture.spans().into_iter().filter(|s| s.name == "taskpoll.http").collect();
+    let reads: Vec<Captured> = capture
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "taskpoll.http" && s.field("server.port") == Some(port.as_str()))
+        .collect();
     let [first, again] = reads.as_slice() else { panic!("two requests: {reads:#?}") };
     assert_eq!(first.field("http.response.status_code"), Some("401"), "{first:?}");
     assert_eq!(first.field("http.request.resend_count"), None, "the first send: {first:?}");

@@ -195,8 +195,9 @@ pub(crate) struct WaitManyArgs {
     #[command(flatten)]
     pub many: ManyArgs,
     /// Keep the waits in a store, so they survive a restart and several
-    /// processes share them: `sqlite:PATH` (a file) or `postgres://USER@HOST/DB`.
-    /// The IDs are added to the store (none: continue the waits already there);
+    /// processes share them: `sqlite:PATH` (a file; `?busy_timeout_ms=N` sets how
+    /// long a write waits for another process's lock, default 30000) or
+    /// `postgres://USER@HOST/DB`. The IDs are added to the store (none: continue the waits already there);
     /// runs until no wait in the store is left.
     #[arg(long, value_name = "URL", env = "TASKPOLL_STORE", hide_env_values = true, conflicts_with = "save_state")]
     pub store: Option<String>,

@@ -41,6 +41,21 @@ pub(crate) enum Command {
     Webhook(Key, Box<Task>),
     /// The consumer of a stepped wait asks for its next poll.
     Step(Key),
+    /// Durations learned elsewhere (a wait store's, from earlier runs), for
+    /// the estimate of the waits with this duration key (see [`Learned`]).
+    #[cfg_attr(not(any(feature = "store-sqlite", feature = "store-postgres")), allow(dead_code))]
+    Learn(Option<Arc<str>>, Vec<(Duration, Duration)>),
+}
+
+/// What a wait added to its scheduler's estimate of durations when its task
+/// ended (a wait store keeps it, so that its next worker starts warm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Learned {
+    pub(crate) provider: &'static str,
+    /// The wait's duration key, if its options gave one.
+    pub(crate) key: Option<Arc<str>>,
+    /// The task ended after the first and by the second (elapsed from the wait's start).
+    pub(crate) between: (Duration, Duration),
 }
 
 /// A wait that ended.
@@ -64,6 +79,8 @@ pub(crate) struct Group {
     events: OnceLock<mpsc::UnboundedSender<PollEvent>>,
     /// Each wait's state after every poll that plans another (a wait store saves it).
     progress: Option<mpsc::UnboundedSender<WaitState>>,
+    /// What each wait added to the estimate of durations (a wait store keeps it).
+    learned: Option<mpsc::UnboundedSender<Learned>>,
     /// Status reads sent for its waits (a batch read counts once).
     requests: AtomicU64,
     /// While watched, each poll waits for [`Command::Step`] after the
@@ -76,23 +93,24 @@ impl Group {
     pub(crate) fn new(
         id: u64,
         progress: Option<mpsc::UnboundedSender<WaitState>>,
+        learned: Option<mpsc::UnboundedSender<Learned>>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
-        Self::build(id, progress, false)
+        Self::build(id, (progress, learned), false)
     }
 
     /// A group of one wait whose polls, while watched, wait for [`Command::Step`].
     pub(crate) fn stepped(id: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
-        Self::build(id, None, true)
+        Self::build(id, (None, None), true)
     }
 
     fn build(
         id: u64,
-        progress: Option<mpsc::UnboundedSender<WaitState>>,
+        (progress, learned): (Option<mpsc::UnboundedSender<WaitState>>, Option<mpsc::UnboundedSender<Learned>>),
         stepped: bool,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<Finished>>) {
         let (finished, receiver) = mpsc::unbounded_channel();
         let events = OnceLock::new();
-        let group = Group { id, finished, events, progress, requests: AtomicU64::new(0), stepped };
+        let group = Group { id, finished, events, progress, learned, requests: AtomicU64::new(0), stepped };
         (Arc::new(group), receiver)
     }
 
@@ -406,6 +424,13 @@ impl Scheduler {
                     if let Some(slot) = self.slots.get(&key).copied() {
                         self.remove((key, slot));
                     }
+                }
+            }
+            Command::Learn(key, seen) => {
+                let durations = self.durations.of(key.as_ref());
+                let mut durations = durations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (after, by) in seen {
+                    durations.record_between(after, by);
                 }
             }
         }
@@ -786,6 +811,10 @@ impl Scheduler {
     /// Reports a wait's end (sent with the others of this turn, see [`Scheduler::report`]).
     fn finish(&mut self, entry: Box<Entry>, result: Result<Task>) {
         let Entry { poller, group, span, .. } = *entry;
+        if let (Some(learned), Some(between)) = (&group.learned, poller.learned()) {
+            let key = poller.duration_key().cloned();
+            let _ = learned.send(Learned { provider: self.provider, key, between });
+        }
         let polls = poller.state().attempts;
         self.telemetry.wait_ended(span, &result, polls, poller.elapsed(self.clock.now()));
         self.done.push((group, Finished { task_ref: poller.into_task_ref(), result, polls }));

@@ -167,7 +167,7 @@ impl Run {
         waits: Vec<(String, WaitOptions)>,
     ) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
-        let (group, finished) = Group::new(7, None);
+        let (group, finished) = Group::new(7, None, None);
         let mut run = Run { commands, group, finished, ready: Default::default(), next_key: 0 };
         for (id, options) in waits {
             run.add(source.spec.name, &id, &options);
@@ -488,7 +488,7 @@ async fn requests_in_flight_are_bounded_per_provider() {
 /// A scheduler for Cloudinary (results only by webhook) with the hub listening.
 fn webhook_run(source: &Arc<Scripted>, clock: &Arc<dyn Clock>, hub: &crate::webhook::WebhookHub) -> Run {
     let (commands, receiver) = mpsc::unbounded_channel();
-    let (group, finished) = Group::new(7, None);
+    let (group, finished) = Group::new(7, None, None);
     let hook = source.spec.webhook.as_ref().expect("cloudinary declares webhooks");
     let scheduler =
         Scheduler::new(source.spec.name, Arc::new(source.clone()), clock.clone(), (LOOSE, None), 4, receiver)
