@@ -36,7 +36,8 @@
 //! back: [`Simulator::add_task_with_callback`] sends the task's signed
 //! delivery to a URL when it finishes (signed with the same demo secrets the
 //! simulator's client and [`Simulator::credentials`] use), optionally late or
-//! lost ([`Callback`]); [`Simulator::webhook_deliveries`] records them.
+//! lost ([`Callback`]), and sends it again with backoff while the receiver
+//! refuses it (as providers do); [`Simulator::webhook_deliveries`] records them.
 
 #![allow(clippy::disallowed_methods)] // the simulated server keeps real time (its lifecycles, its signing timestamps)
 
@@ -121,6 +122,7 @@ impl SimulatorBuilder {
             addr,
             state: Mutex::new(SimState::default()),
             shutdown: stopped.clone(),
+            webhook_sender: std::sync::OnceLock::new(),
         });
         let router = axum::Router::new().fallback(server::handle).with_state(shared.clone());
         let mut signal = stopped;

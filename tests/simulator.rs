@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use taskpoll::simulator::{Fault, Lifecycle, Simulator, served_phase};
+use taskpoll::simulator::{Callback, Fault, Lifecycle, Simulator, WebhookDelivery, served_phase};
 use taskpoll::spec::{OperationSpec, ProviderSpec, providers};
 use taskpoll::{Client, Credential, Error, Phase, ProviderConfig, TaskRef};
 
@@ -638,5 +638,82 @@ async fn timed_steps_follow_paused_tokio_time() -> TestResult {
         tokio::time::advance(hour).await;
         assert_eq!(client.get(&task).await?.phase(), Phase::Succeeded, "{}", spec.name());
     }
+    Ok(())
+}
+
+/// The records of `n` webhook deliveries, once the simulator has them (a
+/// delivery is recorded when its last send is answered).
+async fn deliveries(sim: &Simulator, n: usize) -> Result<Vec<WebhookDelivery>, Box<dyn std::error::Error>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let recorded = sim.webhook_deliveries();
+        if recorded.len() >= n {
+            return Ok(recorded);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{} of {n} deliveries recorded", recorded.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// As providers do, a delivery the receiver refuses (a 5xx, or no
+/// connection) is sent again with backoff, up to `Callback::retries` times;
+/// an answer that says the delivery itself is wrong (401) is not retried.
+#[tokio::test]
+async fn a_refused_webhook_delivery_is_sent_again_with_backoff() -> TestResult {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let sim = Simulator::start().await?;
+    let receiver = MockServer::start().await;
+    // Twice unavailable, then taken.
+    Mock::given(method("POST"))
+        .and(path("/cloudinary"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/cloudinary"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST")).and(path("/factpulse")).respond_with(ResponseTemplate::new(401)).mount(&receiver).await;
+    let started = tokio::time::Instant::now();
+    let retried = sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new().then_succeed(),
+        Callback::to(format!("{}/cloudinary", receiver.uri())),
+    )?;
+    let recorded = deliveries(&sim, 1).await?;
+    assert_eq!((recorded[0].task.id(), recorded[0].status, recorded[0].attempts), (retried.id(), Some(204), 3));
+    // Backoff between the sends: at least half of 250 ms, then half of 500 ms.
+    assert!(started.elapsed() >= Duration::from_millis(375), "{:?}", started.elapsed());
+    let sends = receiver.received_requests().await.ok_or("requests recorded")?;
+    assert_eq!(sends.len(), 3);
+    assert!(sends.iter().all(|send| send.headers.contains_key("x-cld-signature")), "each send is signed");
+
+    // Refused for good: sent once more than the retries allow, then given up.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let closed = probe.local_addr()?;
+    drop(probe);
+    sim.add_task_with_callback(
+        "cloudinary",
+        Lifecycle::new().then_succeed(),
+        Callback::to(format!("http://{closed}/cloudinary")).retries(1),
+    )?;
+    // Not retried: the receiver says the delivery is wrong.
+    sim.add_task_with_callback(
+        "factpulse",
+        Lifecycle::new().then_succeed(),
+        Callback::to(format!("{}/factpulse", receiver.uri())),
+    )?;
+    let recorded = deliveries(&sim, 3).await?;
+    let of =
+        |provider: &str| recorded[1..].iter().find(|d| d.task.provider() == provider).map(|d| (d.status, d.attempts));
+    assert_eq!(of("cloudinary"), Some((None, 2)));
+    assert_eq!(of("factpulse"), Some((Some(401), 1)));
+    sim.shutdown().await;
     Ok(())
 }

@@ -72,6 +72,10 @@ pub struct WebhookDelivery {
     pub phase: Phase,
     /// False when it was dropped on purpose (see [`super::Callback::drop_rate`]).
     pub sent: bool,
-    /// The receiver's HTTP status (`None` when dropped or when sending failed).
+    /// The receiver's HTTP status to the last send (`None` when dropped or
+    /// when the last send failed).
     pub status: Option<u16>,
+    /// How many times it was sent (more than 1 when the receiver refused it
+    /// and it was sent again; 0 when dropped).
+    pub attempts: u32,
 }

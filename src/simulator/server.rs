@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) addr: SocketAddr,
     pub(crate) state: Mutex<SimState>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Sends the webhook deliveries (made on the first: one connection pool for all).
+    pub(crate) webhook_sender: std::sync::OnceLock<reqwest::Client>,
 }
 
 #[derive(Debug, Default)]

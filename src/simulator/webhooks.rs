@@ -15,9 +15,23 @@ use crate::{Phase, TaskRef};
 
 /// How often a watched task's answer is looked at for its end (tokio time).
 const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// Sends of a refused delivery after the first, by default.
+const DEFAULT_RETRIES: u32 = 8;
+/// The wait before the first resend of a refused delivery; doubled after
+/// each, up to [`LAST_BACKOFF`] (each wait drawn between half and all of it).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const LAST_BACKOFF: Duration = Duration::from_secs(8);
+/// How long one send may take before it counts as failed (and is sent again).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the simulator sends a task's webhook when the task finishes, and
 /// how it misbehaves ([`super::Simulator::add_task_with_callback`]).
+///
+/// As providers do, a delivery the receiver refuses (no connection, no
+/// answer within 10 s, or an answer of 408, 429 or 5xx) is sent again, with
+/// exponential backoff (from 250 ms, doubling, at most 8 s, with jitter), up
+/// to [`Callback::retries`] times, each time signed anew. Another answer
+/// (2xx, or a 4xx such as 401 for a bad signature) ends it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -32,12 +46,13 @@ pub struct Callback {
     pub(crate) drop_rate: f64,
     pub(crate) delay: Duration,
     pub(crate) seed: Option<u64>,
+    pub(crate) retries: u32,
 }
 
 impl Callback {
     /// Deliveries go to `url` (a POST with the provider's signature headers).
     pub fn to(url: impl Into<String>) -> Self {
-        Self { url: url.into(), drop_rate: 0.0, delay: Duration::ZERO, seed: None }
+        Self { url: url.into(), drop_rate: 0.0, delay: Duration::ZERO, seed: None, retries: DEFAULT_RETRIES }
     }
 
     /// The share of deliveries lost on the way, from 0 (none, the default)
@@ -50,6 +65,13 @@ impl Callback {
     /// How long after the task finishes the delivery is sent (tokio time).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// How many times a refused delivery is sent again (default 8; 0: sent
+    /// once, whatever the answer).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
 
@@ -138,17 +160,43 @@ pub(crate) async fn watch_and_send(shared: Arc<Shared>, spec: &'static ProviderS
     let payload = payload(hook, &id, task.phase(), task.error(), &body);
     let mut rng = callback.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
     let dropped = callback.drop_rate > 0.0 && rng.f64() < callback.drop_rate;
-    let mut record = WebhookDelivery { task: task_ref, phase: task.phase(), sent: !dropped, status: None };
+    let mut record = WebhookDelivery { task: task_ref, phase: task.phase(), sent: !dropped, status: None, attempts: 0 };
     if !dropped {
+        let sender = shared.webhook_sender.get_or_init(|| {
+            reqwest::Client::builder().timeout(SEND_TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new())
+        });
         let bytes = payload.to_string().into_bytes();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut request = reqwest::Client::new().post(&callback.url).header("content-type", "application/json");
-        for (name, value) in crate::webhook::sign(hook, &secret, &bytes, now) {
-            request = request.header(name, value);
-        }
-        match request.body(bytes).send().await {
-            Ok(response) => record.status = Some(response.status().as_u16()),
-            Err(e) => tracing::info!(error = %e, "simulator: webhook delivery failed"),
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            record.attempts += 1;
+            // Signed at each send: a resend carries a fresh timestamp, as a provider's does.
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let mut request = sender.post(&callback.url).header("content-type", "application/json");
+            for (name, value) in crate::webhook::sign(hook, &secret, &bytes, now) {
+                request = request.header(name, value);
+            }
+            let refused = match request.body(bytes.clone()).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    record.status = Some(status.as_u16());
+                    status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429
+                }
+                Err(e) => {
+                    record.status = None;
+                    tracing::info!(error = %e, attempt = record.attempts, "simulator: webhook delivery failed");
+                    true
+                }
+            };
+            if !refused || record.attempts > callback.retries {
+                break;
+            }
+            // Between half and all of the backoff, so refused senders do not come back all at once.
+            let wait = backoff.mul_f64(0.5 + rng.f64() / 2.0);
+            backoff = (backoff * 2).min(LAST_BACKOFF);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
         }
     }
     shared.lock().webhooks.push(record);

@@ -135,6 +135,38 @@ impl Dialect for Postgres {
     const INTEGER: &'static str = "BIGINT";
     const JSON_ELEMENTS: &'static str = "jsonb_array_elements($1::jsonb) AS e(value)";
     const NOTIFY_DELIVERY: Option<&'static str> = Some("SELECT pg_notify('taskpoll_deliveries', $1)");
+    // A delivery's insert, due time and hint in one statement. Binds: provider, task id,
+    // task, now (ms), notify (1: yes); returns the deliveries kept (0 or 1), the finished
+    // waits of the task (0 or 1) and the hints sent. The writing CTEs run whether read or
+    // not; the hint's (a SELECT of a volatile function) runs as the final count reads it.
+    const DELIVER: Option<&'static str> = Some(
+        "WITH late AS ( \
+           SELECT 1 FROM taskpoll_waits WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NOT NULL LIMIT 1 \
+         ), kept AS ( \
+           INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
+           SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM late) \
+           ON CONFLICT (provider, task_id) DO NOTHING RETURNING seq \
+         ), due AS ( \
+           UPDATE taskpoll_waits SET due_at_ms = LEAST(due_at_ms, $4) \
+           WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL AND EXISTS (SELECT 1 FROM kept) \
+         ), hint AS ( \
+           SELECT pg_notify('taskpoll_deliveries', $1) FROM kept WHERE $5 = 1 \
+         ) \
+         SELECT (SELECT COUNT(*) FROM kept), (SELECT COUNT(*) FROM late), (SELECT COUNT(*) FROM hint)",
+    );
+    // The trim and its count in one statement (so in one transaction). Binds: provider,
+    // capacity.
+    const TRIM_DELIVERIES: Option<&'static str> = Some(
+        "WITH over AS ( \
+           DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+             SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2) \
+           RETURNING 1 \
+         ) \
+         INSERT INTO taskpoll_delivery_drops (provider, over_capacity, expired) \
+         SELECT $1, COUNT(*), 0 FROM over HAVING COUNT(*) > 0 \
+         ON CONFLICT (provider) DO UPDATE \
+           SET over_capacity = taskpoll_delivery_drops.over_capacity + excluded.over_capacity",
+    );
 
     fn floor(expr: &str) -> String {
         // A cast alone would round.

@@ -47,6 +47,13 @@ pub(super) trait Dialect: Database {
     const JSON_ELEMENTS: &'static str;
     /// Sent in a delivery's transaction to wake the workers sooner (PostgreSQL's `NOTIFY`), if any.
     const NOTIFY_DELIVERY: Option<&'static str>;
+    /// A delivery's insert, due time and hint as one statement, when the
+    /// engine can (see [`SqlStore::deliver`] for its binds and what it
+    /// returns); else one statement per step.
+    const DELIVER: Option<&'static str> = None;
+    /// The trim of a provider's deliveries over the capacity and its count
+    /// of drops as one statement, when the engine can; else a transaction of two.
+    const TRIM_DELIVERIES: Option<&'static str> = None;
 
     /// The largest integer at most `expr` (a non-negative number).
     fn floor(expr: &str) -> String;
@@ -498,58 +505,43 @@ where
         let failed = failed("cannot write a webhook delivery");
         let provider = task.task_ref().provider();
         let task_id = task.task_ref().id();
-        // One statement each, but for the trim: a receiver writes many deliveries a second,
-        // and each step stands alone (expired deliveries are dropped by the sweeps).
-        // A late delivery (the task's wait has finished) is not kept: its outcome is written already.
-        let inserted = sqlx::query(
-            "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
-             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM taskpoll_waits AS w \
-               WHERE w.provider = $1 AND w.task_id = $2 AND w.finished_at_ms IS NOT NULL) \
-             ON CONFLICT (provider, task_id) DO NOTHING",
-        )
-        .bind(provider)
-        .bind(task_id)
-        .bind(to_json(task)?)
-        .bind(db_int(now_ms))
-        .execute(&self.pool)
-        .await
-        .map_err(&failed)?;
-        let written = DB::rows_affected(&inserted) == 1;
-        if written {
-            // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
-            let sql = format!(
-                "UPDATE taskpoll_waits SET due_at_ms = {}(due_at_ms, $3) \
-                 WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL",
-                DB::LEAST
-            );
-            sqlx::query(&sql)
-                .bind(provider)
-                .bind(task_id)
-                .bind(db_int(now_ms))
-                .execute(&self.pool)
-                .await
-                .map_err(&failed)?;
-            if self.notify
-                && let Some(notify) = DB::NOTIFY_DELIVERY
-            {
-                sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
+        let written = match DB::DELIVER {
+            // One round trip to the hint: the write is on every delivery's path to its wait.
+            Some(sql) => {
+                let (kept, late, _hints): (i64, i64, i64) = sqlx::query_as(sql)
+                    .bind(provider)
+                    .bind(task_id)
+                    .bind(to_json(task)?)
+                    .bind(db_int(now_ms))
+                    .bind(i64::from(self.notify))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(&failed)?;
+                if kept == 0 {
+                    return Ok(if late > 0 { DeliveryWrite::WaitFinished } else { DeliveryWrite::AlreadyKept });
+                }
+                true
             }
+            None => self.deliver_by_steps(task, now_ms).await?,
+        };
+        if written {
             // Over the capacity: the oldest go (through the (provider, seq) index), counted
             // in the same transaction so that no drop goes uncounted. Each delivery trims
             // after its own insert has committed, and the last trim sees every insert before
             // it: a provider holds one more per delivery in flight, never more once they are
             // written (DeliveryLimits says so). A trim that fails is made by the next delivery.
-            let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
-                 SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
-            let mut tx = self.pool.begin().await.map_err(&failed)?;
-            let dropped = sqlx::query(sql)
-                .bind(provider)
-                .bind(i64::from(limits.capacity_per_provider.max(1)))
-                .execute(&mut *tx)
-                .await
-                .map_err(&failed)?;
-            count_drops(&mut *tx, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
-            tx.commit().await.map_err(&failed)?;
+            let capacity = i64::from(limits.capacity_per_provider.max(1));
+            if let Some(sql) = DB::TRIM_DELIVERIES {
+                sqlx::query(sql).bind(provider).bind(capacity).execute(&self.pool).await.map_err(&failed)?;
+            } else {
+                let sql = "DELETE FROM taskpoll_deliveries WHERE provider = $1 AND seq <= ( \
+                     SELECT seq FROM taskpoll_deliveries WHERE provider = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+                let mut tx = self.pool.begin().await.map_err(&failed)?;
+                let dropped =
+                    sqlx::query(sql).bind(provider).bind(capacity).execute(&mut *tx).await.map_err(&failed)?;
+                count_drops(&mut *tx, provider, DB::rows_affected(&dropped), 0).await.map_err(&failed)?;
+                tx.commit().await.map_err(&failed)?;
+            }
         }
         Ok(if written {
             DeliveryWrite::Written
@@ -565,6 +557,51 @@ where
             .map_err(&failed)?;
             if late.is_some() { DeliveryWrite::WaitFinished } else { DeliveryWrite::AlreadyKept }
         })
+    }
+
+    /// A delivery's insert, due time and hint, one statement each, no
+    /// transaction (each step stands alone; expired deliveries are dropped by
+    /// the sweeps): whether it was kept. A late delivery (the task's wait has
+    /// finished) is not kept: its outcome is written already.
+    async fn deliver_by_steps(&self, task: &Task, now_ms: u64) -> Result<bool> {
+        let failed = failed("cannot write a webhook delivery");
+        let provider = task.task_ref().provider();
+        let task_id = task.task_ref().id();
+        let inserted = sqlx::query(
+            "INSERT INTO taskpoll_deliveries (provider, task_id, task, received_at_ms) \
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM taskpoll_waits AS w \
+               WHERE w.provider = $1 AND w.task_id = $2 AND w.finished_at_ms IS NOT NULL) \
+             ON CONFLICT (provider, task_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(task_id)
+        .bind(to_json(task)?)
+        .bind(db_int(now_ms))
+        .execute(&self.pool)
+        .await
+        .map_err(&failed)?;
+        if DB::rows_affected(&inserted) != 1 {
+            return Ok(false);
+        }
+        // The wait (if any) is due now, so a worker claims it at once when nobody holds it.
+        let sql = format!(
+            "UPDATE taskpoll_waits SET due_at_ms = {}(due_at_ms, $3) \
+             WHERE provider = $1 AND task_id = $2 AND finished_at_ms IS NULL",
+            DB::LEAST
+        );
+        sqlx::query(&sql)
+            .bind(provider)
+            .bind(task_id)
+            .bind(db_int(now_ms))
+            .execute(&self.pool)
+            .await
+            .map_err(&failed)?;
+        if self.notify
+            && let Some(notify) = DB::NOTIFY_DELIVERY
+        {
+            sqlx::query(notify).bind(provider).execute(&self.pool).await.map_err(&failed)?;
+        }
+        Ok(true)
     }
 
     /// The deliveries kept for unfinished waits `worker` holds.

@@ -446,6 +446,12 @@ impl Driver {
                     }
                     None => return self.stop().await,
                 },
+                // Before hints and progress: an ended wait's outcome is on the way to its
+                // caller, and a steady stream of hints must not hold it back.
+                Some(outcome) = self.waiter.next_outcome(), if pending => {
+                    let batch = self.ready_outcomes(vec![outcome]);
+                    self.finished(batch).await;
+                }
                 Ok(()) = changed(&mut self.hints) => self.next_deliveries_ms = 0,
                 Some(state) = self.progress.recv() => {
                     self.progressed(state);
@@ -454,16 +460,6 @@ impl Driver {
                     }
                 }
                 Some(learned) = self.journal.next() => self.journal.push(learned),
-                Some(outcome) = self.waiter.next_outcome(), if pending => {
-                    let mut batch = vec![outcome];
-                    while batch.len() < FINISH_BATCH {
-                        match self.waiter.next_outcome().now_or_never() {
-                            Some(Some(outcome)) => batch.push(outcome),
-                            _ => break,
-                        }
-                    }
-                    self.finished(batch).await;
-                }
                 () = tokio::time::sleep(TICK) => {}
             }
             if !self.housekeep().await {
@@ -488,6 +484,10 @@ impl Driver {
 
     /// Writes the outcomes of ended waits, then reports the ones written.
     async fn finished(&mut self, batch: Vec<WaitOutcome>) {
+        // Progress reported before these ends first (outcomes are taken before progress).
+        while let Ok(state) = self.progress.try_recv() {
+            self.progressed(state);
+        }
         let now_ms = self.now_ms();
         for WaitOutcome { task_ref, result, polls, .. } in batch {
             if polls > 0 {
@@ -563,6 +563,7 @@ impl Driver {
             self.end_restored(now_ms);
         }
         if now_ms >= self.next_sweep_ms {
+            self.between_steps().await;
             self.next_sweep_ms = now_ms.saturating_add(super::millis(SWEEP_EVERY));
             let gone_before = now_ms.saturating_sub(super::millis(GONE_AFTER));
             if let Err(error) = self.store.sweep(now_ms, &self.config.delivery_limits, gone_before).await {
@@ -570,14 +571,17 @@ impl Driver {
             }
         }
         if !self.held.is_empty() && now_ms >= self.next_renew_ms {
+            self.between_steps().await;
             self.renew(now_ms, lease_ms).await;
         }
         self.check_lease(now_ms, lease_ms);
         if now_ms >= self.next_save_ms {
+            self.between_steps().await;
             self.next_save_ms = now_ms.saturating_add(super::millis(self.config.save_every));
             self.save().await;
         }
         if now_ms >= self.next_claim_ms {
+            self.between_steps().await;
             // Claimed waits are this worker's while its lease lives: a fresh one first.
             if now_ms.saturating_add(lease_ms / 2) >= self.held_until_ms {
                 self.renew(now_ms, lease_ms).await;
@@ -591,6 +595,39 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// Run between the slower housekeeping steps (sweep, renewal, save,
+    /// claim): writes the outcomes of waits that ended meanwhile and applies
+    /// the deliveries a hint announced meanwhile, so that neither waits for
+    /// the rest of the housekeeping (a claim can take a while on a busy database).
+    async fn between_steps(&mut self) {
+        if self.now_ms() < self.retry_at_ms {
+            return;
+        }
+        let batch = self.ready_outcomes(Vec::new());
+        if !batch.is_empty() {
+            self.finished(batch).await;
+        }
+        let hinted = self.hints.as_ref().is_some_and(|hints| hints.has_changed().unwrap_or(false));
+        if hinted
+            && !self.held.is_empty()
+            && let Some(hints) = self.hints.as_mut()
+        {
+            hints.borrow_and_update();
+            self.apply_deliveries().await;
+        }
+    }
+
+    /// `batch` and the outcomes ready now, up to [`FINISH_BATCH`].
+    fn ready_outcomes(&mut self, mut batch: Vec<WaitOutcome>) -> Vec<WaitOutcome> {
+        while batch.len() < FINISH_BATCH {
+            match self.waiter.next_outcome().now_or_never() {
+                Some(Some(outcome)) => batch.push(outcome),
+                _ => break,
+            }
+        }
+        batch
     }
 
     /// A lease this worker could not renew in time: stop polling before another worker may start.
