@@ -146,12 +146,14 @@ async fn locked_store(shared_budget: bool) -> TestResult {
     let stored = store.outcomes(1_000).await?;
     assert_eq!(stored.len(), tasks.len(), "one outcome per task in the store");
     assert!(stored.iter().all(|o| reported.get(&o.task_ref).is_some_and(|r| r.id == o.id && r.kind == o.kind)));
-    // Waits that ended while the store was locked were kept, and written after.
-    assert!(errors.iter().any(|e| e.starts_with("wait store: cannot write outcomes: ")), "{errors:?}");
+    // Waits that ended while the store was locked were kept, and written after
+    // (with the shared budget, polls wait for the store too once the grant is
+    // spent, so a wait may or may not end meanwhile).
     let kept = reported.values().filter(|o| (taken_at_ms..released_at_ms).contains(&o.finished_at_ms)).count();
-    let mut ends: Vec<i64> = reported.values().map(|o| o.finished_at_ms as i64 - taken_at_ms as i64).collect();
-    ends.sort();
-    assert!(kept > 0, "no wait ended while the store was locked");
+    if !shared_budget {
+        assert!(errors.iter().any(|e| e.starts_with("wait store: cannot write outcomes: ")), "{errors:?}");
+        assert!(kept > 0, "no wait ended while the store was locked");
+    }
     eprintln!("{} store errors while locked for {HELD_FOR:?}; {kept} outcomes kept and written after", errors.len());
     waiter.stop().await;
     sim.shutdown().await;
