@@ -5,17 +5,14 @@
 #![cfg(all(feature = "store-sqlite", feature = "store-postgres", feature = "simulator", feature = "webhook"))]
 #![allow(clippy::disallowed_methods)] // reads real time: the receiver stamps deliveries with it
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::now_ms;
 use crate::support::TestResult;
 use crate::support::store::{TestStore, every_store};
 use taskpoll::simulator::{Callback, Lifecycle, Simulator};
 use taskpoll::store::{Claim, DeliveryLimits, DeliveryWrite, NewWait, OutcomeKind, StoredOutcome};
 use taskpoll::{TaskRef, WaitOptions};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_bounded_counted_and_found_by_the_wait_added_later() -> TestResult {

@@ -4,17 +4,14 @@
 #![cfg(all(feature = "store-sqlite", feature = "simulator", feature = "webhook"))]
 #![allow(clippy::disallowed_methods)] // reads real time: the receiver stamps deliveries with it
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::now_ms;
 use crate::support::TestResult;
 use crate::support::store::sqlite;
 use taskpoll::simulator::{Callback, Lifecycle, Simulator};
 use taskpoll::store::{Claim, DeliveryLimits, NewWait, OutcomeKind, StoredWaiter};
 use taskpoll::{Phase, Via, WaitOptions};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_over_held_success_ends_with_the_delivery_in_the_store_even_after_its_grace() -> TestResult {

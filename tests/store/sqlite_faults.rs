@@ -9,29 +9,17 @@
 #![allow(clippy::disallowed_methods)] // reads real time: the worker stamps its outcomes with it
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::Connection as _;
 use taskpoll::error::StoreFault;
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::store::{SqliteStore, StoredOutcome, StoredWaiter, WaitStore as _};
-use taskpoll::{Client, Policy, TaskRef, WaitOptions};
+use taskpoll::{Client, TaskRef, WaitOptions};
 
+use crate::now_ms;
+use crate::quick_policy;
 use crate::support::TestResult;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn quick_policy() -> Policy {
-    Policy::builder()
-        .name("quick")
-        .initial_delay(Duration::from_millis(50))
-        .factor(1.0)
-        .final_poll_reserve(Duration::from_millis(20))
-        .build()
-        .expect("a valid policy")
-}
 
 /// The finished waits in the store at `url` (wait id, task id) that ended
 /// within `ended` (Unix ms), read by a connection of the test's own.

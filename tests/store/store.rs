@@ -13,8 +13,9 @@ use taskpoll::clock::ManualClock;
 use taskpoll::simulator::{Lifecycle, Simulator};
 use taskpoll::spec::RateSpec;
 use taskpoll::store::{Claim, NewWait, OutcomeKind, StoredOutcome, StoredWaiter};
-use taskpoll::{Client, Policy, TaskRef, WaitOptions, WaitState};
+use taskpoll::{Client, TaskRef, WaitOptions, WaitState};
 
+use crate::quick_policy;
 use crate::support::TestResult;
 
 const T0: u64 = 1_900_000_000_000;
@@ -179,16 +180,6 @@ async fn concurrent_claims_never_hand_one_wait_to_two_workers() -> TestResult {
         assert_eq!(owner.len(), 2_000, "{name}");
     }
     Ok(())
-}
-
-fn quick_policy() -> Policy {
-    Policy::builder()
-        .name("quick")
-        .initial_delay(Duration::from_millis(50))
-        .factor(1.0)
-        .final_poll_reserve(Duration::from_millis(20))
-        .build()
-        .expect("a valid policy")
 }
 
 fn client(sim: &Simulator, worker: &str) -> taskpoll::Result<Client> {
