@@ -250,6 +250,34 @@ mod server {
         start: Option<Instant>,
         /// Finish time of task `ID_BASE + i`, in ms after `start` (`NEVER`: never).
         offsets: Vec<u32>,
+        /// When each task was last read, in ms after `start` plus one (0: never).
+        last_read: Vec<std::sync::atomic::AtomicU32>,
+        /// When a read first saw each task ended, as `last_read`.
+        seen_ended: Vec<std::sync::atomic::AtomicU32>,
+        /// The time between two reads of one task, in ms, over all tasks.
+        gaps: Mutex<Vec<u32>>,
+    }
+
+    impl Table {
+        fn new(offsets: Vec<u32>) -> Self {
+            let zeros = || (0..offsets.len()).map(|_| std::sync::atomic::AtomicU32::new(0)).collect();
+            Table { start: None, last_read: zeros(), seen_ended: zeros(), offsets, gaps: Mutex::new(Vec::new()) }
+        }
+
+        /// Notes a read of task `index` at `now` that saw it `ended` or not, with the gap since its last read.
+        fn note(&self, index: usize, now: Instant, ended: bool, gaps: &mut Vec<u32>) {
+            let Some(start) = self.start else { return };
+            let ms = u32::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u32::MAX - 1) + 1;
+            if let Some(last) = self.last_read.get(index) {
+                let before = last.swap(ms, Ordering::Relaxed);
+                if before != 0 {
+                    gaps.push(ms.saturating_sub(before));
+                }
+            }
+            if ended && let Some(seen) = self.seen_ended.get(index) {
+                let _ = seen.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
 
     #[derive(Default)]
@@ -277,11 +305,12 @@ mod server {
         /// for an unknown id. Written as text rather than built as a `Value`:
         /// the server stands in for a remote provider, so its CPU should not
         /// crowd the client's on the same two cores.
-        fn task(table: &Table, id: &str, now: Instant) -> Option<String> {
+        fn task(table: &Table, id: &str, now: Instant, gaps: &mut Vec<u32>) -> Option<String> {
             let index = id.parse::<usize>().ok()?.checked_sub(ID_BASE)?;
             let offset = *table.offsets.get(index)?;
             let done = offset != NEVER
                 && table.start.is_some_and(|start| now >= start + Duration::from_millis(u64::from(offset)));
+            table.note(index, now, done, gaps);
             // `id` parsed as a number above, so it needs no escaping.
             Some(if done {
                 format!(
@@ -302,7 +331,10 @@ mod server {
     async fn single(State(server): State<Arc<Deepomatic>>, Path(id): Path<String>) -> Response {
         let table = server.table.read().unwrap_or_else(|e| e.into_inner());
         server.record(false, &table);
-        match Deepomatic::task(&table, &id, Instant::now()) {
+        let mut gaps = Vec::new();
+        let task = Deepomatic::task(&table, &id, Instant::now(), &mut gaps);
+        table.gaps.lock().unwrap_or_else(|e| e.into_inner()).extend(gaps);
+        match task {
             Some(task) => json_text(task),
             None => (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response(),
         }
@@ -324,8 +356,10 @@ mod server {
             }
         }
         let now = Instant::now();
+        let mut gaps = Vec::with_capacity(limit.min(ids.len()));
         let results: Vec<String> =
-            ids.iter().skip(offset).take(limit).filter_map(|id| Deepomatic::task(&table, id, now)).collect();
+            ids.iter().skip(offset).take(limit).filter_map(|id| Deepomatic::task(&table, id, now, &mut gaps)).collect();
+        table.gaps.lock().unwrap_or_else(|e| e.into_inner()).extend(gaps);
         let next = (offset + limit < ids.len()).then(|| {
             let addr = server.addr.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let task_ids: Vec<String> = ids.iter().map(|id| format!("task_ids={id}")).collect();
@@ -411,7 +445,7 @@ mod server {
                     } else {
                         finish_offsets(n, number("spread_ms") as u32, number("seed"))
                     };
-                    *self.deepomatic.table.write().unwrap_or_else(|e| e.into_inner()) = Table { start: None, offsets };
+                    *self.deepomatic.table.write().unwrap_or_else(|e| e.into_inner()) = Table::new(offsets);
                     self.deepomatic.batch.store(0, Ordering::SeqCst);
                     self.deepomatic.single.store(0, Ordering::SeqCst);
                     self.deepomatic.request_ms.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -449,7 +483,30 @@ mod server {
                 "stats" => {
                     let request_ms =
                         std::mem::take(&mut *self.deepomatic.request_ms.lock().unwrap_or_else(|e| e.into_inner()));
+                    // Poll gaps and the server's side of the lag (the read that saw a task ended, less its finish).
+                    let table = self.deepomatic.table.read().unwrap_or_else(|e| e.into_inner());
+                    let mut gaps = std::mem::take(&mut *table.gaps.lock().unwrap_or_else(|e| e.into_inner()));
+                    gaps.sort_unstable();
+                    let mut seen_lags: Vec<i64> = table
+                        .seen_ended
+                        .iter()
+                        .zip(&table.offsets)
+                        .filter_map(|(seen, offset)| {
+                            let seen = seen.load(Ordering::Relaxed);
+                            (seen != 0).then(|| i64::from(seen) - 1 - i64::from(*offset))
+                        })
+                        .collect();
+                    seen_lags.sort_unstable();
+                    let at = |n: usize, q: f64| ((n.saturating_sub(1)) as f64 * q).round() as usize;
+                    let gap = |q: f64| gaps.get(at(gaps.len(), q)).copied().unwrap_or(0);
+                    let seen = |q: f64| seen_lags.get(at(seen_lags.len(), q)).copied().unwrap_or(0);
+                    let polls = json!({
+                        "gap_ms": [gap(0.5), gap(0.99), gaps.last().copied().unwrap_or(0)],
+                        "seen_lag_ms": [seen(0.5), seen(0.99)],
+                    });
+                    drop(table);
                     json!({
+                        "polls": polls,
                         "batch": self.deepomatic.batch.load(Ordering::SeqCst),
                         "single": self.deepomatic.single.load(Ordering::SeqCst),
                         "request_ms": request_ms,
@@ -596,7 +653,7 @@ mod bench {
         }
     }
 
-    #[derive(Clone, Copy, PartialEq)]
+    #[derive(Clone, Copy, PartialEq, Debug)]
     enum Side {
         Waiter,
         Independent,
@@ -744,9 +801,7 @@ mod bench {
             Side::Waiter => {
                 let mut waiter = client.waiter();
                 let mut out = Vec::with_capacity(tasks.len());
-                for task in tasks {
-                    waiter.add(task, &options)?;
-                }
+                waiter.add_many(tasks, &options)?;
                 while let Some((task, result)) = waiter.next().await {
                     out.push((task, since(Instant::now()), Outcome::of(&result)));
                 }
@@ -843,6 +898,9 @@ mod bench {
             let request_ms: Vec<f64> = serde_json::from_value(stats["request_ms"].clone())?;
             let report_ms: Vec<f64> = reports.iter().map(|r| r.1).collect();
             figures.rounds = rounds(&request_ms, &report_ms, interval);
+            // Where the lag comes from: the time between two reads of a task, and
+            // when the server first answered a task ended (its side of the lag).
+            eprintln!("many_waits: {n} tasks, {side:?}: server saw {}", stats["polls"]);
             for (task, report, outcome) in &reports {
                 match outcome {
                     Outcome::Succeeded => {

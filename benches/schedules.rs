@@ -71,6 +71,11 @@ fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>, see
             lags.push(lag);
         }
     }
+    if policy.is_learned() && std::env::var_os("PLANS").is_some() {
+        let plan = policy.learned_poll_times(deadline, &mut learned);
+        let plan: Vec<String> = plan.iter().take(40).map(|t| format!("{:.2}", t.as_secs_f64())).collect();
+        println!("  plan: {}", plan.join(" "));
+    }
     lags.sort_by(f64::total_cmp);
     let at = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
     Figures { requests: requests as f64 / lags.len().max(1) as f64, lag_p50: at(0.5), lag_p99: at(0.99) }

@@ -174,6 +174,16 @@ impl Waiter {
         self.shared.add(task, options)
     }
 
+    /// Starts waiting on many tasks at once, all or none: their first polls
+    /// go out together, in full batch reads where the provider has them (one
+    /// round over the tasks, as a loop over them would read them), where
+    /// adding them one by one may send the first few before the rest arrive.
+    /// Refused as [`Waiter::add`], and also when a task is listed twice;
+    /// when refused, no task of the list is added.
+    pub fn add_many(&self, tasks: impl IntoIterator<Item = TaskRef>, options: &WaitOptions) -> Result<()> {
+        self.shared.add_many(tasks, options)
+    }
+
     /// Continues a saved wait (see [`Client::resume`]) alongside the others.
     pub fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
         self.shared.resume(state, options)
@@ -245,6 +255,11 @@ impl WaiterHandle {
         self.shared.add(task, options)
     }
 
+    /// See [`Waiter::add_many`].
+    pub fn add_many(&self, tasks: impl IntoIterator<Item = TaskRef>, options: &WaitOptions) -> Result<()> {
+        self.shared.add_many(tasks, options)
+    }
+
     /// See [`Waiter::resume`].
     pub fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {
         self.shared.resume(state, options)
@@ -271,6 +286,49 @@ impl Shared {
         let lane = self.lane(provider)?;
         let poller = Engine::of(&self.client)?.start(task.clone(), options, &lane)?;
         self.enqueue(provider, lane, task, poller)
+    }
+
+    fn add_many(&self, tasks: impl IntoIterator<Item = TaskRef>, options: &WaitOptions) -> Result<()> {
+        let engine = Engine::of(&self.client)?;
+        // The new waits by provider (few per call), each provider's in one command.
+        let mut lanes: Vec<(&'static str, Lane, Vec<Poller>)> = Vec::new();
+        for task in tasks {
+            let provider = self.client.configured_for(&task)?.spec.name;
+            let index = match lanes.iter().position(|(p, ..)| *p == provider) {
+                Some(index) => index,
+                None => {
+                    lanes.push((provider, self.lane(provider)?, Vec::new()));
+                    lanes.len() - 1
+                }
+            };
+            let (_, lane, pollers) = &mut lanes[index];
+            pollers.push(engine.start(task, options, lane)?);
+        }
+        let mut guard = self.registry();
+        let registry = &mut *guard;
+        if registry.closed {
+            return Err(Error::config("the waiter was dropped"));
+        }
+        let mut listed = std::collections::HashSet::new();
+        for poller in lanes.iter().flat_map(|(_, _, pollers)| pollers) {
+            let task = poller.task_ref();
+            if registry.waiting.contains_key(task) || !listed.insert(task) {
+                return Err(Error::config(format!("already waiting on {task}")));
+            }
+        }
+        drop(listed);
+        for (provider, lane, pollers) in lanes {
+            let tasks: Vec<TaskRef> = pollers.iter().map(|poller| poller.task_ref().clone()).collect();
+            let added = engine.add_many(&self.client, &lane, &self.group, pollers)?;
+            for (task, (key, registration)) in tasks.into_iter().zip(added) {
+                if let Some(registration) = registration {
+                    registry.webhooks.insert(task.clone(), registration);
+                }
+                registry.waiting.insert(task, (provider, key));
+            }
+            registry.lanes.entry(provider).or_insert(lane);
+        }
+        Ok(())
     }
 
     fn resume(&self, state: WaitState, options: &WaitOptions) -> Result<()> {

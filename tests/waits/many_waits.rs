@@ -204,6 +204,54 @@ async fn a_provider_this_client_does_not_configure_is_refused() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_added_at_once_are_read_in_full_batches_from_the_first_round() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = client(&sim)?;
+    let mut tasks = Vec::new();
+    for _ in 0..1_000 {
+        tasks.push(sim.add_task("deepomatic", Lifecycle::new().queued_for_polls(1).then_succeed())?);
+    }
+    let mut waiter = client.waiter();
+    waiter.add_many(tasks.clone(), &quick(Duration::from_secs(30)))?;
+    assert_eq!(waiter.pending(), 1_000);
+    let mut ended = 0;
+    while let Some((_, result)) = waiter.next().await {
+        assert_eq!(result?.phase(), Phase::Succeeded);
+        ended += 1;
+    }
+    assert_eq!(ended, 1_000);
+    // The first round is ⌈1,000 / 100⌉ full batch reads: it did not start
+    // before every wait was in (a loop of `add` may send its first reads
+    // while the rest are still arriving). Each task is read twice in all.
+    let sizes: Vec<usize> = sim.requests().iter().map(|r| r.task_ids.len()).collect();
+    assert_eq!(sizes[..10], [100; 10], "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 2_000, "{sizes:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn adding_many_adds_all_or_none() -> TestResult {
+    let sim = Simulator::start().await?;
+    let client = Client::builder().provider(sim.client_config("deepomatic")).build()?;
+    let waiter = client.waiter();
+    let options = quick(Duration::from_secs(5));
+    let (a, b) = (TaskRef::new("deepomatic", "1")?, TaskRef::new("deepomatic", "2")?);
+    // A task listed twice, or one of a provider the client does not configure: none is added.
+    let error = waiter.add_many([a.clone(), b.clone(), a.clone()], &options).expect_err("listed twice");
+    assert!(error.to_string().contains("already waiting on"), "{error}");
+    let error = waiter.add_many([a.clone(), TaskRef::new("qolaba", "x")?], &options).expect_err("not configured");
+    assert!(matches!(error, Error::ProviderNotConfigured(_)), "{error}");
+    assert_eq!(waiter.pending(), 0);
+    // One already waited on: refused too, and the rest is not added.
+    waiter.add(a.clone(), &options)?;
+    let error = waiter.add_many([b.clone(), a], &options).expect_err("already waiting");
+    assert!(error.to_string().contains("already waiting on"), "{error}");
+    assert_eq!(waiter.pending(), 1);
+    waiter.cancel_all();
+    Ok(())
+}
+
 // ---------------------------------------------------------------- one engine
 
 /// The operations the simulator saw for a provider, in order.

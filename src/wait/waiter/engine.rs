@@ -177,18 +177,49 @@ impl Engine {
         let key = next_id();
         let hooked = poller.task_ref().spec().webhook.is_some().then(|| poller.task_ref().clone());
         if !lane.send(Command::Add(Entry::new(key, poller, group.clone()))) {
-            return Err(Error::config("the provider's scheduler has stopped (its tokio runtime shut down)"));
+            return Err(stopped());
         }
         // After the add: a kept delivery is handed over as a command after it.
-        let registration = hooked.map(|task| {
-            let commands = lane.commands.clone();
-            let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
-                if task.is_terminal() {
-                    let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
-                }
-            });
-            client.webhooks().register(&task, sink)
-        });
-        Ok((key, registration))
+        Ok((key, hooked.map(|task| register(client, lane, key, &task))))
     }
+
+    /// [`Engine::add`] of many waits on one lane, in one command: the
+    /// scheduler takes them all before its next launch (one round).
+    pub(crate) fn add_many(
+        &self,
+        client: &Client,
+        lane: &Lane,
+        group: &Arc<Group>,
+        pollers: Vec<Poller>,
+    ) -> Result<Vec<(Key, Option<Registration>)>> {
+        let mut hooked = Vec::new();
+        let entries: Vec<Box<Entry>> = pollers
+            .into_iter()
+            .map(|poller| {
+                let key = next_id();
+                let task = poller.task_ref();
+                hooked.push((key, task.spec().webhook.is_some().then(|| task.clone())));
+                Entry::new(key, poller, group.clone())
+            })
+            .collect();
+        if !lane.send(Command::AddMany(entries)) {
+            return Err(stopped());
+        }
+        Ok(hooked.into_iter().map(|(key, task)| (key, task.map(|task| register(client, lane, key, &task)))).collect())
+    }
+}
+
+fn stopped() -> Error {
+    Error::config("the provider's scheduler has stopped (its tokio runtime shut down)")
+}
+
+/// Registers wait `key` for `task`'s webhook deliveries: a terminal one reaches it as a command.
+fn register(client: &Client, lane: &Lane, key: Key, task: &TaskRef) -> Registration {
+    let commands = lane.commands.clone();
+    let sink: crate::webhook::Sink = Arc::new(move |task: &Task| {
+        if task.is_terminal() {
+            let _ = commands.send(Command::Webhook(key, Box::new(task.clone())));
+        }
+    });
+    client.webhooks().register(task, sink)
 }

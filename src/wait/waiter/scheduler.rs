@@ -31,6 +31,9 @@ pub(crate) type Key = u64;
 pub(crate) enum Command {
     /// Start polling for a new wait.
     Add(Box<Entry>),
+    /// Start polling for new waits, all before the next launch.
+    #[allow(clippy::vec_box)] // each box moves into the table as it is (one allocation per wait)
+    AddMany(Vec<Box<Entry>>),
     /// Stop one wait (it ends with [`Error::WaitCancelled`]).
     Cancel(Key),
     /// Stop every wait of a group (each ends with [`Error::WaitCancelled`]).
@@ -383,6 +386,11 @@ impl Scheduler {
                 self.by_end.push(Reverse((entry.end, key, slot)));
                 place.insert(entry);
                 self.slots.insert(key, slot);
+            }
+            Command::AddMany(entries) => {
+                for entry in entries {
+                    self.apply(Command::Add(entry));
+                }
             }
             Command::Cancel(key) => self.cancel(key),
             Command::Webhook(key, task) => {
