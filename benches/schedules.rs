@@ -17,7 +17,8 @@
 //! longer durations from the start.
 //!
 //! Run with `cargo bench --bench schedules`. Environment: `TASKS=2000`,
-//! `SEED=7`, `PROVIDERS=deepomatic,cloudinary`.
+//! `SEED=7`, `PROVIDERS=deepomatic,cloudinary`, `PLANS=1` (print the last
+//! learned plan of each mix).
 
 #![allow(clippy::print_stdout)]
 
@@ -151,7 +152,9 @@ fn main() {
                 let after = run(&learned, durations, half + WARMUP..half + 2 * WARMUP, seed);
                 let steady: Vec<f64> = durations[half..].iter().chain(&durations[half..]).copied().collect();
                 let settled = run(&learned, &steady, WARMUP..steady.len(), seed);
-                let within = |a: f64, b: f64| (a - b).abs() <= 0.1 * b;
+                // Back within 10 % of the settled figures: no more than 1.1 times
+                // them (fewer requests or a lower lag is not a miss).
+                let within = |a: f64, b: f64| a <= 1.1 * b;
                 println!(
                     "{:<26} {:<18} {:>9.2} {:>9.2} {:>9.2}  (settled: {:.2} / {:.2} / {:.2}; within 10 %: {})",
                     "",
