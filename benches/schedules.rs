@@ -18,7 +18,8 @@
 //!
 //! Run with `cargo bench --bench schedules`. Environment: `TASKS=2000`,
 //! `SEED=7`, `PROVIDERS=deepomatic,cloudinary`, `PLANS=1` (print the last
-//! learned plan of each mix).
+//! learned plan of each mix, and the estimate's quantiles against those of
+//! the last 200 durations).
 
 #![allow(clippy::print_stdout)]
 
@@ -76,6 +77,23 @@ fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>, see
         let plan = policy.learned_poll_times(deadline, &mut learned);
         let plan: Vec<String> = plan.iter().take(40).map(|t| format!("{:.2}", t.as_secs_f64())).collect();
         println!("  plan: {}", plan.join(" "));
+        let q = |q: f64| learned.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64());
+        let mut truth: Vec<f64> = durations[durations.len().saturating_sub(200)..].to_vec();
+        truth.sort_by(f64::total_cmp);
+        let t = |q: f64| truth[((truth.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "  estimate p1 / p5 / p25 / p50 / p90: {:.2} / {:.2} / {:.2} / {:.2} / {:.2} (last 200 durations: {:.2} / {:.2} / {:.2} / {:.2} / {:.2})",
+            q(0.01),
+            q(0.05),
+            q(0.25),
+            q(0.5),
+            q(0.9),
+            t(0.01),
+            t(0.05),
+            t(0.25),
+            t(0.5),
+            t(0.9)
+        );
     }
     lags.sort_by(f64::total_cmp);
     let at = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
