@@ -801,7 +801,13 @@ mod bench {
             Side::Waiter => {
                 let mut waiter = client.waiter();
                 let mut out = Vec::with_capacity(tasks.len());
-                waiter.add_many(tasks, &options)?;
+                if std::env::var_os("ADD_ONE_BY_ONE").is_some() {
+                    for task in tasks {
+                        waiter.add(task, &options)?;
+                    }
+                } else {
+                    waiter.add_many(tasks, &options)?;
+                }
                 while let Some((task, result)) = waiter.next().await {
                     out.push((task, since(Instant::now()), Outcome::of(&result)));
                 }
