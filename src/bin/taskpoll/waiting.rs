@@ -441,10 +441,10 @@ async fn wait_many(
     let mut waiter = client.waiter();
     // Before the first add, so no poll goes unseen.
     let mut events = waiter.events().ok_or_else(|| Error::usage("the waiter's events are already watched"))?;
-    let mut options: HashMap<String, WaitOptions> = HashMap::new();
     let mut started: HashMap<TaskRef, Instant> = HashMap::with_capacity(starts.len());
-    // New waits by provider, added at once after the loop: their first polls share full batch reads.
-    let mut adds: HashMap<String, Vec<TaskRef>> = HashMap::new();
+    // New waits by provider, with the provider's options, added at once after
+    // the loop: their first polls share full batch reads.
+    let mut adds: HashMap<String, (WaitOptions, Vec<TaskRef>)> = HashMap::new();
     for start in starts {
         let task_ref = match &start {
             Start::Add(task_ref) => task_ref.clone(),
@@ -456,10 +456,11 @@ async fn wait_many(
         let at = Instant::now();
         match start {
             Start::Add(task_ref) => {
-                if let Entry::Vacant(new) = options.entry(task_ref.provider().to_string()) {
-                    new.insert(args.options(&task_ref)?);
-                }
-                adds.entry(task_ref.provider().to_string()).or_default().push(task_ref.clone());
+                let (_, tasks) = match adds.entry(task_ref.provider().to_string()) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => new.insert((args.options(&task_ref)?, Vec::new())),
+                };
+                tasks.push(task_ref.clone());
             }
             // Each saved wait keeps its own policy, so its options are its own.
             Start::Resume(state) => {
@@ -469,10 +470,8 @@ async fn wait_many(
         }
         started.insert(task_ref, at);
     }
-    for (provider, tasks) in adds {
-        if let Some(task_options) = options.get(&provider) {
-            waiter.add_many(tasks, task_options)?;
-        }
+    for (task_options, tasks) in adds.into_values() {
+        waiter.add_many(tasks, &task_options)?;
     }
     let mut board = Board::for_stderr(started.keys());
     let mut exit = Exit::Ok;
