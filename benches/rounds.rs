@@ -98,34 +98,23 @@ impl Server {
     fn requests(&self) -> (u64, u64, u64) {
         let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Each round: its requests, as (ms after the start, ids).
+        let rounds: Vec<&[(f64, usize)]> = arrivals.chunk_by(|a, b| b.0 - a.0 < ROUND_GAP_MS).collect();
         if std::env::var_os("ROUNDS_DETAIL").is_some() {
-            // Each round: when it began (ms) and the ids of each of its requests.
             let mut line = String::new();
-            for (i, (at, ids)) in arrivals.iter().enumerate() {
-                if i == 0 || at - arrivals[i - 1].0 >= ROUND_GAP_MS {
-                    let end = arrivals[i..]
-                        .windows(2)
-                        .find(|w| w[1].0 - w[0].0 >= ROUND_GAP_MS)
-                        .map_or_else(|| arrivals.last().map_or(*at, |last| last.0), |w| w[0].0);
-                    line.push_str(&format!("\n  {at:>6.0} ms (+{:>3.0} ms):", end - at));
+            for round in &rounds {
+                let (first, last) = (round[0].0, round[round.len() - 1].0);
+                line.push_str(&format!("\n  {first:>6.0} ms (+{:>3.0} ms):", last - first));
+                for (_, ids) in *round {
+                    line.push_str(&format!(" {ids}"));
                 }
-                line.push_str(&format!(" {ids}"));
             }
             eprintln!("requests by round:{line}");
         }
-        let rounds = arrivals.windows(2).filter(|pair| pair[1].0 - pair[0].0 >= ROUND_GAP_MS).count();
         // The fewest requests that read each round's ids: ⌈ids / 100⌉ per round.
-        let mut fewest = 0;
-        let mut ids_in_round: usize = 0;
-        for (i, (at, ids)) in arrivals.iter().enumerate() {
-            if i > 0 && at - arrivals[i - 1].0 >= ROUND_GAP_MS {
-                fewest += ids_in_round.div_ceil(100);
-                ids_in_round = 0;
-            }
-            ids_in_round += ids;
-        }
-        fewest += ids_in_round.div_ceil(100);
-        (arrivals.len() as u64, (rounds + usize::from(!arrivals.is_empty())) as u64, fewest as u64)
+        let fewest: usize =
+            rounds.iter().map(|round| round.iter().map(|(_, ids)| ids).sum::<usize>().div_ceil(100)).sum();
+        (arrivals.len() as u64, rounds.len() as u64, fewest as u64)
     }
 
     /// The task as JSON text (as in the spec's examples); `None` for an unknown id.
