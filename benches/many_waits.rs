@@ -44,7 +44,8 @@
 //! `MIXED=1000` (tasks in the mixed set, 0 to skip), `MEMORY_TASKS=100000`
 //! and `MEMORY_SECONDS=3` (the never-finishing figure, 0 tasks to skip),
 //! `SPREAD_MS=4000` (finish times), `MAX_IN_FLIGHT` (the waiter's bound per
-//! provider; default the library's).
+//! provider; default the library's), `TIMELINE=1` (the Deepomatic server's
+//! requests per 100 ms of each run, to see its rounds).
 //!
 //! [`Waiter`]: taskpoll::Waiter
 
@@ -483,6 +484,14 @@ mod server {
                 "stats" => {
                     let request_ms =
                         std::mem::take(&mut *self.deepomatic.request_ms.lock().unwrap_or_else(|e| e.into_inner()));
+                    if std::env::var_os("TIMELINE").is_some() {
+                        let mut buckets =
+                            vec![0u32; 1 + request_ms.iter().fold(0.0f64, |a, &b| a.max(b)) as usize / 100];
+                        for ms in &request_ms {
+                            buckets[*ms as usize / 100] += 1;
+                        }
+                        eprintln!("requests per 100 ms: {buckets:?}");
+                    }
                     // Poll gaps and the server's side of the lag (the read that saw a task ended, less its finish).
                     let table = self.deepomatic.table.read().unwrap_or_else(|e| e.into_inner());
                     let mut gaps = std::mem::take(&mut *table.gaps.lock().unwrap_or_else(|e| e.into_inner()));

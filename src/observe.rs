@@ -13,6 +13,7 @@ use crate::error::{
 };
 use crate::raw_json::pointer as at_pointer;
 use crate::spec::{ProviderSpec, Rule, WebhookSpec};
+use crate::task::Body;
 use crate::text::excerpt;
 use crate::transport::{NoAnswer, RawResponse, Received};
 use crate::{Error, Phase, Task, TaskRef};
@@ -355,8 +356,10 @@ impl Seen {
 /// One item of a batch answer, for a many-task waiter: its id (borrowed from
 /// the item when it has no escape) and what the waiter takes of it. A task
 /// still queued or running is classified from the few values it needs, read
-/// in place in one pass over the item, and becomes [`Seen::InProgress`]; any
-/// other task is built whole by [`read_task`]. Both classify the status with
+/// in place in one pass over the item, and becomes [`Seen::InProgress`]; a
+/// succeeded task becomes a [`Task`] whose body is the item's text, built
+/// when first asked for; any other task (one that may carry a failure
+/// message) is built whole by [`read_task`]. Both classify the status with
 /// [`read_status`]; only the reading of the values differs (in place or built).
 /// `None` for an item without a usable id.
 pub(crate) fn batch_item<'a>(
@@ -403,10 +406,18 @@ pub(crate) fn batch_item<'a>(
     };
     let at = |pointer: &str| rule_values.iter().find(|(p, _)| *p == pointer).and_then(|(_, v)| v.as_ref());
     let Reading { phase, status, .. } = read_status(spec, status, at);
-    if !matches!(phase, Phase::Queued | Phase::Running) {
-        return whole();
+    match phase {
+        Phase::Queued | Phase::Running => Some((id, Seen::InProgress { phase, status, http_status })),
+        // A success takes nothing else from its body (no failure message):
+        // the body is kept as its text and built only if it is asked for.
+        Phase::Succeeded => {
+            let task_ref = TaskRef::new(spec.name, id.as_ref()).ok()?;
+            let body = Body::text(item.to_owned());
+            let task = Task::new(task_ref, phase, status, None, spec.task.result, http_status, body);
+            Some((id, Seen::Task(Box::new(task))))
+        }
+        _ => whole(),
     }
-    Some((id, Seen::InProgress { phase, status, http_status }))
 }
 
 /// One item of a batch answer, built whole: its id (at `id_pointer`) and its
@@ -644,5 +655,36 @@ mod tests {
             }
         }
         assert!(checked > 100 && slim_bodies > 10, "{checked} {slim_bodies}");
+    }
+
+    /// A succeeded item keeps its body as text: the task reads, compares,
+    /// prints and serialises as the one built whole.
+    #[test]
+    fn a_succeeded_batch_item_built_on_demand_is_the_task_built_whole() {
+        let spec = crate::spec::provider("deepomatic").expect("deepomatic");
+        let item = json!({"id": "7", "status": "success", "error": null,
+            "data": {"outputs": [{"labels": {"predicted": [{"label_name": "dog", "score": 0.9}]}}]}, "subtasks": null});
+        let raw = serde_json::value::to_raw_value(&item).expect("JSON");
+        let Some((_, Seen::Task(slim))) = batch_item(spec, "/id", 200, &raw) else { panic!("a finished task") };
+        let (_, whole) = item_task(spec, "/id", 200, item.clone()).expect("a task");
+        assert_eq!(slim.phase(), Phase::Succeeded);
+        assert_eq!(format!("{slim:?}"), format!("{whole:?}"));
+        assert_eq!(serde_json::to_value(&*slim).expect("JSON"), serde_json::to_value(&whole).expect("JSON"));
+        assert_eq!(slim.result(), Some(&item["data"]));
+        assert_eq!(slim.body(), &item);
+        assert_eq!(slim.clone().body(), &item);
+    }
+
+    /// Text `Value` cannot hold (a number beyond `f64`) is not lost: the
+    /// body is that text, as a string.
+    #[test]
+    fn a_kept_body_that_value_cannot_hold_is_kept_as_its_text() {
+        let spec = crate::spec::provider("deepomatic").expect("deepomatic");
+        let text = r#"{"id": "7", "status": "success", "data": {"big": 1e400}}"#;
+        let raw = serde_json::value::RawValue::from_string(text.to_owned()).expect("JSON");
+        let Some((_, Seen::Task(task))) = batch_item(spec, "/id", 200, &raw) else { panic!("a finished task") };
+        assert_eq!(task.phase(), Phase::Succeeded);
+        assert_eq!(task.body(), &Value::from(text));
+        assert_eq!(task.result(), None);
     }
 }

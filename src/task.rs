@@ -5,11 +5,13 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use crate::spec::Phase;
 use crate::spec::ProviderSpec;
@@ -180,8 +182,50 @@ pub struct Task {
     /// The provider's suggested delay before the next poll, in milliseconds
     /// (its spec's `next-poll-header`); a hint for the engine, not serialised.
     next_poll_ms: Option<u64>,
-    body: Value,
+    body: Body,
     via: Via,
+}
+
+/// A task's body: built, or kept as the answer's text and built the first
+/// time it is asked for. A many-task wait reads a finished batch item's
+/// status in place, and most callers never look at its whole body: building
+/// (and later dropping) every finished item's tree was a fifth of a
+/// 100,000-task wait's CPU.
+#[derive(Clone)]
+pub(crate) enum Body {
+    Built(Value),
+    Text(Box<RawValue>, OnceLock<Value>),
+}
+
+impl Body {
+    /// A body kept as its text (valid JSON: a part of an answer already read).
+    pub(crate) fn text(text: Box<RawValue>) -> Self {
+        Body::Text(text, OnceLock::new())
+    }
+
+    fn get(&self) -> &Value {
+        match self {
+            Body::Built(value) => value,
+            // serde_json's `Value` refuses only a number beyond `f64` (`1e400`)
+            // in text it read as JSON: such a body is kept as its text, in a string.
+            Body::Text(text, built) => {
+                built.get_or_init(|| serde_json::from_str(text.get()).unwrap_or_else(|_| Value::from(text.get())))
+            }
+        }
+    }
+}
+
+impl From<Value> for Body {
+    fn from(value: Value) -> Self {
+        Body::Built(value)
+    }
+}
+
+/// As the built body, whichever way it is kept.
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// Where an observation of a task came from.
@@ -273,7 +317,7 @@ impl Serialize for Task {
             result: self.result(),
             http_status: self.http_status,
             retry_after_ms: self.retry_after_ms,
-            body: &self.body,
+            body: self.body(),
             via: self.via,
         }
         .serialize(serializer)
@@ -292,7 +336,7 @@ impl<'de> Deserialize<'de> for Task {
             http_status: read.http_status,
             retry_after_ms: read.retry_after_ms,
             next_poll_ms: None,
-            body: read.body,
+            body: Body::Built(read.body),
             via: read.via,
         })
     }
@@ -318,7 +362,7 @@ impl PartialEq for Task {
             && self.result() == other.result()
             && self.http_status == other.http_status
             && self.retry_after_ms == other.retry_after_ms
-            && self.body == other.body
+            && self.body() == other.body()
             && self.via == other.via
     }
 }
@@ -332,10 +376,10 @@ impl Task {
         error: Option<String>,
         result_at: Option<&'static str>,
         http_status: u16,
-        body: Value,
+        body: impl Into<Body>,
     ) -> Self {
         let result = result_at.map_or(TaskResult::Owned(None), TaskResult::At);
-        let (retry_after_ms, next_poll_ms) = (None, None);
+        let (retry_after_ms, next_poll_ms, body) = (None, None, body.into());
         Self { task_ref, phase, status, error, result, http_status, retry_after_ms, next_poll_ms, body, via: Via::Poll }
     }
 
@@ -355,7 +399,7 @@ impl Task {
     /// end its wait (phase, raw status, HTTP status and `Retry-After`).
     pub(crate) fn shed_in_progress_body(&mut self) {
         if matches!(self.phase, Phase::Queued | Phase::Running) {
-            self.body = Value::Null;
+            self.body = Body::Built(Value::Null);
             self.result = TaskResult::Owned(None);
         }
     }
@@ -416,7 +460,7 @@ impl Task {
     /// The result payload (`None` when absent or null).
     pub fn result(&self) -> Option<&Value> {
         match &self.result {
-            TaskResult::At(pointer) => self.body.pointer(pointer).filter(|v| !v.is_null()),
+            TaskResult::At(pointer) => self.body().pointer(pointer).filter(|v| !v.is_null()),
             TaskResult::Owned(result) => result.as_ref(),
         }
     }
@@ -426,9 +470,12 @@ impl Task {
         self.http_status
     }
 
-    /// The whole body as received.
+    /// The whole body as received. A many-task wait keeps a finished batch
+    /// item's body as its text and builds it here, on first use; text that
+    /// a [`Value`] cannot hold (a number beyond `f64`, such as `1e400`)
+    /// gives that text as a string rather than losing it.
     pub fn body(&self) -> &Value {
-        &self.body
+        self.body.get()
     }
 
     /// Whether the task has finished (succeeded, failed or cancelled).
