@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use schemars::JsonSchema;
@@ -41,7 +41,9 @@ mod checks;
 #[derive(Clone)]
 pub struct TaskRef {
     provider: &'static ProviderSpec,
-    id: String,
+    /// Shared, not copied, by a reference's clones: a many-task wait keeps
+    /// its task's reference in its state and in its waiter's registry.
+    id: Arc<str>,
     inputs: BTreeMap<String, String>,
 }
 
@@ -60,7 +62,7 @@ impl Serialize for TaskRef {
         use serde::ser::SerializeStruct as _;
         let mut fields = serializer.serialize_struct("TaskRef", 3)?;
         fields.serialize_field("provider", self.provider.name)?;
-        fields.serialize_field("id", &self.id)?;
+        fields.serialize_field("id", &*self.id)?;
         if self.inputs.is_empty() {
             fields.skip_field("inputs")?;
         } else {
@@ -86,7 +88,7 @@ impl TaskRef {
 
     /// What identifies the reference (provider names are unique).
     fn key(&self) -> (&'static str, &str, &BTreeMap<String, String>) {
-        (self.provider.name, &self.id, &self.inputs)
+        (self.provider.name, &*self.id, &self.inputs)
     }
 }
 

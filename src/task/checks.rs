@@ -52,9 +52,9 @@ impl TaskRef {
     /// A reference to task `id` at `provider`. Checks the id and that the provider exists.
     pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
         let spec = crate::spec::known_provider(provider)?;
-        let id = id.into();
+        let id: String = id.into();
         validate_id(spec, &id)?;
-        Ok(Self { provider: spec, id, inputs: BTreeMap::new() })
+        Ok(Self { provider: spec, id: id.into(), inputs: BTreeMap::new() })
     }
 
     /// Adds an extra input the provider's spec declares (e.g. `refID`).

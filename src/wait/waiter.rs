@@ -136,8 +136,9 @@ struct Registry {
     closed: bool,
     /// The schedulers this waiter's waits went to.
     lanes: HashMap<&'static str, Lane>,
-    /// The waits not yet reported, to route cancellations and end the stream.
-    waiting: HashMap<TaskRef, (&'static str, Key)>,
+    /// The waits not yet reported, to route cancellations (to the lane of
+    /// the provider the client configures for the reference) and end the stream.
+    waiting: HashMap<TaskRef, Key>,
     /// Each wait's registration with the client's webhook hub (providers that declare webhooks).
     webhooks: HashMap<TaskRef, Registration>,
 }
@@ -324,7 +325,7 @@ impl Shared {
                 if let Some(registration) = registration {
                     registry.webhooks.insert(task.clone(), registration);
                 }
-                registry.waiting.insert(task, (provider, key));
+                registry.waiting.insert(task, key);
             }
             registry.lanes.entry(provider).or_insert(lane);
         }
@@ -362,15 +363,16 @@ impl Shared {
         if let Some(registration) = registration {
             registry.webhooks.insert(waiting.key().clone(), registration);
         }
-        waiting.insert((provider, key));
+        waiting.insert(key);
         registry.lanes.entry(provider).or_insert(lane);
         Ok(())
     }
 
     fn cancel(&self, task: &TaskRef) -> bool {
         let registry = self.registry();
-        let Some((provider, key)) = registry.waiting.get(task) else { return false };
-        registry.lanes.get(provider).is_some_and(|lane| lane.send(scheduler::Command::Cancel(*key)))
+        let Some(key) = registry.waiting.get(task) else { return false };
+        let Ok(configured) = self.client.configured_for(task) else { return false };
+        registry.lanes.get(configured.spec.name).is_some_and(|lane| lane.send(scheduler::Command::Cancel(*key)))
     }
 
     fn cancel_all(&self) {
