@@ -191,8 +191,9 @@ pub struct Task {
 /// A task's body: built, or kept as the answer's text and built the first
 /// time it is asked for. A many-task wait reads a finished batch item's
 /// status in place, and most callers never look at its whole body: building
-/// (and later dropping) every finished item's tree was a fifth of a
-/// 100,000-task wait's CPU.
+/// (and later dropping) every finished item's tree was over a third of the
+/// client's CPU at 100,000 waits.
+///
 /// The text and its build share one box, so a `Task` is no larger than with
 /// a built body.
 #[derive(Clone)]
