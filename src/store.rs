@@ -431,8 +431,9 @@ impl StoredOutcome {
     }
 }
 
-/// What a store keeps of an outcome besides its row's columns.
-#[derive(Serialize, Deserialize)]
+/// What a store keeps of an outcome besides its row's columns (written as
+/// [`OutcomeBodyOut`]).
+#[derive(Deserialize)]
 struct OutcomeBody {
     kind: OutcomeKind,
     task: Option<Task>,
@@ -440,15 +441,23 @@ struct OutcomeBody {
     polls: u32,
 }
 
+/// [`OutcomeBody`] as written: borrowed from the outcome, not a copy of its task.
+#[derive(Serialize)]
+struct OutcomeBodyOut<'a> {
+    kind: OutcomeKind,
+    task: Option<&'a Task>,
+    error: Option<&'a str>,
+    polls: u32,
+}
+
 impl OutcomeBody {
     fn json(outcome: &StoredOutcome) -> Result<String> {
-        let body = OutcomeBody {
+        to_json(&OutcomeBodyOut {
             kind: outcome.kind,
-            task: outcome.task.clone(),
-            error: outcome.error.clone(),
+            task: outcome.task.as_ref(),
+            error: outcome.error.as_deref(),
             polls: outcome.polls,
-        };
-        to_json(&body)
+        })
     }
 
     fn outcome(self, id: WaitId, state: WaitState, finished_at_ms: u64) -> StoredOutcome {
