@@ -19,7 +19,9 @@
 //! shapes of `specs/deepomatic.yaml` (a task is `success` from its finish
 //! instant on) and counts the requests. Printed for each side, per run and
 //! over all runs (`RUNS`, each with its own finish times): requests, rounds
-//! (bursts of requests less than 20 ms apart), and detection lag p50 / p99 (when the waiter reported a task, or the official
+//! (bursts of requests less than 20 ms apart), how long a round lasts (its
+//! first request to its last) and the idle time between two rounds, on
+//! average, and detection lag p50 / p99 (when the waiter reported a task, or the official
 //! client's round that saw it ended, minus the task's finish time). Not a
 //! test: it asserts nothing, it prints the figures next to the goal of
 //! issue 24 (taskpoll sends no more requests than `batch_wait`).
@@ -94,8 +96,8 @@ impl Server {
 
     /// The run's requests, and its rounds: bursts of requests with less than
     /// `ROUND_GAP_MS` between one and the next (a round's pages, sent together
-    /// or one after the other).
-    fn requests(&self) -> (u64, u64, u64) {
+    /// or one after the other), how long each lasted and the idle time after it.
+    fn requests(&self) -> Figures {
         let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
         arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
         // Each round: its requests, as (ms after the start, ids).
@@ -114,7 +116,17 @@ impl Server {
         // The fewest requests that read each round's ids: ⌈ids / 100⌉ per round.
         let fewest: usize =
             rounds.iter().map(|round| round.iter().map(|(_, ids)| ids).sum::<usize>().div_ceil(100)).sum();
-        (arrivals.len() as u64, rounds.len() as u64, fewest as u64)
+        // From a round's first request to its last, and from its last to the next round's first.
+        let round_ms = rounds.iter().map(|round| round[round.len() - 1].0 - round[0].0).collect();
+        let idle_ms = rounds.windows(2).map(|pair| pair[1][0].0 - pair[0][pair[0].len() - 1].0).collect();
+        Figures {
+            requests: arrivals.len() as u64,
+            rounds: rounds.len() as u64,
+            fewest: fewest as u64,
+            round_ms,
+            idle_ms,
+            ..Figures::default()
+        }
     }
 
     /// The task as JSON text (as in the spec's examples); `None` for an unknown id.
@@ -206,6 +218,10 @@ struct Figures {
     succeeded: usize,
     unfinished: usize,
     lags_ms: Vec<f64>,
+    /// How long each round lasted (its first request to its last).
+    round_ms: Vec<f64>,
+    /// The time between one round's last request and the next round's first.
+    idle_ms: Vec<f64>,
 }
 
 impl Figures {
@@ -216,21 +232,29 @@ impl Figures {
         self.succeeded += other.succeeded;
         self.unfinished += other.unfinished;
         self.lags_ms.extend(other.lags_ms);
+        self.round_ms.extend(other.round_ms);
+        self.idle_ms.extend(other.idle_ms);
     }
 
     fn line(&mut self, label: &str) -> String {
         self.lags_ms.sort_by(f64::total_cmp);
         format!(
-            "{label:<34} {:>8} {:>6} {:>6} {:>9} {:>10} {:>12.0} {:>12.0}",
+            "{label:<34} {:>8} {:>6} {:>6} {:>8.1} {:>7.0} {:>9} {:>10} {:>12.0} {:>12.0}",
             self.requests,
             self.fewest,
             self.rounds,
+            mean(&self.round_ms),
+            mean(&self.idle_ms),
             self.succeeded,
             self.unfinished,
             percentile(&self.lags_ms, 50.0),
             percentile(&self.lags_ms, 99.0)
         )
     }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -280,8 +304,7 @@ fn taskpoll(
         }
         Ok::<_, taskpoll::Error>(reports)
     })?;
-    let (requests, rounds, fewest) = server.requests();
-    let mut figures = Figures { requests, rounds, fewest, ..Figures::default() };
+    let mut figures = server.requests();
     for (task, at_ms, result) in reports {
         match result {
             Ok(task_done) if task_done.phase() == taskpoll::Phase::Succeeded => {
@@ -329,8 +352,7 @@ fn official(python: &str, server: &Server, url: &str, first_id: usize, offsets: 
     stdout.read_line(&mut line)?;
     let _ = child.wait();
     let answer: Value = serde_json::from_str(&line)?;
-    let (requests, rounds, fewest) = server.requests();
-    let mut figures = Figures { requests, rounds, fewest, ..Figures::default() };
+    let mut figures = server.requests();
     let seen = answer["seen_ms"].as_object().ok_or("no seen_ms")?;
     for (id, at_ms) in seen {
         let index = id.parse::<usize>()? - first_id;
@@ -360,8 +382,17 @@ fn main() -> BoxResult<()> {
         println!("(OFFICIAL_PYTHON not set: the official client's side is skipped)");
     }
     println!(
-        "{:<34} {:>8} {:>6} {:>6} {:>9} {:>10} {:>12} {:>12}",
-        "side", "requests", "fewest", "rounds", "succeeded", "unfinished", "lag p50 ms", "lag p99 ms"
+        "{:<34} {:>8} {:>6} {:>6} {:>8} {:>7} {:>9} {:>10} {:>12} {:>12}",
+        "side",
+        "requests",
+        "fewest",
+        "rounds",
+        "round ms",
+        "idle ms",
+        "succeeded",
+        "unfinished",
+        "lag p50 ms",
+        "lag p99 ms"
     );
     let (mut ours_total, mut theirs_total) = (Figures::default(), Figures::default());
     for run in 0..runs {
