@@ -102,10 +102,11 @@ impl Server {
         arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
         // Each round: its requests, as (ms after the start, ids).
         let rounds: Vec<&[(f64, usize)]> = arrivals.chunk_by(|a, b| b.0 - a.0 < ROUND_GAP_MS).collect();
+        // Each round's first and last request (ms after the start).
+        let spans: Vec<(f64, f64)> = rounds.iter().map(|round| (round[0].0, round[round.len() - 1].0)).collect();
         if std::env::var_os("ROUNDS_DETAIL").is_some() {
             let mut line = String::new();
-            for round in &rounds {
-                let (first, last) = (round[0].0, round[round.len() - 1].0);
+            for (round, &(first, last)) in rounds.iter().zip(&spans) {
                 line.push_str(&format!("\n  {first:>6.0} ms (+{:>3.0} ms):", last - first));
                 for (_, ids) in *round {
                     line.push_str(&format!(" {ids}"));
@@ -117,8 +118,8 @@ impl Server {
         let fewest: usize =
             rounds.iter().map(|round| round.iter().map(|(_, ids)| ids).sum::<usize>().div_ceil(100)).sum();
         // From a round's first request to its last, and from its last to the next round's first.
-        let round_ms = rounds.iter().map(|round| round[round.len() - 1].0 - round[0].0).collect();
-        let idle_ms = rounds.windows(2).map(|pair| pair[1][0].0 - pair[0][pair[0].len() - 1].0).collect();
+        let round_ms = spans.iter().map(|(first, last)| last - first).collect();
+        let idle_ms = spans.windows(2).map(|pair| pair[1].0 - pair[0].1).collect();
         Figures {
             requests: arrivals.len() as u64,
             rounds: rounds.len() as u64,
