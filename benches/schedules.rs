@@ -16,6 +16,11 @@
 //! completions of the new durations, to set against a run that had only the
 //! longer durations from the start.
 //!
+//! Beside each mix, the floor: the fewest requests per task that any
+//! schedule, knowing every duration in advance, needs to keep polite's lag
+//! p50 and p99 on the same tasks (see [`floor_requests`]); the goal is
+//! within reach of a schedule only where the floor is below 0.5x.
+//!
 //! Run with `cargo bench --bench schedules`. Environment: `TASKS=2000`,
 //! `SEED=7`, `PROVIDERS=deepomatic,cloudinary`, `PLANS=1` (print the last
 //! learned plan of each mix, and the estimate's quantiles against those of
@@ -25,6 +30,7 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use taskpoll::Policy;
@@ -107,6 +113,114 @@ fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>, see
     Figures { requests: requests as f64 / lags.len().max(1) as f64, lag_p50: at(0.5), lag_p99: at(0.99) }
 }
 
+/// A floor under the requests per task of any schedule that keeps the
+/// detection lag p50 and p99 over all of `phases` at or below `lag_p50` and
+/// `lag_p99`, one schedule per phase (fixed or drawn at random), knowing
+/// every duration in advance: what no schedule, learned or not, can beat.
+///
+/// The polls split a phase's sorted durations into runs; a run's poll goes
+/// no earlier than its last duration (it must see it ended) and, in the
+/// cheapest schedule, no later (the same tasks pay for it, with less lag). A
+/// poll costs one request for each task still running, and each task one
+/// more for the poll that sees it ended. The lag goals ask for at least
+/// `round((n - 1) q) + 1` tasks seen within each lag; pricing the tasks seen
+/// in time instead (Lagrange multipliers) leaves a shortest path over the
+/// runs of each phase, whose value plus the price of the goals is a floor
+/// for every pair of prices (weak duality). The best pair on a grid is kept.
+fn floor_requests(phases: &[&[f64]], lag_p50: f64, lag_p99: f64) -> f64 {
+    let phases: Vec<Runs> = phases.iter().map(|d| Runs::new(d, lag_p50, lag_p99)).collect();
+    let n: usize = phases.iter().map(|r| r.d.len()).sum();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let need = |q: f64| ((n - 1) as f64 * q).round() + 1.0;
+    let prices: Vec<f64> = std::iter::once(0.0).chain((0..48).map(|i| 0.01 * 10f64.powf(f64::from(i) / 8.0))).collect();
+    let mut best = 0.0_f64;
+    for &p50 in &prices {
+        for &p99 in &prices {
+            let priced: f64 = phases.iter().map(|r| r.cheapest(p50, p99)).sum();
+            best = best.max(priced + p50 * need(0.5) + p99 * need(0.99));
+        }
+    }
+    best / n as f64
+}
+
+/// One phase's sorted durations, for [`floor_requests`].
+struct Runs {
+    d: Vec<f64>,
+    /// `lo50[j]`: the first task of those that end within `lag_p50` of task `j - 1`.
+    lo50: Vec<usize>,
+    /// As `lo50`, within `lag_p99`.
+    lo99: Vec<usize>,
+}
+
+impl Runs {
+    fn new(durations: &[f64], lag_p50: f64, lag_p99: f64) -> Self {
+        let mut d = durations.to_vec();
+        d.sort_by(f64::total_cmp);
+        let first_within = |lag: f64| {
+            let mut lo = vec![0; d.len() + 1];
+            let mut k = 0;
+            for j in 1..=d.len() {
+                while d[k] < d[j - 1] - lag {
+                    k += 1;
+                }
+                lo[j] = k;
+            }
+            lo
+        };
+        let (lo50, lo99) = (first_within(lag_p50), first_within(lag_p99));
+        Self { d, lo50, lo99 }
+    }
+
+    /// The fewest requests, less `p50` (`p99`) for each task seen within
+    /// `lag_p50` (`lag_p99`).
+    fn cheapest(&self, p50: f64, p99: f64) -> f64 {
+        let n = self.d.len();
+        // f[j]: the cheapest handling of tasks 0..j, a run ending at task j - 1,
+        // its requests less the prices; the best start of that run is in one
+        // of three windows, each searched by a monotone queue of `f[i] + slope * i`.
+        let mut f = vec![0.0_f64; n + 1];
+        let mut prefix_min = vec![0.0_f64; n + 1];
+        let (mut middle, mut late) = (VecDeque::new(), VecDeque::new());
+        let mut pushed = 0;
+        let push = |queue: &mut VecDeque<(usize, f64)>, i: usize, key: f64| {
+            while queue.back().is_some_and(|&(_, k)| k >= key) {
+                queue.pop_back();
+            }
+            queue.push_back((i, key));
+        };
+        for j in 1..=n {
+            let (l50, l99, jf) = (self.lo50[j], self.lo99[j], j as f64);
+            // Starting at or before l99: tasks from l99 (l50) on are in time.
+            let mut value = prefix_min[l99] - p50 * (jf - l50 as f64) - p99 * (jf - l99 as f64);
+            // Starting in (l99, l50]: the whole run is within lag_p99.
+            while pushed <= l50 {
+                push(&mut middle, pushed, f[pushed] + p99 * pushed as f64);
+                pushed += 1;
+            }
+            while middle.front().is_some_and(|&(i, _)| i <= l99) {
+                middle.pop_front();
+            }
+            if let Some(&(_, key)) = middle.front() {
+                value = value.min(key - p50 * (jf - l50 as f64) - p99 * jf);
+            }
+            // Starting in (l50, j - 1]: the whole run is within both lags.
+            push(&mut late, j - 1, f[j - 1] + (p50 + p99) * (j - 1) as f64);
+            while late.front().is_some_and(|&(i, _)| i <= l50) {
+                late.pop_front();
+            }
+            if let Some(&(_, key)) = late.front() {
+                value = value.min(key - (p50 + p99) * jf);
+            }
+            // The run's poll: one request for each task it sees and each later one.
+            f[j] = (n - j) as f64 + value;
+            prefix_min[j] = prefix_min[j - 1].min(f[j]);
+        }
+        n as f64 + f[n]
+    }
+}
+
 /// A standard normal draw (Box–Muller).
 fn normal(rng: &mut fastrand::Rng) -> f64 {
     let (u, v) = (rng.f64().max(1e-12), rng.f64());
@@ -171,6 +285,31 @@ fn main() {
                     l.lag_p50 / p.lag_p50,
                     l.lag_p99 / p.lag_p99,
                     if ok { "met" } else { "MISSED" }
+                );
+                // The shift mix's two halves may each have their own schedule.
+                let measured = &durations[WARMUP..];
+                let phases: Vec<&[f64]> = if mix.contains("shift") {
+                    vec![&durations[WARMUP..half], &durations[half..]]
+                } else {
+                    vec![measured]
+                };
+                let floor = floor_requests(&phases, p.lag_p50, p.lag_p99);
+                // A self-check: every schedule here that keeps polite's lags
+                // (polite itself, at least) pays at least the floor.
+                for (name, f) in &rows {
+                    if f.lag_p50 <= p.lag_p50 && f.lag_p99 <= p.lag_p99 {
+                        assert!(
+                            f.requests >= floor - 1e-9,
+                            "{name} beats the floor on {mix}: {} < {floor}",
+                            f.requests
+                        );
+                    }
+                }
+                println!(
+                    "{:<26} {:<18} {:>8.2}x  (no schedule needs fewer for polite's lags)",
+                    "",
+                    "floor / polite",
+                    floor / p.requests
                 );
             }
             if mix.contains("shift") {
