@@ -177,7 +177,7 @@ impl Client {
     /// request. The outer error is a failure of the whole batch.
     pub async fn get_many<S: AsRef<str>>(&self, provider: &str, ids: &[S]) -> Result<Vec<Result<Task>>> {
         let configured = self.configured(provider)?;
-        let refs: Vec<Result<TaskRef>> = ids.iter().map(|id| TaskRef::new(configured.spec.name, id.as_ref())).collect();
+        let refs: Vec<Result<TaskRef>> = ids.iter().map(|id| TaskRef::of_spec(configured.spec, id.as_ref())).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }

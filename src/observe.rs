@@ -411,7 +411,7 @@ pub(crate) fn batch_item<'a>(
         // A success takes nothing else from its body (no failure message):
         // the body is kept as its text and built only if it is asked for.
         Phase::Succeeded => {
-            let task_ref = TaskRef::new(spec.name, id.as_ref()).ok()?;
+            let task_ref = TaskRef::of_spec(spec, id.as_ref()).ok()?;
             let body = Body::text(item.to_owned());
             let task = Task::new(task_ref, phase, status, None, spec.task.result, http_status, body);
             Some((id, Seen::Task(Box::new(task))))
@@ -447,7 +447,7 @@ fn identified_task(
     body: Value,
 ) -> Option<(String, Task)> {
     let id = scalar_text(at_pointer(&body, id_pointer))?.into_owned();
-    let task_ref = TaskRef::new(spec.name, id.clone()).ok()?;
+    let task_ref = TaskRef::of_spec(spec, id.clone()).ok()?;
     Some((id, read_task(spec, fields, task_ref, http_status, body)))
 }
 

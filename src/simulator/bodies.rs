@@ -49,7 +49,7 @@ fn classify(spec: &'static ProviderSpec, example: &'static Example) -> Option<Ca
         return None;
     }
     let raw = raw_status(spec, &body);
-    let task_ref = TaskRef::new(spec.name, "simulated").ok()?;
+    let task_ref = TaskRef::of_spec(spec, "simulated").ok()?;
     let phase = observe::task_from_body(spec, task_ref, status, body.clone()).phase();
     let rule = spec.rules.iter().find(|rule| {
         rule.when.iter().all(|(pointer, expected)| {

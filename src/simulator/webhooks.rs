@@ -134,7 +134,7 @@ pub(crate) fn payload(hook: &WebhookSpec, id: &str, phase: Phase, error: Option<
 pub(crate) async fn watch_and_send(shared: Arc<Shared>, spec: &'static ProviderSpec, id: String, callback: Callback) {
     let Some(hook) = spec.webhook.as_ref() else { return };
     let Some(secret) = demo_secret(spec, hook) else { return };
-    let Ok(task_ref) = TaskRef::new(spec.name, id.clone()) else { return };
+    let Ok(task_ref) = TaskRef::of_spec(spec, id.clone()) else { return };
     let mut shutdown = shared.shutdown.clone();
     let (rendered, task) = loop {
         let answer = {

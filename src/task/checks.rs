@@ -51,7 +51,12 @@ fn validate_id(spec: &ProviderSpec, id: &str) -> Result<(), Error> {
 impl TaskRef {
     /// A reference to task `id` at `provider`. Checks the id and that the provider exists.
     pub fn new(provider: &str, id: impl Into<String>) -> Result<Self, Error> {
-        let spec = crate::spec::known_provider(provider)?;
+        Self::of_spec(crate::spec::known_provider(provider)?, id)
+    }
+
+    /// A reference to task `id` at the provider `spec` describes, with the
+    /// id checked: for code that holds the spec already (no lookup by name).
+    pub(crate) fn of_spec(spec: &'static ProviderSpec, id: impl Into<String>) -> Result<Self, Error> {
         let id: String = id.into();
         validate_id(spec, &id)?;
         Ok(Self { provider: spec, id: id.into(), inputs: BTreeMap::new() })
