@@ -134,14 +134,32 @@ fn floor_requests(phases: &[&[f64]], lag_p50: f64, lag_p99: f64, max_gap: Option
         return f64::NAN;
     }
     let need = |q: f64| ((n - 1) as f64 * q).round() + 1.0;
-    let prices: Vec<f64> = std::iter::once(0.0).chain((0..48).map(|i| 0.01 * 10f64.powf(f64::from(i) / 8.0))).collect();
-    let mut best = 0.0_f64;
-    for &p50 in &prices {
-        for &p99 in &prices {
-            let priced: f64 = phases.iter().map(|r| r.cheapest(p50, p99, max_gap)).sum();
-            best = best.max(priced + p50 * need(0.5) + p99 * need(0.99));
+    let floor = |p50: f64, p99: f64| {
+        let priced: f64 = phases.iter().map(|r| r.cheapest(p50, p99, max_gap)).sum();
+        priced + p50 * need(0.5) + p99 * need(0.99)
+    };
+    // Prices from 0.01 to 1,000 (0 below), every quarter of a decade, then a
+    // finer grid around the best pair: the floor holds for every pair, so
+    // the search only decides how tight it is.
+    let price = |step: f64| if step < 0.0 { 0.0 } else { 0.01 * 10f64.powf(step / 4.0) };
+    let grid = (-1..=20).map(f64::from);
+    let mut best = (f64::NEG_INFINITY, 0.0, 0.0);
+    for a in grid.clone() {
+        for b in grid.clone() {
+            let value = floor(price(a), price(b));
+            if value > best.0 {
+                best = (value, a, b);
+            }
         }
     }
+    let (_, a, b) = best;
+    for da in -4..=4 {
+        for db in -4..=4 {
+            let (a, b) = (a + f64::from(da) / 4.0, b + f64::from(db) / 4.0);
+            best.0 = best.0.max(floor(price(a), price(b)));
+        }
+    }
+    let best = best.0;
     best / n as f64
 }
 
