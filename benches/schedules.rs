@@ -126,7 +126,8 @@ fn run(policy: &Policy, durations: &[f64], measured: std::ops::Range<usize>, see
 /// `round((n - 1) q) + 1` tasks seen within each lag; pricing the tasks seen
 /// in time instead (Lagrange multipliers) leaves a shortest path over the
 /// runs of each phase, whose value plus the price of the goals is a floor
-/// for every pair of prices (weak duality). The best pair on a grid is kept.
+/// for every pair of prices (weak duality). The best pair found on a grid,
+/// then on a finer one around it, is kept.
 fn floor_requests(phases: &[&[f64]], lag_p50: f64, lag_p99: f64, max_gap: Option<f64>) -> f64 {
     let phases: Vec<Runs> = phases.iter().map(|d| Runs::new(d, lag_p50, lag_p99)).collect();
     let n: usize = phases.iter().map(|r| r.d.len()).sum();
@@ -159,8 +160,7 @@ fn floor_requests(phases: &[&[f64]], lag_p50: f64, lag_p99: f64, max_gap: Option
             best.0 = best.0.max(floor(price(a), price(b)));
         }
     }
-    let best = best.0;
-    best / n as f64
+    best.0 / n as f64
 }
 
 /// One phase's sorted durations, for [`floor_requests`].
@@ -252,9 +252,7 @@ impl Runs {
             while late.front().is_some_and(|&(i, _)| i <= l50 || i < first) {
                 late.pop_front();
             }
-            if let Some(&(i, key)) = early.front()
-                && i <= l99
-            {
+            if let Some(&(_, key)) = early.front() {
                 value = value.min(key - p50 * (jf - l50 as f64) - p99 * (jf - l99 as f64));
             }
             if let Some(&(_, key)) = middle.front() {
@@ -336,11 +334,10 @@ fn main() {
                     if ok { "met" } else { "MISSED" }
                 );
                 // The shift mix's two halves may each have their own schedule.
-                let measured = &durations[WARMUP..];
                 let phases: Vec<&[f64]> = if mix.contains("shift") {
                     vec![&durations[WARMUP..half], &durations[half..]]
                 } else {
-                    vec![measured]
+                    vec![&durations[WARMUP..]]
                 };
                 let floor = floor_requests(&phases, p.lag_p50, p.lag_p99, None);
                 let gap = polite.max_delay().as_secs_f64();
